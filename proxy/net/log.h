@@ -1,0 +1,31 @@
+/* Process-wide logging for the daemon and its command-line tools.
+ *
+ * Libraries (mime, policy, kme client) return errors instead of logging;
+ * the daemon decides what reaches the log. Callers never pass key bytes,
+ * message bodies or passwords: secrets are replaced before a line is
+ * formatted, not after. */
+#ifndef QUMAIL_LOG_H
+#define QUMAIL_LOG_H
+
+#include <stdarg.h>
+
+enum qlog_level { QLOG_ERROR = 0, QLOG_WARN, QLOG_INFO, QLOG_DEBUG };
+
+/* Lines below `level` are dropped. Default: QLOG_INFO. */
+void qlog_set_level(enum qlog_level level);
+enum qlog_level qlog_get_level(void);
+/* Parses "error", "warn", "info", "debug"; returns -1 when unknown. */
+int qlog_level_parse(const char *name, enum qlog_level *level_r);
+/* Program name shown in each line ("qumail-proxy", "qumail-kme"). */
+void qlog_set_ident(const char *ident);
+
+void qlog(enum qlog_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void qlogv(enum qlog_level level, const char *fmt, va_list ap);
+
+#define qlog_error(...) qlog(QLOG_ERROR, __VA_ARGS__)
+#define qlog_warn(...) qlog(QLOG_WARN, __VA_ARGS__)
+#define qlog_info(...) qlog(QLOG_INFO, __VA_ARGS__)
+#define qlog_debug(...) qlog(QLOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,152 @@
+/* net: TCP and TLS connections over libuv, the one transport of qumail.
+ *
+ * A net_conn is an opaque connection that delivers events to one callback
+ * and hides TLS (OpenSSL with memory BIOs) below it: protocol code reads and
+ * writes plaintext only, and STARTTLS is one call (net_conn_start_tls) on a
+ * connection that was plain until then. Used by the SMTP and IMAP proxy
+ * sessions, the KME simulator's HTTPS server and the KME client.
+ *
+ * Lifetimes: net_conn_close() may be called from inside the callback; the
+ * callback is never called again for that connection and its memory is
+ * freed later, on the loop. Errors are negative errno-style codes (UV_*
+ * values from libuv, or NET_E* below); detail strings come through error_r
+ * (caller frees) or net_conn_error(). */
+#ifndef QUMAIL_NET_H
+#define QUMAIL_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Codes beyond libuv's own (which are all > -4096). */
+enum {
+    NET_ETLS = -5001,       /* TLS handshake or record failure */
+    NET_EVERIFY = -5002,    /* peer certificate not trusted / wrong name */
+    NET_EINPUT = -5003,     /* input limit exceeded */
+    NET_ETIMEDOUT = -5004,  /* idle timeout */
+    NET_ESTATE = -5005,     /* call not valid in this state (e.g. TLS twice) */
+};
+const char *net_strerror(int code);
+
+/* ---- TLS contexts (an SSL_CTX with qumail's settings) ------------------ */
+
+typedef struct net_tls net_tls;
+
+struct net_tls_config {
+    bool server;             /* role of the connections using this context */
+    const char *cert_file;   /* PEM chain: required for servers, optional
+                                for clients (mutual TLS) */
+    const char *key_file;    /* PEM private key for cert_file */
+    const char *ca_file;     /* trust anchors (PEM); NULL: system store */
+    /* Server: require and verify a client certificate (mutual TLS).
+     * Client: verify the server's certificate chain and host name. */
+    bool verify_peer;
+    const char *min_version; /* "TLSv1.2" (default when NULL) or "TLSv1.3" */
+    const char *ciphers;     /* TLS 1.2 cipher list; NULL: OpenSSL default */
+};
+
+/* Creates a context; on failure returns NULL and sets *error_r (caller
+ * frees) to a message naming the file that could not be used. */
+net_tls *net_tls_new(const struct net_tls_config *cfg, char **error_r);
+void net_tls_free(net_tls **tls);
+
+/* ---- connections -------------------------------------------------------- */
+
+typedef struct net_conn net_conn;
+
+enum net_event {
+    NET_EV_CONNECTED,  /* outgoing TCP connection established */
+    NET_EV_TLS_READY,  /* TLS handshake done and peer verified */
+    NET_EV_READ,       /* more plaintext input is buffered */
+    NET_EV_DRAINED,    /* every queued byte was handed to the kernel */
+    NET_EV_EOF,        /* peer closed (buffered input may remain) */
+    NET_EV_TIMEOUT,    /* no input within the idle timeout */
+    NET_EV_ERROR,      /* connect, I/O or TLS failure: net_conn_error() */
+};
+const char *net_event_name(enum net_event ev);
+
+typedef void (*net_conn_cb)(net_conn *conn, enum net_event ev, void *arg);
+
+/* Starts resolving host and connecting; the callback later gets
+ * NET_EV_CONNECTED or NET_EV_ERROR. Returns NULL only when out of memory. */
+net_conn *net_connect(uv_loop_t *loop, const char *host, uint16_t port,
+                      net_conn_cb cb, void *arg);
+
+/* Replaces the callback (used after accept, or to hand a connection over). */
+void net_conn_set_cb(net_conn *conn, net_conn_cb cb, void *arg);
+
+/* Begins a TLS handshake on the connection, plain until now (implicit TLS
+ * right after connect/accept, or STARTTLS). Client role: server_name is sent
+ * as SNI and, when the context verifies peers, checked against the
+ * certificate (DNS name or IP address). Plaintext input still buffered is
+ * discarded (it arrived before TLS and must not be trusted: STARTTLS
+ * injection). Output queued earlier is sent in the clear first.
+ * Completion: NET_EV_TLS_READY or NET_EV_ERROR. */
+int net_conn_start_tls(net_conn *conn, net_tls *tls, const char *server_name);
+bool net_conn_is_tls(const net_conn *conn);
+
+/* Copies one field of the verified peer certificate's subject ("CN", "O",
+ * "emailAddress", ... as OpenSSL short or long names) into buf. Returns the
+ * length, or a negative code when there is no such field or no certificate.*/
+int net_conn_peer_subject(const net_conn *conn, const char *field, char *buf,
+                          size_t buflen);
+
+/* "127.0.0.1:4242" or "[::1]:4242"; "?" when unknown. */
+const char *net_conn_peer_addr(const net_conn *conn);
+
+/* Idle timeout on input in milliseconds; 0 disables. Re-armed on each read
+ * and on each call. */
+void net_conn_set_timeout(net_conn *conn, uint64_t idle_ms);
+
+/* Input is buffered up to max_input bytes (default 64 KiB); when the buffer
+ * is full reading pauses until the caller consumes. A protocol that finds
+ * no line end in a full buffer reports "line too long" itself. */
+void net_conn_set_max_input(net_conn *conn, size_t max_input);
+const char *net_conn_input(const net_conn *conn, size_t *len_r);
+void net_conn_consume(net_conn *conn, size_t n);
+/* Length of the first line including its LF, or 0 when no full line is
+ * buffered yet. */
+size_t net_conn_line_len(const net_conn *conn);
+/* Stop / restart delivering input (backpressure from the protocol). */
+void net_conn_pause(net_conn *conn);
+void net_conn_resume(net_conn *conn);
+
+/* Queue output (copied). Returns 0 or a negative code when the connection
+ * is closing or failed. */
+int net_conn_write(net_conn *conn, const void *data, size_t len);
+int net_conn_printf(net_conn *conn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Bytes queued and not yet handed to the kernel. */
+size_t net_conn_output_pending(const net_conn *conn);
+
+/* Description of the last error ("TLS: certificate verify failed", ...). */
+const char *net_conn_error(const net_conn *conn);
+
+/* Closes now (pending output dropped) and clears *conn. Safe inside the
+ * callback; the callback is not called again. */
+void net_conn_close(net_conn **conn);
+/* Closes once queued output is written (TLS close_notify included); the
+ * callback is not called again. Clears *conn. */
+void net_conn_close_after_write(net_conn **conn);
+
+/* Arbitrary per-connection pointer for the owner. */
+void net_conn_set_data(net_conn *conn, void *data);
+void *net_conn_get_data(const net_conn *conn);
+
+/* ---- listeners ---------------------------------------------------------- */
+
+typedef struct net_listener net_listener;
+/* The new connection is plain; call net_conn_set_cb() before returning and
+ * net_conn_start_tls() for implicit TLS. */
+typedef void (*net_accept_cb)(net_listener *listener, net_conn *conn, void *arg);
+
+/* Binds host:port (port 0 picks a free port, see net_listener_port). host is
+ * a numeric address ("127.0.0.1", "::1", "0.0.0.0"). NULL + *error_r on
+ * failure. */
+net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
+                         net_accept_cb cb, void *arg, char **error_r);
+uint16_t net_listener_port(const net_listener *listener);
+void net_listener_close(net_listener **listener);
+
+#endif
