@@ -42,6 +42,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* ======================================================================
  * Part 1: the generic reader
@@ -168,5 +169,198 @@ size_t qcfg_error_count(const struct qcfg *doc);
 const char *qcfg_error(const struct qcfg *doc, size_t i);
 /* All errors joined with '\n' (caller frees); NULL when there are none. */
 char *qcfg_errors_join(const struct qcfg *doc);
+
+/* ======================================================================
+ * Part 2: the daemon configuration (qumail proxy)
+ *
+ * A plain struct, read-only after loading: every field is documented in
+ * config/README.md with its JSON key, type and default. Strings are owned
+ * by the struct (NULL when unset and optional); paths are absolute or
+ * relative to the directory of the configuration file; durations are in
+ * milliseconds and sizes in bytes.
+ * ====================================================================== */
+
+/* Values equal enum qlog_level of proxy/net/log.h. */
+enum qumail_log_level {
+    QUMAIL_LOG_ERROR = 0,
+    QUMAIL_LOG_WARN,
+    QUMAIL_LOG_INFO,
+    QUMAIL_LOG_DEBUG
+};
+
+/* TLS on a listener. */
+enum qumail_listen_tls {
+    QUMAIL_LISTEN_TLS_NONE = 0,  /* "none": plain (STARTTLS not offered) */
+    QUMAIL_LISTEN_TLS_STARTTLS,  /* "starttls": plain, STARTTLS offered */
+    QUMAIL_LISTEN_TLS_IMPLICIT   /* "implicit": TLS from the first byte */
+};
+
+/* TLS towards the upstream server. */
+enum qumail_upstream_tls {
+    QUMAIL_UPSTREAM_TLS_NONE = 0,               /* "none" */
+    QUMAIL_UPSTREAM_TLS_STARTTLS,               /* "starttls": required */
+    QUMAIL_UPSTREAM_TLS_STARTTLS_OPPORTUNISTIC, /* "starttls-opportunistic":
+                                                   when the server offers it */
+    QUMAIL_UPSTREAM_TLS_IMPLICIT                /* "implicit" */
+};
+
+enum qumail_smtp_mode {
+    QUMAIL_SMTP_SUBMISSION = 0, /* "submission": clients authenticate
+                                   (AUTH relayed to upstream) */
+    QUMAIL_SMTP_GATEWAY         /* "gateway": relay for trusted_networks */
+};
+
+/* An address block "192.0.2.0/24", "2001:db8::/32", or one address. */
+struct qumail_cidr {
+    int family;        /* AF_INET or AF_INET6 */
+    uint8_t addr[16];  /* network address, host bits cleared */
+    uint8_t prefix;    /* 0..32 or 0..128 */
+};
+/* Parses text; returns 0, or -1 with a static reason. */
+int qumail_cidr_parse(const char *text, struct qumail_cidr *cidr_r,
+                      const char **why_r);
+/* Does the block contain the address? IPv4-mapped IPv6 addresses
+ * (::ffff:a.b.c.d) match IPv4 blocks. */
+bool qumail_cidr_contains(const struct qumail_cidr *cidr,
+                          const struct sockaddr *addr);
+
+struct qumail_smtp_listener {
+    char *name;                  /* unique among listeners */
+    char *address;               /* numeric IP; default "127.0.0.1" */
+    uint16_t port;               /* required; 0 = pick a free port (tests) */
+    enum qumail_listen_tls tls;  /* default none */
+    char *cert_file, *key_file;  /* required unless tls is none */
+    bool require_tls_for_auth;   /* default: false on loopback addresses,
+                                    true otherwise */
+};
+
+struct qumail_smtp_upstream {
+    char *host;                    /* default "127.0.0.1" */
+    uint16_t port;                 /* default 25 in gateway mode, 587 in
+                                      submission mode (465 when implicit) */
+    enum qumail_upstream_tls tls;  /* default starttls */
+    bool verify;                   /* default true: chain and host name */
+    char *ca_file;                 /* NULL: the system trust store */
+    char *server_name;             /* SNI and name checked; default: host */
+    char *client_cert_file;        /* optional client certificate ... */
+    char *client_key_file;         /* ... and its key (both or neither) */
+    uint64_t timeout_ms;           /* connect and each reply; default 5m */
+};
+
+struct qumail_smtp_limits {
+    uint64_t max_message_size;   /* bytes; default 25 MiB */
+    uint32_t max_recipients;     /* per transaction; default 100 */
+    uint32_t max_line_length;    /* incl. CRLF; default 4096 (min 1000) */
+    uint64_t command_timeout_ms; /* idle wait for a command; default 5m */
+    uint64_t data_timeout_ms;    /* idle wait during DATA; default 10m */
+    uint32_t max_connections;    /* concurrent client sessions; default 100 */
+};
+
+struct qumail_smtp {
+    enum qumail_smtp_mode mode;         /* default submission */
+    char *hostname;                     /* EHLO/banner name; default: the
+                                           system host name */
+    struct qumail_smtp_listener *listeners; /* default: one, "submission",
+                                               127.0.0.1:2587, tls none */
+    size_t n_listeners;
+    struct qumail_smtp_upstream upstream;
+    struct qumail_cidr *trusted_networks; /* gateway mode: default
+                                             127.0.0.0/8 and ::1/128 */
+    size_t n_trusted_networks;
+    struct qumail_smtp_limits limits;
+    bool trace_header;                  /* add a Received: line; default true */
+};
+
+/* One ETSI GS QKD 014 KME this side talks to, as an SAE (mutual TLS). */
+struct qumail_kme_link {
+    char *name;          /* the key in "kme_links"; used by the policy */
+    char *url;           /* "https://host[:port][/prefix]" as written,
+                            without a trailing slash */
+    char *host;          /* parsed from url */
+    uint16_t port;       /* parsed from url; 443 when absent */
+    char *path_prefix;   /* parsed from url; "" when absent */
+    char *ca_file;       /* trust anchors for the KME; NULL: system store */
+    char *cert_file;     /* our SAE client certificate (required) */
+    char *key_file;      /* its private key (required) */
+    uint64_t timeout_ms; /* per request; default 10s */
+    uint32_t connections; /* keep-alive pool size; default 4 (1..64) */
+};
+
+/* One KME of the embedded simulator. */
+struct qumail_kme_sim_node {
+    char *kme_id;                /* default "KME_A" / "KME_B" */
+    uint16_t port;               /* default 8481 / 8482; 0 = free port */
+    char *cert_file, *key_file;  /* its server certificate (required when
+                                    the simulator is enabled) */
+};
+
+/* The embedded KME simulator: two KMEs joined by a simulated QKD link,
+ * served by the daemon's own process (the demo and single-machine use). */
+struct qumail_kme_simulator {
+    bool enabled;                   /* default false */
+    char *address;                  /* listen address; default "127.0.0.1" */
+    struct qumail_kme_sim_node a, b;
+    char *ca_file;                  /* verifies SAE client certificates
+                                       (required when enabled) */
+    char *state_path;               /* SQLite file; default
+                                       <state_dir>/kme-sim.sqlite */
+    uint64_t key_rate;              /* secret key rate, bits/s; default 100000 */
+    uint32_t max_key_count;         /* pool size in keys; default 10000 */
+    uint32_t key_size;              /* default key size in bits; default 256 */
+    uint32_t min_key_size;          /* default 64 */
+    uint32_t max_key_size;          /* default 65536 */
+    uint32_t max_keys_per_request;  /* default 128 */
+    uint64_t key_expiry_ms;         /* uncollected keys; default 1h */
+};
+
+struct qumail_vault {
+    char *path;      /* SQLite file; default <state_dir>/vault.sqlite */
+    char *key_file;  /* at-rest key; default <state_dir>/vault.key */
+};
+
+struct qumail_admin {
+    char *address;   /* default "127.0.0.1" */
+    uint16_t port;   /* health/metrics HTTP; default 0 = disabled */
+};
+
+struct qumail_config {
+    char *file;                       /* path loaded; NULL for built-ins */
+    enum qumail_log_level log_level;  /* default info */
+    char *state_dir;                  /* default "/var/lib/qumail" */
+    struct qumail_smtp smtp;
+    struct qumail_kme_link *kme_links; /* in file order */
+    size_t n_kme_links;
+    struct qumail_kme_simulator kme_simulator;
+    struct qumail_vault vault;
+    struct qumail_admin admin;
+    char *policy_file;                /* NULL: the built-in policy (every
+                                         recipient with the defaults) */
+};
+
+/* Loads and validates a daemon configuration file. On failure returns a
+ * negative QCFG_E* code and *error_r (caller frees) lists every problem,
+ * one "FILE:LINE:COL: key '...': message" per line. */
+int qumail_config_load(const char *path, struct qumail_config **cfg_r,
+                       char **error_r);
+/* The same for text in memory (tests); name and base_dir as for
+ * qcfg_load_buffer. */
+int qumail_config_load_buffer(const char *name, const char *base_dir,
+                              const char *text, size_t len,
+                              struct qumail_config **cfg_r, char **error_r);
+/* The built-in defaults (no file); NULL when out of memory. */
+struct qumail_config *qumail_config_defaults(void);
+void qumail_config_free(struct qumail_config **cfg);
+
+/* The link with that name, or NULL. */
+const struct qumail_kme_link *qumail_config_link(const struct qumail_config *cfg,
+                                                 const char *name);
+/* Is the client address inside smtp.trusted_networks? */
+bool qumail_config_trusted(const struct qumail_config *cfg,
+                           const struct sockaddr *addr);
+
+/* Names for logs and messages: "starttls", "gateway", ... */
+const char *qumail_listen_tls_name(enum qumail_listen_tls tls);
+const char *qumail_upstream_tls_name(enum qumail_upstream_tls tls);
+const char *qumail_smtp_mode_name(enum qumail_smtp_mode mode);
 
 #endif
