@@ -1,0 +1,135 @@
+/* Message spool: an unlinked temporary file with a write buffer. */
+#include "smtp_spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SPOOL_BUF 65536
+
+struct smtp_spool {
+    int fd;
+    uint64_t max_size;
+    uint64_t size;    /* bytes offered */
+    uint64_t kept;    /* bytes stored (<= max_size) */
+    int error;
+    size_t buf_len;
+    char buf[SPOOL_BUF];
+};
+
+smtp_spool *smtp_spool_new(const char *dir, uint64_t max_size, char **error_r)
+{
+    if (!dir || !*dir) {
+        dir = getenv("TMPDIR");
+        if (!dir || !*dir)
+            dir = "/tmp";
+    }
+    smtp_spool *sp = calloc(1, sizeof(*sp));
+    if (!sp) {
+        *error_r = strdup("out of memory");
+        return NULL;
+    }
+    sp->max_size = max_size;
+    sp->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (sp->fd < 0) {
+        /* Filesystems without O_TMPFILE: mkstemp + unlink. */
+        char path[4096];
+        int n = snprintf(path, sizeof(path), "%s/qumail-spool-XXXXXX", dir);
+        if (n > 0 && (size_t)n < sizeof(path)) {
+            sp->fd = mkostemp(path, O_CLOEXEC);
+            if (sp->fd >= 0)
+                unlink(path);
+        }
+    }
+    if (sp->fd < 0) {
+        int e = errno;
+        char msg[512];
+        snprintf(msg, sizeof(msg), "spool in %s: %s", dir, strerror(e));
+        *error_r = strdup(msg);
+        free(sp);
+        return NULL;
+    }
+    return sp;
+}
+
+void smtp_spool_free(smtp_spool **sp)
+{
+    if (!sp || !*sp)
+        return;
+    if ((*sp)->fd >= 0)
+        close((*sp)->fd);
+    free(*sp);
+    *sp = NULL;
+}
+
+static int flush(smtp_spool *sp)
+{
+    size_t off = 0;
+    while (off < sp->buf_len) {
+        ssize_t w = write(sp->fd, sp->buf + off, sp->buf_len - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            sp->error = -errno;
+            sp->buf_len = 0;
+            return sp->error;
+        }
+        off += (size_t)w;
+    }
+    sp->buf_len = 0;
+    return 0;
+}
+
+int smtp_spool_write(smtp_spool *sp, const void *data, size_t len)
+{
+    if (sp->error)
+        return sp->error;
+    sp->size += len;
+    if (sp->kept >= sp->max_size)
+        return 0;
+    uint64_t room = sp->max_size - sp->kept;
+    if (len > room)
+        len = (size_t)room;
+    sp->kept += len;
+    const char *p = data;
+    while (len > 0) {
+        size_t n = SPOOL_BUF - sp->buf_len;
+        if (n > len)
+            n = len;
+        memcpy(sp->buf + sp->buf_len, p, n);
+        sp->buf_len += n;
+        p += n;
+        len -= n;
+        if (sp->buf_len == SPOOL_BUF && flush(sp) < 0)
+            return sp->error;
+    }
+    return 0;
+}
+
+int smtp_spool_finish(smtp_spool *sp)
+{
+    if (sp->error)
+        return sp->error;
+    return flush(sp);
+}
+
+int smtp_spool_reset(smtp_spool *sp)
+{
+    sp->buf_len = 0;
+    sp->size = 0;
+    sp->kept = 0;
+    sp->error = 0;
+    if (ftruncate(sp->fd, 0) < 0 || lseek(sp->fd, 0, SEEK_SET) < 0) {
+        sp->error = -errno;
+        return sp->error;
+    }
+    return 0;
+}
+
+uint64_t smtp_spool_size(const smtp_spool *sp) { return sp->size; }
+bool smtp_spool_overflow(const smtp_spool *sp) { return sp->size > sp->max_size; }
+int smtp_spool_error(const smtp_spool *sp) { return sp->error; }
+int smtp_spool_fd(const smtp_spool *sp) { return sp->fd; }
