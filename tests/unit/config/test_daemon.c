@@ -1,0 +1,271 @@
+/* The daemon configuration: defaults, a full file, every validation. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static struct qumail_config *load_ok(const char *text)
+{
+    struct qumail_config *cfg = NULL;
+    char *err = NULL;
+    int rc = qumail_config_load_buffer("d.json", "/etc/qumail", text, strlen(text), &cfg, &err);
+    if (rc != 0)
+        fail_msg("unexpected errors:\n%s", err ? err : "?");
+    return cfg;
+}
+
+/* Loads text expecting failure; returns the joined errors (caller frees). */
+static char *load_bad(const char *text)
+{
+    struct qumail_config *cfg = NULL;
+    char *err = NULL;
+    int rc = qumail_config_load_buffer("d.json", "/etc/qumail", text, strlen(text), &cfg, &err);
+    assert_int_not_equal(rc, 0);
+    assert_null(cfg);
+    assert_non_null(err);
+    return err;
+}
+
+static void expect_lines(char *err, const char *const *want)
+{
+    size_t n = 0;
+    for (const char *p = err; p && *p; n++) {
+        const char *nl = strchr(p, '\n');
+        p = nl ? nl + 1 : NULL;
+    }
+    size_t w = 0;
+    while (want[w])
+        w++;
+    if (n != w)
+        fail_msg("expected %zu errors, got %zu:\n%s", w, n, err);
+    const char *p = err;
+    for (size_t i = 0; i < w; i++) {
+        size_t len = strcspn(p, "\n");
+        if (strlen(want[i]) != len || strncmp(p, want[i], len) != 0)
+            fail_msg("error %zu:\n got  %.*s\n want %s", i, (int)len, p, want[i]);
+        p += len + 1;
+    }
+    free(err);
+}
+
+static void test_defaults(void **state)
+{
+    struct qumail_config *c = qumail_config_defaults();
+    assert_non_null(c);
+    assert_null(c->file);
+    assert_int_equal(c->log_level, QUMAIL_LOG_INFO);
+    assert_string_equal(c->state_dir, "/var/lib/qumail");
+    assert_int_equal(c->smtp.mode, QUMAIL_SMTP_SUBMISSION);
+    assert_int_equal(c->smtp.n_listeners, 1);
+    assert_string_equal(c->smtp.listeners[0].address, "127.0.0.1");
+    assert_int_equal(c->smtp.listeners[0].port, 2587);
+    assert_false(c->smtp.listeners[0].require_tls_for_auth);
+    assert_string_equal(c->smtp.upstream.host, "127.0.0.1");
+    assert_int_equal(c->smtp.upstream.port, 587);
+    assert_int_equal(c->smtp.upstream.tls, QUMAIL_UPSTREAM_TLS_STARTTLS);
+    assert_true(c->smtp.upstream.verify);
+    assert_string_equal(c->smtp.upstream.server_name, "127.0.0.1");
+    assert_int_equal(c->smtp.limits.max_message_size, 25u << 20);
+    assert_int_equal(c->smtp.limits.command_timeout_ms, 300000);
+    assert_true(c->smtp.trace_header);
+    assert_int_equal(c->n_kme_links, 0);
+    assert_false(c->kme_simulator.enabled);
+    assert_string_equal(c->vault.path, "/var/lib/qumail/vault.sqlite");
+    assert_string_equal(c->kme_simulator.state_path, "/var/lib/qumail/kme-sim.sqlite");
+    assert_null(c->policy_file);
+    assert_int_equal(c->admin.port, 0);
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.9", &in.sin_addr);
+    assert_true(qumail_config_trusted(c, (struct sockaddr *)&in));
+    inet_pton(AF_INET, "10.0.0.1", &in.sin_addr);
+    assert_false(qumail_config_trusted(c, (struct sockaddr *)&in));
+    qumail_config_free(&c);
+    assert_null(c);
+
+    /* an empty object is the defaults too, with paths under state_dir */
+    c = load_ok("{\"state_dir\": \"state\"}");
+    assert_string_equal(c->file, "d.json");
+    assert_string_equal(c->state_dir, "/etc/qumail/state");
+    assert_string_equal(c->vault.key_file, "/etc/qumail/state/vault.key");
+    assert_int_equal(c->smtp.n_listeners, 1);
+    qumail_config_free(&c);
+}
+
+static const char full[] =
+    "{\n"
+    "  \"log_level\": \"debug\",\n"
+    "  \"state_dir\": \"/srv/q\",\n"
+    "  \"smtp\": {\n"
+    "    \"mode\": \"gateway\",\n"
+    "    \"hostname\": \"gw.example.org\",\n"
+    "    \"listeners\": [\n"
+    "      {\"name\": \"in\", \"address\": \"0.0.0.0\", \"port\": 10025},\n"
+    "      {\"name\": \"tls\", \"address\": \"::1\", \"port\": 10465, \"tls\": \"implicit\",\n"
+    "       \"cert_file\": \"c.pem\", \"key_file\": \"k.pem\", \"require_tls_for_auth\": false}\n"
+    "    ],\n"
+    "    \"upstream\": {\"host\": \"mx.example.org\", \"tls\": \"starttls-opportunistic\",\n"
+    "                 \"verify\": false, \"ca_file\": \"/ca.pem\", \"timeout\": \"2m\",\n"
+    "                 \"client_cert_file\": \"cc.pem\", \"client_key_file\": \"ck.pem\"},\n"
+    "    \"trusted_networks\": [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"],\n"
+    "    \"limits\": {\"max_message_size\": \"50M\", \"max_recipients\": 500,\n"
+    "               \"max_line_length\": 2000, \"command_timeout\": 60,\n"
+    "               \"data_timeout\": \"20m\", \"max_connections\": 1000},\n"
+    "    \"trace_header\": false\n"
+    "  },\n"
+    "  \"kme_links\": {\n"
+    "    \"site-b\": {\"url\": \"https://kme-b.example.org:8443/\", \"ca_file\": \"ca.pem\",\n"
+    "                \"cert_file\": \"sae.pem\", \"key_file\": \"sae.key\",\n"
+    "                \"timeout\": \"5s\", \"connections\": 8},\n"
+    "    \"v6\": {\"url\": \"https://[::1]/qkd\", \"cert_file\": \"s\", \"key_file\": \"k\"}\n"
+    "  },\n"
+    "  \"kme_simulator\": {\"enabled\": true, \"ca_file\": \"ca.pem\",\n"
+    "    \"a\": {\"kme_id\": \"A\", \"port\": 0, \"cert_file\": \"a.pem\", \"key_file\": \"a.key\"},\n"
+    "    \"b\": {\"kme_id\": \"B\", \"port\": 0, \"cert_file\": \"b.pem\", \"key_file\": \"b.key\"},\n"
+    "    \"key_rate\": 5000, \"max_key_count\": 50, \"key_size\": 512,\n"
+    "    \"max_keys_per_request\": 16, \"key_expiry\": \"10m\"},\n"
+    "  \"vault\": {\"path\": \"v.db\"},\n"
+    "  \"admin\": {\"port\": 9090},\n"
+    "  \"policy_file\": \"policy.txt\"\n"
+    "}\n";
+
+static void test_full(void **state)
+{
+    struct qumail_config *c = load_ok(full);
+    assert_int_equal(c->log_level, QUMAIL_LOG_DEBUG);
+    assert_int_equal(c->smtp.mode, QUMAIL_SMTP_GATEWAY);
+    assert_string_equal(c->smtp.hostname, "gw.example.org");
+    assert_int_equal(c->smtp.n_listeners, 2);
+    assert_string_equal(c->smtp.listeners[0].name, "in");
+    assert_true(c->smtp.listeners[0].require_tls_for_auth); /* not loopback */
+    assert_int_equal(c->smtp.listeners[1].tls, QUMAIL_LISTEN_TLS_IMPLICIT);
+    assert_string_equal(c->smtp.listeners[1].cert_file, "/etc/qumail/c.pem");
+    assert_false(c->smtp.listeners[1].require_tls_for_auth);
+    assert_int_equal(c->smtp.upstream.port, 25); /* gateway default */
+    assert_int_equal(c->smtp.upstream.tls, QUMAIL_UPSTREAM_TLS_STARTTLS_OPPORTUNISTIC);
+    assert_false(c->smtp.upstream.verify);
+    assert_string_equal(c->smtp.upstream.server_name, "mx.example.org");
+    assert_int_equal(c->smtp.upstream.timeout_ms, 120000);
+    assert_int_equal(c->smtp.n_trusted_networks, 3);
+    assert_int_equal(c->smtp.limits.max_message_size, 50u << 20);
+    assert_int_equal(c->smtp.limits.command_timeout_ms, 60000);
+    assert_int_equal(c->smtp.limits.data_timeout_ms, 1200000);
+    assert_false(c->smtp.trace_header);
+    assert_int_equal(c->n_kme_links, 2);
+    const struct qumail_kme_link *l = qumail_config_link(c, "site-b");
+    assert_non_null(l);
+    assert_string_equal(l->url, "https://kme-b.example.org:8443");
+    assert_string_equal(l->host, "kme-b.example.org");
+    assert_int_equal(l->port, 8443);
+    assert_string_equal(l->path_prefix, "");
+    assert_int_equal(l->connections, 8);
+    assert_int_equal(l->timeout_ms, 5000);
+    l = qumail_config_link(c, "v6");
+    assert_string_equal(l->host, "::1");
+    assert_int_equal(l->port, 443);
+    assert_string_equal(l->path_prefix, "/qkd");
+    assert_null(l->ca_file);
+    assert_int_equal(l->connections, 4);
+    assert_null(qumail_config_link(c, "nope"));
+    assert_true(c->kme_simulator.enabled);
+    assert_int_equal(c->kme_simulator.key_size, 512);
+    assert_string_equal(c->kme_simulator.state_path, "/srv/q/kme-sim.sqlite");
+    assert_string_equal(c->vault.path, "/etc/qumail/v.db");
+    assert_string_equal(c->vault.key_file, "/srv/q/vault.key");
+    assert_string_equal(c->policy_file, "/etc/qumail/policy.txt");
+    assert_int_equal(c->admin.port, 9090);
+
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "2001:db8:1::5", &in6.sin6_addr);
+    assert_true(qumail_config_trusted(c, (struct sockaddr *)&in6));
+    inet_pton(AF_INET6, "::ffff:10.9.8.7", &in6.sin6_addr);
+    assert_true(qumail_config_trusted(c, (struct sockaddr *)&in6));
+    inet_pton(AF_INET6, "::ffff:192.0.2.8", &in6.sin6_addr);
+    assert_false(qumail_config_trusted(c, (struct sockaddr *)&in6));
+    qumail_config_free(&c);
+}
+
+static void test_errors(void **state)
+{
+    char *err = load_bad(
+        "{\n"
+        "  \"log_level\": \"loud\",\n"
+        "  \"smtp\": {\n"
+        "    \"mode\": \"relay\",\n"
+        "    \"listeners\": [\n"
+        "      {\"name\": \"a\", \"address\": \"localhost\", \"port\": 25, \"tls\": \"starttls\"},\n"
+        "      {\"name\": \"a\", \"port\": 70000, \"colour\": 1},\n"
+        "      {\"port\": 26, \"tls\": \"none\", \"require_tls_for_auth\": true}\n"
+        "    ],\n"
+        "    \"upstream\": {\"host\": \"bad host\", \"client_cert_file\": \"x\", \"timeout\": \"0s\"},\n"
+        "    \"trusted_networks\": [\"10.0.0.0/33\", \"nonsense\", 5],\n"
+        "    \"limits\": {\"max_line_length\": 80, \"max_message_size\": \"1T\"}\n"
+        "  },\n"
+        "  \"kme_links\": {\n"
+        "    \"bad name\": {\"url\": \"http://kme\", \"cert_file\": \"c\", \"key_file\": \"k\"},\n"
+        "    \"b\": {\"url\": \"https://kme:99999\"},\n"
+        "    \"c\": 5\n"
+        "  },\n"
+        "  \"kme_simulator\": {\"enabled\": true, \"key_size\": 100,\n"
+        "                    \"a\": {\"port\": 9000}, \"b\": {\"port\": 9000}},\n"
+        "  \"vault\": {\"pth\": \"x\"},\n"
+        "  \"policy_file\": \"\",\n"
+        "  \"extra\": true\n"
+        "}\n");
+    static const char *const want[] = {
+        "d.json:2:16: key 'log_level': 'loud' is not one of: error, warn, info, debug",
+        "d.json:4:13: key 'smtp.mode': 'relay' is not one of: submission, gateway",
+        "d.json:6:7: key 'smtp.listeners[0]': 'cert_file' is required when tls is 'starttls'",
+        "d.json:6:7: key 'smtp.listeners[0]': 'key_file' is required when tls is 'starttls'",
+        "d.json:6:32: key 'smtp.listeners[0].address': 'localhost' is not a numeric IP address",
+        "d.json:7:16: key 'smtp.listeners[1].name': listener name 'a' is used twice",
+        "d.json:7:29: key 'smtp.listeners[1].port': port 70000 is out of range (0..65535)",
+        "d.json:7:36: key 'smtp.listeners[1].colour': unknown key",
+        "d.json:8:7: key 'smtp.listeners[2].name': missing required key",
+        "d.json:8:59: key 'smtp.listeners[2].require_tls_for_auth': true with tls 'none' would make AUTH impossible",
+        "d.json:10:17: key 'smtp.upstream': client_cert_file and client_key_file go together",
+        "d.json:10:26: key 'smtp.upstream.host': 'bad host' is not a host name or IP address",
+        "d.json:10:74: key 'smtp.upstream.timeout': duration out of range (1000ms..3600000ms)",
+        "d.json:11:26: key 'smtp.trusted_networks[0]': '10.0.0.0/33': prefix length too large",
+        "d.json:11:41: key 'smtp.trusted_networks[1]': 'nonsense': not an IP address",
+        "d.json:11:53: key 'smtp.trusted_networks[2]': expected a string, got an integer",
+        "d.json:12:35: key 'smtp.limits.max_line_length': 80 is out of range (1000..1048576)",
+        "d.json:12:59: key 'smtp.limits.max_message_size': invalid size '1T': unknown unit (use k, M or G, optionally with B or iB)",
+        "d.json:15:5: key 'kme_links[\"bad name\"]': link names use letters, digits, '-', '_' and '.' (at most 64)",
+        "d.json:15:25: key 'kme_links[\"bad name\"].url': must start with https:// (ETSI 014 runs over mutual TLS)",
+        "d.json:16:10: key 'kme_links.b.cert_file': missing required key",
+        "d.json:16:10: key 'kme_links.b.key_file': missing required key",
+        "d.json:16:18: key 'kme_links.b.url': bad port in URL",
+        "d.json:17:10: key 'kme_links.c': expected an object, got an integer",
+        "d.json:19:20: key 'kme_simulator': 'ca_file' is required when the simulator is enabled",
+        "d.json:19:50: key 'kme_simulator.key_size': key sizes are multiples of 8 bits",
+        "d.json:20:26: key 'kme_simulator.a': 'cert_file' is required when the simulator is enabled",
+        "d.json:20:26: key 'kme_simulator.a': 'key_file' is required when the simulator is enabled",
+        "d.json:20:47: key 'kme_simulator.b': 'cert_file' is required when the simulator is enabled",
+        "d.json:20:47: key 'kme_simulator.b': 'key_file' is required when the simulator is enabled",
+        "d.json:20:56: key 'kme_simulator.b.port': the two simulated KMEs need different ports",
+        "d.json:21:13: key 'vault.pth': unknown key (did you mean 'path'?)",
+        "d.json:22:18: key 'policy_file': must not be empty",
+        "d.json:23:3: key 'extra': unknown key",
+        NULL,
+    };
+    expect_lines(err, want);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
