@@ -1,0 +1,47 @@
+/* One-shot timers owned by one object each: started with a callback,
+ * released with kme_timer_free(), which closes the libuv handle and frees
+ * the memory on the loop (libuv's rule: memory of a handle is freed only in
+ * its close callback). */
+#include <stdlib.h>
+
+#include "client_internal.h"
+
+struct kme_timer {
+    uv_timer_t handle;
+    kme_timer_cb cb;
+    void *arg;
+};
+
+static void fire(uv_timer_t *h)
+{
+    kme_timer *t = h->data;
+    t->cb(t->arg);
+}
+
+static void closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+kme_timer *kme_timer_start(uv_loop_t *loop, uint64_t ms, kme_timer_cb cb, void *arg)
+{
+    kme_timer *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->cb = cb;
+    t->arg = arg;
+    uv_timer_init(loop, &t->handle);
+    t->handle.data = t;
+    uv_timer_start(&t->handle, fire, ms, 0);
+    return t;
+}
+
+void kme_timer_free(kme_timer **tp)
+{
+    kme_timer *t = *tp;
+    *tp = NULL;
+    if (t == NULL)
+        return;
+    uv_timer_stop(&t->handle);
+    uv_close((uv_handle_t *)&t->handle, closed);
+}
