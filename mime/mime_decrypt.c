@@ -1,0 +1,532 @@
+/* Decryption and inspection: a line-driven state machine over the outer
+ * message (headers, preamble, control part, ciphertext part), then a
+ * verify-before-release second pass over the spilled ciphertext. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <gmime/gmime.h>
+#include <openssl/crypto.h>
+
+#include "mime_internal.h"
+
+#define PART_HEADER_LIMIT (64u * 1024u)
+#define STAGE_CAP (2u * 1024u * 1024u)
+#define STAGE_FLUSH (1024u * 1024u)
+
+enum dec_state {
+    ST_HEADERS,      /* outer header block */
+    ST_PREAMBLE,     /* up to the first delimiter */
+    ST_CTRL_HEADERS, /* control part headers */
+    ST_CTRL_BODY,    /* control text */
+    ST_DATA_HEADERS, /* ciphertext part headers */
+    ST_DATA_BODY,    /* base64 ciphertext */
+    ST_DONE,         /* close delimiter seen */
+};
+
+static const char *const state_names[] = {
+    [ST_HEADERS] = "outer headers", [ST_PREAMBLE] = "preamble",
+    [ST_CTRL_HEADERS] = "control part headers",
+    [ST_CTRL_BODY] = "control part", [ST_DATA_HEADERS] = "ciphertext headers",
+    [ST_DATA_BODY] = "ciphertext", [ST_DONE] = "end",
+};
+
+struct dec {
+    enum dec_state state;
+    int inspect_only;          /* stop once the control part is parsed */
+    char **error_r;
+
+    struct mime_writer *block; /* header block / control text being read */
+    char *boundary;
+    size_t boundary_len;
+    int ctrl_last_empty;       /* previous control line was empty */
+    int data_ct_ok, data_b64;  /* ciphertext part headers seen */
+
+    char *control;             /* canonical control text */
+    size_t control_len;
+    struct mime_info *info;
+
+    /* decrypt only */
+    struct mime_key *keys;
+    struct mime_cipher *cipher;
+    struct mime_spill *spill;
+    struct mime_b64_dec b64;
+    unsigned char *stage;
+    size_t stage_len;
+    uint64_t decoded;          /* octets decoded so far */
+    unsigned char tag[MIME_TAG_LEN];
+};
+
+static int dec_fail(struct dec *d, int err, const char *what)
+{
+    return mime_fail(d->error_r, err, "%s: %s", state_names[d->state], what);
+}
+
+/* 0: not a boundary line; 1: delimiter; 2: close delimiter. */
+static int boundary_kind(const struct dec *d, const char *line, size_t len)
+{
+    if (len < 2 + d->boundary_len || line[0] != '-' || line[1] != '-' ||
+        memcmp(line + 2, d->boundary, d->boundary_len) != 0)
+        return 0;
+    size_t pos = 2 + d->boundary_len;
+    int kind = 1;
+    if (len - pos >= 2 && line[pos] == '-' && line[pos + 1] == '-') {
+        kind = 2;
+        pos += 2;
+    }
+    for (; pos < len; pos++) /* transport padding */
+        if (line[pos] != ' ' && line[pos] != '\t')
+            return 0;
+    return kind;
+}
+
+/* Appends a header line to the block being collected (CRLF-joined). */
+static int block_add(struct dec *d, const char *line, size_t len, size_t limit)
+{
+    if (mime_writer_total(d->block) + len + 2 > limit)
+        return dec_fail(d, MIME_ERR_MALFORMED, "header block too large");
+    int rc = mime_writer_put(d->block, line, len);
+    if (rc == MIME_OK)
+        rc = mime_writer_put(d->block, "\r\n", 2);
+    return rc;
+}
+
+/* Parses the Content-Type field of the collected block; NULL if absent. */
+static GMimeContentType *block_content_type(struct dec *d, char **cte_r)
+{
+    size_t len;
+    unsigned char *text = mime_writer_take(d->block, &len);
+    mime_writer_free(&d->block);
+    struct mime_field *fields = NULL;
+    size_t n = 0;
+    GMimeContentType *ct = NULL;
+    if (text != NULL && mime_fields_split((char *)text, len, &fields, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (ct == NULL && mime_field_is(&fields[i], "Content-Type")) {
+                char *v = mime_field_unfold(&fields[i]);
+                if (v != NULL)
+                    ct = g_mime_content_type_parse(NULL, v);
+                free(v);
+            } else if (cte_r != NULL && *cte_r == NULL &&
+                       mime_field_is(&fields[i],
+                                     "Content-Transfer-Encoding")) {
+                *cte_r = mime_field_unfold(&fields[i]);
+            }
+        }
+    }
+    free(fields);
+    free(text);
+    return ct;
+}
+
+static int enter_block(struct dec *d, enum dec_state next)
+{
+    d->state = next;
+    d->block = mime_writer_mem(0, 0);
+    return d->block != NULL ? MIME_OK : MIME_ERR_NOMEM;
+}
+
+static int outer_headers_done(struct dec *d)
+{
+    GMimeContentType *ct = block_content_type(d, NULL);
+    int rc = MIME_OK;
+    if (ct == NULL || !g_mime_content_type_is_type(ct, "multipart", "encrypted")) {
+        rc = mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
+                       "not multipart/encrypted");
+    } else {
+        const char *proto = g_mime_content_type_get_parameter(ct, "protocol");
+        const char *b = g_mime_content_type_get_parameter(ct, "boundary");
+        if (proto == NULL || g_ascii_strcasecmp(proto, MIME_PROTOCOL) != 0)
+            rc = mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
+                           "multipart/encrypted of another protocol");
+        else if (b == NULL || b[0] == '\0' || strlen(b) > 200)
+            rc = dec_fail(d, MIME_ERR_MALFORMED, "no usable boundary");
+        else if ((d->boundary = strdup(b)) == NULL)
+            rc = MIME_ERR_NOMEM;
+        else
+            d->boundary_len = strlen(b);
+    }
+    if (ct != NULL)
+        g_object_unref(ct);
+    d->state = ST_PREAMBLE;
+    return rc;
+}
+
+static int ctrl_headers_done(struct dec *d)
+{
+    GMimeContentType *ct = block_content_type(d, NULL);
+    int ok = ct != NULL &&
+             g_mime_content_type_is_type(ct, "application", "x-qkd-encrypted");
+    if (ct != NULL)
+        g_object_unref(ct);
+    if (!ok)
+        return dec_fail(d, MIME_ERR_MALFORMED,
+                        "first part is not " MIME_PROTOCOL);
+    d->ctrl_last_empty = 0;
+    return enter_block(d, ST_CTRL_BODY);
+}
+
+static int ctrl_body_done(struct dec *d)
+{
+    /* The collected text ends with the empty line before the delimiter
+     * ("...\r\n\r\n"); the canonical text is everything but that line. */
+    size_t len;
+    unsigned char *text = mime_writer_take(d->block, &len);
+    mime_writer_free(&d->block);
+    if (!d->ctrl_last_empty || len < 4) {
+        free(text);
+        return dec_fail(d, MIME_ERR_MALFORMED, "control text not terminated");
+    }
+    d->control = (char *)text;
+    d->control_len = len - 2;
+    d->control[d->control_len] = '\0';
+    int rc = mime_control_parse(d->control, d->control_len, &d->info,
+                                d->error_r);
+    if (rc != MIME_OK)
+        return rc;
+    d->data_ct_ok = d->data_b64 = 0;
+    return enter_block(d, ST_DATA_HEADERS);
+}
+
+static int data_headers_done(struct dec *d)
+{
+    char *cte = NULL;
+    GMimeContentType *ct = block_content_type(d, &cte);
+    int ok = ct != NULL &&
+             g_mime_content_type_is_type(ct, "application", "octet-stream");
+    int b64 = cte != NULL && g_ascii_strcasecmp(g_strstrip(cte), "base64") == 0;
+    if (ct != NULL)
+        g_object_unref(ct);
+    free(cte);
+    if (!ok || !b64)
+        return dec_fail(d, MIME_ERR_MALFORMED,
+                        "second part is not base64 application/octet-stream");
+    d->state = ST_DATA_BODY;
+    return MIME_OK;
+}
+
+/* Hands the staged ciphertext octets to the cipher and the spill; octets at
+ * and after Length are the tag. */
+static int stage_flush(struct dec *d)
+{
+    const unsigned char *p = d->stage;
+    size_t n = d->stage_len;
+    uint64_t limit = d->info->length;
+    uint64_t start = d->decoded - n;
+    int rc = MIME_OK;
+    if (start < limit) {
+        size_t body = limit - start < n ? (size_t)(limit - start) : n;
+        rc = mime_cipher_auth_only(d->cipher, p, body);
+        if (rc == MIME_OK)
+            rc = mime_spill_append(d->spill, p, body);
+        p += body;
+        n -= body;
+        start += body;
+    }
+    if (rc == MIME_OK && n > 0) {
+        if (start - limit + n > MIME_TAG_LEN)
+            return dec_fail(d, MIME_ERR_MALFORMED, "longer than Length");
+        memcpy(d->tag + (start - limit), p, n);
+    }
+    d->stage_len = 0;
+    return rc != MIME_OK ? dec_fail(d, rc, "processing") : MIME_OK;
+}
+
+static int data_line(struct dec *d, const char *line, size_t len)
+{
+    if (len > STAGE_CAP - STAGE_FLUSH - 8)
+        return dec_fail(d, MIME_ERR_MALFORMED, "base64 line too long");
+    long n = mime_b64_decode(&d->b64, line, len, d->stage + d->stage_len);
+    if (n < 0)
+        return dec_fail(d, MIME_ERR_MALFORMED, "invalid base64");
+    d->stage_len += (size_t)n;
+    d->decoded += (uint64_t)n;
+    if (d->decoded > d->info->length + MIME_TAG_LEN)
+        return dec_fail(d, MIME_ERR_MALFORMED, "longer than Length");
+    return d->stage_len >= STAGE_FLUSH ? stage_flush(d) : MIME_OK;
+}
+
+static int data_done(struct dec *d)
+{
+    long n = mime_b64_decode_final(&d->b64, d->stage + d->stage_len);
+    if (n < 0)
+        return dec_fail(d, MIME_ERR_MALFORMED, "bad base64 end or padding");
+    d->stage_len += (size_t)n;
+    d->decoded += (uint64_t)n;
+    if (d->decoded != d->info->length + MIME_TAG_LEN)
+        return dec_fail(d, MIME_ERR_MALFORMED,
+                        "ciphertext length differs from Length");
+    int rc = stage_flush(d);
+    if (rc != MIME_OK)
+        return rc;
+    d->state = ST_DONE;
+    return MIME_OK;
+}
+
+/* The one transition function: consumes a line in the current state. */
+static int dec_line(struct dec *d, const char *line, size_t len)
+{
+    int kind;
+    switch (d->state) {
+    case ST_HEADERS:
+        if (len == 0)
+            return outer_headers_done(d);
+        return block_add(d, line, len, MIME_HEADER_LIMIT);
+    case ST_PREAMBLE:
+        kind = boundary_kind(d, line, len);
+        if (kind == 2)
+            return dec_fail(d, MIME_ERR_MALFORMED, "no parts");
+        return kind == 1 ? enter_block(d, ST_CTRL_HEADERS) : MIME_OK;
+    case ST_CTRL_HEADERS:
+    case ST_DATA_HEADERS:
+        if (boundary_kind(d, line, len) != 0)
+            return dec_fail(d, MIME_ERR_MALFORMED, "part without body");
+        if (len > 0)
+            return block_add(d, line, len, PART_HEADER_LIMIT);
+        return d->state == ST_CTRL_HEADERS ? ctrl_headers_done(d)
+                                           : data_headers_done(d);
+    case ST_CTRL_BODY:
+        kind = boundary_kind(d, line, len);
+        if (kind == 2)
+            return dec_fail(d, MIME_ERR_MALFORMED, "ciphertext part missing");
+        if (kind == 1)
+            return ctrl_body_done(d);
+        if (d->ctrl_last_empty)
+            return dec_fail(d, MIME_ERR_MALFORMED, "empty line in control");
+        d->ctrl_last_empty = len == 0;
+        if (mime_writer_total(d->block) + len + 2 > MIME_CONTROL_LIMIT)
+            return dec_fail(d, MIME_ERR_TOO_LARGE, "control part too large");
+        {
+            int rc = mime_writer_put(d->block, line, len);
+            return rc == MIME_OK ? mime_writer_put(d->block, "\r\n", 2) : rc;
+        }
+    case ST_DATA_BODY:
+        kind = boundary_kind(d, line, len);
+        if (kind == 1)
+            return dec_fail(d, MIME_ERR_MALFORMED, "unexpected third part");
+        if (kind == 2)
+            return data_done(d);
+        return data_line(d, line, len);
+    case ST_DONE:
+        return MIME_OK;
+    }
+    return MIME_ERR_MALFORMED;
+}
+
+/* Looks every key up (in order) and prepares the first-pass cipher. */
+static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
+                    const char *tmp_dir, size_t threshold)
+{
+    struct mime_info *info = d->info;
+    d->keys = calloc(info->n_keys, sizeof(*d->keys));
+    if (d->keys == NULL)
+        return MIME_ERR_NOMEM;
+    for (size_t i = 0; i < info->n_keys; i++) {
+        const unsigned char *k = NULL;
+        size_t klen = 0;
+        int rc = lookup(ctx, info->key_ids[i], &k, &klen);
+        if (rc == MIME_ERR_KEY_MISSING || (rc == MIME_OK && k == NULL))
+            return mime_fail(d->error_r, MIME_ERR_KEY_MISSING,
+                             "key %s not available", info->key_ids[i]);
+        if (rc != MIME_OK)
+            return mime_fail(d->error_r, rc < 0 ? rc : MIME_ERR_KEY_MISSING,
+                             "key lookup for %s failed", info->key_ids[i]);
+        if (klen > UINT64_MAX / 8 || (uint64_t)klen * 8 != info->key_bits[i])
+            return mime_fail(d->error_r, MIME_ERR_KEY_WRONG_SIZE,
+                             "key %s has %llu bits, the message says %llu",
+                             info->key_ids[i],
+                             (unsigned long long)klen * 8ull,
+                             (unsigned long long)info->key_bits[i]);
+        d->keys[i] = (struct mime_key){info->key_ids[i], k, klen};
+    }
+    int rc = mime_cipher_new(info->alg, 0, d->keys, info->n_keys, info->nonce,
+                             d->control, d->control_len, &d->cipher,
+                             d->error_r);
+    if (rc == MIME_OK)
+        rc = mime_spill_new(tmp_dir, threshold, &d->spill, d->error_r);
+    if (rc == MIME_OK && (d->stage = malloc(STAGE_CAP)) == NULL)
+        rc = MIME_ERR_NOMEM;
+    return rc;
+}
+
+/* Second pass: the tag verified, decrypt the spilled ciphertext to out. */
+static int dec_release(struct dec *d, struct mime_writer *out)
+{
+    struct mime_cipher *c = NULL;
+    int rc = mime_cipher_new(d->info->alg, 0, d->keys, d->info->n_keys,
+                             d->info->nonce, d->control, d->control_len, &c,
+                             d->error_r);
+    if (rc != MIME_OK)
+        return rc;
+    mime_spill_rewind(d->spill);
+    uint64_t left = mime_spill_size(d->spill);
+    for (;;) {
+        size_t want = left < STAGE_FLUSH ? (size_t)left : STAGE_FLUSH;
+        unsigned char *dst = mime_writer_reserve(out, want > 0 ? want : 1);
+        long n = mime_spill_read(d->spill, d->stage, want);
+        if (dst == NULL || n < 0) {
+            rc = mime_fail(d->error_r, MIME_ERR_IO, "writing the plaintext");
+            break;
+        }
+        if (n == 0)
+            break;
+        if ((rc = mime_cipher_transform_only(c, d->stage, dst, (size_t)n)) != 0)
+            break;
+        mime_writer_commit(out, (size_t)n);
+        left -= (uint64_t)n;
+    }
+    if (rc == MIME_OK && d->info->alg == MIME_ALG_AES_256_GCM)
+        rc = mime_cipher_final(c, d->tag); /* spill file changed under us? */
+    if (rc == MIME_OK)
+        rc = mime_writer_flush(out);
+    mime_cipher_free(&c);
+    return rc;
+}
+
+static void dec_clear(struct dec *d)
+{
+    mime_writer_free(&d->block);
+    free(d->boundary);
+    free(d->control);
+    mime_info_free(&d->info);
+    free(d->keys); /* borrowed pointers only */
+    mime_cipher_free(&d->cipher);
+    mime_spill_free(&d->spill);
+    if (d->stage != NULL) {
+        OPENSSL_cleanse(d->stage, STAGE_CAP);
+        free(d->stage);
+    }
+    OPENSSL_cleanse(d->tag, sizeof(d->tag));
+}
+
+/* Runs the state machine over r. inspect_only: stop after the control
+ * part. Otherwise decrypts into out after verification. */
+static int dec_run(struct mime_reader *r, struct mime_writer *out,
+                   const struct mime_decrypt_params *params,
+                   mime_key_lookup_fn *lookup, void *ctx,
+                   struct mime_info **info_r, char **error_r)
+{
+    struct dec d = {.state = ST_HEADERS, .inspect_only = out == NULL,
+                    .error_r = error_r};
+    int rc = mime_init();
+    if (rc == MIME_OK && (d.block = mime_writer_mem(0, 0)) == NULL)
+        rc = MIME_ERR_NOMEM;
+    while (rc == MIME_OK && d.state != ST_DONE) {
+        const char *line;
+        size_t len, eol;
+        int k = mime_reader_line(r, &line, &len, &eol);
+        if (k < 0) {
+            rc = dec_fail(&d, k, k == MIME_ERR_IO ? "read error"
+                                                  : "line too long");
+            break;
+        }
+        if (k == 0) {
+            rc = d.state == ST_HEADERS
+                     ? mime_fail(error_r, MIME_ERR_NOT_ENCRYPTED, "no body")
+                     : dec_fail(&d, MIME_ERR_MALFORMED, "truncated message");
+            break;
+        }
+        rc = dec_line(&d, line, len);
+        if (rc != MIME_OK || d.state != ST_DATA_HEADERS || d.cipher != NULL)
+            continue;
+        /* The control part just parsed. */
+        if (d.inspect_only)
+            break;
+        rc = dec_keys(&d, lookup, ctx, params ? params->tmp_dir : NULL,
+                      params ? params->spill_threshold : 0);
+    }
+    if (rc == MIME_OK && !d.inspect_only) {
+        rc = mime_cipher_final(d.cipher, d.tag);
+        if (rc == MIME_ERR_AUTH_FAILED)
+            rc = mime_fail(error_r, rc, "tag mismatch");
+        if (rc == MIME_OK)
+            rc = dec_release(&d, out);
+    }
+    if (info_r != NULL && d.info != NULL) {
+        *info_r = d.info;
+        d.info = NULL;
+    }
+    dec_clear(&d);
+    return rc;
+}
+
+int mime_inspect_fd(int in_fd, struct mime_info **info_r, char **error_r)
+{
+    struct mime_reader *r = mime_reader_fd(in_fd);
+    if (r == NULL)
+        return MIME_ERR_NOMEM;
+    struct mime_info *info = NULL;
+    int rc = dec_run(r, NULL, NULL, NULL, NULL, &info, error_r);
+    mime_reader_free(&r);
+    if (rc == MIME_OK)
+        *info_r = info;
+    else
+        mime_info_free(&info);
+    return rc;
+}
+
+int mime_inspect_mem(const void *in, size_t in_len, struct mime_info **info_r,
+                     char **error_r)
+{
+    struct mime_reader *r = mime_reader_mem(in != NULL ? in : "", in_len);
+    if (r == NULL)
+        return MIME_ERR_NOMEM;
+    struct mime_info *info = NULL;
+    int rc = dec_run(r, NULL, NULL, NULL, NULL, &info, error_r);
+    mime_reader_free(&r);
+    if (rc == MIME_OK)
+        *info_r = info;
+    else
+        mime_info_free(&info);
+    return rc;
+}
+
+int mime_decrypt_fd(int in_fd, int out_fd,
+                    const struct mime_decrypt_params *params,
+                    mime_key_lookup_fn *lookup, void *lookup_ctx,
+                    struct mime_info **info_r, char **error_r)
+{
+    if (lookup == NULL)
+        return mime_fail(error_r, MIME_ERR_INVALID_ARG, "no key lookup");
+    struct mime_reader *r = mime_reader_fd(in_fd);
+    struct mime_writer *w = mime_writer_fd(out_fd);
+    int rc = MIME_ERR_NOMEM;
+    if (r != NULL && w != NULL) {
+        mime_writer_set_wipe(w, 1);
+        rc = dec_run(r, w, params, lookup, lookup_ctx, info_r, error_r);
+    }
+    mime_reader_free(&r);
+    mime_writer_free(&w);
+    return rc;
+}
+
+int mime_decrypt_mem(const void *in, size_t in_len,
+                     mime_key_lookup_fn *lookup, void *lookup_ctx,
+                     unsigned char **out_r, size_t *out_len_r,
+                     struct mime_info **info_r, char **error_r)
+{
+    if (lookup == NULL)
+        return mime_fail(error_r, MIME_ERR_INVALID_ARG, "no key lookup");
+    /* Inspect first to size the output exactly (no reallocation copies of
+     * plaintext), then decrypt. */
+    struct mime_info *info = NULL;
+    int rc = mime_inspect_mem(in, in_len, &info, error_r);
+    if (rc != MIME_OK)
+        return rc;
+    uint64_t plen = info->length;
+    mime_info_free(&info);
+    if (plen > SIZE_MAX - 1)
+        return mime_fail(error_r, MIME_ERR_TOO_LARGE, "plaintext too large");
+    struct mime_reader *r = mime_reader_mem(in, in_len);
+    struct mime_writer *w = mime_writer_mem((size_t)plen + 1, 1);
+    rc = MIME_ERR_NOMEM;
+    if (r != NULL && w != NULL) {
+        rc = dec_run(r, w, NULL, lookup, lookup_ctx, info_r, error_r);
+        if (rc == MIME_OK) {
+            *out_r = mime_writer_take(w, out_len_r);
+        }
+    }
+    mime_reader_free(&r);
+    mime_writer_free(&w);
+    return rc;
+}

@@ -1,0 +1,195 @@
+/* Internals shared by the mime module's files. Not installed, not public. */
+#ifndef QUMAIL_MIME_INTERNAL_H
+#define QUMAIL_MIME_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mime.h"
+
+#define MIME_PROTOCOL "application/x-qkd-encrypted"
+#define MIME_DEFAULT_PLACEHOLDER "[...]"
+#define MIME_KEY_BITS_AES 256u
+#define MIME_KEY_BITS_MAC 256u
+#define MIME_TAG_LEN 16u
+#define MIME_NONCE_LEN 12u
+#define MIME_HEADER_LIMIT (256u * 1024u)      /* outer/inner header block */
+#define MIME_CONTROL_LIMIT (8u * 1024u * 1024u) /* control part text */
+#define MIME_LINE_LIMIT (1024u * 1024u)       /* one line of the outer msg */
+#define MIME_B64_LINE 57u                     /* octets per 76-char line */
+#define MIME_CHUNK (MIME_B64_LINE * 16384u)   /* ~912 KiB streaming chunk */
+#define MIME_MAX_BOUNDARY 70u
+
+/* Stores a malloc'd printf-formatted detail in *error_r (when not NULL) and
+ * returns err. */
+int mime_fail(char **error_r, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* 1 when s is 1..MIME_MAX_ID_LEN visible ASCII characters (0x21-0x7E). */
+int mime_id_valid(const char *s);
+
+/* ---- control data (mime_control.c) --------------------------------------- */
+
+struct mime_info {
+    unsigned version;
+    enum mime_alg alg;
+    char *source_kme_id;
+    char *master_sae_id;
+    char *slave_sae_id;
+    uint64_t length;                     /* plaintext octets */
+    unsigned char nonce[MIME_NONCE_LEN]; /* AES-256-GCM only */
+    size_t n_keys;
+    char **key_ids;
+    uint64_t *key_bits;
+};
+
+/* Canonical control text (CRLF line ends, see FORMAT-SPEC.md); malloc'd,
+ * not NUL-terminated in meaning (length in *len_r, but a NUL follows). */
+int mime_control_build(const struct mime_info *info, char **text_r,
+                       size_t *len_r, char **error_r);
+/* Strict parse of canonical control text (CRLF line ends). */
+int mime_control_parse(const char *text, size_t len, struct mime_info **info_r,
+                       char **error_r);
+struct mime_info *mime_info_new(void);
+
+/* ---- base64 (mime_b64.c) ------------------------------------------------- */
+
+/* Encodes n octets (n <= MIME_B64_LINE * k) as lines of 76 characters, each
+ * followed by eol; the last line may be short. Returns characters written;
+ * out must hold mime_b64_encoded_max(n, eol_len). */
+size_t mime_b64_encode_lines(const unsigned char *in, size_t n,
+                             const char *eol, size_t eol_len, char *out);
+size_t mime_b64_encoded_max(size_t n, size_t eol_len);
+
+/* Strict streaming decoder: only A-Z a-z 0-9 + / and '=' padding at the very
+ * end; CR and LF are skipped; padding bits must be zero. */
+struct mime_b64_dec {
+    uint32_t acc;
+    unsigned nacc;   /* sextets in acc */
+    unsigned npad;   /* '=' seen */
+};
+/* Decodes len characters into out (room for len*3/4 + 3); returns octets
+ * written, or -1 on invalid input. */
+long mime_b64_decode(struct mime_b64_dec *d, const char *in, size_t len,
+                     unsigned char *out);
+/* -1 when the input ended inside a quantum or with bad padding, else the
+ * number of trailing octets written to out (0..2; room for 3). */
+long mime_b64_decode_final(struct mime_b64_dec *d, unsigned char *out);
+
+/* ---- cipher engine (mime_cipher.c) --------------------------------------- */
+
+/* A cursor over the ordered key list seen as one key stream. */
+struct mime_keystream {
+    const struct mime_key *keys;
+    size_t n_keys;
+    size_t idx;
+    size_t off;
+};
+
+struct mime_cipher;
+
+/* Creates the engine for alg, consuming the keys (exactly the bits needed:
+ * checked by the caller). control/control_len: the canonical control text,
+ * authenticated first. encrypt: 1 to encrypt, 0 to decrypt. */
+int mime_cipher_new(enum mime_alg alg, int encrypt,
+                    const struct mime_key *keys, size_t n_keys,
+                    const unsigned char *nonce, const char *control,
+                    size_t control_len, struct mime_cipher **c_r,
+                    char **error_r);
+/* Transforms n octets (out may equal in). Authenticates the ciphertext. */
+int mime_cipher_update(struct mime_cipher *c, const unsigned char *in,
+                       unsigned char *out, size_t n);
+/* Decrypt, second pass after a verified first pass: OTP XOR without the
+ * MAC; AES decrypts (GCM computes its tag regardless). */
+int mime_cipher_transform_only(struct mime_cipher *c, const unsigned char *in,
+                               unsigned char *out, size_t n);
+/* Authenticates ciphertext without producing output (OTP: MAC only; AES:
+ * decrypts into an internal scratch buffer that is wiped). */
+int mime_cipher_auth_only(struct mime_cipher *c, const unsigned char *in,
+                          size_t n);
+/* Encrypt: writes the tag. Decrypt: compares the tag (constant time);
+ * MIME_ERR_AUTH_FAILED on mismatch. */
+int mime_cipher_final(struct mime_cipher *c, unsigned char tag[MIME_TAG_LEN]);
+void mime_cipher_free(struct mime_cipher **c);
+
+/* ---- I/O (mime_io.c) ------------------------------------------------------ */
+
+/* Sequential reader over an fd or a memory block, handing out lines. */
+struct mime_reader;
+struct mime_reader *mime_reader_fd(int fd);
+struct mime_reader *mime_reader_mem(const void *data, size_t len);
+/* 1: a line (without its EOL) in *line_r and *len_r, *eol_r its EOL length;
+ * 0: end of input; MIME_ERR_IO / MIME_ERR_MALFORMED (line too long). */
+int mime_reader_line(struct mime_reader *r, const char **line_r,
+                     size_t *len_r, size_t *eol_r);
+void mime_reader_free(struct mime_reader **r);
+
+/* Buffered sequential writer to an fd or a growing memory block. */
+struct mime_writer;
+struct mime_writer *mime_writer_fd(int fd);
+/* Memory writer; exact_size > 0 preallocates (no reallocation, so no
+ * stale copies of secrets). wipe: cleanse buffers on free. */
+struct mime_writer *mime_writer_mem(size_t exact_size, int wipe);
+int mime_writer_put(struct mime_writer *w, const void *data, size_t len);
+int mime_writer_puts(struct mime_writer *w, const char *s);
+/* A buffer of at least want octets to fill in place, then _commit(n). */
+void *mime_writer_reserve(struct mime_writer *w, size_t want);
+int mime_writer_commit(struct mime_writer *w, size_t n);
+int mime_writer_flush(struct mime_writer *w);
+uint64_t mime_writer_total(const struct mime_writer *w);
+/* Memory writer: hands the block over (malloc'd) and its length. */
+unsigned char *mime_writer_take(struct mime_writer *w, size_t *len_r);
+void mime_writer_set_wipe(struct mime_writer *w, int wipe);
+void mime_writer_free(struct mime_writer **w);
+
+/* Append-only spill: memory up to a threshold, then a private unlinked
+ * temporary file; read back sequentially. Contents wiped on free. */
+struct mime_spill;
+int mime_spill_new(const char *tmp_dir, size_t threshold,
+                   struct mime_spill **s_r, char **error_r);
+int mime_spill_append(struct mime_spill *s, const void *data, size_t len);
+/* Restarts reading at offset 0. */
+int mime_spill_rewind(struct mime_spill *s);
+/* Reads up to cap octets; returns count (0 at end) or MIME_ERR_IO. */
+long mime_spill_read(struct mime_spill *s, void *buf, size_t cap);
+uint64_t mime_spill_size(const struct mime_spill *s);
+void mime_spill_free(struct mime_spill **s);
+
+/* Random-access source for encryption: a seekable fd or memory. */
+struct mime_source {
+    int fd;                  /* -1 for memory */
+    const unsigned char *mem;
+    uint64_t size;
+};
+int mime_source_read(const struct mime_source *src, uint64_t off, void *buf,
+                     size_t len);
+
+/* ---- headers (mime_headers.c) -------------------------------------------- */
+
+/* One header field of a header block: raw bytes from its name to (not
+ * including) the EOL of its last line. */
+struct mime_field {
+    const char *name;
+    size_t name_len;
+    const char *raw;   /* whole field, folding kept */
+    size_t raw_len;
+    const char *value; /* after the colon */
+    size_t value_len;
+};
+
+/* Splits a header block (text up to, not including, the empty line) into
+ * fields. Lines that are not fields (no colon, mbox "From " line) are
+ * skipped. *fields_r is malloc'd (pointers into block). */
+int mime_fields_split(const char *block, size_t len,
+                      struct mime_field **fields_r, size_t *n_r);
+/* Length of the header block at the start of text (up to the empty line,
+ * excluding it); *complete_r = 1 when the empty line was found. */
+size_t mime_header_block_len(const char *text, size_t len, int *complete_r);
+/* 1 when the field is one the outer message keeps (FORMAT-SPEC.md). */
+int mime_field_kept_outside(const struct mime_field *f);
+/* Unfolded value with CR/LF removed, malloc'd. */
+char *mime_field_unfold(const struct mime_field *f);
+int mime_field_is(const struct mime_field *f, const char *name);
+
+#endif
