@@ -22,12 +22,17 @@
 
 #define DEFAULT_MAX_INPUT (64 * 1024)
 #define TLS_READ_CHUNK (16 * 1024 + 512)
+/* How long a closing connection waits for the peer's FIN. Closing a socket
+ * with unread input makes the kernel send RST, which destroys data the
+ * peer has not read yet; so we half-close and drain first. */
+#define LINGER_MS 2000
 
 enum conn_state {
     CONN_RESOLVING,
     CONN_CONNECTING,
     CONN_OPEN,
     CONN_DRAINING, /* close_after_write: waiting for output to finish */
+    CONN_LINGER,   /* FIN sent; discarding input until the peer's FIN */
     CONN_CLOSED,
 };
 
@@ -44,6 +49,7 @@ struct net_conn {
     uv_timer_t timer;
     uv_getaddrinfo_t resolve_req;
     uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req;
     struct addrinfo *addrs;     /* owned; remaining candidates to try */
     struct addrinfo *next_addr; /* points into addrs */
     uint16_t port;
@@ -53,8 +59,9 @@ struct net_conn {
     bool resolving;      /* getaddrinfo outstanding */
     bool reading;        /* uv_read_start active */
     bool paused;         /* caller asked for no more input */
-    bool eof;
-    bool in_dispatch;
+    bool eof;      /* the socket (or TLS close_notify) said end of input */
+    bool eof_sent; /* NET_EV_EOF delivered */
+    int in_dispatch; /* nesting depth of callbacks running */
 
     net_conn_cb cb;
     void *cb_arg;
@@ -90,7 +97,9 @@ struct write_req {
 static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void conn_start_reading(net_conn *c);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void update_reading(net_conn *c);
 static void tls_process(net_conn *c);
+static void tls_handshake_step(net_conn *c);
 static int tls_flush(net_conn *c);
 
 const char *net_event_name(enum net_event ev)
@@ -167,9 +176,9 @@ static void dispatch(net_conn *c, enum net_event ev)
 {
     if (c->state == CONN_CLOSED || c->cb == NULL)
         return;
-    c->in_dispatch = true;
+    c->in_dispatch++;
     c->cb(c, ev, c->cb_arg);
-    c->in_dispatch = false;
+    c->in_dispatch--;
 }
 
 static void fail(net_conn *c, int code, const char *fmt, ...)
@@ -185,11 +194,37 @@ static void fail(net_conn *c, int code, const char *fmt, ...)
     va_end(ap);
     if (c->tls == TLS_HANDSHAKE)
         c->tls = TLS_FAILED;
-    if (c->state == CONN_DRAINING) {
+    if (c->state == CONN_DRAINING || c->state == CONN_LINGER) {
         conn_shutdown_handles(c);
         return;
     }
     dispatch(c, NET_EV_ERROR);
+}
+
+static void linger_timeout_cb(uv_timer_t *t)
+{
+    conn_shutdown_handles(t->data);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+    net_conn *c = req->data;
+    if (c->state != CONN_LINGER)
+        return;
+    if (status < 0 || c->eof) {
+        conn_shutdown_handles(c);
+        return;
+    }
+    uv_timer_start(&c->timer, linger_timeout_cb, LINGER_MS, 0);
+}
+
+/* All output is in the kernel: send FIN, then wait for the peer's. */
+static void begin_linger(net_conn *c)
+{
+    c->state = CONN_LINGER;
+    c->shutdown_req.data = c;
+    if (c->eof || uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0)
+        conn_shutdown_handles(c);
 }
 
 void net_conn_close(net_conn **cp)
@@ -220,7 +255,9 @@ void net_conn_close_after_write(net_conn **cp)
         tls_flush(c);
     }
     if (c->out_pending == 0 && c->tls_queued_len == 0)
-        conn_shutdown_handles(c);
+        begin_linger(c);
+    else
+        update_reading(c);
 }
 
 /* ---- accessors ------------------------------------------------------------ */
@@ -334,7 +371,7 @@ static void write_done(uv_write_t *req, int status)
     }
     if (c->out_pending == 0 && c->tls_queued_len == 0) {
         if (c->state == CONN_DRAINING)
-            conn_shutdown_handles(c);
+            begin_linger(c);
         else
             dispatch(c, NET_EV_DRAINED);
     }
@@ -462,8 +499,9 @@ size_t net_conn_line_len(const net_conn *c)
 
 static void update_reading(net_conn *c)
 {
-    bool want = c->state == CONN_OPEN && !c->paused && !c->eof &&
-                c->in_len < c->max_input;
+    bool want = (c->state == CONN_OPEN && !c->paused && !c->eof &&
+                 c->in_len < c->max_input) ||
+                ((c->state == CONN_DRAINING || c->state == CONN_LINGER) && !c->eof);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, conn_read_cb) == 0)
             c->reading = true;
@@ -471,6 +509,32 @@ static void update_reading(net_conn *c)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
+}
+
+static bool tls_has_buffered(const net_conn *c)
+{
+    return c->ssl != NULL && (SSL_pending(c->ssl) > 0 || BIO_ctrl_pending(c->net_in) > 0);
+}
+
+/* Delivers NET_EV_EOF once every byte before the end has been offered. */
+static void maybe_dispatch_eof(net_conn *c)
+{
+    if (!c->eof || c->eof_sent || c->paused || c->state != CONN_OPEN)
+        return;
+    if (c->tls == TLS_READY && c->in_len >= c->max_input)
+        return; /* more plaintext may still wait inside OpenSSL */
+    c->eof_sent = true;
+    dispatch(c, NET_EV_EOF);
+}
+
+static void deferred_cb(uv_timer_t *t);
+
+/* Delivery that must not happen inside the caller's stack runs on the
+ * next loop turn. */
+static void schedule_deferred(net_conn *c)
+{
+    if (c->state == CONN_OPEN)
+        uv_timer_start(&c->timer, deferred_cb, 0, 0);
 }
 
 void net_conn_consume(net_conn *c, size_t n)
@@ -481,11 +545,12 @@ void net_conn_consume(net_conn *c, size_t n)
     c->in_len -= n;
     if (c->in_len == 0)
         c->in_off = 0;
-    bool was_full = !c->reading;
     update_reading(c);
-    /* TLS records already received may hold more plaintext. */
-    if (was_full && c->tls == TLS_READY && !c->in_dispatch && !c->paused)
-        tls_process(c);
+    /* Inside a callback, tls_process() continues by itself after it
+     * returns; outside, records OpenSSL already holds need a nudge. */
+    if (c->in_dispatch == 0 && c->tls == TLS_READY && !c->paused &&
+        (tls_has_buffered(c) || (c->eof && !c->eof_sent)))
+        schedule_deferred(c);
 }
 
 void net_conn_set_max_input(net_conn *c, size_t max_input)
@@ -500,31 +565,30 @@ void net_conn_pause(net_conn *c)
     update_reading(c);
 }
 
-static void resume_cb(uv_timer_t *t);
-
 void net_conn_resume(net_conn *c)
 {
     if (!c->paused)
         return;
     c->paused = false;
     update_reading(c);
-    /* Deliver what is already buffered on the next loop turn, not from
-     * inside the caller's stack. */
-    if ((c->in_len > 0 || (c->ssl != NULL && SSL_pending(c->ssl) > 0) || c->eof) &&
-        c->state == CONN_OPEN)
-        uv_timer_start(&c->timer, resume_cb, 0, 0);
+    if (c->in_len > 0 || tls_has_buffered(c) || (c->eof && !c->eof_sent))
+        schedule_deferred(c);
 }
 
-static void resume_cb(uv_timer_t *t)
+static void deferred_cb(uv_timer_t *t)
 {
     net_conn *c = t->data;
     rearm_timer(c);
+    if (c->state != CONN_OPEN || c->paused)
+        return;
+    if (c->in_len > 0)
+        dispatch(c, NET_EV_READ);
+    if (c->state != CONN_OPEN || c->paused)
+        return;
     if (c->tls == TLS_READY)
         tls_process(c);
-    if (c->state == CONN_OPEN && !c->paused && c->in_len > 0)
-        dispatch(c, NET_EV_READ);
-    if (c->state == CONN_OPEN && !c->paused && c->eof)
-        dispatch(c, NET_EV_EOF);
+    else
+        maybe_dispatch_eof(c);
 }
 
 /* Makes room for at least `want` more bytes after the buffered input. */
@@ -612,8 +676,46 @@ static void tls_handshake_step(net_conn *c)
          detail[0] ? detail : ": connection closed");
 }
 
+/* Reads plaintext out of OpenSSL into the input buffer until it is full or
+ * OpenSSL needs more ciphertext. Returns bytes added, or -1 after fail(). */
+static long tls_read_some(net_conn *c)
+{
+    long got = 0;
+    while (c->state == CONN_OPEN && c->in_len < c->max_input) {
+        size_t room = c->max_input - c->in_len;
+        if (room > TLS_READ_CHUNK)
+            room = TLS_READ_CHUNK;
+        if (input_reserve(c, room) < 0) {
+            fail(c, UV_ENOMEM, "out of memory");
+            return -1;
+        }
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, c->in + c->in_off + c->in_len, (int)room);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            got += n;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        tls_flush(c); /* e.g. TLS 1.3 key update replies */
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            break;
+        if (err == SSL_ERROR_ZERO_RETURN) {
+            c->eof = true; /* close_notify */
+            break;
+        }
+        char detail[400];
+        net_ssl_errors(detail, sizeof(detail), "TLS read");
+        if (got > 0)
+            dispatch(c, NET_EV_READ);
+        fail(c, NET_ETLS, "%s", detail);
+        return -1;
+    }
+    return got;
+}
+
 /* Runs the TLS engine over buffered ciphertext: handshake, then plaintext
- * into the input buffer up to the input limit. */
+ * to the protocol, as long as the protocol makes room for it. */
 static void tls_process(net_conn *c)
 {
     if (c->tls == TLS_HANDSHAKE) {
@@ -623,72 +725,56 @@ static void tls_process(net_conn *c)
     }
     if (c->tls != TLS_READY)
         return;
-    bool got = false;
-    while (c->state == CONN_OPEN && c->in_len < c->max_input) {
-        size_t room = c->max_input - c->in_len;
-        if (room > TLS_READ_CHUNK)
-            room = TLS_READ_CHUNK;
-        if (input_reserve(c, room) < 0) {
-            fail(c, UV_ENOMEM, "out of memory");
+    for (;;) {
+        long got = tls_read_some(c);
+        if (got < 0)
             return;
-        }
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, c->in + c->in_off + c->in_len, (int)room);
-        if (n > 0) {
-            c->in_len += (size_t)n;
-            got = true;
-            continue;
-        }
-        int err = SSL_get_error(c->ssl, n);
-        tls_flush(c); /* e.g. TLS 1.3 key update replies */
-        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-            break;
-        if (err == SSL_ERROR_ZERO_RETURN) {
-            c->eof = true;
-            break;
-        }
-        char detail[400];
-        net_ssl_errors(detail, sizeof(detail), "TLS read");
-        if (got)
+        update_reading(c);
+        if (got > 0 && !c->paused)
             dispatch(c, NET_EV_READ);
-        fail(c, NET_ETLS, "%s", detail);
-        return;
+        if (c->state != CONN_OPEN || c->paused)
+            return;
+        /* The callback consumed: what OpenSSL still holds comes next. */
+        if (got == 0 || c->in_len >= c->max_input || !tls_has_buffered(c))
+            break;
     }
-    update_reading(c);
-    if (got && !c->paused)
-        dispatch(c, NET_EV_READ);
-    if (c->eof && c->state == CONN_OPEN && !c->paused)
-        dispatch(c, NET_EV_EOF);
+    maybe_dispatch_eof(c);
 }
 
 static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     net_conn *c = stream->data;
-    if (c->state != CONN_OPEN && c->state != CONN_DRAINING)
+    if (c->state != CONN_OPEN && c->state != CONN_DRAINING && c->state != CONN_LINGER)
         return;
     if (nread == 0)
         return;
+    if (c->state == CONN_DRAINING || c->state == CONN_LINGER) {
+        /* Closing: input is read only so the kernel never answers RST. */
+        if (nread < 0) {
+            c->eof = true;
+            update_reading(c);
+            if (c->state == CONN_LINGER)
+                conn_shutdown_handles(c);
+        }
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF) {
             c->eof = true;
             update_reading(c);
-            if (c->state == CONN_DRAINING) {
-                conn_shutdown_handles(c);
-                return;
-            }
             if (c->tls == TLS_HANDSHAKE) {
                 fail(c, NET_ETLS, "TLS handshake with %s: connection closed by peer", c->peer);
                 return;
             }
-            if (!c->paused)
-                dispatch(c, NET_EV_EOF);
+            if (c->tls == TLS_READY)
+                tls_process(c);
+            else
+                maybe_dispatch_eof(c);
             return;
         }
         fail(c, (int)nread, "read: %s", uv_strerror((int)nread));
         return;
     }
-    if (c->state == CONN_DRAINING)
-        return; /* closing: input no longer matters */
     rearm_timer(c);
     if (c->tls == TLS_OFF) {
         c->in_len += (size_t)nread;
@@ -697,6 +783,8 @@ static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
             dispatch(c, NET_EV_READ);
         return;
     }
+    if (c->tls == TLS_FAILED)
+        return;
     if (BIO_write(c->net_in, buf->base, (int)nread) != (int)nread) {
         fail(c, UV_ENOMEM, "TLS: cannot buffer input");
         return;
