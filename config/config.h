@@ -333,8 +333,8 @@ struct qumail_config {
     struct qumail_kme_simulator kme_simulator;
     struct qumail_vault vault;
     struct qumail_admin admin;
-    char *policy_file;                /* NULL: the built-in policy (every
-                                         recipient with the defaults) */
+    char *policy_file;                /* NULL: no rules, so every recipient
+                                         is refused (policy/README.md) */
 };
 
 /* Loads and validates a daemon configuration file. On failure returns a
