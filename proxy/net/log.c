@@ -28,7 +28,7 @@ int qlog_level_parse(const char *name, enum qlog_level *level_r)
     return -1;
 }
 
-void qlogv(enum qlog_level level, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) void qlogv(enum qlog_level level, const char *fmt, va_list ap)
 {
     if (level > current_level)
         return;

@@ -21,7 +21,8 @@ void qlog_set_ident(const char *ident);
 
 void qlog(enum qlog_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void qlogv(enum qlog_level level, const char *fmt, va_list ap);
+void qlogv(enum qlog_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 #define qlog_error(...) qlog(QLOG_ERROR, __VA_ARGS__)
 #define qlog_warn(...) qlog(QLOG_WARN, __VA_ARGS__)

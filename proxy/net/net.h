@@ -92,6 +92,14 @@ bool net_conn_is_tls(const net_conn *conn);
 int net_conn_peer_subject(const net_conn *conn, const char *field, char *buf,
                           size_t buflen);
 
+/* Server role: the host name the client asked for with SNI, or NULL. */
+const char *net_conn_server_name(const net_conn *conn);
+
+/* Negotiated protocol and cipher ("TLSv1.3", "TLS_AES_256_GCM_SHA384"), for
+ * trace headers and logs; NULL when the connection is not TLS. */
+const char *net_conn_tls_version(const net_conn *conn);
+const char *net_conn_tls_cipher(const net_conn *conn);
+
 /* "127.0.0.1:4242" or "[::1]:4242"; "?" when unknown. */
 const char *net_conn_peer_addr(const net_conn *conn);
 

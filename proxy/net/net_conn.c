@@ -20,8 +20,8 @@
 #include "net.h"
 #include "net_internal.h"
 
-#define DEFAULT_MAX_INPUT (64 * 1024)
-#define TLS_READ_CHUNK (16 * 1024 + 512)
+#define DEFAULT_MAX_INPUT ((size_t)64 * 1024)
+#define TLS_READ_CHUNK ((size_t)16 * 1024 + 512)
 /* How long a closing connection waits for the peer's FIN. Closing a socket
  * with unread input makes the kernel send RST, which destroys data the
  * peer has not read yet; so we half-close and drain first. */
@@ -294,6 +294,23 @@ static void set_peer_name(net_conn *c)
         port = ntohs(sin6->sin6_port);
         snprintf(c->peer, sizeof(c->peer), "[%s]:%u", host, port);
     }
+}
+
+const char *net_conn_server_name(const net_conn *c)
+{
+    if (c->ssl == NULL || !c->tls_server)
+        return NULL;
+    return SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+const char *net_conn_tls_version(const net_conn *c)
+{
+    return c->tls == TLS_READY ? SSL_get_version(c->ssl) : NULL;
+}
+
+const char *net_conn_tls_cipher(const net_conn *c)
+{
+    return c->tls == TLS_READY ? SSL_get_cipher_name(c->ssl) : NULL;
 }
 
 int net_conn_peer_subject(const net_conn *c, const char *field, char *buf, size_t buflen)

@@ -92,6 +92,7 @@ struct server {
     net_tls *tls;          /* implicit TLS when set at accept */
     net_tls *starttls;     /* upgrade on "STARTTLS" line */
     char peer_cn[128];
+    char sni[128];
     char seen[4096];       /* every line the server read, concatenated */
     size_t seen_len;
     int errors;
@@ -108,6 +109,9 @@ static void server_cb(net_conn *c, enum net_event ev, void *arg)
     case NET_EV_TLS_READY:
         s->tls_ready++;
         net_conn_peer_subject(c, "CN", s->peer_cn, sizeof(s->peer_cn));
+        if (net_conn_server_name(c) != NULL)
+            snprintf(s->sni, sizeof(s->sni), "%s", net_conn_server_name(c));
+        assert_string_equal(net_conn_tls_version(c), "TLSv1.3");
         return;
     case NET_EV_READ:
         if (s->slow_consume > 0) {
@@ -307,6 +311,7 @@ static void test_mutual_tls_identity(void **state)
     assert_int_equal(k.tls_ready, 1);
     assert_int_equal(s.tls_ready, 1);
     assert_string_equal(s.peer_cn, "sae-a");
+    assert_string_equal(s.sni, "localhost");
     assert_string_equal(k.got, "over tls\r\n221 bye\r\n");
     assert_int_equal(k.errors, 0);
     net_tls_free(&s.tls);
