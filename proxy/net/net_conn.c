@@ -645,8 +645,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         return;
     }
     size_t room = c->max_input > c->in_len ? c->max_input - c->in_len : 0;
-    if (room > 64 * 1024)
-        room = 64 * 1024;
+    if (room > DEFAULT_MAX_INPUT)
+        room = DEFAULT_MAX_INPUT;
     if (room == 0 || input_reserve(c, room) < 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
