@@ -1,0 +1,719 @@
+"""Real Postfix delivering into real Dovecot on 127.0.0.1, for tests.
+
+    import sys; sys.path.insert(0, "<repo>/tests/e2e/lib")
+    from mailstack import MailStack, SinkServer, make_message, strip_delivery_headers
+
+    with MailStack() as ms:
+        msg = make_message("alice@example.org", ["bob@example.org"])
+        ms.send("alice@example.org", ["bob@example.org"], msg)
+        [stored] = ms.wait_for_delivery("bob@example.org", 1)
+        assert strip_delivery_headers(stored) == msg
+
+Each MailStack gets its own temporary directory holding the Postfix config
+and queue, the Dovecot config, run and state directories, the mailboxes and
+all logs; its own free loopback ports; and its own processes, which are
+stopped and killed on exit, at interpreter exit, on SIGTERM, and by a reaper
+process when the test process dies without cleaning up (SIGKILL, ctest
+timeout). See README.md beside this file. Python 3 standard library only.
+"""
+
+import grp
+import imaplib
+import os
+import pwd
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+from procutil import (HOST, HarnessError, Reaper, free_ports, kill_processes,
+                      processes_of, register, still_alive, unregister,
+                      wait_port)
+from mailmsg import (delivery_headers, make_message, smtp_send,
+                     strip_delivery_headers)
+from smtpsink import SinkServer, find_smtp_sink
+
+__all__ = [
+    "MailStack", "MailStackError", "SinkServer", "HarnessError",
+    "make_message", "smtp_send", "strip_delivery_headers",
+    "delivery_headers", "make_selfsigned_cert", "free_ports",
+    "find_smtp_sink", "HOST", "DOMAINS", "USERS",
+    "REJECT_RCPT", "TEMPFAIL_RCPT", "REJECT_DATA_SENDER",
+    "TEMPFAIL_DATA_SENDER", "REPLY_REJECT_RCPT", "REPLY_TEMPFAIL_RCPT",
+    "REPLY_REJECT_DATA", "REPLY_TEMPFAIL_DATA", "reply_matches",
+    "still_alive",
+]
+
+MailStackError = HarnessError
+
+DOMAINS = ("example.org", "example.net", "sub.example.org")
+
+# Mailbox users (address -> password). Every address is also a valid SASL
+# login on the submission port and an IMAP login.
+USERS = {
+    "alice@example.org": "alice-secret",
+    "bob@example.org": "bob-secret",
+    "carol@example.net": "carol-secret",
+    "dave@example.net": "dave-secret",
+    "erin@sub.example.org": "erin-secret",
+}
+
+# Recipients Postfix answers at RCPT time with a fixed reply (check_recipient_access).
+REJECT_RCPT = "reject@example.org"          # 550 5.1.1
+TEMPFAIL_RCPT = "tempfail@example.org"      # 450 4.2.0
+# Senders whose message Postfix refuses after the final "." of DATA
+# (smtpd_end_of_data_restrictions with check_sender_access).
+REJECT_DATA_SENDER = "reject-data@example.net"      # 554 5.7.1
+TEMPFAIL_DATA_SENDER = "tempfail-data@example.net"  # 451 4.3.0
+
+REPLY_REJECT_RCPT = "550 5.1.1 Recipient rejected by mailstack test policy"
+REPLY_TEMPFAIL_RCPT = "450 4.2.0 Recipient temporarily refused by mailstack test policy"
+REPLY_REJECT_DATA = "554 5.7.1 Message rejected by mailstack test policy"
+REPLY_TEMPFAIL_DATA = "451 4.3.0 Message temporarily refused by mailstack test policy"
+
+DEFAULT_MESSAGE_SIZE_LIMIT = 100 * 1024 * 1024
+
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
+
+
+def reply_matches(reply, code, text):
+    """True when an SMTP reply (int code, and text as smtplib gives it:
+    bytes or str, enhanced status code first) is the fixed test reply
+    `reply` (one of the REPLY_* strings): same code, same enhanced status
+    code, and the text ends with the REPLY_* reason. Postfix puts
+    "<address>: Recipient address rejected: " (or "Sender address
+    rejected: ") between the status code and the reason."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    want_code, want_status, want_reason = reply.split(" ", 2)
+    got = text.split(" ", 1)
+    return (int(want_code) == int(code) and len(got) == 2
+            and got[0] == want_status and got[1].endswith(want_reason))
+
+
+def make_selfsigned_cert(directory, cn="localhost"):
+    """Write a throwaway self-signed certificate (CA:TRUE, SAN localhost and
+    127.0.0.1) and its key into `directory`; returns (cert, key). Clients
+    verify against the certificate itself."""
+    cert = os.path.join(directory, "selfsigned.crt")
+    key = os.path.join(directory, "selfsigned.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+         "-subj", "/CN=%s" % cn,
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", key, "-out", cert],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        timeout=30)
+    os.chmod(key, 0o644)  # read by Postfix and Dovecot worker users
+    return cert, key
+
+
+_MASTER_CF = """\
+# service  type  private unpriv chroot wakeup maxproc command
+{smtp} inet n - n - - smtpd
+{submission} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=no
+  -o smtpd_tls_security_level={submission_tls_level}
+  -o smtpd_client_restrictions=
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_recipient_restrictions=check_recipient_access,texthash:{conf}/recipient_access,permit_sasl_authenticated,reject
+{smtps_line}pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+lmtp      unix  - - n - - lmtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+_SMTPS_LINE = """\
+{smtps} inet n - n - - smtpd
+  -o syslog_name=postfix/smtps
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_recipient_restrictions=check_recipient_access,texthash:{conf}/recipient_access,permit_sasl_authenticated,reject
+"""
+
+_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mailstack.localhost
+mydomain = localhost
+myorigin = $myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost =
+relay_domains =
+alias_maps =
+alias_database =
+local_recipient_maps =
+local_transport = error:local delivery is disabled
+virtual_alias_maps =
+virtual_mailbox_domains = {domains}
+virtual_mailbox_maps = texthash:{conf}/vmailbox
+virtual_transport = lmtp:inet:127.0.0.1:{lmtp}
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+lmtp_host_lookup = native
+maillog_file = /dev/stdout
+smtpd_banner = $myhostname ESMTP Postfix (mailstack)
+biff = no
+local_header_rewrite_clients =
+smtputf8_enable = yes
+message_size_limit = {size_limit}
+mailbox_size_limit = 0
+virtual_mailbox_limit = 0
+in_flow_delay = 0
+default_process_limit = 300
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+queue_run_delay = 2s
+minimal_backoff_time = 2s
+maximal_backoff_time = 10s
+delay_warning_time = 0
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_recipient_restrictions = check_recipient_access texthash:{conf}/recipient_access, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_end_of_data_restrictions = check_sender_access texthash:{conf}/eod_sender_access
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {sasl_socket}
+smtpd_sasl_auth_enable = no
+smtpd_sasl_security_options = noanonymous
+broken_sasl_auth_clients = no
+smtp_tls_security_level = none
+lmtp_tls_security_level = none
+{tls}"""
+
+_MAIN_CF_TLS = """\
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+"""
+
+_DOVECOT_CONF = """\
+protocols = imap lmtp
+listen = 127.0.0.1
+instance_name = {instance}
+base_dir = {run}
+state_dir = {state}
+log_path = {log}
+info_log_path = {log}
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:{mail}/%d/%n
+mail_save_crlf = yes
+mail_fsync = never
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+auth_failure_delay = {auth_failure_delay}
+{ssl}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%Lu {users}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={mail}/%d/%n
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps}
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+}}
+service auth {{
+  unix_listener auth-postfix {{
+    mode = 0666
+  }}
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@example.org
+}}
+"""
+
+
+class MailStack:
+    """Postfix (SMTP, submission, optional SMTPS) delivering over LMTP into
+    Dovecot (IMAP, optional IMAPS), all on 127.0.0.1 free ports.
+
+    Attributes after start(): dir, host, smtp_port, submission_port,
+    smtps_port (None without TLS), imap_port, imaps_port (None without
+    TLS), lmtp_port, sasl_socket, cert, key (None without TLS),
+    postfix_log, dovecot_log.
+
+    tls: False (default: no TLS), True (a throwaway self-signed cert made
+    in the stack dir), or (cert_file, key_file) from certs/mkcerts.sh.
+    users: dict address -> password replacing USERS (addresses must be in
+    `domains`). keep: leave the directory on disk after stop (for
+    debugging; its path is printed)."""
+
+    def __init__(self, tls=False, users=None, domains=DOMAINS,
+                 message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
+                 auth_failure_delay=0, keep=None, start_timeout=30):
+        self.tls = tls
+        self.users = dict(USERS if users is None else users)
+        self.domains = tuple(domains)
+        self.message_size_limit = message_size_limit
+        self.auth_failure_delay = auth_failure_delay
+        self.keep = (os.environ.get("MAILSTACK_KEEP") == "1") if keep is None else keep
+        self.start_timeout = start_timeout
+        self.host = HOST
+        self.dir = None
+        self.cert = self.key = None
+        self.smtp_port = self.submission_port = self.smtps_port = None
+        self.imap_port = self.imaps_port = self.lmtp_port = None
+        self._postfix = None
+        self._dovecot = None
+        self._reaper = None
+        self._seen = {}
+        self._sessions = set()
+        self._stopped = True
+
+    # -- life cycle -------------------------------------------------------
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        if self.dir is not None:
+            raise MailStackError("MailStack already started")
+        self._stopped = False
+        self.dir = tempfile.mkdtemp(prefix="mailstack-")
+        register(self)
+        try:
+            self._start()
+        except BaseException:
+            self._dump_logs_on_failure()
+            self.stop()
+            raise
+        return self
+
+    def _start(self):
+        os.chmod(self.dir, 0o755)
+        self.conf_dir = self._mkdir("postfix")
+        self.queue_dir = self._mkdir("postfix-queue")
+        self.data_dir = self._mkdir("postfix-data", owner="postfix")
+        self.dovecot_dir = self._mkdir("dovecot")
+        self.run_dir = self._mkdir("dovecot-run")
+        self.state_dir = self._mkdir("dovecot-state")
+        self.mail_dir = self._mkdir("mail", owner="dovenull")
+        self.postfix_log = os.path.join(self.dir, "postfix.log")
+        self.dovecot_log = os.path.join(self.dir, "dovecot.log")
+        self.dovecot_conf = os.path.join(self.dovecot_dir, "dovecot.conf")
+        self.sasl_socket = os.path.join(self.run_dir, "auth-postfix")
+
+        if self.tls is True:
+            self.cert, self.key = make_selfsigned_cert(self._mkdir("tls"))
+        elif self.tls:
+            self.cert, self.key = self.tls
+
+        ports = free_ports(6)
+        (self.smtp_port, self.submission_port, self.imap_port,
+         self.lmtp_port, smtps, imaps) = ports
+        if self.cert:
+            self.smtps_port, self.imaps_port = smtps, imaps
+
+        self._write_dovecot_conf()
+        self._write_postfix_conf()
+
+        self._reaper = Reaper()
+        if not self.keep:
+            self._reaper.tell("dir " + self.dir)
+        # Dovecot first: Postfix delivers into it and asks it for SASL.
+        self._dovecot = self._spawn([DOVECOT, "-F", "-c", self.dovecot_conf],
+                                    os.path.join(self.dir, "dovecot.out"))
+        deadline = self.start_timeout
+        wait_port(self.imap_port, deadline, b"* OK", proc=self._dovecot,
+                  what="dovecot imap")
+        wait_port(self.lmtp_port, deadline, b"220", proc=self._dovecot,
+                  what="dovecot lmtp")
+        self._postfix = self._spawn([POSTFIX, "-c", self.conf_dir, "start-fg"],
+                                    self.postfix_log)
+        for port, what in ((self.smtp_port, "postfix smtpd"),
+                           (self.submission_port, "postfix submission")):
+            wait_port(port, deadline, b"220", proc=self._postfix, what=what)
+        if self.smtps_port:
+            wait_port(self.smtps_port, deadline, proc=self._postfix,
+                      what="postfix smtps")
+        self._track()
+
+    def _mkdir(self, name, owner=None, mode=0o755):
+        path = os.path.join(self.dir, name)
+        os.mkdir(path, mode)
+        os.chmod(path, mode)
+        if owner:
+            pw = pwd.getpwnam(owner)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        return path
+
+    def _spawn(self, argv, out_path):
+        out = open(out_path, "ab")
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        finally:
+            out.close()
+        self._sessions.add(proc.pid)
+        self._reaper.watch(pid=proc.pid, session=proc.pid)
+        return proc
+
+    def _master_pid(self):
+        try:
+            with open(os.path.join(self.queue_dir, "pid", "master.pid")) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _track(self):
+        """Record every process of the stack (for the reaper and stop())."""
+        mpid = self._master_pid()
+        if mpid is not None and mpid not in self._sessions:
+            self._sessions.add(mpid)
+            self._reaper.watch(pid=mpid, session=mpid)
+        roots = [p.pid for p in (self._postfix, self._dovecot) if p]
+        if mpid:
+            roots.append(mpid)
+        found = processes_of(self._sessions, roots)
+        for pid, start in found.items():
+            if self._seen.get(pid) != start:
+                self._seen[pid] = start
+                if pid == mpid or pid in roots:
+                    self._reaper.tell("pid %d %d" % (pid, start))
+        return found
+
+    def processes(self):
+        """{pid: starttime} of every live process of this stack."""
+        if self._stopped:
+            return still_alive(self._seen)
+        found = self._track()
+        found.update(still_alive(self._seen))
+        return found
+
+    def stop(self):
+        """Stop Postfix and Dovecot, kill anything left, remove the
+        directory (unless keep). Safe to call more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            procs = {}
+            if self._reaper is not None:
+                procs = self._track()
+            if self._postfix is not None and self._master_pid() is not None:
+                subprocess.run([POSTFIX, "-c", self.conf_dir, "stop"],
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=15)
+            if self._dovecot is not None and self._dovecot.poll() is None:
+                self._dovecot.terminate()
+            for p in (self._postfix, self._dovecot):
+                if p is None:
+                    continue
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            procs.update(processes_of(self._sessions))
+            procs.update(self._seen)
+            kill_processes(procs, grace=2.0)
+            for p in (self._postfix, self._dovecot):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
+        finally:
+            if self._reaper is not None:
+                self._reaper.close()
+                self._reaper = None
+            unregister(self)
+            if self.dir and not self.keep:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            elif self.dir:
+                sys.stderr.write("mailstack: kept %s\n" % self.dir)
+
+    def _dump_logs_on_failure(self):
+        for path in (getattr(self, "postfix_log", None),
+                     getattr(self, "dovecot_log", None),
+                     os.path.join(self.dir or "/nonexistent", "dovecot.out")):
+            if path and os.path.exists(path):
+                with open(path, "rb") as f:
+                    tail = f.read()[-4000:]
+                sys.stderr.write("---- %s (tail)\n%s\n" %
+                                 (path, tail.decode("utf-8", "replace")))
+
+    # -- configuration ----------------------------------------------------
+
+    def _write(self, path, text, mode=0o644):
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+
+    def _write_postfix_conf(self):
+        conf = self.conf_dir
+        tls = ""
+        smtps_line = ""
+        if self.cert:
+            tls = _MAIN_CF_TLS.format(cert=self.cert, key=self.key)
+            smtps_line = _SMTPS_LINE.format(
+                smtps="%s:%d" % (HOST, self.smtps_port), conf=conf)
+        self._write(os.path.join(conf, "main.cf"), _MAIN_CF.format(
+            queue=self.queue_dir, data=self.data_dir,
+            domains=", ".join(self.domains), conf=conf, lmtp=self.lmtp_port,
+            size_limit=self.message_size_limit, sasl_socket=self.sasl_socket,
+            tls=tls))
+        self._write(os.path.join(conf, "master.cf"), _MASTER_CF.format(
+            smtp="%s:%d" % (HOST, self.smtp_port),
+            submission="%s:%d" % (HOST, self.submission_port),
+            submission_tls_level="may" if self.cert else "none",
+            smtps_line=smtps_line, conf=conf))
+        self._write(os.path.join(conf, "vmailbox"), "".join(
+            "%s OK\n" % u for u in sorted(self.users)))
+        self._write(os.path.join(conf, "recipient_access"),
+                    "%s %s\n%s %s\n" % (REJECT_RCPT, REPLY_REJECT_RCPT,
+                                        TEMPFAIL_RCPT, REPLY_TEMPFAIL_RCPT))
+        self._write(os.path.join(conf, "eod_sender_access"),
+                    "%s %s\n%s %s\n" % (REJECT_DATA_SENDER, REPLY_REJECT_DATA,
+                                        TEMPFAIL_DATA_SENDER,
+                                        REPLY_TEMPFAIL_DATA))
+
+    def _write_dovecot_conf(self):
+        pw = pwd.getpwnam("dovenull")
+        users_file = os.path.join(self.dovecot_dir, "users")
+        self._write(users_file, "".join(
+            "%s:{PLAIN}%s\n" % (u.lower(), p)
+            for u, p in sorted(self.users.items())), mode=0o640)
+        os.chown(users_file, 0, grp.getgrnam("dovecot").gr_gid)
+        if self.cert:
+            ssl_conf = "ssl = yes\nssl_cert = <%s\nssl_key = <%s\n" % (
+                self.cert, self.key)
+        else:
+            ssl_conf = "ssl = no\n"
+        self._write(self.dovecot_conf, _DOVECOT_CONF.format(
+            instance="mailstack-%s" % os.path.basename(self.dir),
+            run=self.run_dir, state=self.state_dir, log=self.dovecot_log,
+            mail=self.mail_dir, auth_failure_delay="%ds" % self.auth_failure_delay,
+            ssl=ssl_conf, users=users_file, uid=pw.pw_uid, gid=pw.pw_gid,
+            imap=self.imap_port, imaps=self.imaps_port or 0,
+            lmtp=self.lmtp_port))
+
+    # -- using it ---------------------------------------------------------
+
+    def ssl_context(self):
+        """A client SSLContext trusting this stack's certificate."""
+        if not self.cert:
+            raise MailStackError("stack started without tls")
+        ctx = ssl.create_default_context(cafile=self.cert)
+        return ctx
+
+    def send(self, mail_from, rcpts, msg, port=None, host=None,
+             starttls=False, implicit_tls=False, login=None,
+             ssl_context=None, timeout=30, mail_options=(), rcpt_options=()):
+        """Send one message with smtplib (see smtp_send); port defaults to
+        smtp_port, or submission_port when `login` is given. TLS uses
+        ssl_context() unless another context is passed."""
+        if port is None:
+            port = self.submission_port if login else self.smtp_port
+        if ssl_context is None and (starttls or implicit_tls) and self.cert:
+            ssl_context = self.ssl_context()
+        return smtp_send(host or self.host, port, mail_from, rcpts, msg,
+                         starttls=starttls, implicit_tls=implicit_tls,
+                         login=login, ssl_context=ssl_context,
+                         timeout=timeout, mail_options=mail_options,
+                         rcpt_options=rcpt_options)
+
+    def maildir(self, user):
+        """The maildir path of `user` (may not exist before delivery)."""
+        local, _, domain = user.lower().partition("@")
+        return os.path.join(self.mail_dir, domain, local)
+
+    def _mail_paths(self, user, mailbox="INBOX"):
+        base = self.maildir(user)
+        if mailbox.upper() != "INBOX":
+            base = os.path.join(base, "." + mailbox)
+        paths = []
+        for sub in ("new", "cur"):
+            d = os.path.join(base, sub)
+            try:
+                names = os.listdir(d)
+            except FileNotFoundError:
+                continue
+            for n in names:
+                p = os.path.join(d, n)
+                try:
+                    st = os.stat(p)
+                except FileNotFoundError:
+                    continue
+                # Maildir names start with "<seconds>.M<usec>P<pid>."
+                m = re.match(r"(\d+)\.M(\d+)P", n)
+                key = (int(m.group(1)), int(m.group(2))) if m else (
+                    int(st.st_mtime), 0)
+                paths.append((key, n, p))
+        paths.sort()
+        return [p for _, _, p in paths]
+
+    def mailbox_files(self, user, mailbox="INBOX", strip=False):
+        """Raw stored messages of `user`, oldest first, as bytes (CRLF line
+        ends: the stack sets mail_save_crlf). strip=True removes the
+        delivery-added header fields (strip_delivery_headers)."""
+        out = []
+        for p in self._mail_paths(user, mailbox):
+            try:
+                with open(p, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue  # moved new/ -> cur/ meanwhile; caller may retry
+            out.append(strip_delivery_headers(data) if strip else data)
+        return out
+
+    def wait_for_delivery(self, user, count=1, timeout=15, strip=False,
+                          match=None):
+        """Wait until `user`'s INBOX holds at least `count` messages and
+        return them as mailbox_files() does. match: only count (and
+        return) messages containing this bytes substring, or for which this
+        callable returns true (it gets the raw stored bytes). Raises
+        MailStackError with the Postfix log tail on timeout."""
+        if isinstance(match, (bytes, bytearray)):
+            needle = bytes(match)
+            match = lambda raw: needle in raw  # noqa: E731
+        deadline = time.monotonic() + timeout
+        while True:
+            files = [m for m in self.mailbox_files(user)
+                     if match is None or match(m)]
+            if len(files) >= count:
+                if strip:
+                    files = [strip_delivery_headers(m) for m in files]
+                return files
+            if time.monotonic() >= deadline:
+                raise MailStackError(
+                    "%s has %d of %d messages after %.0f s; postfix log:\n%s"
+                    % (user, len(files), count, timeout,
+                       self.postfix_log_text()[-3000:]))
+            time.sleep(0.05)
+
+    def imap_fetch(self, user, password=None, mailbox="INBOX", tls=None,
+                   timeout=30, port=None, host=None):
+        """Log in over IMAP (plain, or implicit TLS with tls="imaps" /
+        STARTTLS with tls="starttls"), fetch every message of `mailbox`
+        with BODY.PEEK[] and return them as bytes, in UID order."""
+        if password is None:
+            password = self.users[user]
+        host = host or self.host
+        if tls == "imaps":
+            conn = imaplib.IMAP4_SSL(host, port or self.imaps_port,
+                                     ssl_context=self.ssl_context(),
+                                     timeout=timeout)
+        else:
+            conn = imaplib.IMAP4(host, port or self.imap_port, timeout=timeout)
+            if tls == "starttls":
+                conn.starttls(ssl_context=self.ssl_context())
+        try:
+            conn.login(user, password)
+            typ, _ = conn.select(mailbox, readonly=True)
+            if typ != "OK":
+                raise MailStackError("IMAP SELECT %s failed" % mailbox)
+            typ, data = conn.uid("FETCH", "1:*", "(BODY.PEEK[])")
+            if typ != "OK":
+                raise MailStackError("IMAP FETCH failed: %r" % data)
+            msgs = []
+            for item in data:
+                if isinstance(item, tuple):
+                    msgs.append(item[1])
+            return msgs
+        finally:
+            try:
+                conn.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+
+    def postfix_log_text(self):
+        try:
+            with open(self.postfix_log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def dovecot_log_text(self):
+        try:
+            with open(self.dovecot_log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def accepted_queue_ids(self):
+        """Queue ids of every message Postfix accepted (committed to its
+        queue) so far, in order: the queue manager logs "<id>: from=<...>,
+        size=..." once a message is safely queued. A message refused at
+        RCPT or at the end of DATA never appears, so an unchanged list
+        proves nothing new reached Postfix."""
+        ids = []
+        for qid in re.findall(r"postfix/qmgr\[\d+\]: ([0-9A-Za-z]+): from=<",
+                              self.postfix_log_text()):
+            if qid not in ids:
+                ids.append(qid)
+        return ids
+
+    def wait_queue_empty(self, timeout=15):
+        """Wait until Postfix's active/incoming/deferred queues are empty;
+        returns True, or False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = False
+            for q in ("incoming", "active", "deferred", "maildrop"):
+                for _root, _dirs, files in os.walk(os.path.join(self.queue_dir, q)):
+                    if files:
+                        busy = True
+                        break
+                if busy:
+                    break
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
