@@ -1,0 +1,635 @@
+/* The SMTP command table: each command's check (state and syntax,
+ * answering the error itself) and proceed step. Policy hooks in between
+ * check and proceed for RCPT; MAIL, RCPT and AUTH are relayed live. */
+#include "smtp_session_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/rand.h>
+
+#include "log.h"
+
+#define MAX_BAD_COMMANDS 20
+
+struct smtp_command_def {
+    enum smtp_verb verb;
+    bool (*check)(smtp_session *s, const struct smtp_cmd *cmd);
+    void (*proceed)(smtp_session *s, const struct smtp_cmd *cmd);
+};
+
+static bool in_transaction(const smtp_session *s)
+{
+    return s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT;
+}
+
+static unsigned up_ext(const smtp_session *s)
+{
+    return s->up ? smtp_client_extensions(s->up) : 0;
+}
+
+static bool tls_ok_for_auth(const smtp_session *s)
+{
+    return !s->cfg.require_tls_for_auth || (s->conn && net_conn_is_tls(s->conn));
+}
+
+static bool auth_offered(const smtp_session *s)
+{
+    return !s->cfg.gateway && (up_ext(s) & (SMTP_EXT_AUTH_PLAIN | SMTP_EXT_AUTH_LOGIN));
+}
+
+/* Upstream transaction (live MAIL) is dropped with RSET, pipelined. */
+static void upstream_rset(smtp_session *s)
+{
+    if (s->txn_upstream && s->up && smtp_client_ready(s->up))
+        smtp_client_command(s->up, "RSET", 0, NULL, NULL);
+    s->txn_upstream = false;
+}
+
+/* Relays an upstream reply to the client faithfully (code, enhanced code,
+ * text). Transport failures close the session. Returns true for 2xx/3xx. */
+static bool relay_reply(smtp_session *s, const struct smtp_client_reply *r)
+{
+    if (r->transport) {
+        smtp_reply_code(s, 421, "4.4.2", "Upstream connection lost, closing");
+        smtp_session_schedule_close(s, true);
+        return false;
+    }
+    smtp_reply_code(s, r->code, r->enh, r->text);
+    return r->code < 400;
+}
+
+/* ---- HELO / EHLO ---------------------------------------------------------- */
+
+static bool check_helo(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    if (s->state == SMTP_STATE_AUTH) {
+        smtp_reply(s, "503 5.5.1 AUTH in progress");
+        return false;
+    }
+    return true;
+}
+
+static void proceed_helo(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    upstream_rset(s);
+    smtp_txn_reset(s);
+    free(s->helo);
+    s->helo = strndup(cmd->arg, cmd->arg_len < 255 ? cmd->arg_len : 255);
+    s->esmtp = cmd->verb == SMTP_CMD_EHLO;
+    smtp_enter_state(s, SMTP_STATE_READY);
+    if (!s->esmtp) {
+        smtp_reply(s, "250 2.0.0 %s", s->hostname);
+        return;
+    }
+    unsigned ext = up_ext(s);
+    char text[1024];
+    size_t n = 0;
+#define ADD(...) n += (size_t)snprintf(text + n, sizeof(text) - n, __VA_ARGS__)
+    ADD("%s greets %.*s", s->hostname, (int)(cmd->arg_len < 64 ? cmd->arg_len : 64), cmd->arg);
+    ADD("\nPIPELINING");
+    ADD("\nSIZE %llu", (unsigned long long)smtp_advertised_size(s));
+    if (ext & SMTP_EXT_8BITMIME)
+        ADD("\n8BITMIME");
+    if (ext & SMTP_EXT_SMTPUTF8)
+        ADD("\nSMTPUTF8");
+    ADD("\nENHANCEDSTATUSCODES");
+    if (ext & SMTP_EXT_DSN)
+        ADD("\nDSN");
+    ADD("\nCHUNKING");
+    if (s->cfg.tls_ctx && s->conn && !net_conn_is_tls(s->conn))
+        ADD("\nSTARTTLS");
+    if (auth_offered(s) && tls_ok_for_auth(s) && !s->authenticated) {
+        ADD("\nAUTH");
+        if (ext & SMTP_EXT_AUTH_PLAIN)
+            ADD(" PLAIN");
+        if (ext & SMTP_EXT_AUTH_LOGIN)
+            ADD(" LOGIN");
+    }
+#undef ADD
+    /* EHLO's reply lines carry no enhanced code (RFC 2034 3). */
+    if (!s->conn)
+        return;
+    const char *p = text;
+    for (;;) {
+        const char *nl = strchr(p, '\n');
+        net_conn_printf(s->conn, "250%c%.*s\r\n", nl ? '-' : ' ',
+                        (int)(nl ? (size_t)(nl - p) : strlen(p)), p);
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+}
+
+/* ---- STARTTLS ------------------------------------------------------------- */
+
+static bool check_starttls(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    if (!s->cfg.tls_ctx || (s->conn && net_conn_is_tls(s->conn))) {
+        smtp_reply(s, "502 5.5.1 STARTTLS not available");
+        return false;
+    }
+    if (in_transaction(s) || s->state == SMTP_STATE_AUTH) {
+        smtp_reply(s, "503 5.5.1 STARTTLS not allowed in a transaction");
+        return false;
+    }
+    return true;
+}
+
+static void proceed_starttls(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    smtp_reply(s, "220 2.0.0 Ready to start TLS");
+    smtp_enter_state(s, SMTP_STATE_TLS);
+    s->authenticated = false;
+    if (net_conn_start_tls(s->conn, s->cfg.tls_ctx, NULL) < 0)
+        smtp_session_schedule_close(s, false);
+}
+
+/* ---- AUTH (relayed) ------------------------------------------------------- */
+
+static void auth_reply(smtp_client *c, const struct smtp_client_reply *r, void *arg)
+{
+    smtp_session *s = arg;
+    (void)c;
+    if (r->cancelled)
+        return;
+    s->busy++;
+    if (r->transport) {
+        relay_reply(s, r);
+    } else if (r->code == 334) {
+        /* Challenge: passed on; the client's answer is relayed next. */
+        smtp_enter_state(s, SMTP_STATE_AUTH);
+        if (s->conn)
+            net_conn_printf(s->conn, "334 %s\r\n", r->text);
+        qlog_debug("smtp %s: >>> 334 <redacted>", s->id);
+        smtp_resume(s);
+    } else {
+        smtp_enter_state(s, SMTP_STATE_READY);
+        if (r->code == 235) {
+            s->authenticated = true;
+            qlog_info("smtp %s: authenticated by upstream", s->id);
+        } else {
+            qlog_info("smtp %s: authentication refused by upstream: %d %s", s->id,
+                      r->code, r->enh);
+        }
+        relay_reply(s, r);
+        smtp_resume(s);
+    }
+    s->busy--;
+    if (s->closing && s->busy == 0)
+        smtp_session_close(s);
+}
+
+static bool check_auth(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    if (!auth_offered(s)) {
+        smtp_reply(s, "502 5.5.1 AUTH not available");
+        return false;
+    }
+    if (s->state != SMTP_STATE_READY) {
+        smtp_reply(s, s->state == SMTP_STATE_HELO ? "503 5.5.1 Send EHLO first"
+                                                  : "503 5.5.1 AUTH not allowed now");
+        return false;
+    }
+    if (s->authenticated) {
+        smtp_reply(s, "503 5.5.1 Already authenticated");
+        return false;
+    }
+    if (!tls_ok_for_auth(s)) {
+        smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return false;
+    }
+    size_t m = 0;
+    while (m < cmd->arg_len && cmd->arg[m] != ' ')
+        m++;
+    unsigned ext = up_ext(s);
+    bool plain = m == 5 && strncasecmp(cmd->arg, "PLAIN", 5) == 0 && (ext & SMTP_EXT_AUTH_PLAIN);
+    bool login = m == 5 && strncasecmp(cmd->arg, "LOGIN", 5) == 0 && (ext & SMTP_EXT_AUTH_LOGIN);
+    if (!plain && !login) {
+        smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
+        return false;
+    }
+    return smtp_upstream_usable(s);
+}
+
+static void relay_auth_line(smtp_session *s, const char *line)
+{
+    smtp_enter_state(s, SMTP_STATE_AUTH);
+    smtp_wait_upstream(s);
+    if (smtp_client_command(s->up, line, SMTP_CLIENT_SECRET, auth_reply, s) < 0) {
+        smtp_reply(s, "421 4.4.2 Upstream connection lost, closing");
+        smtp_session_schedule_close(s, true);
+    }
+}
+
+static void proceed_auth(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    char line[cmd->arg_len + 6];
+    snprintf(line, sizeof(line), "AUTH %.*s", (int)cmd->arg_len, cmd->arg);
+    qlog_debug("smtp %s: <<< AUTH <redacted>", s->id);
+    relay_auth_line(s, line);
+    memset(line, 0, sizeof(line));
+}
+
+/* ---- MAIL ------------------------------------------------------------------ */
+
+static void mail_reply(smtp_client *c, const struct smtp_client_reply *r, void *arg)
+{
+    smtp_session *s = arg;
+    (void)c;
+    if (r->cancelled)
+        return;
+    s->busy++;
+    if (relay_reply(s, r)) {
+        s->txn_upstream = true;
+        smtp_enter_state(s, SMTP_STATE_MAIL);
+    } else {
+        smtp_txn_reset(s);
+    }
+    smtp_resume(s);
+    s->busy--;
+    if (s->closing && s->busy == 0)
+        smtp_session_close(s);
+}
+
+static bool check_mail(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    if (s->state == SMTP_STATE_HELO) {
+        smtp_reply(s, "503 5.5.1 Send EHLO first");
+        return false;
+    }
+    if (s->state != SMTP_STATE_READY) {
+        smtp_reply(s, "503 5.5.1 Nested MAIL command");
+        return false;
+    }
+    if (s->cfg.gateway && !s->cfg.trusted) {
+        smtp_reply(s, "554 5.7.1 Relay access denied: %s is not a trusted network", s->peer);
+        return false;
+    }
+    if (!s->cfg.gateway && !s->authenticated && !s->cfg.trusted) {
+        smtp_reply(s, "530 5.7.0 Authentication required");
+        return false;
+    }
+    if (cmd->has_size && cmd->size > smtp_advertised_size(s)) {
+        smtp_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+        return false;
+    }
+    if (cmd->smtputf8 && !(up_ext(s) & SMTP_EXT_SMTPUTF8)) {
+        smtp_reply(s, "555 5.5.4 SMTPUTF8 not supported");
+        return false;
+    }
+    if (cmd->body == SMTP_BODY_8BITMIME && !(up_ext(s) & SMTP_EXT_8BITMIME)) {
+        smtp_reply(s, "555 5.5.4 8BITMIME not supported");
+        return false;
+    }
+    if (cmd->dsn[0] && !(up_ext(s) & SMTP_EXT_DSN)) {
+        smtp_reply(s, "555 5.5.4 DSN not supported");
+        return false;
+    }
+    return smtp_upstream_usable(s);
+}
+
+static void proceed_mail(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    smtp_txn_reset(s);
+    s->from = strdup(cmd->path);
+    s->smtputf8 = cmd->smtputf8;
+    size_t n = 0;
+    if (cmd->body == SMTP_BODY_8BITMIME)
+        n += (size_t)snprintf(s->mail_params + n, sizeof(s->mail_params) - n, " BODY=8BITMIME");
+    else if (cmd->body == SMTP_BODY_7BIT)
+        n += (size_t)snprintf(s->mail_params + n, sizeof(s->mail_params) - n, " BODY=7BIT");
+    if (cmd->smtputf8)
+        n += (size_t)snprintf(s->mail_params + n, sizeof(s->mail_params) - n, " SMTPUTF8");
+    if (cmd->dsn[0])
+        snprintf(s->mail_params + n, sizeof(s->mail_params) - n, " %s", cmd->dsn);
+    unsigned char r[6];
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        memset(r, 0, sizeof(r));
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(s->msg_id + 2 * i, 3, "%02X", r[i]);
+    char line[SMTP_PATH_MAX + sizeof(s->mail_params) + 64];
+    if (cmd->has_size)
+        snprintf(line, sizeof(line), "MAIL FROM:<%s> SIZE=%llu%s", cmd->path,
+                 (unsigned long long)(cmd->size + cmd->size / 19 * 7 + 65536), s->mail_params);
+    else
+        snprintf(line, sizeof(line), "MAIL FROM:<%s>%s", cmd->path, s->mail_params);
+    smtp_wait_upstream(s);
+    if (smtp_client_command(s->up, line, 0, mail_reply, s) < 0) {
+        smtp_reply(s, "421 4.4.2 Upstream connection lost, closing");
+        smtp_session_schedule_close(s, true);
+    }
+}
+
+/* ---- RCPT ------------------------------------------------------------------ */
+
+struct rcpt_pending {
+    smtp_session *s;
+    struct smtp_rcpt rcpt;
+};
+
+static void rcpt_reply(smtp_client *c, const struct smtp_client_reply *r, void *arg)
+{
+    struct rcpt_pending *p = arg;
+    smtp_session *s = p->s;
+    (void)c;
+    if (r->cancelled) {
+        free(p->rcpt.addr);
+        free(p->rcpt.dsn);
+        if (p->rcpt.data && s->hooks.rcpt_free)
+            s->hooks.rcpt_free(s->hooks_ctx, p->rcpt.data);
+        free(p);
+        return;
+    }
+    s->busy++;
+    if (relay_reply(s, r)) {
+        s->rcpts[s->n_rcpts++] = p->rcpt;
+        smtp_enter_state(s, SMTP_STATE_RCPT);
+    } else {
+        free(p->rcpt.addr);
+        free(p->rcpt.dsn);
+        if (p->rcpt.data && s->hooks.rcpt_free)
+            s->hooks.rcpt_free(s->hooks_ctx, p->rcpt.data);
+    }
+    free(p);
+    smtp_resume(s);
+    s->busy--;
+    if (s->closing && s->busy == 0)
+        smtp_session_close(s);
+}
+
+static bool check_rcpt(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    if (!in_transaction(s)) {
+        smtp_reply(s, "503 5.5.1 Need MAIL command first");
+        return false;
+    }
+    if (s->bdat_used) {
+        smtp_reply(s, "503 5.5.1 RCPT not allowed after BDAT");
+        return false;
+    }
+    if (s->n_rcpts >= s->cfg.max_recipients) {
+        smtp_reply(s, "452 4.5.3 Too many recipients");
+        return false;
+    }
+    if (cmd->path_utf8 && !s->smtputf8) {
+        smtp_reply(s, "553 5.6.7 Non-ASCII address requires SMTPUTF8");
+        return false;
+    }
+    if (cmd->dsn[0] && !(up_ext(s) & SMTP_EXT_DSN)) {
+        smtp_reply(s, "555 5.5.4 DSN not supported");
+        return false;
+    }
+    return smtp_upstream_usable(s);
+}
+
+static void proceed_rcpt(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    /* Policy between check and proceed: a refusal is told here. */
+    struct smtp_rcpt_verdict v;
+    memset(&v, 0, sizeof(v));
+    s->hooks.rcpt(s->hooks_ctx, s, cmd->path, &v);
+    if (!v.accept) {
+        qlog_info("smtp %s: recipient refused by policy: %d %s %s", s->id, v.code, v.enh, v.text);
+        smtp_reply_code(s, v.code ? v.code : 550, v.enh[0] ? v.enh : "5.7.1",
+                        v.text[0] ? v.text : "Recipient refused by policy");
+        return;
+    }
+    if (s->n_rcpts == s->cap_rcpts) {
+        size_t cap = s->cap_rcpts ? s->cap_rcpts * 2 : 8;
+        struct smtp_rcpt *grown = realloc(s->rcpts, cap * sizeof(*grown));
+        if (!grown)
+            goto nomem;
+        s->rcpts = grown;
+        s->cap_rcpts = cap;
+    }
+    struct rcpt_pending *p = calloc(1, sizeof(*p));
+    if (!p)
+        goto nomem;
+    p->s = s;
+    p->rcpt.addr = strdup(cmd->path);
+    p->rcpt.dsn = cmd->dsn[0] ? strdup(cmd->dsn) : NULL;
+    p->rcpt.data = v.data;
+    char line[SMTP_PATH_MAX + SMTP_PARAM_MAX + 16];
+    snprintf(line, sizeof(line), "RCPT TO:<%s>%s%s", cmd->path, cmd->dsn[0] ? " " : "",
+             cmd->dsn);
+    smtp_wait_upstream(s);
+    if (smtp_client_command(s->up, line, 0, rcpt_reply, p) < 0) {
+        free(p->rcpt.addr);
+        free(p->rcpt.dsn);
+        free(p);
+        if (v.data && s->hooks.rcpt_free)
+            s->hooks.rcpt_free(s->hooks_ctx, v.data);
+        smtp_reply(s, "421 4.4.2 Upstream connection lost, closing");
+        smtp_session_schedule_close(s, true);
+    }
+    return;
+nomem:
+    if (v.data && s->hooks.rcpt_free)
+        s->hooks.rcpt_free(s->hooks_ctx, v.data);
+    smtp_reply(s, "452 4.3.0 Insufficient system resources");
+}
+
+/* ---- DATA / BDAT ------------------------------------------------------------ */
+
+static bool check_data(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    if (s->state == SMTP_STATE_MAIL) {
+        smtp_reply(s, "554 5.5.1 No valid recipients");
+        return false;
+    }
+    if (s->state != SMTP_STATE_RCPT) {
+        smtp_reply(s, "503 5.5.1 Need RCPT command first");
+        return false;
+    }
+    if (s->bdat_used) {
+        smtp_reply(s, "503 5.5.1 DATA not allowed after BDAT");
+        return false;
+    }
+    return true;
+}
+
+static void proceed_data(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    smtp_body_begin(s);
+    smtp_enter_state(s, SMTP_STATE_DATA);
+    smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* BDAT always consumes its chunk, even when refused (RFC 3030 2). */
+static bool check_bdat(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    const char *err = NULL;
+    if (s->state == SMTP_STATE_MAIL)
+        err = "554 5.5.1 No valid recipients";
+    else if (s->state != SMTP_STATE_RCPT)
+        err = "503 5.5.1 Need RCPT command first";
+    s->bdat_reject = err != NULL;
+    s->bdat_error = err;
+    s->bdat_prev = s->state;
+    return true;
+}
+
+static void proceed_bdat(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    if (!s->bdat_reject && !s->bdat_used) {
+        smtp_body_begin(s);
+        s->bdat_used = true;
+    }
+    s->bdat_left = cmd->chunk_size;
+    s->bdat_last = cmd->last;
+    net_conn_set_timeout(s->conn, s->cfg.data_timeout_ms);
+    smtp_enter_state(s, SMTP_STATE_BDAT);
+}
+
+/* The current chunk was read in full. */
+void smtp_bdat_chunk_done(smtp_session *s)
+{
+    net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms);
+    if (s->bdat_reject) {
+        smtp_enter_state(s, s->bdat_prev);
+        smtp_reply(s, "%s", s->bdat_error);
+        s->bdat_reject = false;
+        s->bdat_error = NULL;
+        return;
+    }
+    if (s->bdat_last) {
+        smtp_body_end(s);
+        return;
+    }
+    smtp_enter_state(s, SMTP_STATE_RCPT);
+    smtp_reply(s, "250 2.0.0 Chunk received");
+}
+
+/* ---- the rest ---------------------------------------------------------------- */
+
+static bool check_any(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)s;
+    (void)cmd;
+    return true;
+}
+
+static void proceed_rset(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    upstream_rset(s);
+    smtp_txn_reset(s);
+    if (s->state != SMTP_STATE_HELO)
+        smtp_enter_state(s, SMTP_STATE_READY);
+    smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void proceed_noop(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void proceed_quit(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    smtp_reply(s, "221 2.0.0 Bye");
+    smtp_session_schedule_close(s, true);
+}
+
+static void proceed_vrfy(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    smtp_reply(s, "252 2.5.0 Cannot VRFY user, but will accept message");
+}
+
+static void proceed_expn(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    smtp_reply(s, "502 5.5.1 EXPN not available");
+}
+
+static void proceed_help(smtp_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    smtp_reply(s, "214 2.0.0 qumail: see https://www.rfc-editor.org/rfc/rfc5321");
+}
+
+static const struct smtp_command_def commands[] = {
+    {SMTP_CMD_HELO, check_helo, proceed_helo},
+    {SMTP_CMD_EHLO, check_helo, proceed_helo},
+    {SMTP_CMD_STARTTLS, check_starttls, proceed_starttls},
+    {SMTP_CMD_AUTH, check_auth, proceed_auth},
+    {SMTP_CMD_MAIL, check_mail, proceed_mail},
+    {SMTP_CMD_RCPT, check_rcpt, proceed_rcpt},
+    {SMTP_CMD_DATA, check_data, proceed_data},
+    {SMTP_CMD_BDAT, check_bdat, proceed_bdat},
+    {SMTP_CMD_RSET, check_any, proceed_rset},
+    {SMTP_CMD_NOOP, check_any, proceed_noop},
+    {SMTP_CMD_QUIT, check_any, proceed_quit},
+    {SMTP_CMD_VRFY, check_any, proceed_vrfy},
+    {SMTP_CMD_EXPN, check_any, proceed_expn},
+    {SMTP_CMD_HELP, check_any, proceed_help},
+};
+
+static void bad_command(smtp_session *s)
+{
+    if (++s->bad_commands >= MAX_BAD_COMMANDS) {
+        smtp_reply(s, "421 4.7.0 %s Too many errors, closing", s->hostname);
+        smtp_session_schedule_close(s, true);
+    }
+}
+
+void smtp_command(smtp_session *s, const char *line, size_t len)
+{
+    if (s->state == SMTP_STATE_AUTH) {
+        /* A continuation line of the AUTH exchange: relayed, never logged. */
+        char copy[len + 1];
+        size_t n = len;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
+        memcpy(copy, line, n);
+        copy[n] = '\0';
+        qlog_debug("smtp %s: <<< <redacted>", s->id);
+        relay_auth_line(s, copy);
+        memset(copy, 0, sizeof(copy));
+        return;
+    }
+    struct smtp_cmd cmd;
+    const char *err = NULL;
+    if (smtp_cmd_parse(line, len, &cmd, &err) < 0) {
+        qlog_debug("smtp %s: <<< %s (invalid)", s->id, smtp_verb_name(cmd.verb));
+        /* A malformed BDAT cannot be resynchronised. */
+        smtp_reply(s, "%s", err);
+        if (cmd.verb == SMTP_CMD_BDAT) {
+            smtp_session_schedule_close(s, true);
+            return;
+        }
+        bad_command(s);
+        return;
+    }
+    if (qlog_get_level() >= QLOG_DEBUG) {
+        if (cmd.verb == SMTP_CMD_AUTH)
+            qlog_debug("smtp %s: <<< AUTH <redacted>", s->id);
+        else
+            qlog_debug("smtp %s: <<< %.*s", s->id,
+                       (int)(len > 200 ? 200 : len - (len && line[len - 1] == '\n') -
+                                              (len > 1 && line[len - 2] == '\r')),
+                       line);
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (commands[i].verb != cmd.verb)
+            continue;
+        if (commands[i].check(s, &cmd))
+            commands[i].proceed(s, &cmd);
+        else
+            bad_command(s);
+        return;
+    }
+    smtp_reply(s, "500 5.5.2 Command unrecognized");
+    bad_command(s);
+}

@@ -1,0 +1,99 @@
+/* Internals shared by smtp_session.c (connection, input, replies, state),
+ * smtp_commands.c (the command table) and smtp_deliver.c (upstream
+ * transactions for the groups of a message). */
+#ifndef QUMAIL_SMTP_SESSION_INTERNAL_H
+#define QUMAIL_SMTP_SESSION_INTERNAL_H
+
+#include "smtp_hdrfilter.h"
+#include "smtp_proto.h"
+#include "smtp_session.h"
+#include "smtp_spool.h"
+
+enum smtp_state {
+    SMTP_STATE_UPSTREAM,    /* connecting upstream; greeting not sent yet */
+    SMTP_STATE_TLS,         /* implicit TLS or STARTTLS handshake */
+    SMTP_STATE_HELO,        /* waiting for EHLO/HELO */
+    SMTP_STATE_READY,       /* no transaction */
+    SMTP_STATE_AUTH,        /* AUTH exchange relayed to upstream */
+    SMTP_STATE_MAIL,        /* sender accepted */
+    SMTP_STATE_RCPT,        /* at least one recipient accepted */
+    SMTP_STATE_DATA,        /* reading the DATA stream */
+    SMTP_STATE_BDAT,        /* reading a BDAT chunk */
+    SMTP_STATE_PROCESSING,  /* message hook at work (keys, encryption) */
+    SMTP_STATE_DELIVERING,  /* upstream transactions */
+    SMTP_STATE_CLOSING,
+};
+
+struct delivery_run; /* smtp_deliver.c */
+
+struct smtp_session {
+    uv_loop_t *loop;
+    enum smtp_state state;
+    net_conn *conn;
+    smtp_client *up;
+    struct smtp_session_config cfg; /* strings below are copies */
+    char *hostname, *listener, *spool_dir;
+    struct smtp_session_hooks hooks;
+    void *hooks_ctx;
+    char id[16];
+    char peer[64];
+
+    /* session facts */
+    char *helo;
+    bool esmtp;
+    bool authenticated;
+    unsigned bad_commands;
+    bool skip_line;          /* discarding the rest of an overlong line */
+    bool waiting;            /* a command awaits upstream: input paused */
+    unsigned busy;           /* inside a callback: destruction deferred */
+    bool closing;
+    bool close_after_reply;
+
+    /* transaction */
+    bool txn_upstream;       /* MAIL was accepted upstream (live txn) */
+    char *from;
+    char mail_params[SMTP_PARAM_MAX + 64]; /* BODY= SMTPUTF8 RET= ENVID= */
+    bool smtputf8;
+    struct smtp_rcpt *rcpts;
+    size_t n_rcpts, cap_rcpts;
+    char msg_id[16];
+    bool bdat_used;          /* BDAT chunks seen: DATA not allowed */
+    bool bdat_reject;        /* chunk(s) consumed but the txn is invalid */
+    const char *bdat_error;  /* reply for a rejected BDAT */
+    enum smtp_state bdat_prev; /* state to return to after a rejected chunk */
+    uint64_t bdat_left;
+    bool bdat_last;
+
+    /* body */
+    smtp_spool *spool;
+    struct smtp_data_reader reader;
+    struct smtp_hdrfilter filter;
+
+    struct delivery_run *run;
+};
+
+/* smtp_session.c */
+void smtp_enter_state(smtp_session *s, enum smtp_state st);
+const char *smtp_state_name(enum smtp_state st);
+/* The one reply function: "code enh text" (text may hold '\n' for a
+ * multi-line reply). AUTH replies are redacted in the log. */
+void smtp_reply(smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *text);
+void smtp_wait_upstream(smtp_session *s);  /* pause input */
+void smtp_resume(smtp_session *s);         /* resume input */
+void smtp_txn_reset(smtp_session *s);      /* local transaction state */
+void smtp_session_schedule_close(smtp_session *s, bool after_write);
+bool smtp_upstream_usable(smtp_session *s); /* else replies 421, closes */
+void smtp_body_begin(smtp_session *s);
+void smtp_body_end(smtp_session *s);
+uint64_t smtp_advertised_size(const smtp_session *s);
+
+/* smtp_commands.c */
+void smtp_command(smtp_session *s, const char *line, size_t len);
+void smtp_bdat_chunk_done(smtp_session *s);
+
+/* smtp_deliver.c */
+void smtp_deliver_free(smtp_session *s);
+
+#endif
