@@ -1,0 +1,269 @@
+/* The simulator's configuration file, read with the project's qcfg reader
+ * (errors FILE:LINE:COL with the key; unknown keys are errors). The keys
+ * and their defaults are documented in kme/README.md. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "server_internal.h"
+
+#define MAX_RESPONSE_BITS (64ull * 1024 * 1024 * 8) /* one enc_keys answer */
+
+static void cfg_defaults(struct kme_cfg *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->listen_port = 8443;
+    c->key_size = 256;
+    c->min_key_size = 64;
+    c->max_key_size = 8192;
+    c->max_key_per_request = 128;
+    c->max_key_count = 100000;
+    c->max_sae_id_count = 8;
+    c->rate_bps = 1000000;
+    c->key_expiry_ms = 0;
+    c->sync_full = true;
+    c->idle_timeout_ms = 60000;
+    c->max_body = 64 * 1024;
+    c->max_connections = 1024;
+}
+
+uint64_t kme_cfg_pool_bytes(const struct kme_cfg *c)
+{
+    return (uint64_t)c->max_key_count * (uint64_t)c->key_size / 8;
+}
+
+static void read_kme(qcfg_node *o, struct kme_cfg *c)
+{
+    cfg_defaults(c);
+    c->listen_host = strdup("127.0.0.1");
+    c->sae_id_field = strdup("CN");
+    c->link_host = strdup("127.0.0.1");
+    if (o == NULL)
+        return;
+    struct qcfg *doc = qcfg_node_doc(o);
+    qcfg_node *n;
+    qcfg_string(qcfg_member(o, "kme_id", QCFG_REQUIRED), QCFG_NONEMPTY, &c->kme_id);
+    qcfg_string(qcfg_member(o, "host", 0), QCFG_NONEMPTY, &c->listen_host);
+    qcfg_port(qcfg_member(o, "port", 0), QCFG_ZERO_OK, &c->listen_port);
+
+    qcfg_node *tls = qcfg_object(qcfg_member(o, "tls", QCFG_REQUIRED));
+    qcfg_path(qcfg_member(tls, "cert", QCFG_REQUIRED), 0, &c->cert_file);
+    qcfg_path(qcfg_member(tls, "key", QCFG_REQUIRED), 0, &c->key_file);
+    qcfg_path(qcfg_member(tls, "ca", QCFG_REQUIRED), 0, &c->ca_file);
+    qcfg_done(tls);
+
+    qcfg_string(qcfg_member(o, "sae_id_field", 0), QCFG_NONEMPTY, &c->sae_id_field);
+    qcfg_node *saes = qcfg_array(qcfg_member(o, "sae_ids", 0));
+    size_t ns = qcfg_array_len(saes);
+    if (ns > 0) {
+        c->sae_ids = calloc(ns, sizeof(char *));
+        if (c->sae_ids != NULL) {
+            c->sae_count = ns;
+            for (size_t i = 0; i < ns; i++)
+                qcfg_string(qcfg_array_at(saes, i), QCFG_NONEMPTY, &c->sae_ids[i]);
+        }
+    }
+    qcfg_path(qcfg_member(o, "database", QCFG_REQUIRED), 0, &c->database);
+
+    qcfg_node *link = qcfg_object(qcfg_member(o, "link", QCFG_REQUIRED));
+    qcfg_string(qcfg_member(link, "host", 0), QCFG_NONEMPTY, &c->link_host);
+    qcfg_port(qcfg_member(link, "port", 0), QCFG_ZERO_OK, &c->link_port);
+    qcfg_string(qcfg_member(link, "peer_kme_id", QCFG_REQUIRED), QCFG_NONEMPTY,
+                &c->peer_kme_id);
+    qcfg_string(qcfg_member(link, "peer_host", 0), QCFG_NONEMPTY, &c->peer_host);
+    qcfg_port(qcfg_member(link, "peer_port", 0), 0, &c->peer_port);
+    if ((c->peer_host == NULL) != (c->peer_port == 0))
+        qcfg_error_at(doc, link, "peer_host and peer_port go together (omit "
+                                 "both when the peer KME is in this file)");
+    qcfg_done(link);
+
+    qcfg_int(qcfg_member(o, "key_size", 0), 8, 1 << 24, &c->key_size);
+    qcfg_int(qcfg_member(o, "min_key_size", 0), 8, 1 << 24, &c->min_key_size);
+    qcfg_int(qcfg_member(o, "max_key_size", 0), 8, 1 << 24, &c->max_key_size);
+    qcfg_int(qcfg_member(o, "max_key_per_request", 0), 1, 100000,
+             &c->max_key_per_request);
+    qcfg_int(qcfg_member(o, "max_key_count", 0), 1, 100000000, &c->max_key_count);
+    qcfg_int(qcfg_member(o, "max_SAE_ID_count", 0), 0, 64, &c->max_sae_id_count);
+    int64_t rate = (int64_t)c->rate_bps;
+    qcfg_int(qcfg_member(o, "secret_key_rate", 0), 1, INT64_C(1) << 40, &rate);
+    c->rate_bps = (uint64_t)rate;
+    qcfg_duration(qcfg_member(o, "key_expiry", 0), 0, UINT64_C(1) << 50,
+                  &c->key_expiry_ms);
+    static const char *const syncs[] = {"normal", "full", NULL};
+    int sync = c->sync_full ? 1 : 0;
+    qcfg_enum(qcfg_member(o, "sqlite_synchronous", 0), syncs, &sync);
+    c->sync_full = sync == 1;
+    qcfg_duration(qcfg_member(o, "idle_timeout", 0), 0, UINT64_C(1) << 40,
+                  &c->idle_timeout_ms);
+    qcfg_size(qcfg_member(o, "max_body", 0), 1024, 16 * 1024 * 1024, &c->max_body);
+    int64_t mc = (int64_t)c->max_connections;
+    qcfg_int(qcfg_member(o, "max_connections", 0), 1, 1000000, &mc);
+    c->max_connections = (uint64_t)mc;
+
+    if ((n = qcfg_member(o, "key_size", 0)) == NULL)
+        n = o;
+    if (c->key_size % 8 != 0 || c->min_key_size % 8 != 0 ||
+        c->max_key_size % 8 != 0)
+        qcfg_error_at(doc, n, "key_size, min_key_size and max_key_size shall "
+                              "be multiples of 8 (this KME serves whole bytes)");
+    if (!(c->min_key_size <= c->key_size && c->key_size <= c->max_key_size))
+        qcfg_error_at(doc, n, "min_key_size <= key_size <= max_key_size "
+                              "shall hold");
+    if ((uint64_t)c->max_key_size * (uint64_t)c->max_key_per_request >
+        MAX_RESPONSE_BITS)
+        qcfg_error_at(doc, n, "max_key_size x max_key_per_request exceeds the "
+                              "64 MiB response limit");
+    if (kme_cfg_pool_bytes(c) * 8 < (uint64_t)c->max_key_size ||
+        kme_cfg_pool_bytes(c) > UINT64_C(1) << 32)
+        qcfg_error_at(doc, n, "max_key_count x key_size shall hold at least "
+                              "one key of max_key_size and at most 4 GiB");
+    if (c->kme_id != NULL && c->peer_kme_id != NULL &&
+        strcmp(c->kme_id, c->peer_kme_id) == 0)
+        qcfg_error_at(doc, link, "peer_kme_id shall differ from kme_id");
+    qcfg_done(o);
+}
+
+static int parse_doc(struct qcfg *doc, kme_server_config **cfg_r,
+                     char **error_r)
+{
+    kme_server_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        qcfg_free(&doc);
+        return KME_SERVER_ENOMEM;
+    }
+    qcfg_node *root = qcfg_object(qcfg_root(doc));
+    qcfg_node *kmes = qcfg_array(qcfg_member(root, "kmes", QCFG_REQUIRED));
+    size_t n = qcfg_array_len(kmes);
+    if (kmes != NULL && (n < 1 || n > 2))
+        qcfg_error_at(doc, kmes, "one or two KMEs");
+    for (size_t i = 0; i < n && i < 2; i++) {
+        read_kme(qcfg_object(qcfg_array_at(kmes, i)), &cfg->kmes[i]);
+        cfg->count = i + 1;
+    }
+    if (cfg->count == 2) {
+        struct kme_cfg *a = &cfg->kmes[0], *b = &cfg->kmes[1];
+        if (a->kme_id && b->kme_id && a->peer_kme_id && b->peer_kme_id &&
+            (strcmp(a->peer_kme_id, b->kme_id) != 0 ||
+             strcmp(b->peer_kme_id, a->kme_id) != 0))
+            qcfg_error_at(doc, kmes, "the two KMEs shall name each other as "
+                                     "link.peer_kme_id");
+        if (a->database && b->database && strcmp(a->database, b->database) == 0)
+            qcfg_error_at(doc, kmes, "the two KMEs need different databases");
+    } else if (cfg->count == 1 && cfg->kmes[0].peer_host == NULL &&
+               cfg->kmes[0].kme_id != NULL) {
+        qcfg_error_at(doc, kmes, "link.peer_host and link.peer_port are "
+                                 "required when the peer KME runs elsewhere");
+    }
+    qcfg_done(root);
+    int ret = 0;
+    if (qcfg_error_count(doc) > 0) {
+        if (error_r != NULL)
+            *error_r = qcfg_errors_join(doc);
+        ret = KME_SERVER_ECONFIG;
+        kme_server_config_free(&cfg);
+    }
+    qcfg_free(&doc);
+    *cfg_r = cfg;
+    return ret;
+}
+
+int kme_server_config_load(const char *path, kme_server_config **cfg_r,
+                           char **error_r)
+{
+    struct qcfg *doc;
+    *cfg_r = NULL;
+    if (qcfg_load_file(path, &doc, error_r) < 0)
+        return KME_SERVER_ECONFIG;
+    return parse_doc(doc, cfg_r, error_r);
+}
+
+int kme_server_config_parse(const char *name, const char *base_dir,
+                            const char *text, size_t len,
+                            kme_server_config **cfg_r, char **error_r)
+{
+    struct qcfg *doc;
+    *cfg_r = NULL;
+    if (qcfg_load_buffer(name, base_dir, text, len, &doc, error_r) < 0)
+        return KME_SERVER_ECONFIG;
+    return parse_doc(doc, cfg_r, error_r);
+}
+
+void kme_cfg_clear(struct kme_cfg *c)
+{
+    free(c->kme_id);
+    free(c->listen_host);
+    free(c->cert_file);
+    free(c->key_file);
+    free(c->ca_file);
+    free(c->sae_id_field);
+    for (size_t i = 0; i < c->sae_count; i++)
+        free(c->sae_ids[i]);
+    free(c->sae_ids);
+    free(c->database);
+    free(c->link_host);
+    free(c->peer_kme_id);
+    free(c->peer_host);
+    memset(c, 0, sizeof(*c));
+}
+
+static int dup_str(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (src == NULL)
+        return 0;
+    *dst = strdup(src);
+    return *dst != NULL ? 0 : -1;
+}
+
+int kme_cfg_copy(struct kme_cfg *dst, const struct kme_cfg *src)
+{
+    *dst = *src;
+    dst->sae_ids = NULL;
+    dst->sae_count = 0;
+    int bad = 0;
+    bad |= dup_str(&dst->kme_id, src->kme_id);
+    bad |= dup_str(&dst->listen_host, src->listen_host);
+    bad |= dup_str(&dst->cert_file, src->cert_file);
+    bad |= dup_str(&dst->key_file, src->key_file);
+    bad |= dup_str(&dst->ca_file, src->ca_file);
+    bad |= dup_str(&dst->sae_id_field, src->sae_id_field);
+    bad |= dup_str(&dst->database, src->database);
+    bad |= dup_str(&dst->link_host, src->link_host);
+    bad |= dup_str(&dst->peer_kme_id, src->peer_kme_id);
+    bad |= dup_str(&dst->peer_host, src->peer_host);
+    if (src->sae_count > 0) {
+        dst->sae_ids = calloc(src->sae_count, sizeof(char *));
+        if (dst->sae_ids == NULL)
+            bad = -1;
+        else
+            dst->sae_count = src->sae_count;
+        for (size_t i = 0; dst->sae_ids != NULL && i < src->sae_count; i++)
+            bad |= dup_str(&dst->sae_ids[i], src->sae_ids[i]);
+    }
+    if (bad) {
+        kme_cfg_clear(dst);
+        return KME_SERVER_ENOMEM;
+    }
+    return 0;
+}
+
+void kme_server_config_free(kme_server_config **cfgp)
+{
+    kme_server_config *cfg = *cfgp;
+    if (cfg == NULL)
+        return;
+    *cfgp = NULL;
+    for (size_t i = 0; i < 2; i++)
+        kme_cfg_clear(&cfg->kmes[i]);
+    free(cfg);
+}
+
+size_t kme_server_config_count(const kme_server_config *cfg)
+{
+    return cfg->count;
+}
+
+const char *kme_server_config_kme_id(const kme_server_config *cfg, size_t i)
+{
+    return i < cfg->count ? cfg->kmes[i].kme_id : NULL;
+}
