@@ -288,7 +288,7 @@ struct qumail_kme_link {
 
 /* One KME of the embedded simulator. */
 struct qumail_kme_sim_node {
-    char *kme_id;                /* default "KME_A" / "KME_B" */
+    char *kme_id;                /* default "kme-a" / "kme-b" */
     uint16_t port;               /* default 8481 / 8482; 0 = free port */
     char *cert_file, *key_file;  /* its server certificate (required when
                                     the simulator is enabled) */
@@ -298,6 +298,9 @@ struct qumail_kme_sim_node {
  * served by the daemon's own process (the demo and single-machine use). */
 struct qumail_kme_simulator {
     bool enabled;                   /* default false */
+    char *config_file;              /* a `qumail kme` configuration file to
+                                       run in-process instead of the keys
+                                       below (kme/README.md); default NULL */
     char *address;                  /* listen address; default "127.0.0.1" */
     struct qumail_kme_sim_node a, b;
     char *ca_file;                  /* verifies SAE client certificates

@@ -86,9 +86,9 @@ struct qumail_config *qumail_config__new_defaults(bool with_listener)
     struct qumail_kme_simulator *k = &c->kme_simulator;
     k->enabled = false;
     k->address = qumail_config__dup(c, &oom, "127.0.0.1");
-    k->a.kme_id = qumail_config__dup(c, &oom, "KME_A");
+    k->a.kme_id = qumail_config__dup(c, &oom, "kme-a");
     k->a.port = 8481;
-    k->b.kme_id = qumail_config__dup(c, &oom, "KME_B");
+    k->b.kme_id = qumail_config__dup(c, &oom, "kme-b");
     k->b.port = 8482;
     k->key_rate = 100000;
     k->max_key_count = 10000;
@@ -186,6 +186,7 @@ void qumail_config_free(struct qumail_config **cfgp)
     free(c->kme_links);
     struct qumail_kme_simulator *k = &c->kme_simulator;
     free(k->address);
+    free(k->config_file);
     free(k->a.kme_id);
     free(k->a.cert_file);
     free(k->a.key_file);

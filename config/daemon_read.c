@@ -358,6 +358,18 @@ static void read_simulator(struct rd *r, qcfg_node *o)
 {
     struct qumail_kme_simulator *k = &r->cfg->kme_simulator;
     qcfg_bool(qcfg_member(o, "enabled", 0), &k->enabled);
+    qcfg_node *file = qcfg_member(o, "config_file", 0);
+    if (qcfg_path(file, 0, &k->config_file) == 1) {
+        /* the simulator's own file says everything else */
+        size_t it = 0;
+        const char *key;
+        qcfg_node *m;
+        while ((m = qcfg_object_next(o, &it, &key)))
+            if (strcmp(key, "enabled") != 0 && strcmp(key, "config_file") != 0)
+                qcfg_error_at_key(r->doc, m, "not allowed together with config_file "
+                                  "(set it in that file)");
+        return;
+    }
     qcfg_node *addr = qcfg_member(o, "address", 0);
     if (qcfg_string(addr, QCFG_NONEMPTY, &k->address) == 1 && !numeric_ip(k->address))
         qcfg_error_at(r->doc, addr, "'%s' is not a numeric IP address", k->address);

@@ -1,11 +1,191 @@
-/* Placeholder until the module lands; replaced by its real front end. */
+/* qumail check: validate a daemon configuration and its policy file,
+ * reporting every problem with file and line (exit 1 if any). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
+#include "config.h"
+#include "kme_server.h"
+#include "policy.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: qumail check --config FILE [--policy FILE] [--files]\n"
+            "       qumail check --policy FILE\n"
+            "\n"
+            "Validates the daemon configuration (config/README.md) and the policy\n"
+            "file (policy/README.md): the one given with --policy, else the\n"
+            "configuration's policy_file. Every problem is printed on stderr as\n"
+            "FILE:LINE[:COL]: message; the exit status is 1 if there is any.\n"
+            "Without --config, link names in the policy are not checked.\n"
+            "\n"
+            "options:\n"
+            "  -c, --config FILE   daemon configuration (JSON)\n"
+            "  -p, --policy FILE   policy file (overrides policy_file)\n"
+            "  -f, --files         also check that every certificate, key and CA\n"
+            "                      file the configuration names can be read\n"
+            "  -q, --quiet         print problems only\n"
+            "  -h, --help          this help\n");
+}
+
+static void print_lines(const char *text)
+{
+    if (text)
+        fprintf(stderr, "%s\n", text);
+}
+
+/* --files: a named file must be readable. */
+static int check_file(const char *cfgname, const char *key, const char *path)
+{
+    if (!path || access(path, R_OK) == 0)
+        return 0;
+    fprintf(stderr, "%s: key '%s': cannot read %s: %s\n", cfgname, key, path,
+            strerror(errno));
+    return 1;
+}
+
+static int check_files(const struct qumail_config *c)
+{
+    int bad = 0;
+    char key[256];
+    const char *f = c->file;
+    for (size_t i = 0; i < c->smtp.n_listeners; i++) {
+        const struct qumail_smtp_listener *l = &c->smtp.listeners[i];
+        snprintf(key, sizeof(key), "smtp.listeners[%zu].cert_file", i);
+        bad += check_file(f, key, l->cert_file);
+        snprintf(key, sizeof(key), "smtp.listeners[%zu].key_file", i);
+        bad += check_file(f, key, l->key_file);
+    }
+    const struct qumail_smtp_upstream *u = &c->smtp.upstream;
+    bad += check_file(f, "smtp.upstream.ca_file", u->ca_file);
+    bad += check_file(f, "smtp.upstream.client_cert_file", u->client_cert_file);
+    bad += check_file(f, "smtp.upstream.client_key_file", u->client_key_file);
+    for (size_t i = 0; i < c->n_kme_links; i++) {
+        const struct qumail_kme_link *l = &c->kme_links[i];
+        snprintf(key, sizeof(key), "kme_links.%s.ca_file", l->name);
+        bad += check_file(f, key, l->ca_file);
+        snprintf(key, sizeof(key), "kme_links.%s.cert_file", l->name);
+        bad += check_file(f, key, l->cert_file);
+        snprintf(key, sizeof(key), "kme_links.%s.key_file", l->name);
+        bad += check_file(f, key, l->key_file);
+    }
+    const struct qumail_kme_simulator *k = &c->kme_simulator;
+    if (k->enabled && !k->config_file) {
+        bad += check_file(f, "kme_simulator.ca_file", k->ca_file);
+        bad += check_file(f, "kme_simulator.a.cert_file", k->a.cert_file);
+        bad += check_file(f, "kme_simulator.a.key_file", k->a.key_file);
+        bad += check_file(f, "kme_simulator.b.cert_file", k->b.cert_file);
+        bad += check_file(f, "kme_simulator.b.key_file", k->b.key_file);
+    }
+    return bad;
+}
 
 int cmd_check(int argc, char **argv)
 {
-    (void)argc;
-    fprintf(stderr, "qumail %s: not built yet\n", argv[0]);
-    return 1;
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"policy", required_argument, NULL, 'p'},
+        {"files", no_argument, NULL, 'f'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *policy_path = NULL;
+    bool files = false, quiet = false;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:p:fqh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config_path = optarg; break;
+        case 'p': policy_path = optarg; break;
+        case 'f': files = true; break;
+        case 'q': quiet = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || (!config_path && !policy_path)) {
+        usage(stderr);
+        return 2;
+    }
+
+    int problems = 0;
+    struct qumail_config *cfg = NULL;
+    bool config_ok = false;
+    if (config_path) {
+        char *err = NULL;
+        if (qumail_config_load(config_path, &cfg, &err) < 0) {
+            print_lines(err);
+            problems++;
+        } else {
+            config_ok = true;
+            if (files)
+                problems += check_files(cfg);
+            if (cfg->kme_simulator.enabled && cfg->kme_simulator.config_file) {
+                kme_server_config *kc = NULL;
+                char *kerr = NULL;
+                if (kme_server_config_load(cfg->kme_simulator.config_file, &kc, &kerr) < 0) {
+                    print_lines(kerr);
+                    problems++;
+                }
+                free(kerr);
+                kme_server_config_free(&kc);
+            }
+            if (!quiet)
+                printf("%s: ok (%s mode, %zu listener%s, %zu KME link%s, "
+                       "KME simulator %s)\n",
+                       config_path, qumail_smtp_mode_name(cfg->smtp.mode),
+                       cfg->smtp.n_listeners, cfg->smtp.n_listeners == 1 ? "" : "s",
+                       cfg->n_kme_links, cfg->n_kme_links == 1 ? "" : "s",
+                       cfg->kme_simulator.enabled ? "enabled" : "off");
+        }
+        free(err);
+        if (!policy_path && cfg)
+            policy_path = cfg->policy_file;
+        if (config_ok && !policy_path && !quiet)
+            printf("%s: note: no policy_file: every recipient is refused\n", config_path);
+    }
+
+    if (policy_path) {
+        /* the link names the policy may use; unchecked without a config */
+        const char **links = NULL;
+        if (config_ok) {
+            links = calloc(cfg->n_kme_links + 1, sizeof(*links));
+            if (!links) {
+                fprintf(stderr, "qumail check: out of memory\n");
+                qumail_config_free(&cfg);
+                return 1;
+            }
+            for (size_t i = 0; i < cfg->n_kme_links; i++)
+                links[i] = cfg->kme_links[i].name;
+        }
+        policy *pol = NULL;
+        char *err = NULL;
+        if (policy_load_file(policy_path, config_ok ? links : NULL, &pol, &err) < 0) {
+            print_lines(err);
+            problems++;
+        } else if (!quiet) {
+            printf("%s: ok (%zu recipient rule%s, %zu sender rule%s)\n", policy_path,
+                   policy_rule_count(pol), policy_rule_count(pol) == 1 ? "" : "s",
+                   policy_sender_rule_count(pol),
+                   policy_sender_rule_count(pol) == 1 ? "" : "s");
+            if (policy_lookup(pol, "")->kind == POLICY_KIND_BUILTIN)
+                printf("%s: note: no '*' rule: recipients no rule matches are refused\n",
+                       policy_path);
+            if (config_path && !config_ok)
+                printf("%s: note: link names not checked (the configuration has errors)\n",
+                       policy_path);
+        }
+        free(err);
+        free(links);
+        policy_unref(&pol);
+    }
+    qumail_config_free(&cfg);
+    return problems ? 1 : 0;
 }
