@@ -1,0 +1,468 @@
+/* The proxy daemon: listeners, TLS contexts, KME links, the embedded KME
+ * simulator, policy reload, signals and the list of live sessions. */
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon_internal.h"
+#include "log.h"
+
+/* ---- KME identities cache --------------------------------------------------- */
+
+const struct kme_ids *daemon_ids(proxy_daemon *d, const char *link, const char *slave)
+{
+    for (struct kme_ids *i = d->ids; i; i = i->next)
+        if (strcmp(i->link, link) == 0 && strcmp(i->slave, slave) == 0)
+            return i;
+    return NULL;
+}
+
+int daemon_ids_store(proxy_daemon *d, const char *link, const char *slave,
+                     const char *source_kme_id, const char *master_sae_id)
+{
+    if (daemon_ids(d, link, slave))
+        return 0;
+    struct kme_ids *i = calloc(1, sizeof(*i));
+    if (!i)
+        return -1;
+    i->link = strdup(link);
+    i->slave = strdup(slave);
+    i->source_kme_id = strdup(source_kme_id ? source_kme_id : "");
+    i->master_sae_id = strdup(master_sae_id ? master_sae_id : "");
+    if (!i->link || !i->slave || !i->source_kme_id || !i->master_sae_id) {
+        free(i->link);
+        free(i->slave);
+        free(i->source_kme_id);
+        free(i->master_sae_id);
+        free(i);
+        return -1;
+    }
+    i->next = d->ids; /* existing nodes never change: workers may read them */
+    d->ids = i;
+    return 0;
+}
+
+struct link_state *daemon_link(proxy_daemon *d, const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < d->n_links; i++)
+        if (strcmp(d->links[i].cfg->name, name) == 0)
+            return &d->links[i];
+    return NULL;
+}
+
+/* ---- sessions ------------------------------------------------------------------ */
+
+/* "1.2.3.4:25" or "[::1]:25" -> sockaddr. */
+static int peer_sockaddr(const char *peer, struct sockaddr_storage *ss)
+{
+    char host[64];
+    if (peer[0] == '[') {
+        const char *end = strchr(peer, ']');
+        if (!end || (size_t)(end - peer - 1) >= sizeof(host))
+            return -1;
+        memcpy(host, peer + 1, (size_t)(end - peer - 1));
+        host[end - peer - 1] = '\0';
+        return uv_ip6_addr(host, 0, (struct sockaddr_in6 *)ss);
+    }
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+    if (n >= sizeof(host))
+        return -1;
+    memcpy(host, peer, n);
+    host[n] = '\0';
+    return uv_ip4_addr(host, 0, (struct sockaddr_in *)ss);
+}
+
+static enum smtp_upstream_tls upstream_tls_mode(enum qumail_upstream_tls t)
+{
+    switch (t) {
+    case QUMAIL_UPSTREAM_TLS_STARTTLS: return SMTP_UPSTREAM_STARTTLS;
+    case QUMAIL_UPSTREAM_TLS_STARTTLS_OPPORTUNISTIC: return SMTP_UPSTREAM_STARTTLS_OPPORTUNISTIC;
+    case QUMAIL_UPSTREAM_TLS_IMPLICIT: return SMTP_UPSTREAM_IMPLICIT;
+    default: return SMTP_UPSTREAM_PLAIN;
+    }
+}
+
+static void on_accept(net_listener *l, net_conn *conn, void *arg)
+{
+    struct listener_state *ls = arg;
+    proxy_daemon *d = ls->d;
+    const struct qumail_smtp *smtp = &d->cfg->smtp;
+    (void)l;
+    if (d->stopping) {
+        net_conn_close(&conn);
+        return;
+    }
+    if (d->n_sessions >= smtp->limits.max_connections) {
+        qlog_warn("smtp: connection from %s refused: %zu sessions (max_connections)",
+                  net_conn_peer_addr(conn), d->n_sessions);
+        if (ls->cfg->tls == QUMAIL_LISTEN_TLS_IMPLICIT) {
+            net_conn_close(&conn);
+        } else {
+            net_conn_write(conn, "421 4.7.0 Too many connections, try again later\r\n", 50);
+            net_conn_close_after_write(&conn);
+        }
+        return;
+    }
+    struct session_ctx *sc = calloc(1, sizeof(*sc));
+    if (!sc) {
+        net_conn_close(&conn);
+        return;
+    }
+    sc->d = d;
+    sc->pol = policy_store_get(d->policies);
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    bool trusted = peer_sockaddr(net_conn_peer_addr(conn), &ss) == 0 &&
+                   qumail_config_trusted(d->cfg, (const struct sockaddr *)&ss);
+    struct smtp_session_config sc_cfg = {
+        .hostname = smtp->hostname,
+        .listener = ls->cfg->name,
+        .tls_ctx = ls->tls,
+        .implicit_tls = ls->cfg->tls == QUMAIL_LISTEN_TLS_IMPLICIT,
+        .gateway = smtp->mode == QUMAIL_SMTP_GATEWAY,
+        .trusted = trusted,
+        .require_tls_for_auth = ls->cfg->require_tls_for_auth,
+        .trace_header = smtp->trace_header,
+        .max_message_size = smtp->limits.max_message_size,
+        .max_recipients = smtp->limits.max_recipients,
+        .max_line_length = smtp->limits.max_line_length,
+        .command_timeout_ms = smtp->limits.command_timeout_ms,
+        .data_timeout_ms = smtp->limits.data_timeout_ms,
+        .spool_dir = NULL,
+        .upstream = {
+            .host = smtp->upstream.host,
+            .port = smtp->upstream.port,
+            .tls = upstream_tls_mode(smtp->upstream.tls),
+            .tls_ctx = d->upstream_tls,
+            .server_name = smtp->upstream.server_name,
+            .helo_name = smtp->hostname,
+            .timeout_ms = smtp->upstream.timeout_ms,
+        },
+    };
+    /* Link first: the closed hook (also on failure) unlinks. */
+    sc->next = d->sessions;
+    if (d->sessions)
+        d->sessions->prev = sc;
+    d->sessions = sc;
+    d->n_sessions++;
+    sc->session = smtp_session_new(d->loop, conn, &sc_cfg, &pipeline_hooks, sc);
+    if (!sc->session) {
+        if (sc->prev)
+            sc->prev->next = sc->next;
+        else
+            d->sessions = sc->next;
+        if (sc->next)
+            sc->next->prev = sc->prev;
+        d->n_sessions--;
+        policy_unref(&sc->pol);
+        free(sc);
+    }
+}
+
+/* ---- embedded KME simulator -------------------------------------------------------- */
+
+static json_t *sim_node(const struct qumail_kme_simulator *sim,
+                        const struct qumail_kme_sim_node *n,
+                        const struct qumail_kme_sim_node *peer, const char *state_path)
+{
+    char db[4096];
+    snprintf(db, sizeof(db), "%s.%s", state_path, n->kme_id);
+    return json_pack("{s:s, s:s, s:i, s:{s:s, s:s, s:s}, s:s, s:{s:i, s:s},"
+                     " s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                     "kme_id", n->kme_id, "host", sim->address ? sim->address : "127.0.0.1",
+                     "port", (int)n->port, "tls", "cert", n->cert_file, "key", n->key_file,
+                     "ca", sim->ca_file, "database", db, "link", "port", 0, "peer_kme_id",
+                     peer->kme_id, "key_size", (json_int_t)sim->key_size, "min_key_size",
+                     (json_int_t)sim->min_key_size, "max_key_size",
+                     (json_int_t)sim->max_key_size, "max_key_per_request",
+                     (json_int_t)sim->max_keys_per_request, "max_key_count",
+                     (json_int_t)sim->max_key_count, "secret_key_rate",
+                     (json_int_t)sim->key_rate, "key_expiry",
+                     (json_int_t)(sim->key_expiry_ms / 1000));
+}
+
+static int start_simulator(proxy_daemon *d, char **error_r)
+{
+    const struct qumail_kme_simulator *sim = &d->cfg->kme_simulator;
+    if (!sim->enabled)
+        return 0;
+    char path[4096];
+    if (sim->state_path)
+        snprintf(path, sizeof(path), "%s", sim->state_path);
+    else
+        snprintf(path, sizeof(path), "%s/kme-sim.sqlite", d->cfg->state_dir);
+    json_t *a = sim_node(sim, &sim->a, &sim->b, path);
+    json_t *b = sim_node(sim, &sim->b, &sim->a, path);
+    json_t *root = a && b ? json_pack("{s:[o,o]}", "kmes", a, b) : NULL;
+    if (!root) {
+        json_decref(a);
+        json_decref(b);
+        *error_r = strdup("KME simulator: cannot build its configuration");
+        return -1;
+    }
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!text) {
+        *error_r = strdup("out of memory");
+        return -1;
+    }
+    kme_server_config *kcfg = NULL;
+    char *err = NULL;
+    int rc = kme_server_config_parse("kme_simulator", NULL, text, strlen(text), &kcfg, &err);
+    free(text);
+    if (rc == 0)
+        rc = kme_server_start(d->loop, kcfg, &d->kme_sim, &err);
+    kme_server_config_free(&kcfg);
+    if (rc < 0) {
+        char msg[2048];
+        snprintf(msg, sizeof(msg), "KME simulator: %s", err ? err : kme_server_strerror(rc));
+        free(err);
+        *error_r = strdup(msg);
+        return -1;
+    }
+    qlog_info("embedded KME simulator: %s on port %u, %s on port %u", sim->a.kme_id,
+              kme_server_port(d->kme_sim, 0), sim->b.kme_id, kme_server_port(d->kme_sim, 1));
+    return 0;
+}
+
+/* ---- signals -------------------------------------------------------------------------- */
+
+int proxy_daemon_reload(proxy_daemon *d)
+{
+    if (!d->cfg->policy_file) {
+        qlog_info("reload: no policy file configured (built-in policy stays)");
+        return 0;
+    }
+    char *err = NULL;
+    if (policy_store_reload(d->policies, d->cfg->policy_file, d->link_names, &err) < 0) {
+        qlog_error("reload: policy %s refused, the previous one stays in force:\n%s",
+                   d->cfg->policy_file, err ? err : "");
+        free(err);
+        return -1;
+    }
+    qlog_info("reload: policy %s loaded; new sessions use it", d->cfg->policy_file);
+    return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    proxy_daemon *d = h->data;
+    if (signum == SIGHUP) {
+        proxy_daemon_reload(d);
+        return;
+    }
+    qlog_info("signal %d: stopping", signum);
+    proxy_daemon_stop(d);
+}
+
+/* ---- setup and teardown --------------------------------------------------------------------- */
+
+static net_tls *make_tls(const struct net_tls_config *tc, const char *what, char **error_r)
+{
+    char *err = NULL;
+    net_tls *t = net_tls_new(tc, &err);
+    if (!t) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "%s: %s", what, err ? err : "TLS setup failed");
+        free(err);
+        *error_r = strdup(msg);
+    }
+    return t;
+}
+
+proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
+                               char **error_r)
+{
+    proxy_daemon *d = calloc(1, sizeof(*d));
+    if (!d) {
+        *error_r = strdup("out of memory");
+        return NULL;
+    }
+    d->loop = loop;
+    d->cfg = cfg;
+    const struct qumail_smtp *smtp = &cfg->smtp;
+
+    /* Policy. */
+    d->link_names = calloc(cfg->n_kme_links + 1, sizeof(char *));
+    if (!d->link_names)
+        goto nomem;
+    for (size_t i = 0; i < cfg->n_kme_links; i++)
+        d->link_names[i] = cfg->kme_links[i].name;
+    policy *pol = NULL;
+    char *err = NULL;
+    int rc;
+    if (cfg->policy_file)
+        rc = policy_load_file(cfg->policy_file, d->link_names, &pol, &err);
+    else
+        rc = policy_load_buffer("(built-in policy)", "* action=none\n", 14, d->link_names,
+                                &pol, &err);
+    if (rc < 0) {
+        char msg[4096];
+        snprintf(msg, sizeof(msg), "policy: %s", err ? err : policy_strerror(rc));
+        free(err);
+        *error_r = strdup(msg);
+        goto fail;
+    }
+    d->policies = policy_store_new(pol);
+
+    /* Upstream TLS. */
+    if (smtp->upstream.tls != QUMAIL_UPSTREAM_TLS_NONE) {
+        struct net_tls_config tc = {
+            .server = false,
+            .cert_file = smtp->upstream.client_cert_file,
+            .key_file = smtp->upstream.client_key_file,
+            .ca_file = smtp->upstream.ca_file,
+            .verify_peer = smtp->upstream.verify,
+        };
+        if (!(d->upstream_tls = make_tls(&tc, "upstream TLS", error_r)))
+            goto fail;
+        if (!smtp->upstream.verify)
+            qlog_warn("upstream TLS certificate verification is OFF (smtp.upstream.verify)");
+    }
+
+    /* Simulator before the links that may point at it. */
+    if (start_simulator(d, error_r) < 0)
+        goto fail;
+
+    d->links = calloc(cfg->n_kme_links ? cfg->n_kme_links : 1, sizeof(*d->links));
+    if (!d->links)
+        goto nomem;
+    for (size_t i = 0; i < cfg->n_kme_links; i++) {
+        const struct qumail_kme_link *lk = &cfg->kme_links[i];
+        struct kme_client_config kc = {
+            .url = lk->url,
+            .cert_file = lk->cert_file,
+            .key_file = lk->key_file,
+            .ca_file = lk->ca_file,
+            .max_connections = lk->connections,
+            .connect_timeout_ms = lk->timeout_ms,
+            .request_timeout_ms = lk->timeout_ms,
+        };
+        d->links[i].cfg = lk;
+        d->links[i].client = kme_client_new(loop, &kc, &err);
+        if (!d->links[i].client) {
+            char msg[2048];
+            snprintf(msg, sizeof(msg), "kme_links.%s: %s", lk->name, err ? err : "invalid");
+            free(err);
+            *error_r = strdup(msg);
+            goto fail;
+        }
+        d->n_links++;
+    }
+
+    /* Listeners. */
+    d->listeners = calloc(smtp->n_listeners ? smtp->n_listeners : 1, sizeof(*d->listeners));
+    if (!d->listeners)
+        goto nomem;
+    for (size_t i = 0; i < smtp->n_listeners; i++) {
+        const struct qumail_smtp_listener *lc = &smtp->listeners[i];
+        struct listener_state *ls = &d->listeners[i];
+        ls->d = d;
+        ls->cfg = lc;
+        if (lc->tls != QUMAIL_LISTEN_TLS_NONE) {
+            struct net_tls_config tc = {
+                .server = true, .cert_file = lc->cert_file, .key_file = lc->key_file};
+            char what[256];
+            snprintf(what, sizeof(what), "listener %s", lc->name);
+            if (!(ls->tls = make_tls(&tc, what, error_r)))
+                goto fail;
+        }
+        ls->listener = net_listen(loop, lc->address, lc->port, on_accept, ls, &err);
+        if (!ls->listener) {
+            char msg[1024];
+            snprintf(msg, sizeof(msg), "listener %s (%s:%u): %s", lc->name, lc->address,
+                     lc->port, err ? err : "cannot listen");
+            free(err);
+            *error_r = strdup(msg);
+            goto fail;
+        }
+        d->n_listeners++;
+        qlog_info("smtp listener %s on %s:%u (%s, %s mode) -> upstream %s:%u (%s)", lc->name,
+                  lc->address, net_listener_port(ls->listener), qumail_listen_tls_name(lc->tls),
+                  qumail_smtp_mode_name(smtp->mode), smtp->upstream.host, smtp->upstream.port,
+                  qumail_upstream_tls_name(smtp->upstream.tls));
+    }
+
+    uv_signal_init(loop, &d->sig_hup);
+    uv_signal_init(loop, &d->sig_int);
+    uv_signal_init(loop, &d->sig_term);
+    d->sig_hup.data = d->sig_int.data = d->sig_term.data = d;
+    uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+    uv_signal_start(&d->sig_int, on_signal, SIGINT);
+    uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+    return d;
+
+nomem:
+    *error_r = strdup("out of memory");
+fail:
+    d->stopping = true;
+    for (size_t i = 0; i < d->n_listeners; i++)
+        net_listener_close(&d->listeners[i].listener);
+    for (size_t i = 0; i < d->n_links; i++)
+        kme_client_free(&d->links[i].client);
+    if (d->kme_sim)
+        kme_server_stop(&d->kme_sim, NULL, NULL);
+    /* handles close on the next loop run; the caller runs it, then frees */
+    d->n_listeners = 0;
+    d->n_links = 0;
+    proxy_daemon_free(&d);
+    return NULL;
+}
+
+uint16_t proxy_daemon_listener_port(const proxy_daemon *d, size_t i)
+{
+    return i < d->n_listeners ? net_listener_port(d->listeners[i].listener) : 0;
+}
+
+void proxy_daemon_stop(proxy_daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    for (size_t i = 0; i < d->n_listeners; i++)
+        net_listener_close(&d->listeners[i].listener);
+    while (d->sessions)
+        smtp_session_close(d->sessions->session); /* unlinks via the hook */
+    for (size_t i = 0; i < d->n_links; i++)
+        kme_client_free(&d->links[i].client);
+    if (d->kme_sim)
+        kme_server_stop(&d->kme_sim, NULL, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+}
+
+void proxy_daemon_free(proxy_daemon **dp)
+{
+    if (!dp || !*dp)
+        return;
+    proxy_daemon *d = *dp;
+    *dp = NULL;
+    for (size_t i = 0; i < d->n_listeners; i++)
+        net_tls_free(&d->listeners[i].tls);
+    if (d->listeners)
+        for (size_t i = 0; i < d->cfg->smtp.n_listeners; i++)
+            net_tls_free(&d->listeners[i].tls);
+    free(d->listeners);
+    free(d->links);
+    net_tls_free(&d->upstream_tls);
+    while (d->ids) {
+        struct kme_ids *i = d->ids;
+        d->ids = i->next;
+        free(i->link);
+        free(i->slave);
+        free(i->source_kme_id);
+        free(i->master_sae_id);
+        free(i);
+    }
+    policy_store_free(&d->policies);
+    free(d->link_names);
+    free(d);
+}
