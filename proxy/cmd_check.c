@@ -86,6 +86,41 @@ static int check_files(const struct qumail_config *c)
     return bad;
 }
 
+/* When the configuration has errors, still find what the policy needs
+ * from it: the policy_file and the names under kme_links. */
+struct salvage {
+    char *policy_file;
+    const char **links; /* NULL-terminated; the strings live in doc */
+    struct qcfg *doc;
+};
+
+static void salvage_read(const char *path, struct salvage *s)
+{
+    char *err = NULL;
+    if (qcfg_load_file(path, &s->doc, &err) < 0) {
+        free(err);
+        return; /* a syntax error: nothing to salvage */
+    }
+    qcfg_node *root = qcfg_root(s->doc); /* qcfg_member: NULL unless an object */
+    qcfg_path(qcfg_member(root, "policy_file", 0), 0, &s->policy_file);
+    qcfg_node *links = qcfg_member(root, "kme_links", 0);
+    size_t n = qcfg_object_size(links);
+    s->links = calloc(n + 1, sizeof(*s->links));
+    if (!s->links)
+        return;
+    size_t it = 0, i = 0;
+    const char *name;
+    while (i < n && qcfg_object_next(links, &it, &name))
+        s->links[i++] = name;
+}
+
+static void salvage_free(struct salvage *s)
+{
+    free(s->policy_file);
+    free(s->links);
+    qcfg_free(&s->doc);
+}
+
 int cmd_check(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -117,12 +152,16 @@ int cmd_check(int argc, char **argv)
 
     int problems = 0;
     struct qumail_config *cfg = NULL;
+    struct salvage salvage = {0};
     bool config_ok = false;
     if (config_path) {
         char *err = NULL;
         if (qumail_config_load(config_path, &cfg, &err) < 0) {
             print_lines(err);
             problems++;
+            salvage_read(config_path, &salvage);
+            if (!policy_path)
+                policy_path = salvage.policy_file;
         } else {
             config_ok = true;
             if (files)
@@ -155,6 +194,7 @@ int cmd_check(int argc, char **argv)
     if (policy_path) {
         /* the link names the policy may use; unchecked without a config */
         const char **links = NULL;
+        const char *const *use_links = NULL;
         if (config_ok) {
             links = calloc(cfg->n_kme_links + 1, sizeof(*links));
             if (!links) {
@@ -164,10 +204,13 @@ int cmd_check(int argc, char **argv)
             }
             for (size_t i = 0; i < cfg->n_kme_links; i++)
                 links[i] = cfg->kme_links[i].name;
+            use_links = links;
+        } else if (salvage.links) {
+            use_links = salvage.links;
         }
         policy *pol = NULL;
         char *err = NULL;
-        if (policy_load_file(policy_path, config_ok ? links : NULL, &pol, &err) < 0) {
+        if (policy_load_file(policy_path, use_links, &pol, &err) < 0) {
             print_lines(err);
             problems++;
         } else if (!quiet) {
@@ -178,7 +221,7 @@ int cmd_check(int argc, char **argv)
             if (policy_lookup(pol, "")->kind == POLICY_KIND_BUILTIN)
                 printf("%s: note: no '*' rule: recipients no rule matches are refused\n",
                        policy_path);
-            if (config_path && !config_ok)
+            if (config_path && !use_links)
                 printf("%s: note: link names not checked (the configuration has errors)\n",
                        policy_path);
         }
@@ -187,5 +230,6 @@ int cmd_check(int argc, char **argv)
         policy_unref(&pol);
     }
     qumail_config_free(&cfg);
+    salvage_free(&salvage);
     return problems ? 1 : 0;
 }
