@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""The KME client against real KMEs: `qumail kme` with two KMEs in one
+process (linked over loopback mTLS). Runs the library's API checks
+(kme_client_api: pool, queueing, exact enc splitting, dec order and bytes,
+typed errors, cancellation) and the kme-client CLI round trip (status, enc
+--bits, enc --number/--size, dec with --show-keys compared byte for byte)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+QUMAIL = os.environ.get("QUMAIL_BIN", "qumail")
+SRC = os.environ.get("QUMAIL_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
+BUILD = os.environ.get("QUMAIL_BUILD", os.path.dirname(QUMAIL))
+API = os.path.join(BUILD, "tests/integration/kme-client/kme_client_api")
+
+failures = []
+
+
+def check(name, ok, detail=""):
+    print(("ok  " if ok else "FAIL"), name, detail)
+    if not ok:
+        failures.append(name)
+
+
+def start_kmes(tmp, certs):
+    kmes = []
+    for me, peer in (("kme-a", "kme-b"), ("kme-b", "kme-a")):
+        kmes.append({
+            "kme_id": me, "port": 0,
+            "tls": {"cert": f"{certs}/{me}.pem", "key": f"{certs}/{me}.key",
+                    "ca": f"{certs}/ca.pem"},
+            "database": f"{tmp}/{me}.db",
+            "link": {"port": 0, "peer_kme_id": peer},
+            "max_key_size": 1024, "min_key_size": 64, "max_key_per_request": 128,
+        })
+    cfg = os.path.join(tmp, "kme.json")
+    with open(cfg, "w") as f:
+        json.dump({"kmes": kmes}, f)
+    log = open(os.path.join(tmp, "kme.log"), "w+")
+    proc = subprocess.Popen([QUMAIL, "kme", "--config", cfg], stdout=log, stderr=log)
+    ports = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(ports) < 2 and proc.poll() is None:
+        time.sleep(0.1)
+        log.seek(0)
+        for m in re.finditer(r"kme (kme-[ab]): 014 API on 127\.0\.0\.1:(\d+)", log.read()):
+            ports[m.group(1)] = int(m.group(2))
+    if len(ports) < 2:
+        log.seek(0)
+        print(log.read())
+        proc.kill()
+        raise SystemExit("qumail kme did not start")
+    return proc, ports
+
+
+def cli(certs, port, sae_cert, *args):
+    cmd = [QUMAIL, "kme-client", args[0], "--url", f"https://127.0.0.1:{port}",
+           "--cert", f"{certs}/{sae_cert}.pem", "--key", f"{certs}/{sae_cert}.key",
+           "--ca", f"{certs}/ca.pem", "--kme-id", "kme-a" if port == PORTS["kme-a"] else "kme-b"
+           ] + list(args[1:])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    try:
+        return p.returncode, json.loads(p.stdout)
+    except ValueError:
+        return p.returncode, {"unparsed": p.stdout + p.stderr}
+
+
+PORTS = {}
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = os.path.join(tmp, "certs")
+        subprocess.run(["sh", os.path.join(SRC, "certs/mkcerts.sh"), "-o", certs, "-k", "kme-a",
+                        "-k", "kme-b", "-s", "sae-a", "-s", "sae-b", "-s", "sae-c"], check=True,
+                       stdout=subprocess.DEVNULL)
+        proc, ports = start_kmes(tmp, certs)
+        PORTS.update(ports)
+        try:
+            a, b = ports["kme-a"], ports["kme-b"]
+            rc, st = cli(certs, a, "sae-a", "status", "--slave", "sae-b")
+            check("status", rc == 0 and st.get("source_KME_ID") == "kme-a"
+                  and st.get("slave_SAE_ID") == "sae-b", json.dumps(st)[:200])
+
+            rc, enc = cli(certs, a, "sae-a", "enc", "--slave", "sae-b", "--bits", "3000",
+                          "--show-keys")
+            sizes = [k["size"] for k in enc.get("keys", [])]
+            check("enc --bits 3000: exact, split by max_key_size",
+                  rc == 0 and sum(sizes) == 3000 and max(sizes) <= 1024, str(sizes))
+            ids = ",".join(k["key_ID"] for k in enc.get("keys", []))
+            rc, dec = cli(certs, b, "sae-b", "dec", "--master", "sae-a", "--key-id", ids,
+                          "--show-keys")
+            check("dec: same keys, same order", rc == 0 and dec.get("keys") == enc.get("keys"))
+
+            rc, enc = cli(certs, a, "sae-a", "enc", "--slave", "sae-b", "--number", "300",
+                          "--size", "512")
+            check("enc --number 300 (3 calls of <= 128)",
+                  rc == 0 and len(enc.get("keys", [])) == 300 and enc.get("total_bits") == 300 * 512)
+            check("no key bytes without --show-keys",
+                  all("key" not in k for k in enc.get("keys", [])))
+
+            rc, err = cli(certs, a, "sae-a", "enc", "--slave", "sae-b", "--size", "2048")
+            check("size above max_key_size: refused", rc == 1 and err.get("error") == "KME_ELIMITS",
+                  json.dumps(err))
+            rc, err = cli(certs, b, "sae-b", "dec", "--master", "sae-a", "--key-id",
+                          "550e8400-e29b-41d4-a716-446655440000", "--deadline", "500")
+            check("unknown key: not found after retries", rc == 1 and
+                  err.get("error") == "KME_ENOTFOUND" and "attempts" in err.get("message", ""),
+                  json.dumps(err))
+            rc, err = cli(certs, a, "sae-a", "status", "--slave", "sae-b", "--kme-id", "kme-b")
+            # --kme-id given twice: the last one (kme-b) must not match kme-a
+            check("wrong KME ID refused", rc == 1 and err.get("error") == "KME_ETLS", json.dumps(err))
+
+            p = subprocess.run([API, f"https://127.0.0.1:{a}", f"https://127.0.0.1:{b}", certs,
+                                "sae-a", "sae-b", "sae-c"], capture_output=True, text=True,
+                               timeout=120)
+            print(p.stdout, p.stderr, end="")
+            check("kme_client_api", p.returncode == 0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        check("qumail kme exited cleanly", proc.returncode == 0, f"rc={proc.returncode}")
+    if failures:
+        print("FAILED:", ", ".join(failures))
+        return 1
+    print("all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
