@@ -60,6 +60,16 @@ struct limits_entry {
     struct limits_entry *next;
 };
 
+/* One status call shared by every op waiting for the same SAE's limits (a
+ * burst of messages to one recipient costs one status round trip). */
+struct fetch {
+    kme_client *client;
+    char *sae_id;
+    struct kme_http_req *req; /* NULL once the answer is being handed out */
+    struct op *waiters;
+    struct fetch *prev, *next;
+};
+
 struct op {
     kme_client *client;
     enum kme_op_kind kind;
@@ -78,7 +88,9 @@ struct op {
     uint64_t deadline_ms;
     uint64_t started_ms;
 
-    struct kme_http_req *status_req; /* LIMITS (or the status op itself) */
+    struct kme_http_req *status_req; /* the status op's own call */
+    struct fetch *fetch;             /* LIMITS: the lookup it waits for */
+    struct op *wprev, *wnext;        /* links in fetch->waiters */
     struct sub *subs;
     size_t nsubs;
     size_t remaining;                /* subs not done yet */
@@ -92,6 +104,7 @@ struct kme_client {
     net_tls *tls;
     kme_pool *pool;
     struct op *ops;
+    struct fetch *fetches;
     struct limits_entry *limits;
     size_t nlimits;
     uint64_t retries;
@@ -164,9 +177,25 @@ static void op_unlink(struct op *op)
 }
 
 /* Stops everything the op still has running (no callbacks). */
+static void fetch_free(struct fetch *f);
+
 static void op_stop(struct op *op)
 {
     kme_client *cl = op->client;
+    struct fetch *f = op->fetch;
+    if (f != NULL) {
+        if (op->wprev)
+            op->wprev->wnext = op->wnext;
+        else
+            f->waiters = op->wnext;
+        if (op->wnext)
+            op->wnext->wprev = op->wprev;
+        op->wprev = op->wnext = NULL;
+        op->fetch = NULL;
+        /* nobody waits any more: drop the call (unless it is answering) */
+        if (f->waiters == NULL && f->req != NULL)
+            fetch_free(f);
+    }
     if (op->status_req != NULL) {
         kme_pool_cancel(cl->pool, op->status_req);
         op->status_req = NULL;
@@ -609,74 +638,177 @@ static bool transport_error(int code)
            code == KME_EIO || code == KME_ETLS || code == KME_ENOMEM;
 }
 
-/* Answer to a status call: either the status op itself, or the limits
- * lookup of an enc/dec op. */
+/* Decodes a status answer. Returns 0 (st filled) or a KME_E* code with
+ * *msg_r (malloc'd, may be NULL: use the transport detail). */
+static int decode_status(int error, int status, const char *body, size_t len,
+                         struct etsi014_status *st, char **msg_r)
+{
+    *msg_r = NULL;
+    if (error != 0)
+        return error;
+    if (status < 200 || status > 299)
+        return kme_map_http_error(KME_OP_STATUS, status, body, len, msg_r);
+    char *err = NULL;
+    int rc = etsi014_status_decode(body, len, st, &err);
+    if (rc < 0) {
+        size_t n = 64 + (err ? strlen(err) : 0);
+        *msg_r = malloc(n);
+        if (*msg_r != NULL)
+            snprintf(*msg_r, n, "invalid status: %s", err ? err : "");
+    }
+    free(err);
+    return rc == 0 ? 0 : rc == ETSI014_ENOMEM ? KME_ENOMEM : KME_EBADRESPONSE;
+}
+
+/* Answer to the status op (kme_client_status). */
 static void status_done(struct kme_http_req *req, int error, int status, const char *body,
                         size_t len, const char *detail, void *arg)
 {
     (void)req;
     struct op *op = arg;
-    kme_client *cl = op->client;
     op->status_req = NULL;
-    int code = error;
-    char *msg = NULL;
     struct etsi014_status st = {0};
-    if (code == 0 && (status < 200 || status > 299))
-        code = kme_map_http_error(KME_OP_STATUS, status, body, len, &msg);
-    if (code == 0) {
-        char *err = NULL;
-        int rc = etsi014_status_decode(body, len, &st, &err);
-        if (rc < 0) {
-            code = rc == ETSI014_ENOMEM ? KME_ENOMEM : KME_EBADRESPONSE;
-            size_t n = 64 + (err ? strlen(err) : 0);
-            msg = malloc(n);
-            if (msg != NULL)
-                snprintf(msg, n, "invalid status: %s", err ? err : "");
-        }
-        free(err);
-    }
+    char *msg = NULL;
+    int code = decode_status(error, status, body, len, &st, &msg);
     if (code == 0)
-        limits_store(cl, op->sae_id, &st);
-
-    if (op->kind == KME_OP_STATUS) {
-        op_unlink(op);
-        if (code == 0) {
-            struct kme_status pub;
-            status_to_public(&st, &pub);
-            op_report(op, 0, status, "ok", NULL, &pub);
-        } else {
-            op_report(op, code, status, msg ? msg : detail, NULL, NULL);
-        }
-        etsi014_status_clear(&st);
-        free(msg);
-        return;
-    }
-    int rc;
+        limits_store(op->client, op->sae_id, &st);
+    op_unlink(op);
     if (code == 0) {
-        struct limits_entry *e = limits_find(cl, op->sae_id, false);
-        struct etsi014_limits lim = e != NULL ? e->lim : (struct etsi014_limits){
+        struct kme_status pub;
+        status_to_public(&st, &pub);
+        op_report(op, 0, status, "ok", NULL, &pub);
+    } else {
+        op_report(op, code, status, msg ? msg : detail, NULL, NULL);
+    }
+    etsi014_status_clear(&st);
+    free(msg);
+}
+
+/* An enc/dec op's limits are known (lim), or could not be had (code).
+ * Returns true when a callback freed the client. */
+static bool op_limits_ready(struct op *op, int code, int http_status, const char *msg,
+                            const struct etsi014_limits *lim)
+{
+    int rc;
+    if (code == 0)
+        rc = op_start_calls(op, lim);
+    else if (op->kind == KME_OP_DEC && !transport_error(code))
+        /* The slave side may not be allowed the reverse status: fall back
+         * to a conservative batch size. */
+        rc = op_start_calls(op, NULL);
+    else
+        return op_fail(op, code, http_status, msg);
+    if (rc < 0)
+        return op_fail(op, rc, 0,
+                       rc == KME_ELIMITS
+                           ? "no combination of key sizes the KME allows fits the request"
+                           : NULL);
+    return false;
+}
+
+static void fetch_unlink(struct fetch *f)
+{
+    kme_client *cl = f->client;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        cl->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    f->prev = f->next = NULL;
+}
+
+/* Unlinks and frees (cancelling the call in flight); waiters must have
+ * been detached. */
+static void fetch_free(struct fetch *f)
+{
+    fetch_unlink(f);
+    if (f->req != NULL)
+        kme_pool_cancel(f->client->pool, f->req);
+    free(f->sae_id);
+    free(f);
+}
+
+static void fetch_done(struct kme_http_req *req, int error, int status, const char *body,
+                       size_t len, const char *detail, void *arg)
+{
+    (void)req;
+    struct fetch *f = arg;
+    kme_client *cl = f->client;
+    f->req = NULL;
+    struct etsi014_status st = {0};
+    char *msg = NULL;
+    int code = decode_status(error, status, body, len, &st, &msg);
+    struct etsi014_limits lim = {0};
+    if (code == 0) {
+        limits_store(cl, f->sae_id, &st);
+        lim = (struct etsi014_limits){
             .key_size = st.key_size,
             .min_key_size = st.min_key_size,
             .max_key_size = st.max_key_size,
             .max_key_per_request = st.max_key_per_request,
         };
-        rc = op_start_calls(op, &lim);
-    } else if (op->kind == KME_OP_DEC && !transport_error(code)) {
-        /* The slave side may not be allowed the reverse status: fall back
-         * to a conservative batch size. */
-        rc = op_start_calls(op, NULL);
-    } else {
-        etsi014_status_clear(&st);
-        op_fail(op, code, status, msg ? msg : detail);
-        free(msg);
-        return;
     }
     etsi014_status_clear(&st);
+    /* Hand the answer to each waiter; a callback may cancel other waiters
+     * (they leave the list) or free the client (then stop at once: the
+     * client's free released this fetch). */
+    bool gone = false;
+    bool *outer = cl->gone;
+    cl->gone = &gone;
+    while (f->waiters != NULL && !gone) {
+        struct op *op = f->waiters;
+        f->waiters = op->wnext;
+        if (f->waiters)
+            f->waiters->wprev = NULL;
+        op->wnext = op->wprev = NULL;
+        op->fetch = NULL;
+        op_limits_ready(op, code, status, msg ? msg : detail, &lim);
+    }
     free(msg);
-    if (rc < 0)
-        op_fail(op, rc, 0, rc == KME_ELIMITS
-                               ? "no combination of key sizes the KME allows fits the request"
-                               : NULL);
+    if (gone) {
+        if (outer != NULL)
+            *outer = true;
+        return;
+    }
+    cl->gone = outer;
+    fetch_free(f);
+}
+
+/* Makes op wait for its SAE's limits, sharing a call in flight. */
+static int op_wait_limits(struct op *op)
+{
+    kme_client *cl = op->client;
+    struct fetch *f = cl->fetches;
+    while (f != NULL && (f->req == NULL || strcmp(f->sae_id, op->sae_id) != 0))
+        f = f->next;
+    if (f == NULL) {
+        f = calloc(1, sizeof(*f));
+        if (f == NULL)
+            return KME_ENOMEM;
+        f->client = cl;
+        f->sae_id = strdup(op->sae_id);
+        char *path = etsi014_path(ETSI014_EP_STATUS, op->sae_id, NULL);
+        if (f->sae_id != NULL && path != NULL)
+            f->req = kme_pool_submit(cl->pool, "GET", path, NULL, 0, fetch_done, f);
+        free(path);
+        if (f->req == NULL) {
+            free(f->sae_id);
+            free(f);
+            return KME_ENOMEM;
+        }
+        f->next = cl->fetches;
+        if (cl->fetches)
+            cl->fetches->prev = f;
+        cl->fetches = f;
+    }
+    op->state = OP_LIMITS;
+    op->fetch = f;
+    op->wnext = f->waiters;
+    if (f->waiters)
+        f->waiters->wprev = op;
+    f->waiters = op;
+    return 0;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -720,8 +852,9 @@ static int op_submit(struct op *op)
     int rc;
     if (e != NULL) {
         rc = op_start_calls(op, &e->lim);
+    } else if (op->kind != KME_OP_STATUS) {
+        rc = op_wait_limits(op);
     } else {
-        op->state = OP_LIMITS;
         char *path = etsi014_path(ETSI014_EP_STATUS, op->sae_id, NULL);
         op->status_req = path ? kme_pool_submit(cl->pool, "GET", path, NULL, 0, status_done, op)
                               : NULL;
@@ -970,6 +1103,12 @@ void kme_client_free(kme_client **clp)
         op_unlink(op);
         op->next = victims;
         victims = op;
+    }
+    /* a fetch still handing out its answer (we are inside it) */
+    while (cl->fetches != NULL) {
+        struct fetch *f = cl->fetches;
+        f->waiters = NULL;
+        fetch_free(f);
     }
     kme_pool_free(&cl->pool);
     net_tls_free(&cl->tls);

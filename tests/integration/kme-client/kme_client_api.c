@@ -241,6 +241,25 @@ static void test_api_rules(uv_loop_t *loop)
 {
     kme_client *a = client_for(loop, url_a, master);
 
+    /* a burst with a cold limits cache costs one status call, not ten */
+    struct slot burst[10];
+    memset(burst, 0, sizeof(burst));
+    for (int i = 0; i < 10; i++)
+        CHECK(kme_client_enc_bits(a, slave, 256, keys_cb, &burst[i]) == 0, "burst %d", i);
+    run_until(loop, burst, 10);
+    struct kme_client_stats stats;
+    kme_client_get_stats(a, &stats);
+    for (int i = 0; i < 10; i++) {
+        CHECK(burst[i].error == 0, "burst %d: %s", i, burst[i].message);
+        kme_keys_free(&burst[i].keys);
+    }
+    CHECK(stats.http_requests == 11, "burst: %llu HTTP requests, want 1 status + 10 enc",
+          (unsigned long long)stats.http_requests);
+    printf("ok   cold burst of 10: %llu HTTP requests (one shared status)\n",
+           (unsigned long long)stats.http_requests);
+    kme_client_free(&a);
+    a = client_for(loop, url_a, master);
+
     /* synchronous failure: no callback, ever */
     struct slot bad = {0};
     CHECK(kme_client_enc_bits(a, slave, 12, keys_cb, &bad) == KME_EINVAL, "12 bits accepted");
