@@ -193,6 +193,25 @@ static int start_simulator(proxy_daemon *d, char **error_r)
     const struct qumail_kme_simulator *sim = &d->cfg->kme_simulator;
     if (!sim->enabled)
         return 0;
+    if (sim->config_file) {
+        kme_server_config *kcfg = NULL;
+        char *err = NULL;
+        int rc = kme_server_config_load(sim->config_file, &kcfg, &err);
+        if (rc == 0)
+            rc = kme_server_start(d->loop, kcfg, &d->kme_sim, &err);
+        kme_server_config_free(&kcfg);
+        if (rc < 0) {
+            char msg[2048];
+            snprintf(msg, sizeof(msg), "KME simulator (%s): %s", sim->config_file,
+                     err ? err : kme_server_strerror(rc));
+            free(err);
+            *error_r = strdup(msg);
+            return -1;
+        }
+        qlog_info("embedded KME simulator from %s on port %u", sim->config_file,
+                  kme_server_port(d->kme_sim, 0));
+        return 0;
+    }
     char path[4096];
     if (sim->state_path)
         snprintf(path, sizeof(path), "%s", sim->state_path);

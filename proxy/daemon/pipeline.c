@@ -43,6 +43,7 @@ struct copy {
     struct link_state *link;
     const struct kme_ids *ids;      /* looked up on the loop before encrypting */
     struct kme_keys *keys;
+    size_t n_keys;                  /* for the log, after the keys are wiped */
     int kme_error;
     char *kme_message;
     int out_fd;
@@ -179,7 +180,7 @@ static void job_log(struct job *job, int code, const char *enh, const char *what
         int w = snprintf(copies + n, sizeof(copies) - n,
                          "%s[%zu: level=%s%s rcpts=%zu keys=%zu bits=%llu%s%s]",
                          i ? " " : "", i + 1, copy_level(c), c->bcc ? " bcc" : "", c->n,
-                         c->keys ? c->keys->count : (size_t)0,
+                         c->n_keys,
                          (unsigned long long)(c->protect ? c->bits : 0),
                          c->link ? " link=" : "", c->link ? c->link->cfg->name : "");
         if (w < 0)
@@ -368,6 +369,7 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
         c->kme_message = strdup(res->message);
     } else {
         c->keys = keys;
+        c->n_keys = keys->count;
     }
     if (--job->pending > 0)
         return;
@@ -513,6 +515,11 @@ static void headers_work(uv_work_t *w)
 {
     struct job *job = w->data;
     char *err = NULL;
+    /* The dup shares the spool's offset (at the end after writing). */
+    if (lseek(job->fd, 0, SEEK_SET) < 0) {
+        job->hdr_error = MIME_ERR_IO;
+        return;
+    }
     job->hdr_error = mime_recipients_fd(job->fd, &job->hdr, &err);
     free(err);
 }

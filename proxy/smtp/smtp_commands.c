@@ -231,7 +231,6 @@ static void proceed_auth(smtp_session *s, const struct smtp_cmd *cmd)
 {
     char line[cmd->arg_len + 6];
     snprintf(line, sizeof(line), "AUTH %.*s", (int)cmd->arg_len, cmd->arg);
-    qlog_debug("smtp %s: <<< AUTH <redacted>", s->id);
     relay_auth_line(s, line);
     memset(line, 0, sizeof(line));
 }

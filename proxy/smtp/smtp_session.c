@@ -185,7 +185,9 @@ void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *tex
     if (!s->conn)
         return;
     char def_enh[16];
-    if (!enh || !*enh) {
+    if (code >= 300 && code < 400) {
+        enh = NULL; /* RFC 2034: no enhanced code on intermediate replies */
+    } else if (!enh || !*enh) {
         snprintf(def_enh, sizeof(def_enh), "%d.0.0", code / 100);
         enh = def_enh;
     }
@@ -195,14 +197,17 @@ void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *tex
         int len = nl ? (int)(nl - p) : (int)strlen(p);
         if (len > 900)
             len = 900; /* keep each reply line within RFC 5321 limits */
-        net_conn_printf(s->conn, "%d%c%s %.*s\r\n", code, nl ? '-' : ' ', enh, len, p);
+        if (enh)
+            net_conn_printf(s->conn, "%d%c%s %.*s\r\n", code, nl ? '-' : ' ', enh, len, p);
+        else
+            net_conn_printf(s->conn, "%d%c%.*s\r\n", code, nl ? '-' : ' ', len, p);
         if (!nl)
             break;
         p = nl + 1;
     }
     if (qlog_get_level() >= QLOG_DEBUG) {
         bool secret = s->state == SMTP_STATE_AUTH;
-        qlog_debug("smtp %s: >>> %d %s %s", s->id, code, enh,
+        qlog_debug("smtp %s: >>> %d %s %s", s->id, code, enh ? enh : "",
                    secret ? "<redacted>" : (text ? text : ""));
     }
 }

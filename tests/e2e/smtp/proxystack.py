@@ -1,0 +1,228 @@
+"""`qumail proxy` for the SMTP e2e tests and the proxy benchmark.
+
+    certs = make_certs(workdir)                  # local CA, KME_A/B, SAE_A/B, localhost
+    with ProxyStack(certs, upstream_port=ms.submission_port) as px:
+        smtp_send(px.host, px.ports["plain"], ...)
+
+The proxy runs with the embedded KME simulator (KME_A for the sender side,
+KME_B for the receiver side), one KME link "site" (SAE_A -> KME_A) and a
+policy file. decrypt(raw) decrypts a stored message as the receiver does
+(tests/e2e/smtp/qkd_decrypt.c: dec_keys from KME_B with SAE_B's
+certificate). Every process is killed on stop(), at exit and on SIGTERM
+(through the mailstack harness' registry). Python 3 standard library only.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+
+from procutil import (HOST, Reaper, free_ports, register, unregister,  # noqa: E402
+                      wait_port)
+
+SRC = os.environ.get("QUMAIL_SRC", os.path.abspath(os.path.join(HERE, "..", "..", "..")))
+BUILD = os.environ.get("QUMAIL_BUILD", os.path.join(SRC, "build"))
+QUMAIL = os.environ.get("QUMAIL_BIN", os.path.join(BUILD, "qumail"))
+DECRYPT = os.path.join(os.path.dirname(QUMAIL), "qkd_decrypt")
+
+DEFAULT_POLICY = """\
+# test policy: example.org one-time pad, example.net AES, sub.example.org plain
+bob@example.org       action=require level=otp link=site slave_sae=SAE_B subject=protect placeholder=[protected]
+example.org           action=require level=aes link=site slave_sae=SAE_B subject=protect
+example.net           action=require level=aes link=site slave_sae=SAE_B subject=protect
+sub.example.org       action=none
+refused.example.net   action=refuse
+*                     action=none
+"""
+
+
+def make_certs(workdir):
+    out = os.path.join(workdir, "certs")
+    subprocess.run(["sh", os.path.join(SRC, "certs", "mkcerts.sh"), "-o", out,
+                    "-k", "KME_A", "-k", "KME_B", "-s", "SAE_A", "-s", "SAE_B"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    files = {}
+    for name in os.listdir(out):
+        files[name] = os.path.join(out, name)
+
+    def pick(base):
+        for cand in (base, base.lower(), base.replace("_", "-").lower()):
+            if cand + ".pem" in files:
+                return files[cand + ".pem"], files[cand + ".key"]
+        raise RuntimeError("mkcerts made no %s.pem in %s: %s" % (base, out, sorted(files)))
+
+    c = {"dir": out, "ca": files["ca.pem"]}
+    for base in ("localhost", "KME_A", "KME_B", "SAE_A", "SAE_B"):
+        c[base] = pick(base)
+    # Postfix and Dovecot (other users) must read the localhost key.
+    for p in c["localhost"]:
+        os.chmod(p, 0o644)
+    os.chmod(out, 0o755)
+    os.chmod(workdir, 0o755)
+    return c
+
+
+class ProxyStack:
+    def __init__(self, certs, upstream_port, upstream_tls="none", mode="submission",
+                 policy=DEFAULT_POLICY, listeners=("plain", "starttls", "implicit"),
+                 kme_url=None, trace_header=True, limits=None, log_level="info",
+                 trusted_networks=None, upstream_client_cert=False, workdir=None):
+        self.certs = certs
+        self.upstream_port = upstream_port
+        self.upstream_tls = upstream_tls
+        self.mode = mode
+        self.policy = policy
+        self.listener_kinds = listeners
+        self.kme_url = kme_url
+        self.trace_header = trace_header
+        self.limits = limits or {}
+        self.log_level = log_level
+        self.trusted_networks = trusted_networks
+        self.upstream_client_cert = upstream_client_cert
+        self.host = HOST
+        self.ports = {}
+        self.proc = None
+        self.dir = tempfile.mkdtemp(prefix="qumail-proxy-", dir=workdir)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def config(self):
+        lh_cert, lh_key = self.certs["localhost"]
+        ports = free_ports(len(self.listener_kinds) + 2)
+        listeners = []
+        for kind, port in zip(self.listener_kinds, ports):
+            entry = {"name": kind, "address": HOST, "port": port,
+                     "tls": {"plain": "none", "starttls": "starttls",
+                             "implicit": "implicit"}[kind]}
+            if kind != "plain":
+                entry["cert_file"] = lh_cert
+                entry["key_file"] = lh_key
+            listeners.append(entry)
+            self.ports[kind] = port
+        self.kme_ports = ports[-2:]
+        upstream = {"host": HOST, "port": self.upstream_port, "tls": self.upstream_tls,
+                    "ca_file": self.certs["ca"], "server_name": "localhost",
+                    "timeout": "30s"}
+        if self.upstream_client_cert:
+            upstream["client_cert_file"], upstream["client_key_file"] = self.certs["SAE_A"]
+        smtp = {"mode": self.mode, "hostname": "qumail.localhost", "listeners": listeners,
+                "upstream": upstream, "trace_header": self.trace_header,
+                "limits": dict({"max_message_size": "64M"}, **self.limits)}
+        if self.trusted_networks is not None:
+            smtp["trusted_networks"] = self.trusted_networks
+        sae_cert, sae_key = self.certs["SAE_A"]
+        kme_url = self.kme_url or "https://127.0.0.1:%d" % self.kme_ports[0]
+        cfg = {
+            "log_level": self.log_level,
+            "state_dir": self.dir,
+            "smtp": smtp,
+            "kme_links": {"site": {"url": kme_url, "cert_file": sae_cert, "key_file": sae_key,
+                                   "ca_file": self.certs["ca"], "timeout": "3s"}},
+            "kme_simulator": {
+                "enabled": self.kme_url is None,
+                "a": {"kme_id": "KME_A", "port": self.kme_ports[0],
+                      "cert_file": self.certs["KME_A"][0], "key_file": self.certs["KME_A"][1]},
+                "b": {"kme_id": "KME_B", "port": self.kme_ports[1],
+                      "cert_file": self.certs["KME_B"][0], "key_file": self.certs["KME_B"][1]},
+                "ca_file": self.certs["ca"],
+                "state_path": os.path.join(self.dir, "kme.sqlite"),
+                "key_rate": 1 << 30,
+                "max_key_count": 400000,
+                "key_size": 256,
+                "max_key_size": 65536,
+                "max_keys_per_request": 1024,
+            },
+            "policy_file": os.path.join(self.dir, "policy"),
+        }
+        return cfg
+
+    def start(self):
+        cfg = self.config()
+        with open(os.path.join(self.dir, "policy"), "w") as f:
+            f.write(self.policy)
+        self.config_path = os.path.join(self.dir, "qumail.json")
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f, indent=2)
+        self.log_path = os.path.join(self.dir, "proxy.log")
+        register(self)
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.setdefault("LSAN_OPTIONS", "suppressions=%s" % os.path.join(SRC, "tests", "lsan.supp"))
+        try:
+            self.proc = subprocess.Popen([QUMAIL, "proxy", "--config", self.config_path],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True, env=env)
+        finally:
+            log.close()
+        # Kills the proxy even if this test process is SIGKILLed.
+        self._reaper = Reaper()
+        self._reaper.tell("dir " + self.dir)
+        self._reaper.watch(pid=self.proc.pid, session=self.proc.pid)
+        try:
+            for kind, port in self.ports.items():
+                wait_port(port, 20, None, proc=self.proc, what="qumail proxy")
+            if self.kme_url is None:
+                wait_port(self.kme_ports[0], 20, None, proc=self.proc, what="KME simulator")
+                wait_port(self.kme_ports[1], 20, None, proc=self.proc, what="KME simulator")
+        except BaseException:
+            sys.stderr.write(self.log_text()[-4000:])
+            self.stop()
+            raise
+        return self
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def reload(self, policy):
+        with open(os.path.join(self.dir, "policy"), "w") as f:
+            f.write(policy)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self):
+        """SIGTERM and wait; returns the exit status (sanitizer reports make
+        it non-zero)."""
+        status = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                status = self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                status = -9
+        elif self.proc:
+            status = self.proc.returncode
+        if getattr(self, "_reaper", None) is not None:
+            self._reaper.close()   # clean stop: it removes nothing, kills nothing
+            self._reaper = None
+        if os.environ.get("MAILSTACK_KEEP") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+        unregister(self)
+        return status
+
+    def decrypt(self, raw):
+        """Decrypts a stored message as the receiver (SAE_B at KME_B)."""
+        cert, key = self.certs["SAE_B"]
+        r = subprocess.run([DECRYPT, "https://127.0.0.1:%d" % self.kme_ports[1], cert, key,
+                            self.certs["ca"]], input=raw, capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError("qkd_decrypt failed: %s" % r.stderr.decode(errors="replace"))
+        return r.stdout
