@@ -11,8 +11,7 @@
 #include "mime_internal.h"
 
 #define PART_HEADER_LIMIT (64u * 1024u)
-#define STAGE_CAP (2u * 1024u * 1024u)
-#define STAGE_FLUSH (1024u * 1024u)
+#define STAGE_CAP (1024u * 1024u) /* decoded ciphertext staged per flush */
 
 enum dec_state {
     ST_HEADERS,      /* outer header block */
@@ -52,7 +51,7 @@ struct dec {
     struct mime_spill *spill;
     struct mime_b64_dec b64;
     unsigned char *stage;
-    size_t stage_len;
+    size_t stage_len, stage_cap;
     uint64_t decoded;          /* octets decoded so far */
     unsigned char tag[MIME_TAG_LEN];
 };
@@ -234,16 +233,30 @@ static int stage_flush(struct dec *d)
 
 static int data_line(struct dec *d, const char *line, size_t len)
 {
-    if (len > STAGE_CAP - STAGE_FLUSH - 8)
-        return dec_fail(d, MIME_ERR_MALFORMED, "base64 line too long");
-    long n = mime_b64_decode(&d->b64, line, len, d->stage + d->stage_len);
-    if (n < 0)
-        return dec_fail(d, MIME_ERR_MALFORMED, "invalid base64");
-    d->stage_len += (size_t)n;
-    d->decoded += (uint64_t)n;
-    if (d->decoded > d->info->length + MIME_TAG_LEN)
-        return dec_fail(d, MIME_ERR_MALFORMED, "longer than Length");
-    return d->stage_len >= STAGE_FLUSH ? stage_flush(d) : MIME_OK;
+    /* Decodes in pieces that always fit the stage (the decoder carries at
+     * most 3 sextets, so take chars yield <= take/4*3 + 3 octets). */
+    while (len > 0) {
+        size_t room = d->stage_cap - d->stage_len;
+        if (room < 16) {
+            int rc = stage_flush(d);
+            if (rc != MIME_OK)
+                return rc;
+            continue;
+        }
+        size_t take = (room - 3) / 3 * 4;
+        if (take > len)
+            take = len;
+        long n = mime_b64_decode(&d->b64, line, take, d->stage + d->stage_len);
+        if (n < 0)
+            return dec_fail(d, MIME_ERR_MALFORMED, "invalid base64");
+        d->stage_len += (size_t)n;
+        d->decoded += (uint64_t)n;
+        if (d->decoded > d->info->length + MIME_TAG_LEN)
+            return dec_fail(d, MIME_ERR_MALFORMED, "longer than Length");
+        line += take;
+        len -= take;
+    }
+    return MIME_OK;
 }
 
 static int data_done(struct dec *d)
@@ -344,7 +357,11 @@ static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
                              d->error_r);
     if (rc == MIME_OK)
         rc = mime_spill_new(tmp_dir, threshold, &d->spill, d->error_r);
-    if (rc == MIME_OK && (d->stage = malloc(STAGE_CAP)) == NULL)
+    /* Small messages get a small stage: length + tag + a base64 quantum. */
+    d->stage_cap = info->length + MIME_TAG_LEN + 16 < STAGE_CAP
+                       ? (size_t)info->length + MIME_TAG_LEN + 16
+                       : STAGE_CAP;
+    if (rc == MIME_OK && (d->stage = malloc(d->stage_cap)) == NULL)
         rc = MIME_ERR_NOMEM;
     return rc;
 }
@@ -361,7 +378,7 @@ static int dec_release(struct dec *d, struct mime_writer *out)
     mime_spill_rewind(d->spill);
     uint64_t left = mime_spill_size(d->spill);
     for (;;) {
-        size_t want = left < STAGE_FLUSH ? (size_t)left : STAGE_FLUSH;
+        size_t want = left < d->stage_cap ? (size_t)left : d->stage_cap;
         unsigned char *dst = mime_writer_reserve(out, want > 0 ? want : 1);
         long n = mime_spill_read(d->spill, d->stage, want);
         if (dst == NULL || n < 0) {
@@ -393,7 +410,7 @@ static void dec_clear(struct dec *d)
     mime_cipher_free(&d->cipher);
     mime_spill_free(&d->spill);
     if (d->stage != NULL) {
-        OPENSSL_cleanse(d->stage, STAGE_CAP);
+        OPENSSL_cleanse(d->stage, d->stage_cap);
         free(d->stage);
     }
     OPENSSL_cleanse(d->tag, sizeof(d->tag));
