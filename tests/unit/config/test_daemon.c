@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -260,12 +261,135 @@ static void test_errors(void **state)
     expect_lines(err, want);
 }
 
+static void test_more_errors(void **state)
+{
+    char *err = load_bad(
+        "{\n"
+        "  \"smtp\": {\"listeners\": [], \"hostname\": \"bad host!\",\n"
+        "           \"upstream\": {\"server_name\": \"a b\", \"port\": 0}},\n"
+        "  \"kme_links\": {\n"
+        "    \"l1\": {\"url\": \"https://\", \"cert_file\": \"c\", \"key_file\": \"k\"},\n"
+        "    \"l2\": {\"url\": \"https://[::1\", \"cert_file\": \"c\", \"key_file\": \"k\"},\n"
+        "    \"l3\": {\"url\": \"https://h:0\", \"cert_file\": \"c\", \"key_file\": \"k\"},\n"
+        "    \"l4\": {\"url\": \"https://h?x=1\", \"cert_file\": \"c\", \"key_file\": \"k\"},\n"
+        "    \"l5\": {\"url\": \"https://h/p?x\", \"cert_file\": \"c\", \"key_file\": \"k\",\n"
+        "           \"connections\": 65, \"timeout\": \"1d\"},\n"
+        "    \"bad/name\": {\"url\": \"https://h\", \"cert_file\": \"c\", \"key_file\": \"k\"}\n"
+        "  },\n"
+        "  \"kme_simulator\": {\"config_file\": \"kme.json\", \"key_rate\": 5},\n"
+        "  \"admin\": {\"address\": \"any\"}\n"
+        "}\n");
+    static const char *const want[] = {
+        "d.json:2:25: key 'smtp.listeners': at least one listener is needed",
+        "d.json:2:41: key 'smtp.hostname': 'bad host!' is not a host name",
+        "d.json:3:40: key 'smtp.upstream.server_name': 'a b' is not a host name",
+        "d.json:3:55: key 'smtp.upstream.port': port 0 is out of range (1..65535)",
+        "d.json:5:19: key 'kme_links.l1.url': no host name",
+        "d.json:6:19: key 'kme_links.l2.url': unterminated [IPv6 address]",
+        "d.json:7:19: key 'kme_links.l3.url': bad port in URL",
+        "d.json:8:19: key 'kme_links.l4.url': unexpected '?' after the host and port",
+        "d.json:9:19: key 'kme_links.l5.url': no query or fragment allowed",
+        "d.json:10:27: key 'kme_links.l5.connections': 65 is out of range (1..64)",
+        "d.json:10:42: key 'kme_links.l5.timeout': duration out of range (100ms..600000ms)",
+        "d.json:11:5: key 'kme_links[\"bad/name\"]': link names use letters, digits, '-', '_' and '.' (at most 64)",
+        "d.json:13:48: key 'kme_simulator.key_rate': not allowed together with config_file (set it in that file)",
+        "d.json:14:24: key 'admin.address': 'any' is not a numeric IP address",
+        NULL,
+    };
+    expect_lines(err, want);
+
+    err = load_bad("[1, 2]");
+    static const char *const want2[] = {"d.json:1:1: expected an object, got an array", NULL};
+    expect_lines(err, want2);
+
+    err = load_bad("{\"kme_simulator\": {\"min_key_size\": 512, \"key_size\": 256,\n"
+                   "  \"a\": {\"kme_id\": \"same\"}, \"b\": {\"kme_id\": \"same\"}}}");
+    static const char *const want3[] = {
+        "d.json:1:53: key 'kme_simulator.key_size': need min_key_size <= key_size <= max_key_size",
+        "d.json:2:33: key 'kme_simulator.b': the two simulated KMEs need different kme_id",
+        NULL,
+    };
+    expect_lines(err, want3);
+
+    err = load_bad("{\"smtp\": {\"listeners\": [\n"
+                   "  {\"name\": \"a\", \"port\": 25}, {\"name\": \"b\", \"port\": 25}, 7]}}");
+    static const char *const want4[] = {
+        "d.json:2:52: key 'smtp.listeners[1].port': 127.0.0.1 port 25 is used by listener 'a' too",
+        "d.json:2:57: key 'smtp.listeners[2]': expected an object, got an integer",
+        NULL,
+    };
+    expect_lines(err, want4);
+}
+
+static void test_load_file(void **state)
+{
+    struct qumail_config *cfg = NULL;
+    char *err = NULL;
+    assert_int_equal(qumail_config_load("/nonexistent/qumail.json", &cfg, &err), QCFG_EIO);
+    assert_null(cfg);
+    assert_string_equal(err, "/nonexistent/qumail.json: No such file or directory");
+    free(err);
+
+    char path[] = "/tmp/qcfg-daemon-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("{\"smtp\": {\"upstream\": {\"tls\": \"implicit\"}}, \"kme_simulator\":"
+          " {\"enabled\": true, \"config_file\": \"kme.json\"}}", f);
+    fclose(f);
+    assert_int_equal(qumail_config_load(path, &cfg, &err), 0);
+    assert_string_equal(cfg->file, path);
+    assert_int_equal(cfg->smtp.upstream.port, 465);
+    assert_non_null(strstr(cfg->kme_simulator.config_file, "/kme.json"));
+    assert_string_equal(qumail_upstream_tls_name(cfg->smtp.upstream.tls), "implicit");
+    assert_string_equal(qumail_listen_tls_name(QUMAIL_LISTEN_TLS_STARTTLS), "starttls");
+    assert_string_equal(qumail_smtp_mode_name(cfg->smtp.mode), "submission");
+    qumail_config_free(&cfg);
+
+    f = fopen(path, "w");
+    fputs("{\"smtp\": }", f);
+    fclose(f);
+    assert_int_equal(qumail_config_load(path, &cfg, &err), QCFG_ESYNTAX);
+    assert_non_null(strstr(err, ":1:10: "));
+    free(err);
+    unlink(path);
+}
+
+static void test_cidr(void **state)
+{
+    struct qumail_cidr c;
+    const char *why;
+    assert_int_equal(qumail_cidr_parse("10.1.2.3/8", &c, &why), 0);
+    assert_int_equal(c.prefix, 8);
+    assert_int_equal(c.addr[1], 0); /* host bits cleared */
+    assert_int_equal(qumail_cidr_parse("192.0.2.1", &c, &why), 0);
+    assert_int_equal(c.prefix, 32);
+    assert_int_equal(qumail_cidr_parse("::/0", &c, &why), 0);
+    assert_int_equal(qumail_cidr_parse("10.0.0.0/", &c, &why), -1);
+    assert_int_equal(qumail_cidr_parse("10.0.0.0/8x", &c, &why), -1);
+    assert_int_equal(qumail_cidr_parse("10.0.0.0/0008", &c, &why), -1);
+    assert_int_equal(qumail_cidr_parse("/8", &c, &why), -1);
+    assert_int_equal(qumail_cidr_parse("::1/129", &c, &why), -1);
+    assert_int_equal(qumail_cidr_parse("10.0.0.0/12", &c, &why), 0);
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.15.255.255", &in.sin_addr);
+    assert_true(qumail_cidr_contains(&c, (struct sockaddr *)&in));
+    inet_pton(AF_INET, "10.16.0.0", &in.sin_addr);
+    assert_false(qumail_cidr_contains(&c, (struct sockaddr *)&in));
+    assert_false(qumail_cidr_contains(&c, NULL));
+    assert_int_equal(qumail_cidr_parse("0.0.0.0/0", &c, &why), 0);
+    assert_true(qumail_cidr_contains(&c, (struct sockaddr *)&in));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_more_errors),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_cidr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
