@@ -88,7 +88,7 @@ qcfg_node *qcfg_array(qcfg_node *node);
 
 enum {
     QCFG_REQUIRED = 1u << 0, /* qcfg_member: absent is an error */
-    QCFG_NONEMPTY = 1u << 1, /* strings, paths, arrays: "" or [] is an error */
+    QCFG_NONEMPTY = 1u << 1, /* strings and paths: "" is an error */
     QCFG_ZERO_OK = 1u << 2   /* qcfg_port: accept 0 (pick a free port) */
 };
 

@@ -381,6 +381,54 @@ static void test_cidr(void **state)
     assert_true(qumail_cidr_contains(&c, (struct sockaddr *)&in));
 }
 
+/* Random edits of a valid file must never crash or leak: each result is a
+ * configuration or a list of positioned errors (run under ASan/UBSan). */
+static void test_mutations(void **state)
+{
+    static const char alphabet[] = "{}[]:,\"\\ \n0123456789.-eEtrufalsn/\x01\xc3\xa9";
+    uint64_t x = 88172645463325252ull;
+    size_t base = strlen(full);
+    char *buf = malloc(base + 64);
+    int ok = 0, bad = 0;
+    for (int round = 0; round < 2000; round++) {
+        memcpy(buf, full, base);
+        size_t len = base;
+        int edits = 1 + (int)(x % 3);
+        for (int e = 0; e < edits; e++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            size_t pos = (size_t)(x % len);
+            char c = alphabet[(x >> 20) % (sizeof(alphabet) - 1)];
+            switch ((x >> 40) % 3) {
+            case 0: buf[pos] = c; break;
+            case 1: memmove(buf + pos, buf + pos + 1, len - pos - 1); len--; break;
+            default:
+                memmove(buf + pos + 1, buf + pos, len - pos);
+                buf[pos] = c;
+                len++;
+                break;
+            }
+        }
+        struct qumail_config *cfg = NULL;
+        char *err = NULL;
+        int rc = qumail_config_load_buffer("m.json", "/b", buf, len, &cfg, &err);
+        if (rc == 0) {
+            assert_non_null(cfg);
+            ok++;
+            qumail_config_free(&cfg);
+        } else {
+            assert_null(cfg);
+            assert_non_null(err);
+            assert_int_equal(strncmp(err, "m.json:", 7), 0);
+            bad++;
+            free(err);
+        }
+    }
+    assert_true(bad > 0);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_more_errors),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_cidr),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -473,6 +473,95 @@ static void test_refcount(void **state)
     assert_null(policy_ref(NULL));
 }
 
+static void test_syntax_details(void **state)
+{
+    /* CRLF line ends, tabs, trailing comments, quoted '#', address literal,
+     * a continuation after a comment line, the recipient keyword */
+    policy *p = load_ok("*\taction=none\r\n"
+                        "[192.0.2.1]  action=refuse   # literal\r\n"
+                        "q.test action=require link=site-b slave_sae=S\r\n"
+                        "# a comment between\r\n"
+                        "\tplaceholder=\"Re: #1 \\\\ done\"\r\n"
+                        "recipient  r.test  action=prefer link=site-c slave_sae=T\n",
+                        links2);
+    assert_int_equal(policy_lookup(p, "x@[192.0.2.1]")->action, POLICY_REFUSE);
+    const struct policy_rule *r = policy_lookup(p, "x@q.test");
+    assert_string_equal(r->placeholder, "Re: #1 \\ done");
+    r = policy_lookup(p, "x@r.test");
+    assert_int_equal(r->action, POLICY_PREFER);
+    assert_int_equal(r->line, 6);
+    assert_int_equal(policy_rule_count(p), 4);
+    policy_unref(&p);
+
+    /* a continuation line's errors carry its own line number */
+    static const char *const want[] = {
+        "p.txt:3: unknown setting 'colour'",
+        "p.txt:5: level: 'best' is not one of: aes, otp, auto",
+        NULL,
+    };
+    expect_errors("a.test action=none\n"
+                  "b.test action=none\n"
+                  "  colour=red\n"
+                  "c.test action=none\n"
+                  "\tlevel=best\n",
+                  links2, want);
+
+    /* no links configured at all */
+    static const char *const empty[] = {NULL};
+    static const char *const want2[] = {
+        "p.txt:1: link: 'x' is not a configured KME link (none configured)", NULL,
+    };
+    expect_errors("a.test action=none link=x\n", empty, want2);
+}
+
+/* Random edits of a valid table must never crash or leak: every result is
+ * either a snapshot or a list of errors (run under ASan/UBSan). */
+static void test_mutations(void **state)
+{
+    static const char alphabet[] = "*.@=\" \t\n#\\abcz019-_~\r\x01\xc3\xa9";
+    uint64_t x = 88172645463325252ull;
+    size_t base = strlen(table);
+    char *buf = malloc(base + 64);
+    for (int round = 0; round < 3000; round++) {
+        memcpy(buf, table, base);
+        size_t len = base;
+        int edits = 1 + (int)(x % 4);
+        for (int e = 0; e < edits; e++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            size_t pos = (size_t)(x % len);
+            char c = alphabet[(x >> 20) % (sizeof(alphabet) - 1)];
+            switch ((x >> 40) % 3) {
+            case 0: buf[pos] = c; break;                    /* replace */
+            case 1: memmove(buf + pos, buf + pos + 1, len - pos - 1); len--; break;
+            default:                                         /* insert */
+                memmove(buf + pos + 1, buf + pos, len - pos);
+                buf[pos] = c;
+                len++;
+                break;
+            }
+        }
+        policy *p = NULL;
+        char *err = NULL;
+        int rc = policy_load_buffer("m.txt", buf, len, (round & 1) ? links2 : NULL, &p, &err);
+        if (rc == 0) {
+            assert_non_null(p);
+            assert_null(err);
+            (void)policy_lookup(p, "alice@example.org");
+            (void)policy_lookup_sender(p, "x@a.c.test");
+            policy_unref(&p);
+        } else {
+            assert_int_equal(rc, POLICY_EINVALID);
+            assert_null(p);
+            assert_non_null(err);
+            assert_int_equal(strncmp(err, "m.txt:", 6), 0);
+            free(err);
+        }
+    }
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +574,8 @@ int main(void)
         cmocka_unit_test(test_error_cap),
         cmocka_unit_test(test_load_file_and_reload),
         cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_syntax_details),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
