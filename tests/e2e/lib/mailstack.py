@@ -110,7 +110,6 @@ def make_selfsigned_cert(directory, cn="localhost"):
          "-keyout", key, "-out", cert],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         timeout=30)
-    os.chmod(key, 0o644)  # read by Postfix and Dovecot worker users
     return cert, key
 
 
@@ -281,11 +280,13 @@ class MailStack:
 
     Attributes after start(): dir, host, smtp_port, submission_port,
     smtps_port (None without TLS), imap_port, imaps_port (None without
-    TLS), lmtp_port, sasl_socket, cert, key (None without TLS),
+    TLS), lmtp_port, sasl_socket, cert, key (None without TLS), ca (the
+    CA file clients trust, None when the cert is its own anchor),
     postfix_log, dovecot_log.
 
     tls: False (default: no TLS), True (a throwaway self-signed cert made
-    in the stack dir), or (cert_file, key_file) from certs/mkcerts.sh.
+    in the stack dir), or (cert_file, key_file[, ca_file]), e.g.
+    localhost.pem, localhost.key and ca.pem from certs/mkcerts.sh.
     users: dict address -> password replacing USERS (addresses must be in
     `domains`). keep: leave the directory on disk after stop (for
     debugging; its path is printed)."""
@@ -302,7 +303,7 @@ class MailStack:
         self.start_timeout = start_timeout
         self.host = HOST
         self.dir = None
-        self.cert = self.key = None
+        self.cert = self.key = self.ca = None
         self.smtp_port = self.submission_port = self.smtps_port = None
         self.imap_port = self.imaps_port = self.lmtp_port = None
         self._postfix = None
@@ -353,7 +354,11 @@ class MailStack:
         if self.tls is True:
             self.cert, self.key = make_selfsigned_cert(self._mkdir("tls"))
         elif self.tls:
-            self.cert, self.key = self.tls
+            files = tuple(self.tls)
+            if len(files) not in (2, 3):
+                raise MailStackError("tls: expected (cert, key) or (cert, key, ca)")
+            self.cert, self.key = files[0], files[1]
+            self.ca = files[2] if len(files) == 3 else None
 
         ports = free_ports(6)
         (self.smtp_port, self.submission_port, self.imap_port,
@@ -549,7 +554,7 @@ class MailStack:
         """A client SSLContext trusting this stack's certificate."""
         if not self.cert:
             raise MailStackError("stack started without tls")
-        ctx = ssl.create_default_context(cafile=self.cert)
+        ctx = ssl.create_default_context(cafile=self.ca or self.cert)
         return ctx
 
     def send(self, mail_from, rcpts, msg, port=None, host=None,

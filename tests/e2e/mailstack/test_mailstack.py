@@ -198,17 +198,31 @@ class PlainStack(unittest.TestCase):
             self.assertNotIn(b"Subject: refused", m)
 
 
+SRC = os.path.abspath(os.path.join(LIB, "..", "..", ".."))
+
+
 class TlsStack(unittest.TestCase):
-    """A stack with a throwaway self-signed certificate: STARTTLS and
-    implicit TLS on Postfix, IMAPS and IMAP STARTTLS on Dovecot."""
+    """A stack with the project's CA-signed localhost certificate
+    (certs/mkcerts.sh): STARTTLS and implicit TLS on Postfix, IMAPS and IMAP
+    STARTTLS on Dovecot, clients verifying against the CA."""
 
     @classmethod
     def setUpClass(cls):
-        cls.ms = M.MailStack(tls=True)
+        import tempfile
+        cls.certdir = tempfile.mkdtemp(prefix="mailstack-certs-")
+        out = os.path.join(cls.certdir, "c")
+        subprocess.run(["sh", os.path.join(SRC, "certs", "mkcerts.sh"), "-o", out],
+                       check=True, stdout=subprocess.DEVNULL, timeout=60)
+        os.chmod(cls.certdir, 0o755)
+        files = tuple(os.path.join(out, n) for n in
+                      ("localhost.pem", "localhost.key", "ca.pem"))
+        cls.ms = M.MailStack(tls=files)
         cls.ms.start()
 
     @classmethod
     def tearDownClass(cls):
+        import shutil
+        shutil.rmtree(cls.certdir, ignore_errors=True)
         procs = cls.ms.processes()
         cls.ms.stop()
         deadline = time.monotonic() + 10
@@ -243,6 +257,10 @@ class TlsStack(unittest.TestCase):
             self.ms.send("alice@example.org", ["bob@example.org"], msg,
                          starttls=True, ssl_context=wrong)
 
+    def test_ca_is_the_trust_anchor(self):
+        self.assertTrue(self.ms.ca.endswith("ca.pem"))
+        self.assertEqual(self.ms.ssl_context().cert_store_stats()["x509_ca"], 1)
+
     def test_imaps_and_imap_starttls(self):
         msg = M.make_message("alice@example.org", ["dave@example.net"], subject="imaps")
         self.ms.send("alice@example.org", ["dave@example.net"], msg)
@@ -252,6 +270,23 @@ class TlsStack(unittest.TestCase):
                    for m in self.ms.imap_fetch("dave@example.net", tls=mode)
                    if b"Subject: imaps" in m]
             self.assertEqual(got, [msg], mode)
+
+
+class SelfSignedTls(unittest.TestCase):
+    """tls=True: a throwaway self-signed certificate made by the harness."""
+
+    def test_starttls_and_imaps(self):
+        with M.MailStack(tls=True) as ms:
+            self.assertIsNone(ms.ca)
+            msg = M.make_message("alice@example.org", ["erin@sub.example.org"])
+            ms.send("alice@example.org", ["erin@sub.example.org"], msg,
+                    starttls=True, login=ALICE)
+            ms.wait_for_delivery("erin@sub.example.org", 1)
+            got = [M.strip_delivery_headers(m)
+                   for m in ms.imap_fetch("erin@sub.example.org", tls="imaps")]
+            self.assertEqual(got, [msg])
+            procs = ms.processes()
+        assert_gone(self, procs, "self-signed TLS stack")
 
 
 class Sink(unittest.TestCase):
