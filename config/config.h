@@ -336,8 +336,9 @@ struct qumail_config {
     struct qumail_kme_simulator kme_simulator;
     struct qumail_vault vault;
     struct qumail_admin admin;
-    char *policy_file;                /* NULL: no rules, so every recipient
-                                         is refused (policy/README.md) */
+    char *policy_file;                /* NULL: the daemon applies the
+                                         built-in "* action=none" (mail is
+                                         relayed unprotected) */
 };
 
 /* Loads and validates a daemon configuration file. On failure returns a

@@ -188,7 +188,8 @@ int cmd_check(int argc, char **argv)
         if (!policy_path && cfg)
             policy_path = cfg->policy_file;
         if (config_ok && !policy_path && !quiet)
-            printf("%s: note: no policy_file: every recipient is refused\n", config_path);
+            printf("%s: note: no policy_file: the built-in policy '* action=none' "
+                   "relays all mail unprotected\n", config_path);
     }
 
     if (policy_path) {
