@@ -83,7 +83,7 @@ def run_load(host, port, concurrency, size, count=None, seconds=None,
 def default_count(concurrency, size):
     """Messages per run: enough for stable percentiles, bounded in time."""
     if size >= MB:
-        return max(40, 3 * concurrency)
+        return max(100, 3 * concurrency)
     return max(500, 20 * concurrency)
 
 

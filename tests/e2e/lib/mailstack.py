@@ -29,9 +29,9 @@ import sys
 import tempfile
 import time
 
-from procutil import (HOST, HarnessError, Reaper, free_ports, kill_processes,
-                      processes_of, register, still_alive, unregister,
-                      wait_port)
+from procutil import (HOST, DaemonExited, HarnessError, Reaper, free_ports,
+                      kill_processes, processes_of, register, still_alive,
+                      unregister, wait_port)
 from mailmsg import (delivery_headers, make_message, smtp_send,
                      strip_delivery_headers)
 from smtpsink import SinkServer, find_smtp_sink
@@ -302,15 +302,7 @@ class MailStack:
         self.keep = (os.environ.get("MAILSTACK_KEEP") == "1") if keep is None else keep
         self.start_timeout = start_timeout
         self.host = HOST
-        self.dir = None
-        self.cert = self.key = self.ca = None
-        self.smtp_port = self.submission_port = self.smtps_port = None
-        self.imap_port = self.imaps_port = self.lmtp_port = None
-        self._postfix = None
-        self._dovecot = None
-        self._reaper = None
-        self._seen = {}
-        self._sessions = set()
+        self._reset()
         self._stopped = True
 
     # -- life cycle -------------------------------------------------------
@@ -323,19 +315,43 @@ class MailStack:
         self.stop()
         return False
 
-    def start(self):
-        if self.dir is not None:
+    def start(self, attempts=3):
+        """Start Dovecot, then Postfix, and wait until every port answers.
+        A daemon that exits during start-up (a port taken meanwhile by
+        another process) makes it retry with new ports and a new folder, up
+        to `attempts` times."""
+        if not self._stopped:
             raise MailStackError("MailStack already started")
-        self._stopped = False
-        self.dir = tempfile.mkdtemp(prefix="mailstack-")
-        register(self)
-        try:
-            self._start()
-        except BaseException:
-            self._dump_logs_on_failure()
-            self.stop()
-            raise
-        return self
+        for attempt in range(1, attempts + 1):
+            self._reset()
+            self._stopped = False
+            self.dir = tempfile.mkdtemp(prefix="mailstack-")
+            register(self)
+            try:
+                self._start()
+                return self
+            except DaemonExited:
+                if attempt == attempts:
+                    self._dump_logs_on_failure()
+                    self.stop()
+                    raise
+                self.stop()
+            except BaseException:
+                self._dump_logs_on_failure()
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _reset(self):
+        self.dir = None
+        self.cert = self.key = self.ca = None
+        self.smtp_port = self.submission_port = self.smtps_port = None
+        self.imap_port = self.imaps_port = self.lmtp_port = None
+        self._postfix = None
+        self._dovecot = None
+        self._reaper = None
+        self._seen = {}
+        self._sessions = set()
 
     def _start(self):
         os.chmod(self.dir, 0o755)

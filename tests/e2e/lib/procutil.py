@@ -6,6 +6,7 @@ Python 3 standard library only; Linux (/proc)."""
 
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,12 +22,68 @@ class HarnessError(RuntimeError):
     """A harness server could not be started or misbehaved."""
 
 
+class DaemonExited(HarnessError):
+    """A server exited while we waited for it to listen (for example because
+    another process took its port first)."""
+
+
+# Ports are picked below the kernel's ephemeral range, so that neither the
+# outgoing connections of any process nor another test binding port 0 can
+# take one between our pick and the daemon's bind.
+_PORT_FLOOR = 20000
+_handed_out = set()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_is_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # as the daemons do: SO_REUSEADDR, so TIME_WAIT leftovers don't count
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((HOST, port))
+        s.listen(1)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def free_ports(count):
     """Return `count` distinct free TCP ports on 127.0.0.1.
 
-    All sockets are bound (port 0) at once before any is released, so the
-    ports are distinct; another process may still take one before the
-    caller binds it, which the start-up check reports."""
+    Ports are chosen at random below the ephemeral port range (20000 up to
+    ip_local_port_range's low end), checked by binding them, and never
+    handed out twice by this process. Another harness process may still
+    pick the same port before the daemon binds it; MailStack.start()
+    retries with new ports when a daemon fails to start."""
+    low = _ephemeral_low()
+    if low - _PORT_FLOOR < 1000:
+        return _kernel_ports(count)
+    rng = random.SystemRandom()
+    ports = []
+    for _ in range(count * 50):
+        if len(ports) == count:
+            break
+        port = rng.randrange(_PORT_FLOOR, low)
+        if port in _handed_out or port in ports or not _port_is_free(port):
+            continue
+        ports.append(port)
+    if len(ports) < count:
+        raise HarnessError("no free loopback ports in %d..%d" % (_PORT_FLOOR, low))
+    _handed_out.update(ports)
+    return ports
+
+
+def _kernel_ports(count):
+    """Ports the kernel picks (port 0), all bound at once so they differ."""
     socks = []
     try:
         for _ in range(count):
@@ -120,13 +177,13 @@ def wait_port(port, timeout, expect=None, host=HOST, proc=None, what="service"):
     last = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise HarnessError("%s exited with status %s during start-up"
+            raise DaemonExited("%s exited with status %s during start-up"
                                  % (what, proc.returncode))
         try:
             with socket.create_connection((host, port), timeout=2) as s:
                 if expect is None:
                     return
-                s.settimeout(5)
+                s.settimeout(1)
                 greeting = s.recv(512)
                 if greeting.startswith(expect):
                     return

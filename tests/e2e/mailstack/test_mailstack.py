@@ -341,6 +341,41 @@ class Sink(unittest.TestCase):
                 sink.send("a@example.com", ["b@example.com"], self.msg)
 
 
+class PortClash(unittest.TestCase):
+    """A port taken by someone else before Dovecot binds it: start() retries
+    with new ports."""
+
+    def test_start_retries_with_new_ports(self):
+        import socket
+        squatter = socket.socket()
+        squatter.bind((M.HOST, 0))
+        squatter.listen(1)
+        taken = squatter.getsockname()[1]
+        real = M.free_ports
+        calls = []
+
+        def clashing(count):
+            ports = real(count)
+            if not calls:
+                ports[2] = taken  # the IMAP port
+            calls.append(list(ports))
+            return ports
+
+        M.free_ports = clashing
+        try:
+            with M.MailStack() as ms:
+                self.assertEqual(len(calls), 2)
+                self.assertNotEqual(ms.imap_port, taken)
+                msg = M.make_message("alice@example.org", ["bob@example.org"])
+                ms.send("alice@example.org", ["bob@example.org"], msg)
+                self.assertEqual(ms.wait_for_delivery("bob@example.org", 1, strip=True), [msg])
+                procs = ms.processes()
+        finally:
+            M.free_ports = real
+            squatter.close()
+        assert_gone(self, procs, "retried stack")
+
+
 _CHILD = r"""
 import os, sys, time, json
 sys.dont_write_bytecode = True
