@@ -271,6 +271,22 @@ service auth {{
 protocol lmtp {{
   postmaster_address = postmaster@example.org
 }}
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Drafts {{
+    special_use = \\Drafts
+    auto = subscribe
+  }}
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = subscribe
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+    auto = subscribe
+  }}
+}}
 """
 
 
@@ -597,7 +613,7 @@ class MailStack:
     def _mail_paths(self, user, mailbox="INBOX"):
         base = self.maildir(user)
         if mailbox.upper() != "INBOX":
-            base = os.path.join(base, "." + mailbox)
+            base = os.path.join(base, "." + mailbox.replace("/", "."))
         paths = []
         for sub in ("new", "cur"):
             d = os.path.join(base, sub)
@@ -658,11 +674,12 @@ class MailStack:
                        self.postfix_log_text()[-3000:]))
             time.sleep(0.05)
 
-    def imap_fetch(self, user, password=None, mailbox="INBOX", tls=None,
-                   timeout=30, port=None, host=None):
-        """Log in over IMAP (plain, or implicit TLS with tls="imaps" /
-        STARTTLS with tls="starttls"), fetch every message of `mailbox`
-        with BODY.PEEK[] and return them as bytes, in UID order."""
+    def imap_login(self, user, password=None, tls=None, timeout=30,
+                   port=None, host=None):
+        """A logged-in imaplib connection (plain; tls="imaps" for implicit
+        TLS, tls="starttls" for STARTTLS); the caller calls logout().
+        port/host: connect elsewhere (e.g. an IMAP proxy in front of this
+        Dovecot); defaults are Dovecot's imap or imaps port."""
         if password is None:
             password = self.users[user]
         host = host or self.host
@@ -672,21 +689,51 @@ class MailStack:
                                      timeout=timeout)
         else:
             conn = imaplib.IMAP4(host, port or self.imap_port, timeout=timeout)
+        try:
             if tls == "starttls":
                 conn.starttls(ssl_context=self.ssl_context())
-        try:
             conn.login(user, password)
-            typ, _ = conn.select(mailbox, readonly=True)
+        except BaseException:
+            try:
+                conn.shutdown()
+            except OSError:
+                pass
+            raise
+        return conn
+
+    def imap_fetch(self, user, password=None, mailbox="INBOX", tls=None,
+                   timeout=30, port=None, host=None):
+        """Log in over IMAP (see imap_login), fetch every message of
+        `mailbox` with UID FETCH 1:* BODY.PEEK[] and return them as bytes,
+        in UID order (no flags change)."""
+        conn = self.imap_login(user, password, tls, timeout, port, host)
+        try:
+            typ, data = conn.select(mailbox, readonly=True)
             if typ != "OK":
-                raise MailStackError("IMAP SELECT %s failed" % mailbox)
+                raise MailStackError("IMAP SELECT %s failed: %r" % (mailbox, data))
+            if int(data[0]) == 0:
+                return []
             typ, data = conn.uid("FETCH", "1:*", "(BODY.PEEK[])")
             if typ != "OK":
                 raise MailStackError("IMAP FETCH failed: %r" % data)
-            msgs = []
-            for item in data:
-                if isinstance(item, tuple):
-                    msgs.append(item[1])
-            return msgs
+            return [item[1] for item in data if isinstance(item, tuple)]
+        finally:
+            try:
+                conn.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+
+    def imap_append(self, user, msg, mailbox="INBOX", flags="", password=None):
+        """Store `msg` (bytes, CRLF) in `mailbox` with IMAP APPEND, as a
+        client saving to Sent or Drafts does; returns the new UID (from
+        APPENDUID), or None. It is stored as given: no delivery headers."""
+        conn = self.imap_login(user, password)
+        try:
+            typ, data = conn.append(mailbox, flags or None, None, msg)
+            if typ != "OK":
+                raise MailStackError("IMAP APPEND failed: %r" % data)
+            m = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+            return int(m.group(1)) if m else None
         finally:
             try:
                 conn.logout()

@@ -111,6 +111,22 @@ class PlainStack(unittest.TestCase):
         self.assertEqual(len(fetched), 1)
         self.assertEqual(M.strip_delivery_headers(fetched[0]), msg)
 
+    def test_imap_append_to_sent(self):
+        msg = M.make_message("alice@example.org", ["bob@example.org"], subject="sent copy")
+        uid = self.ms.imap_append("alice@example.org", msg, mailbox="Sent", flags="(\\Seen)")
+        self.assertIsInstance(uid, int)
+        self.assertEqual(self.ms.mailbox_files("alice@example.org", "Sent"), [msg])
+        self.assertEqual(self.ms.imap_fetch("alice@example.org", mailbox="Sent"), [msg])
+        self.assertEqual(self.ms.imap_fetch("alice@example.org", mailbox="Drafts"), [])
+        conn = self.ms.imap_login("alice@example.org")
+        try:
+            typ, data = conn.list()
+        finally:
+            conn.logout()
+        listing = b"\n".join(data)
+        for special in (b"\\Sent", b"\\Drafts", b"\\Trash"):
+            self.assertIn(special, listing)
+
     def test_imap_wrong_password_fails(self):
         with self.assertRaises(imaplib.IMAP4.error):
             self.ms.imap_fetch("carol@example.net", "wrong-password")
