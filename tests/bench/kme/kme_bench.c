@@ -12,7 +12,8 @@
  *
  * usage: kme_bench --url-a URL --url-b URL --certs DIR [--master SAE]
  *        [--slave SAE] [--server-pid PID] [--clients 1,16,64]
- *        [--seconds S] [--warmup S] [--bits N] [--threads T] */
+ *        [--seconds S] [--warmup S] [--bits N] [--threads T]
+ *        [--only status|delivery] */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ struct opts {
     double seconds, warmup;
     uint64_t bits;
     int threads;
+    bool no_status, no_delivery;
 };
 
 enum mode { MODE_STATUS, MODE_DELIVERY };
@@ -363,7 +365,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: kme_bench --url-a URL --url-b URL --certs DIR [--master SAE] "
                     "[--slave SAE] [--server-pid PID] [--clients 1,16,64] [--seconds S] "
-                    "[--warmup S] [--bits N] [--threads T]\n");
+                    "[--warmup S] [--bits N] [--threads T] [--only status|delivery]\n");
     exit(2);
 }
 
@@ -377,7 +379,8 @@ int main(int argc, char **argv)
         {"url-a", 1, NULL, 'a'}, {"url-b", 1, NULL, 'b'}, {"certs", 1, NULL, 'c'},
         {"master", 1, NULL, 'm'}, {"slave", 1, NULL, 's'}, {"server-pid", 1, NULL, 'p'},
         {"clients", 1, NULL, 'n'}, {"seconds", 1, NULL, 'S'}, {"warmup", 1, NULL, 'W'},
-        {"bits", 1, NULL, 'B'}, {"threads", 1, NULL, 'T'}, {NULL, 0, NULL, 0},
+        {"bits", 1, NULL, 'B'}, {"threads", 1, NULL, 'T'}, {"only", 1, NULL, 'O'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
@@ -392,6 +395,12 @@ int main(int argc, char **argv)
         case 'W': o.warmup = atof(optarg); break;
         case 'B': o.bits = strtoull(optarg, NULL, 10); break;
         case 'T': o.threads = atoi(optarg); break;
+        case 'O':
+            o.no_status = strcmp(optarg, "delivery") == 0;
+            o.no_delivery = strcmp(optarg, "status") == 0;
+            if (!o.no_status && !o.no_delivery)
+                usage();
+            break;
         case 'n': {
             o.nclients = 0;
             char *save = NULL;
@@ -418,8 +427,10 @@ int main(int argc, char **argv)
            "p50_ms", "p99_ms", "srvRSS_kB", "srvHWM_kB", "cli_cpu", "srv_cpu", "conns",
            "http_reqs", "errors");
     for (int i = 0; i < o.nclients; i++) {
-        run_level(&o, MODE_STATUS, o.clients[i]);
-        run_level(&o, MODE_DELIVERY, o.clients[i]);
+        if (!o.no_status)
+            run_level(&o, MODE_STATUS, o.clients[i]);
+        if (!o.no_delivery)
+            run_level(&o, MODE_DELIVERY, o.clients[i]);
     }
     return 0;
 }
