@@ -208,7 +208,6 @@ static void client_command(struct sl_client *c, const char *fmt, ...)
 
 static void client_start_message(struct sl_client *c)
 {
-    c->in_message = true;
     c->seq++;
     c->rcpt_index = 0;
     c->msg_start_ns = uv_hrtime();
@@ -262,12 +261,16 @@ static void client_enter(struct sl_client *c, enum client_state next)
     }
 }
 
-/* After a message ended (accepted or refused): next one, or QUIT. */
+/* After EHLO or a message's end: claim the next message (it is in flight
+ * from here on, so a failing RSET fails it) or QUIT. */
 static void client_next(struct sl_client *c, bool need_rset)
 {
-    if (!sl_run_claim(c->run))
+    if (!sl_run_claim(c->run)) {
         client_enter(c, CS_QUIT);
-    else if (need_rset)
+        return;
+    }
+    c->in_message = true;
+    if (need_rset)
         client_enter(c, CS_RSET);
     else
         client_enter(c, CS_MAIL);

@@ -67,6 +67,15 @@ class SmtpLoadSmoke(unittest.TestCase):
         self.assertEqual((res["accepted"], res["failed"]), (0, 6))
         self.assertEqual(res["errors_by_kind"]["io"], 6)
 
+    def test_every_message_is_accounted_for(self):
+        # 421 on RSET: the message claimed before RSET fails, the connection
+        # is re-opened, and accepted + failed is still the count.
+        with M.SinkServer(disconnect_421=["RSET"], capture=False) as sink:
+            res = bench.run_load(sink.host, sink.port, 3, 1024, count=20)
+        self.assertEqual(res["accepted"] + res["failed"], 20)
+        self.assertGreater(res["accepted"], 0)
+        self.assertEqual(res["errors_by_kind"]["rset"], res["failed"])
+
 
 if __name__ == "__main__":
     if os.geteuid() != 0:
