@@ -186,6 +186,8 @@ static void on_timeout(uv_timer_t *t)
 
 /* Sends one command line (CRLF added) and waits for its reply. */
 static void client_command(struct sl_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void client_command(struct sl_client *c, const char *fmt, ...)
 {
     char buf[600];
     va_list ap;
