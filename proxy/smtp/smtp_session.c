@@ -101,7 +101,8 @@ smtp_session *smtp_session_new(uv_loop_t *loop, net_conn *conn,
     net_conn_set_max_input(conn, s->cfg.max_line_length > 65536 ? s->cfg.max_line_length
                                                                  : 65536);
     net_conn_set_timeout(conn, s->cfg.command_timeout_ms);
-    net_conn_pause(conn);
+    /* Input before the greeting stays buffered: process_input ignores it
+     * until the state allows commands (no pause: TLS must handshake). */
     qlog_info("smtp %s: connect from %s on %s", s->id, s->peer, s->listener);
 
     char *err = NULL;
@@ -458,7 +459,8 @@ static void send_greeting(smtp_session *s)
 {
     smtp_enter_state(s, SMTP_STATE_HELO);
     smtp_reply(s, "220 %s ESMTP qumail", s->hostname);
-    smtp_resume(s);
+    s->waiting = false;
+    process_input(s); /* anything sent early */
 }
 
 static void session_handle_event(smtp_session *s, enum net_event ev)

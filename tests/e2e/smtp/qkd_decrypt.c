@@ -48,6 +48,8 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "inspect: %s: %s\n", mime_strerror(rc), err ? err : "");
         free(err);
+        mime_info_free(&info);
+        fclose(tmp);
         return 1;
     }
     size_t count = mime_info_key_count(info);
@@ -61,6 +63,9 @@ int main(int argc, char **argv)
     if (rc != KME_OK) {
         fprintf(stderr, "dec_keys: %s: %s\n", kme_client_strerror(rc), err ? err : "");
         free(err);
+        free(ids);
+        mime_info_free(&info);
+        fclose(tmp);
         return 1;
     }
     lseek(fd, 0, SEEK_SET);
@@ -68,6 +73,10 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "decrypt: %s: %s\n", mime_strerror(rc), err ? err : "");
         free(err);
+        kme_keys_free(&keys);
+        free(ids);
+        mime_info_free(&info);
+        fclose(tmp);
         return 1;
     }
     fprintf(stderr, "decrypted with %zu key(s), algorithm %s\n", count,
