@@ -252,6 +252,88 @@ static void handle_enc_keys(struct kme *k, struct http_conn *hc,
 
 /* ---- dec_keys ------------------------------------------------------------- */
 
+enum { DEC_OK, DEC_MISSING, DEC_UNAUTHORIZED };
+
+/* 401 when any key exists but was not given to the caller (clause 5.4);
+ * else "missing" when any key is unknown, expired or of another master. */
+static int dec_check(struct kme *k, const char *caller, const char *master,
+                     const struct etsi014_key_ids *ids)
+{
+    uint64_t now = kme_now_ms();
+    bool unauthorized = false, missing = false;
+    for (size_t i = 0; i < ids->count; i++) {
+        struct kme_held *h = kme_held_find(&k->held, ids->key_ids[i]);
+        if (h == NULL || (h->expires_ms != 0 && h->expires_ms <= now))
+            missing = true;
+        else if (kme_held_slave_index(h, caller) < 0)
+            unauthorized = true;
+        else if (strcmp(h->master, master) != 0)
+            missing = true;
+    }
+    return unauthorized ? DEC_UNAUTHORIZED : missing ? DEC_MISSING : DEC_OK;
+}
+
+/* dec_keys requests waiting for their keys to arrive over the link (the
+ * handover race: the master SAE may pass key IDs on before its KME's
+ * reservation reached this KME). Answered as soon as every key is here, or
+ * with the spec's 400 after dec_keys_wait. */
+struct kme_parked {
+    struct kme_parked *next;
+    struct http_conn *hc;
+    char *caller, *master;
+    struct etsi014_key_ids ids;
+    uint64_t deadline;         /* uv_now() */
+};
+
+#define MAX_PARKED 4096
+
+static void dec_finish(struct kme *k, struct http_conn *hc, const char *caller,
+                       const char *master, struct etsi014_key_ids *idsp);
+
+static int park(struct kme *k, struct http_conn *hc, const char *caller,
+                const char *master, struct etsi014_key_ids *ids)
+{
+    struct kme_parked *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return -1;
+    p->caller = strdup(caller);
+    p->master = strdup(master);
+    if (p->caller == NULL || p->master == NULL) {
+        free(p->caller);
+        free(p->master);
+        free(p);
+        return -1;
+    }
+    p->hc = hc;
+    p->ids = *ids;
+    memset(ids, 0, sizeof(*ids));
+    p->deadline = uv_now(k->loop) + k->cfg.dec_wait_ms;
+    p->next = k->parked;
+    k->parked = p;
+    k->parked_count++;
+    return 0;
+}
+
+void kme_api_wake(struct kme *k, bool all)
+{
+    uint64_t now = uv_now(k->loop);
+    struct kme_parked **pp = &k->parked;
+    while (*pp != NULL) {
+        struct kme_parked *p = *pp;
+        if (!all && now < p->deadline &&
+            dec_check(k, p->caller, p->master, &p->ids) == DEC_MISSING) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        k->parked_count--;
+        dec_finish(k, p->hc, p->caller, p->master, &p->ids);
+        free(p->caller);
+        free(p->master);
+        free(p);
+    }
+}
+
 static void handle_dec_keys(struct kme *k, struct http_conn *hc,
                             const struct kme_request *req, bool get,
                             const char *query, size_t query_len,
@@ -270,20 +352,25 @@ static void handle_dec_keys(struct kme *k, struct http_conn *hc,
                     "invalid key IDs");
         return;
     }
-    uint64_t now = kme_now_ms();
-    bool unauthorized = false, missing = false;
-    for (size_t i = 0; i < ids.count; i++) {
-        struct kme_held *h = kme_held_find(&k->held, ids.key_ids[i]);
-        if (h == NULL || (h->expires_ms != 0 && h->expires_ms <= now))
-            missing = true;
-        else if (kme_held_slave_index(h, caller) < 0)
-            unauthorized = true;
-        else if (strcmp(h->master, master) != 0)
-            missing = true;
-    }
-    if (unauthorized || missing) {
+    int c = dec_check(k, caller, master, &ids);
+    if (c == DEC_MISSING && k->cfg.dec_wait_ms > 0 && !k->stopping &&
+        k->parked_count < MAX_PARKED && park(k, hc, caller, master, &ids) == 0)
+        return; /* answered when the keys arrive or the wait ends */
+    dec_finish(k, hc, caller, master, &ids);
+}
+
+/* Answers a dec_keys request whose key IDs are decoded (ids is cleared). */
+static void dec_finish(struct kme *k, struct http_conn *hc, const char *caller,
+                       const char *master, struct etsi014_key_ids *idsp)
+{
+    struct etsi014_key_ids ids = *idsp;
+    memset(idsp, 0, sizeof(*idsp));
+    int c = dec_check(k, caller, master, &ids);
+    if (c != DEC_OK || k->stopping) {
         etsi014_key_ids_clear(&ids);
-        if (unauthorized)
+        if (k->stopping)
+            kme_http_error(hc, 503, "the KME is shutting down");
+        else if (c == DEC_UNAUTHORIZED)
             kme_http_error(hc, 401, "the calling SAE was not given one or "
                                     "more of the keys requested");
         else

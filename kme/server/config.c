@@ -21,6 +21,7 @@ static void cfg_defaults(struct kme_cfg *c)
     c->max_sae_id_count = 8;
     c->rate_bps = 1000000;
     c->key_expiry_ms = 0;
+    c->dec_wait_ms = 1000;
     c->sync_full = true;
     c->idle_timeout_ms = 60000;
     c->max_body = 64 * 1024;
@@ -89,6 +90,7 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     c->rate_bps = (uint64_t)rate;
     qcfg_duration(qcfg_member(o, "key_expiry", 0), 0, UINT64_C(1) << 50,
                   &c->key_expiry_ms);
+    qcfg_duration(qcfg_member(o, "dec_keys_wait", 0), 0, 60000, &c->dec_wait_ms);
     static const char *const syncs[] = {"normal", "full", NULL};
     int sync = c->sync_full ? 1 : 0;
     qcfg_enum(qcfg_member(o, "sqlite_synchronous", 0), syncs, &sync);

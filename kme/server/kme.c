@@ -235,6 +235,8 @@ static void expire_held(struct kme *k)
                     return;
                 for (size_t j = 0; j < h->slave_count; j++) {
                     struct kme_op *op = kme_batch_op(b, KME_OP_HELD_DEL);
+                    if (op == NULL) /* cannot happen after the reserve */
+                        return;
                     memcpy(op->key_id, h->key_id, sizeof(op->key_id));
                     op->slave = h->slaves[j];
                     h->slaves[j] = NULL;
@@ -259,6 +261,7 @@ static void sweep_tick(uv_timer_t *t)
     if (k->failed || k->stopping)
         return;
     expire_held(k);
+    kme_api_wake(k, false);
     kme_link_tick(k);
 }
 
@@ -379,6 +382,7 @@ void kme_stop(struct kme *k)
     k->stopping = true;
     net_listener_close(&k->api_listener);
     net_listener_close(&k->link_listener);
+    kme_api_wake(k, true);
     kme_http_close_all(k);
     kme_link_close_all(k);
     if (k->timers_open > 0) {

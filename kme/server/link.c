@@ -565,8 +565,10 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
                 return;
             }
         }
-        if (changed)
+        if (changed) {
             kme_flush(k);
+            kme_api_wake(k, false);
+        }
         return;
     }
     case NET_EV_CONNECTED:

@@ -42,6 +42,7 @@ struct kme_cfg {
     int64_t max_key_per_request, max_key_count, max_sae_id_count;
     uint64_t rate_bps;          /* secret key rate, bits per second */
     uint64_t key_expiry_ms;     /* held keys; 0: never expire */
+    uint64_t dec_wait_ms;       /* dec_keys wait for keys in transit */
     bool sync_full;             /* PRAGMA synchronous=FULL (else NORMAL) */
     uint64_t idle_timeout_ms;
     uint64_t max_body;          /* request body limit, bytes */
@@ -208,6 +209,7 @@ struct kme;
 struct http_conn;
 struct link_out;
 struct link_in;
+struct kme_parked;
 
 struct kme {
     struct kme_server *server;
@@ -242,6 +244,8 @@ struct kme {
     struct link_out *lo;
     struct link_in *li;          /* the verified incoming link */
     struct link_in *li_all;      /* every incoming link connection */
+    struct kme_parked *parked;   /* dec_keys waiting for keys (api.c) */
+    size_t parked_count;
     struct http_conn *conns;     /* list of open HTTPS connections */
     size_t conn_count;
     uint64_t next_conn_id;
@@ -306,6 +310,9 @@ void kme_http_hold(struct http_conn *hc);
 
 void kme_api_handle(struct kme *k, struct http_conn *hc,
                     const struct kme_request *req);
+/* Re-examines parked dec_keys requests (after keys arrived, on the sweep
+ * timer); all: answer every one now (stopping). */
+void kme_api_wake(struct kme *k, bool all);
 
 /* ---- link (link.c) ------------------------------------------------------ */
 

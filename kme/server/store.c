@@ -48,13 +48,14 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_HELD_DEL] = "DELETE FROM held WHERE key_id = ?1 AND slave = ?2",
     [S_META_SET] = "INSERT INTO meta(name, value) VALUES(?1, ?2) "
                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-    [S_OUT_TRIM] = "DELETE FROM out_pool WHERE end <= ?1",
+    /* "off < ?1" lets SQLite walk only the consumed rows (rowid range). */
+    [S_OUT_TRIM] = "DELETE FROM out_pool WHERE off < ?1 AND end <= ?1",
     [S_OUT_CUT] = "UPDATE out_pool SET data = substr(data, ?1 - off + 1), "
                   "off = ?1 WHERE off < ?1 AND end > ?1",
-    [S_IN_TRIM] = "DELETE FROM in_pool WHERE end <= ?1",
+    [S_IN_TRIM] = "DELETE FROM in_pool WHERE off < ?1 AND end <= ?1",
     [S_IN_CUT] = "UPDATE in_pool SET data = substr(data, ?1 - off + 1), "
                  "off = ?1 WHERE off < ?1 AND end > ?1",
-    [S_OUTBOX_TRIM] = "DELETE FROM outbox WHERE off + len <= ?1",
+    [S_OUTBOX_TRIM] = "DELETE FROM outbox WHERE off < ?1 AND off + len <= ?1",
 };
 
 static const char schema[] =
@@ -105,7 +106,7 @@ int kme_store_open(const char *path, bool sync_full, struct kme_store **st_r,
     if (rc == SQLITE_OK &&
         asprintf(&sql,
                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
-                 "PRAGMA secure_delete=ON; %s",
+                 "PRAGMA secure_delete=ON; PRAGMA cache_size=-16384; %s",
                  sync_full ? "FULL" : "NORMAL", schema) < 0)
         rc = SQLITE_NOMEM;
     if (rc == SQLITE_OK)
