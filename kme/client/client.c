@@ -376,8 +376,8 @@ static void op_all_done(struct op *op)
 
 /* ---- sub-requests ------------------------------------------------------- */
 
-static void sub_done(struct kme_http_req *req, int error, int status, const char *body,
-                     size_t len, const char *detail, void *arg);
+static void sub_done(int error, int status, const char *body, size_t len,
+                        const char *detail, void *arg);
 
 static int sub_send(struct sub *s)
 {
@@ -475,10 +475,9 @@ static int sub_check(struct sub *s, const char **why_r)
     return 0;
 }
 
-static void sub_done(struct kme_http_req *req, int error, int status, const char *body,
-                     size_t len, const char *detail, void *arg)
+static void sub_done(int error, int status, const char *body, size_t len,
+                        const char *detail, void *arg)
 {
-    (void)req;
     struct sub *s = arg;
     struct op *op = s->op;
     s->req = NULL;
@@ -661,10 +660,9 @@ static int decode_status(int error, int status, const char *body, size_t len,
 }
 
 /* Answer to the status op (kme_client_status). */
-static void status_done(struct kme_http_req *req, int error, int status, const char *body,
-                        size_t len, const char *detail, void *arg)
+static void status_done(int error, int status, const char *body, size_t len,
+                        const char *detail, void *arg)
 {
-    (void)req;
     struct op *op = arg;
     op->status_req = NULL;
     struct etsi014_status st = {0};
@@ -729,10 +727,9 @@ static void fetch_free(struct fetch *f)
     free(f);
 }
 
-static void fetch_done(struct kme_http_req *req, int error, int status, const char *body,
-                       size_t len, const char *detail, void *arg)
+static void fetch_done(int error, int status, const char *body, size_t len,
+                        const char *detail, void *arg)
 {
-    (void)req;
     struct fetch *f = arg;
     kme_client *cl = f->client;
     f->req = NULL;

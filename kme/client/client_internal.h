@@ -121,9 +121,8 @@ struct kme_http_req;
 /* Completion of one HTTP exchange. error is KME_OK when an HTTP response
  * was received (any status); body/len valid during the call only (wiped
  * afterwards). detail: transport error text when error != 0. */
-typedef void (*kme_http_done_cb)(struct kme_http_req *req, int error, int status,
-                                 const char *body, size_t len, const char *detail,
-                                 void *arg);
+typedef void (*kme_http_done_cb)(int error, int status, const char *body, size_t len,
+                                 const char *detail, void *arg);
 
 struct kme_pool_config {
     const struct kme_url *url;

@@ -129,7 +129,7 @@ static bool req_complete(kme_pool *p, struct kme_http_req *r, int error, int sta
     bool gone = false;
     bool *outer = p->gone;
     p->gone = &gone;
-    done(r, error, status, body != NULL ? body : "", len, detail, arg);
+    done(error, status, body != NULL ? body : "", len, detail, arg);
     if (gone) {
         if (outer != NULL)
             *outer = true;
@@ -542,7 +542,7 @@ void kme_pool_free(kme_pool **pp)
         kme_http_done_cb done = r->done;
         void *arg = r->arg;
         req_free(r);
-        done(r, KME_ECANCELLED, 0, "", 0, "cancelled: the client was freed", arg);
+        done(KME_ECANCELLED, 0, "", 0, "cancelled: the client was freed", arg);
     }
 }
 

@@ -13,6 +13,9 @@ bodies, hangs, dropped connections), chosen by the SAE ID in the path:
   close    closes the connection without answering
   flaky    status: 401 (non-JSON); dec_keys: 404 twice per key_ID, then
            the key (the handover race as some peers report it)
+  stale    keep-alive that is not: the second request on a connection is
+           met with a close and no answer (an idle-timeout race); status:
+           401, dec_keys: the keys
 
 Run as a module (python3 peer.py CERTDIR) it prints its port and serves.
 """
@@ -43,6 +46,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def handle_any(self):
+        self.requests_here = getattr(self, "requests_here", 0) + 1
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         parts = self.path.split("?")[0].split("/")
@@ -67,6 +71,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return None
+        if sae == "stale":
+            if self.requests_here > 1:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return None
+            if endpoint == "status":
+                return self.reply(401, "go away", "text/plain")
+            ids = [k["key_ID"] for k in json.loads(body)["key_IDs"]]
+            keys = [{"key_ID": i, "key": base64.b64encode(bytes(16)).decode()} for i in ids]
+            return self.reply(200, json.dumps({"keys": keys}))
         if sae == "flaky":
             if endpoint == "status":
                 return self.reply(401, "go away", "text/plain")

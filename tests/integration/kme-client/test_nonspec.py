@@ -95,6 +95,10 @@ def main():
                                         UUID2, "--show-keys"), 0)
         if out.get("keys", [{}])[0].get("key") != "A" * 43 + "=":
             failures.append("--show-keys key text")
+        out = expect("stale keep-alive connection: request replayed on a new one",
+                     run(certs, port, "dec", "--master", "stale", "--key-id", UUID1), 0)
+        if out.get("total_bits") != 128:
+            failures.append("stale: keys")
         expect("untrusted KME certificate",
                run(certs, port, "status", "--slave", "e404", ca="other-ca.pem"), 1, "KME_ETLS")
         expect("wrong KME ID", run(certs, port, "status", "--slave", "e404", "--kme-id", "kme-b"),
