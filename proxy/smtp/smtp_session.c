@@ -208,7 +208,7 @@ void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *tex
     }
     if (qlog_get_level() >= QLOG_DEBUG) {
         bool secret = s->state == SMTP_STATE_AUTH;
-        qlog_debug("smtp %s: >>> %d %s %s", s->id, code, enh ? enh : "",
+        qlog_debug("smtp %s: >>> %d%s%s %s", s->id, code, enh ? " " : "", enh ? enh : "",
                    secret ? "<redacted>" : (text ? text : ""));
     }
 }

@@ -180,6 +180,16 @@ class ProxyStack:
             if self.kme_url is None:
                 wait_port(self.kme_ports[0], 20, None, proc=self.proc, what="KME simulator")
                 wait_port(self.kme_ports[1], 20, None, proc=self.proc, what="KME simulator")
+                # keys flow once the two simulated KMEs linked up
+                deadline = time.time() + 20
+                while time.time() < deadline:
+                    log = self.log_text()
+                    if ("KME_A: link to KME_B up" in log and "KME_B: link to KME_A up" in log):
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise RuntimeError("the simulated KMEs did not link up")
+                time.sleep(0.2)
         except BaseException:
             sys.stderr.write(self.log_text()[-4000:])
             self.stop()
