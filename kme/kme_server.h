@@ -43,6 +43,30 @@ int kme_server_config_parse(const char *name, const char *base_dir,
                             kme_server_config **cfg_r, char **error_r);
 void kme_server_config_free(kme_server_config **cfg);
 
+/* Builds the two-KME in-process configuration (the proxy's embedded
+ * simulator) from parameters instead of a file; the same validation
+ * applies. NULL strings and zero numbers take the defaults of
+ * kme/README.md. Errors name "embedded-kme-simulator" and the key. */
+struct kme_server_kme_params {
+    const char *kme_id;        /* required */
+    const char *host;          /* numeric listen address; "127.0.0.1" */
+    uint16_t port;             /* 014 HTTPS port; 0: any free port */
+    uint16_t link_port;        /* link port; 0: any free port */
+    const char *cert_file;     /* required: CN = kme_id */
+    const char *key_file;      /* required */
+    const char *database;      /* required: one SQLite file per KME */
+};
+struct kme_server_pair_params {
+    struct kme_server_kme_params a, b;
+    const char *ca_file;       /* required: verifies SAE and KME certs */
+    uint64_t secret_key_rate;  /* bits/s */
+    int64_t max_key_count, key_size, min_key_size, max_key_size;
+    int64_t max_key_per_request;
+    uint64_t key_expiry_ms;    /* 0: default (never) */
+};
+int kme_server_config_pair(const struct kme_server_pair_params *p,
+                           kme_server_config **cfg_r, char **error_r);
+
 /* Number of KMEs in the configuration and the i-th one's ID. */
 size_t kme_server_config_count(const kme_server_config *cfg);
 const char *kme_server_config_kme_id(const kme_server_config *cfg, size_t i);

@@ -1,6 +1,8 @@
 /* The simulator's configuration file, read with the project's qcfg reader
  * (errors FILE:LINE:COL with the key; unknown keys are errors). The keys
  * and their defaults are documented in kme/README.md. */
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,4 +270,74 @@ size_t kme_server_config_count(const kme_server_config *cfg)
 const char *kme_server_config_kme_id(const kme_server_config *cfg, size_t i)
 {
     return i < cfg->count ? cfg->kmes[i].kme_id : NULL;
+}
+
+/* ---- programmatic two-KME configuration -------------------------------- */
+
+static json_t *pair_kme(const struct kme_server_kme_params *k,
+                        const struct kme_server_pair_params *p,
+                        const char *peer_id)
+{
+    json_t *o = json_pack("{s:s?, s:s, s:i, s:{s:s?, s:s?, s:s?}, s:s?, "
+                          "s:{s:i, s:s?}}",
+                          "kme_id", k->kme_id,
+                          "host", k->host != NULL ? k->host : "127.0.0.1",
+                          "port", (int)k->port,
+                          "tls", "cert", k->cert_file, "key", k->key_file,
+                          "ca", p->ca_file,
+                          "database", k->database,
+                          "link", "port", (int)k->link_port,
+                          "peer_kme_id", peer_id);
+    if (o == NULL)
+        return NULL;
+    struct {
+        const char *name;
+        int64_t v;
+    } nums[] = {
+        {"secret_key_rate", (int64_t)p->secret_key_rate},
+        {"max_key_count", p->max_key_count},
+        {"key_size", p->key_size},
+        {"min_key_size", p->min_key_size},
+        {"max_key_size", p->max_key_size},
+        {"max_key_per_request", p->max_key_per_request},
+    };
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        if (nums[i].v != 0)
+            json_object_set_new(o, nums[i].name, json_integer(nums[i].v));
+    }
+    if (p->key_expiry_ms != 0) {
+        char d[32];
+        snprintf(d, sizeof(d), "%llums", (unsigned long long)p->key_expiry_ms);
+        json_object_set_new(o, "key_expiry", json_string(d));
+    }
+    return o;
+}
+
+int kme_server_config_pair(const struct kme_server_pair_params *p,
+                           kme_server_config **cfg_r, char **error_r)
+{
+    *cfg_r = NULL;
+    json_t *a = pair_kme(&p->a, p, p->b.kme_id);
+    json_t *b = pair_kme(&p->b, p, p->a.kme_id);
+    json_t *root = NULL;
+    if (a != NULL && b != NULL)
+        root = json_pack("{s:[o,o]}", "kmes", a, b); /* steals a and b */
+    else {
+        json_decref(a);
+        json_decref(b);
+    }
+    if (root == NULL) {
+        if (error_r != NULL)
+            *error_r = strdup("embedded-kme-simulator: kme_id, tls and "
+                              "database are required for both KMEs");
+        return KME_SERVER_ECONFIG;
+    }
+    char *text = json_dumps(root, JSON_INDENT(1));
+    json_decref(root);
+    if (text == NULL)
+        return KME_SERVER_ENOMEM;
+    int ret = kme_server_config_parse("embedded-kme-simulator", NULL, text,
+                                      strlen(text), cfg_r, error_r);
+    free(text);
+    return ret;
 }
