@@ -193,7 +193,8 @@ void smtp_client_free(smtp_client **cp)
     smtp_client *c = *cp;
     *cp = NULL;
     c->ready_cb = NULL;
-    if (c->state == SMTPC_READY && !c->head && c->conn) {
+    if (c->state == SMTPC_READY && !c->body_active && c->conn) {
+        /* Replies still due are dropped; unsent commands are never sent. */
         net_conn_write(c->conn, "QUIT\r\n", 6);
         net_conn_close_after_write(&c->conn);
     } else if (c->conn) {

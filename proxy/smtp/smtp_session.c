@@ -188,7 +188,7 @@ void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *tex
     char def_enh[16];
     if (code >= 300 && code < 400) {
         enh = NULL; /* RFC 2034: no enhanced code on intermediate replies */
-    } else if (!enh || !*enh) {
+    } else if (enh && !*enh) {
         snprintf(def_enh, sizeof(def_enh), "%d.0.0", code / 100);
         enh = def_enh;
     }
@@ -458,7 +458,9 @@ static void process_input(smtp_session *s)
 static void send_greeting(smtp_session *s)
 {
     smtp_enter_state(s, SMTP_STATE_HELO);
-    smtp_reply(s, "220 %s ESMTP qumail", s->hostname);
+    char text[300];
+    snprintf(text, sizeof(text), "%s ESMTP qumail", s->hostname);
+    smtp_reply_code(s, 220, NULL, text); /* the greeting carries no enhanced code */
     s->waiting = false;
     process_input(s); /* anything sent early */
 }

@@ -76,7 +76,9 @@ struct smtp_session {
 void smtp_enter_state(smtp_session *s, enum smtp_state st);
 const char *smtp_state_name(enum smtp_state st);
 /* The one reply function: "code enh text" (text may hold '\n' for a
- * multi-line reply). AUTH replies are redacted in the log. */
+ * multi-line reply). enh "" picks the class default ("2.0.0"), NULL sends
+ * none (greeting; 3xx never get one). AUTH replies are redacted in the
+ * log. */
 void smtp_reply(smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *text);

@@ -1,0 +1,483 @@
+/* The SMTP session and the upstream client over real loopback sockets:
+ * a scripted client talks to an smtp_session whose upstream is a scripted
+ * server. Each test runs its own loop and ends by asserting that every
+ * handle was closed (uv_loop_close succeeds). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "net.h"
+#include "smtp_session.h"
+
+/* ---- a scripted peer ------------------------------------------------------
+ * Steps: "> text" sends text + CRLF; "< prefix" waits for a line starting
+ * with prefix (continuation lines "ddd-" are skipped); "<." waits for the
+ * end of a DATA body. Every line received is appended to log. */
+struct peer {
+    const char *name;
+    net_conn *conn;
+    const char *const *script;
+    size_t step;
+    bool done;
+    bool failed;
+    char log[65536];
+    size_t log_len;
+};
+
+static void peer_run(struct peer *p)
+{
+    while (p->script[p->step] && p->script[p->step][0] == '>') {
+        net_conn_printf(p->conn, "%s\r\n", p->script[p->step] + 2);
+        p->step++;
+    }
+    if (!p->script[p->step] && !p->done) {
+        p->done = true;
+        net_conn_close_after_write(&p->conn);
+    }
+}
+
+static void peer_line(struct peer *p, const char *line, size_t len)
+{
+    if (p->log_len + len < sizeof(p->log)) {
+        memcpy(p->log + p->log_len, line, len);
+        p->log_len += len;
+        p->log[p->log_len] = '\0';
+    }
+    const char *want = p->script[p->step];
+    if (!want || want[0] != '<')
+        return;
+    if (strcmp(want, "<.") == 0) {
+        if (len >= 3 && memcmp(line, ".\r\n", 3) == 0) {
+            p->step++;
+            peer_run(p);
+        }
+        return;
+    }
+    if (len > 3 && line[3] == '-' && line[0] >= '2' && line[0] <= '5')
+        return; /* continuation */
+    const char *prefix = want + 2;
+    if (len < strlen(prefix) || strncmp(line, prefix, strlen(prefix)) != 0) {
+        fprintf(stderr, "%s: step %zu wanted '%s', got '%.*s'\n", p->name, p->step, prefix,
+                (int)len, line);
+        p->failed = true;
+        net_conn_close(&p->conn);
+        return;
+    }
+    p->step++;
+    peer_run(p);
+}
+
+static void peer_cb(net_conn *conn, enum net_event ev, void *arg)
+{
+    struct peer *p = arg;
+    (void)conn;
+    switch (ev) {
+    case NET_EV_CONNECTED:
+        peer_run(p);
+        return;
+    case NET_EV_READ: {
+        size_t len;
+        while (p->conn && (len = net_conn_line_len(p->conn)) > 0) {
+            size_t avail;
+            const char *in = net_conn_input(p->conn, &avail);
+            char line[4096];
+            size_t n = len < sizeof(line) ? len : sizeof(line) - 1;
+            memcpy(line, in, n);
+            net_conn_consume(p->conn, len);
+            peer_line(p, line, n);
+        }
+        return;
+    }
+    case NET_EV_EOF:
+    case NET_EV_ERROR:
+    case NET_EV_TIMEOUT:
+        if (!p->done && p->script[p->step]) {
+            fprintf(stderr, "%s: %s at step %zu (%s)\n", p->name, net_event_name(ev), p->step,
+                    p->script[p->step]);
+            p->failed = true;
+        }
+        net_conn_close(&p->conn);
+        return;
+    default:
+        return;
+    }
+}
+
+/* ---- the upstream server: accepts one connection for its script -------- */
+
+struct upstream {
+    net_listener *l;
+    struct peer peer;
+};
+
+static void up_accept(net_listener *l, net_conn *conn, void *arg)
+{
+    struct upstream *u = arg;
+    (void)l;
+    u->peer.conn = conn;
+    net_conn_set_cb(conn, peer_cb, &u->peer);
+    peer_run(&u->peer);
+    net_listener_close(&u->l); /* one connection per test */
+}
+
+/* ---- the proxy side: a session per accepted client --------------------- */
+
+enum mode { DELIVER_ONE, DELIVER_TWO, FAIL_451 };
+
+struct fixture {
+    uv_loop_t loop;
+    enum mode mode;
+    net_listener *front;
+    smtp_session *session;
+    struct smtp_session_config cfg;
+    bool closed;
+    char spooled[4096];
+    size_t spooled_len;
+    unsigned delivered;
+    struct smtp_delivery_result result;
+};
+
+static void h_rcpt(void *ctx, smtp_session *s, const char *addr, struct smtp_rcpt_verdict *v)
+{
+    (void)ctx;
+    (void)s;
+    if (strncmp(addr, "refuse@", 7) == 0) {
+        v->accept = false;
+        v->code = 550;
+        snprintf(v->enh, sizeof(v->enh), "5.7.1");
+        snprintf(v->text, sizeof(v->text), "refused by policy");
+        return;
+    }
+    v->accept = true;
+    v->data = strdup(addr);
+}
+
+static void h_rcpt_free(void *ctx, void *data)
+{
+    (void)ctx;
+    free(data);
+}
+
+static void h_delivered(smtp_session *s, const struct smtp_delivery_result *res, void *arg)
+{
+    struct fixture *f = arg;
+    (void)s;
+    f->delivered++;
+    f->result = *res;
+}
+
+static void h_message(void *ctx, smtp_session *s, const struct smtp_message *m)
+{
+    struct fixture *f = ctx;
+    ssize_t n = pread(m->fd, f->spooled, sizeof(f->spooled) - 1, 0);
+    assert_true(n >= 0);
+    f->spooled_len = (size_t)n;
+    assert_int_equal(m->size, f->spooled_len);
+    if (f->mode == FAIL_451) {
+        smtp_session_fail(s, 451, "4.7.5", "keys unavailable");
+        return;
+    }
+    static size_t all[2] = {0, 1}, first[1] = {0}, second[1] = {1};
+    struct smtp_delivery d[2];
+    if (f->mode == DELIVER_ONE) {
+        d[0] = (struct smtp_delivery){all, m->n_rcpts, m->fd, m->size};
+        assert_int_equal(smtp_session_deliver(s, d, 1, h_delivered, f), 0);
+    } else {
+        assert_int_equal(m->n_rcpts, 2);
+        d[0] = (struct smtp_delivery){first, 1, m->fd, m->size};
+        d[1] = (struct smtp_delivery){second, 1, m->fd, m->size};
+        assert_int_equal(smtp_session_deliver(s, d, 2, h_delivered, f), 0);
+    }
+}
+
+static void h_closed(void *ctx, smtp_session *s)
+{
+    struct fixture *f = ctx;
+    (void)s;
+    f->closed = true;
+    f->session = NULL;
+}
+
+static const struct smtp_session_hooks hooks = {h_rcpt, h_rcpt_free, h_message, h_closed};
+
+static void front_accept(net_listener *l, net_conn *conn, void *arg)
+{
+    struct fixture *f = arg;
+    (void)l;
+    f->session = smtp_session_new(&f->loop, conn, &f->cfg, &hooks, f);
+    assert_non_null(f->session);
+    net_listener_close(&f->front);
+}
+
+static void walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "leaked handle type %d\n", (int)h->type);
+}
+
+/* Runs one conversation; returns after every handle is closed. */
+static void run(enum mode mode, const char *const *client_script,
+                const char *const *upstream_script, bool upstream_down, bool trusted,
+                struct fixture *f, struct peer *client, struct upstream *up)
+{
+    memset(f, 0, sizeof(*f));
+    memset(client, 0, sizeof(*client));
+    memset(up, 0, sizeof(*up));
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->mode = mode;
+    char *err = NULL;
+    up->peer.name = "upstream";
+    up->peer.script = upstream_script;
+    up->l = net_listen(&f->loop, "127.0.0.1", 0, up_accept, up, &err);
+    assert_non_null(up->l);
+    uint16_t up_port = net_listener_port(up->l);
+    if (upstream_down) {
+        net_listener_close(&up->l); /* nothing listens there any more */
+        up->peer.done = true;
+    }
+    f->cfg = (struct smtp_session_config){
+        .hostname = "proxy.test",
+        .listener = "test",
+        .trusted = trusted,
+        .max_message_size = 1000000,
+        .max_recipients = 10,
+        .max_line_length = 1000,
+        .command_timeout_ms = 10000,
+        .data_timeout_ms = 10000,
+        .upstream = {.host = "127.0.0.1", .port = up_port, .tls = SMTP_UPSTREAM_PLAIN,
+                     .helo_name = "proxy.test", .timeout_ms = 10000},
+    };
+    f->front = net_listen(&f->loop, "127.0.0.1", 0, front_accept, f, &err);
+    assert_non_null(f->front);
+    client->name = "client";
+    client->script = client_script;
+    client->conn = net_connect(&f->loop, "127.0.0.1", net_listener_port(f->front), peer_cb,
+                               client);
+    assert_non_null(client->conn);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_false(client->failed);
+    assert_false(up->peer.failed);
+    assert_true(client->done);
+    assert_true(up->peer.done);
+    assert_true(f->closed);
+    uv_walk(&f->loop, walk_cb, NULL);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+}
+
+static const char *const ehlo_reply =
+    "> 250-up.test\r\n250-PIPELINING\r\n250-SIZE 1065536\r\n250-8BITMIME\r\n"
+    "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250 AUTH PLAIN LOGIN";
+
+static void test_single_copy_live_transaction(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        NULL, /* ehlo_reply, filled below */
+        "< AUTH PLAIN AGFAeABw",
+        "> 235 2.7.0 Authentication successful",
+        "< MAIL FROM:<a@x.test> BODY=8BITMIME",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test> NOTIFY=NEVER",
+        "> 250 2.1.5 Ok",
+        "< RCPT TO:<bad@y.test>",
+        "> 550 5.1.1 <bad@y.test>: no such user",
+        "< DATA",
+        "> 354 go ahead",
+        "<.",
+        "> 250 2.0.0 Ok: queued as ABC",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
+    memcpy(up_script, upstream, sizeof(upstream));
+    up_script[2] = ehlo_reply;
+    static const char *const client[] = {
+        "< 220 proxy.test ESMTP",
+        "> EHLO c.test",
+        "< 250 ",
+        "> MAIL FROM:<a@x.test>",
+        "< 530 5.7.0",           /* not authenticated, not trusted */
+        "> AUTH PLAIN AGFAeABw",
+        "< 235 2.7.0 Authentication successful",
+        "> MAIL FROM:<a@x.test> BODY=8BITMIME",
+        "< 250 2.1.0 Ok",
+        "> RCPT TO:<b@y.test> NOTIFY=NEVER",
+        "< 250 2.1.5 Ok",
+        "> RCPT TO:<bad@y.test>",
+        "< 550 5.1.1 <bad@y.test>: no such user",
+        "> RCPT TO:<refuse@y.test>",
+        "< 550 5.7.1 refused by policy",
+        "> DATA",
+        "< 354 ",
+        "> Subject: t\r\nBcc: hidden@z.test,\r\n\tother@z.test\r\n\r\n..dot line\r\nend\r\n.",
+        "< 250 2.0.0 Ok: queued as ABC",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_ONE, client, up_script, false, false, &f, &c, &up);
+    /* the spool: unstuffed, Bcc dropped */
+    assert_int_equal(f.spooled_len, strlen("Subject: t\r\n\r\n.dot line\r\nend\r\n"));
+    assert_memory_equal(f.spooled, "Subject: t\r\n\r\n.dot line\r\nend\r\n", f.spooled_len);
+    /* upstream got it stuffed again, without Bcc, and no AUTH data in logs */
+    assert_non_null(strstr(up.peer.log, "Subject: t\r\n\r\n..dot line\r\nend\r\n.\r\n"));
+    assert_null(strstr(up.peer.log, "Bcc"));
+    /* EHLO: SIZE is upstream's less the expansion; AUTH offered */
+    assert_non_null(strstr(c.log, "250-SIZE 730769\r\n"));
+    assert_non_null(strstr(c.log, "AUTH PLAIN LOGIN"));
+    assert_non_null(strstr(c.log, "250-CHUNKING"));
+    assert_null(strstr(c.log, "STARTTLS"));
+    assert_int_equal(f.delivered, 1);
+    assert_int_equal(f.result.code, 250);
+}
+
+static void test_two_copies_second_refused(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250 SIZE 0",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b1@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RCPT TO:<b2@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RSET",
+        "> 250 2.0.0 Ok",
+        "< MAIL FROM:<a@x.test> SIZE=",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b1@y.test>",
+        "> 250 2.1.5 Ok",
+        "< DATA",
+        "> 354 go",
+        "<.",
+        "> 250 2.0.0 queued 1",
+        "< MAIL FROM:<a@x.test> SIZE=",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b2@y.test>",
+        "> 452 4.2.2 mailbox full",
+        "< RSET",
+        "> 250 2.0.0 Ok",
+        "< QUIT",
+        "> 221 Bye",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    static const char *const client4[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> AUTH PLAIN x",
+        "< 502 5.5.1",
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b1@y.test>",
+        "< 250",
+        "> RCPT TO:<b2@y.test>",
+        "< 250",
+        "> BDAT 6\r\nA: b",
+        "< 250 2.0.0",
+        "> BDAT 8 LAST\r\n\r\nbody",
+        "< 452 4.2.2 Upstream refused copy 2 of 2 (for <b2@y.test>): mailbox full "
+        "(earlier copies were already delivered)",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    run(DELIVER_TWO, client4, upstream, false, true, &f, &c, &up);
+    assert_int_equal(f.spooled_len, 14);
+    assert_memory_equal(f.spooled, "A: b\r\n\r\nbody\r\n", 14);
+    assert_int_equal(f.delivered, 1);
+    assert_int_equal(f.result.n_done, 1);
+    assert_int_equal(f.result.n_total, 2);
+    assert_int_equal(f.result.code, 452);
+    /* no AUTH advertised when upstream has none */
+    assert_null(strstr(c.log, "250-AUTH"));
+    assert_null(strstr(c.log, "250 AUTH"));
+}
+
+static void test_fail_resets_upstream(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250 up.test",
+        "< MAIL FROM:<>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RSET",
+        "> 250 2.0.0 Ok",
+        "< QUIT",
+        "> 221 Bye",
+        NULL,
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> HELO c.test",
+        "< 250 2.0.0 proxy.test",
+        "> NOOP",
+        "< 250 2.0.0",
+        "> MAIL FROM:<>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> DATA",
+        "< 354",
+        "> x\r\n.",
+        "< 451 4.7.5 keys unavailable",
+        "> XYZZY",
+        "< 500 5.5.2",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(FAIL_451, client, upstream, false, true, &f, &c, &up);
+    assert_int_equal(f.delivered, 0);
+}
+
+static void test_upstream_down(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {NULL};
+    static const char *const client[] = {
+        "< 421 4.4.1",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_ONE, client, upstream, true, false, &f, &c, &up);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_single_copy_live_transaction),
+        cmocka_unit_test(test_two_copies_second_refused),
+        cmocka_unit_test(test_fail_resets_upstream),
+        cmocka_unit_test(test_upstream_down),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
