@@ -404,22 +404,24 @@ class MailStack:
         self._reaper = Reaper()
         if not self.keep:
             self._reaper.tell("dir " + self.dir)
-        # Dovecot first: Postfix delivers into it and asks it for SASL.
+        # Both start at once (Postfix's own start-up checks take a few
+        # seconds); Postfix needs Dovecot only when it delivers or checks a
+        # SASL login, and start() returns only when both answer.
         self._dovecot = self._spawn([DOVECOT, "-F", "-c", self.dovecot_conf],
                                     os.path.join(self.dir, "dovecot.out"))
-        deadline = self.start_timeout
-        wait_port(self.imap_port, deadline, b"* OK", proc=self._dovecot,
-                  what="dovecot imap")
-        wait_port(self.lmtp_port, deadline, b"220", proc=self._dovecot,
-                  what="dovecot lmtp")
         self._postfix = self._spawn([POSTFIX, "-c", self.conf_dir, "start-fg"],
                                     self.postfix_log)
-        for port, what in ((self.smtp_port, "postfix smtpd"),
-                           (self.submission_port, "postfix submission")):
-            wait_port(port, deadline, b"220", proc=self._postfix, what=what)
-        if self.smtps_port:
-            wait_port(self.smtps_port, deadline, proc=self._postfix,
-                      what="postfix smtps")
+        t = self.start_timeout
+        waits = [(self.imap_port, b"* OK", self._dovecot, "dovecot imap"),
+                 (self.lmtp_port, b"220", self._dovecot, "dovecot lmtp"),
+                 (self.smtp_port, b"220", self._postfix, "postfix smtpd"),
+                 (self.submission_port, b"220", self._postfix,
+                  "postfix submission")]
+        if self.cert:
+            waits += [(self.imaps_port, None, self._dovecot, "dovecot imaps"),
+                      (self.smtps_port, None, self._postfix, "postfix smtps")]
+        for port, greeting, proc, what in waits:
+            wait_port(port, t, greeting, proc=proc, what=what)
         self._track()
 
     def _mkdir(self, name, owner=None, mode=0o755):
