@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -59,12 +60,49 @@ def find_smtp_load():
                             "smtp_load) and SMTP_LOAD not set")
 
 
+def rss_kib(pid):
+    """Resident set size of a process in KiB (VmRSS), or None if gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class _RssSampler(threading.Thread):
+    """Samples a process's RSS every 20 ms until stopped; keeps the peak."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.before = rss_kib(pid)
+        self.peak = self.before or 0
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.wait(0.02):
+            v = rss_kib(self.pid)
+            if v is not None and v > self.peak:
+                self.peak = v
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+
+
 def run_load(host, port, concurrency, size, count=None, seconds=None,
              mail_from="alice@example.org", to=("bob@example.org",),
-             timeout=60, smtp_load=None):
+             timeout=60, smtp_load=None, watch_pid=None):
     """Run smtp_load once; returns its JSON result as a dict (keys:
     accepted, failed, errors, seconds, msgs_per_s, mb_per_s, size,
-    latency_ms {p50, p90, p99, max, mean}, errors_by_kind, first_error)."""
+    latency_ms {p50, p90, p99, max, mean}, errors_by_kind, first_error).
+
+    watch_pid: a process (e.g. the proxy under test) whose RSS is sampled
+    during the run; adds rss_before_kib, rss_peak_kib and
+    rss_per_conn_kib = (peak - before) / concurrency."""
     argv = [smtp_load or find_smtp_load(), "--host", host, "--port", str(port),
             "--concurrency", str(concurrency), "--size", str(size),
             "--from", mail_from, "--to", ",".join(to), "--json",
@@ -74,10 +112,23 @@ def run_load(host, port, concurrency, size, count=None, seconds=None,
     else:
         argv += ["--count", str(count if count is not None else 100)]
     limit = (seconds or 0) + 4 * timeout + 60
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+    sampler = None
+    if watch_pid is not None:
+        sampler = _RssSampler(watch_pid)
+        sampler.start()
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+    finally:
+        if sampler is not None:
+            sampler.stop()
     if r.returncode not in (0, 3) or not r.stdout.strip():
         raise RuntimeError("smtp_load failed (%d): %s" % (r.returncode, r.stderr.strip()))
-    return json.loads(r.stdout)
+    res = json.loads(r.stdout)
+    if sampler is not None and sampler.before is not None:
+        res["rss_before_kib"] = sampler.before
+        res["rss_peak_kib"] = sampler.peak
+        res["rss_per_conn_kib"] = (sampler.peak - sampler.before) / concurrency
+    return res
 
 
 def default_count(concurrency, size):
@@ -108,24 +159,27 @@ def settle(stack, rcpts):
 def run_matrix(arms, concurrencies=CONCURRENCIES, sizes=SIZES, count_for=None,
                stack=None, mail_from="alice@example.org", to=("bob@example.org",),
                warmup=True, log=sys.stderr):
-    """Run every arm ({name: (host, port)}) at every concurrency and size.
+    """Run every arm ({name: (host, port)} or {name: (host, port, pid)},
+    pid being a process whose RSS to sample) at every concurrency and size.
     Arms alternate within each cell so they see the same conditions.
     Returns rows: dicts with arm, concurrency, size and run_load()'s result."""
     count_for = count_for or default_count
     smtp_load = find_smtp_load()
     rows = []
+    arms = {name: tuple(a) + (None,) * (3 - len(a)) for name, a in arms.items()}
     if warmup:
-        for name, (host, port) in arms.items():
+        for name, (host, port, _pid) in arms.items():
             run_load(host, port, 4, 10 * KB, count=50, mail_from=mail_from,
                      to=to, smtp_load=smtp_load)
         settle(stack, to)
     for size in sizes:
         for conc in concurrencies:
-            for name, (host, port) in arms.items():
+            for name, (host, port, pid) in arms.items():
                 n = count_for(conc, size)
                 t = time.monotonic()
                 res = run_load(host, port, conc, size, count=n,
-                               mail_from=mail_from, to=to, smtp_load=smtp_load)
+                               mail_from=mail_from, to=to, smtp_load=smtp_load,
+                               watch_pid=pid)
                 res.update(arm=name, concurrency=conc, requested_size=size)
                 rows.append(res)
                 if log:
@@ -150,9 +204,12 @@ def print_table(rows, out=sys.stdout, base_arm="direct"):
     show their throughput as % of base_arm and the added p50/p99 latency."""
     base = {(r["requested_size"], r["concurrency"]): r for r in rows
             if r["arm"] == base_arm}
+    with_rss = any("rss_per_conn_kib" in r for r in rows)
     hdr = ("%-8s %-7s %4s %7s %9s %8s %9s %9s %9s %9s %6s %8s %8s"
            % ("arm", "size", "conc", "msgs", "msg/s", "MB/s", "p50 ms",
               "p90 ms", "p99 ms", "max ms", "errors", "vs base", "+p50 ms"))
+    if with_rss:
+        hdr += " %9s %9s" % ("peak RSS", "KiB/conn")
     out.write(hdr + "\n" + "-" * len(hdr) + "\n")
     for r in rows:
         lat = r["latency_ms"]
@@ -161,10 +218,16 @@ def print_table(rows, out=sys.stdout, base_arm="direct"):
         if b is not None and r["arm"] != base_arm and b["msgs_per_s"] > 0:
             rel = "%.0f%%" % (100.0 * r["msgs_per_s"] / b["msgs_per_s"])
             add = "%+.2f" % (lat["p50"] - b["latency_ms"]["p50"])
-        out.write("%-8s %-7s %4d %7d %9.1f %8.2f %9.2f %9.2f %9.2f %9.2f %6d %8s %8s\n"
-                  % (r["arm"], _size_label(r["requested_size"]), r["concurrency"],
-                     r["accepted"], r["msgs_per_s"], r["mb_per_s"], lat["p50"],
-                     lat["p90"], lat["p99"], lat["max"], r["errors"], rel, add))
+        line = ("%-8s %-7s %4d %7d %9.1f %8.2f %9.2f %9.2f %9.2f %9.2f %6d %8s %8s"
+                % (r["arm"], _size_label(r["requested_size"]), r["concurrency"],
+                   r["accepted"], r["msgs_per_s"], r["mb_per_s"], lat["p50"],
+                   lat["p90"], lat["p99"], lat["max"], r["errors"], rel, add))
+        if with_rss:
+            if "rss_per_conn_kib" in r:
+                line += " %9d %9.1f" % (r["rss_peak_kib"], r["rss_per_conn_kib"])
+            else:
+                line += " %9s %9s" % ("", "")
+        out.write(line + "\n")
         if r.get("first_error"):
             out.write("         first error: %s\n" % r["first_error"])
 
