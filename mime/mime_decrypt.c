@@ -11,7 +11,7 @@
 #include "mime_internal.h"
 
 #define PART_HEADER_LIMIT (64u * 1024u)
-#define STAGE_CAP (1024u * 1024u) /* decoded ciphertext staged per flush */
+#define STAGE_CAP (256u * 1024u) /* decoded ciphertext staged per flush */
 
 enum dec_state {
     ST_HEADERS,      /* outer header block */
@@ -39,13 +39,16 @@ struct dec {
     char *boundary;
     size_t boundary_len;
     int ctrl_last_empty;       /* previous control line was empty */
-    int data_ct_ok, data_b64;  /* ciphertext part headers seen */
+    int at_bol;                /* reader is at the start of a line */
 
     char *control;             /* canonical control text */
     size_t control_len;
     struct mime_info *info;
 
     /* decrypt only */
+    int pass;                  /* 1: verify; 2: release (seekable input) */
+    struct mime_writer *out;   /* pass 2 destination */
+    uint64_t data_start;       /* reader offset of the base64 text */
     struct mime_key *keys;
     struct mime_cipher *cipher;
     struct mime_spill *spill;
@@ -183,7 +186,6 @@ static int ctrl_body_done(struct dec *d)
                                 d->error_r);
     if (rc != MIME_OK)
         return rc;
-    d->data_ct_ok = d->data_b64 = 0;
     return enter_block(d, ST_DATA_HEADERS);
 }
 
@@ -215,9 +217,17 @@ static int stage_flush(struct dec *d)
     int rc = MIME_OK;
     if (start < limit) {
         size_t body = limit - start < n ? (size_t)(limit - start) : n;
-        rc = mime_cipher_auth_only(d->cipher, p, body);
-        if (rc == MIME_OK)
-            rc = mime_spill_append(d->spill, p, body);
+        if (d->pass == 2) {
+            unsigned char *dst = mime_writer_reserve(d->out, body ? body : 1);
+            rc = dst == NULL ? MIME_ERR_IO
+                             : mime_cipher_update(d->cipher, p, dst, body);
+            if (rc == MIME_OK)
+                mime_writer_commit(d->out, body);
+        } else {
+            rc = mime_cipher_auth_only(d->cipher, p, body);
+            if (rc == MIME_OK && d->spill != NULL)
+                rc = mime_spill_append(d->spill, p, body);
+        }
         p += body;
         n -= body;
         start += body;
@@ -231,7 +241,8 @@ static int stage_flush(struct dec *d)
     return rc != MIME_OK ? dec_fail(d, rc, "processing") : MIME_OK;
 }
 
-static int data_line(struct dec *d, const char *line, size_t len)
+/* Base64 text of the ciphertext part: any run of lines or part of one. */
+static int data_bytes(struct dec *d, const char *line, size_t len)
 {
     /* Decodes in pieces that always fit the stage (the decoder carries at
      * most 3 sextets, so take chars yield <= take/4*3 + 3 octets). */
@@ -319,7 +330,7 @@ static int dec_line(struct dec *d, const char *line, size_t len)
             return dec_fail(d, MIME_ERR_MALFORMED, "unexpected third part");
         if (kind == 2)
             return data_done(d);
-        return data_line(d, line, len);
+        return data_bytes(d, line, len);
     case ST_DONE:
         return MIME_OK;
     }
@@ -328,7 +339,7 @@ static int dec_line(struct dec *d, const char *line, size_t len)
 
 /* Looks every key up (in order) and prepares the first-pass cipher. */
 static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
-                    const char *tmp_dir, size_t threshold)
+                    const char *tmp_dir, size_t threshold, int need_spill)
 {
     struct mime_info *info = d->info;
     d->keys = calloc(info->n_keys, sizeof(*d->keys));
@@ -355,7 +366,7 @@ static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
     int rc = mime_cipher_new(info->alg, 0, d->keys, info->n_keys, info->nonce,
                              d->control, d->control_len, &d->cipher,
                              d->error_r);
-    if (rc == MIME_OK)
+    if (rc == MIME_OK && need_spill)
         rc = mime_spill_new(tmp_dir, threshold, &d->spill, d->error_r);
     /* Small messages get a small stage: length + tag + a base64 quantum. */
     d->stage_cap = info->length + MIME_TAG_LEN + 16 < STAGE_CAP
@@ -416,48 +427,106 @@ static void dec_clear(struct dec *d)
     OPENSSL_cleanse(d->tag, sizeof(d->tag));
 }
 
-/* Runs the state machine over r. inspect_only: stop after the control
- * part. Otherwise decrypts into out after verification. */
+/* One step of the state machine: a bulk run of base64 text or one line. */
+static int dec_step(struct dec *d, struct mime_reader *r)
+{
+    const char *line;
+    size_t len, eol;
+    int rc;
+    if (d->state == ST_DATA_BODY) {
+        /* Bulk: hand whole runs of base64 text to the decoder, up to a line
+         * that starts with "--" (the line path checks it for the
+         * delimiter). A "--" anywhere but at a line start is data, and
+         * invalid base64. */
+        if ((rc = mime_reader_peek(r, MIME_LINE_LIMIT, &line, &len)) != 0)
+            return dec_fail(d, rc, "read error");
+        int dash = d->at_bol && len >= 2 && line[0] == '-' && line[1] == '-';
+        if (!dash && len > 0) {
+            const char *q = memmem(line, len, "\n--", 3);
+            size_t take = q ? (size_t)(q - line) + 1 : (len > 2 ? len - 2 : len);
+            d->at_bol = line[take - 1] == '\n';
+            rc = data_bytes(d, line, take);
+            mime_reader_consume(r, take);
+            return rc;
+        }
+    }
+    int k = mime_reader_line(r, &line, &len, &eol);
+    if (k < 0)
+        return dec_fail(d, k, k == MIME_ERR_IO ? "read error" : "line too long");
+    if (k == 0)
+        return d->state == ST_HEADERS
+                   ? mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED, "no body")
+                   : dec_fail(d, MIME_ERR_MALFORMED, "truncated message");
+    d->at_bol = 1;
+    return dec_line(d, line, len);
+}
+
+/* Pass 2 over a seekable input: decode the base64 text again and decrypt it
+ * straight to the output (the tag is checked once more at the end). */
+static int dec_second_pass(struct dec *d, struct mime_reader *r)
+{
+    mime_cipher_free(&d->cipher);
+    int rc = mime_cipher_new(d->info->alg, 0, d->keys, d->info->n_keys,
+                             d->info->nonce, d->control, d->control_len,
+                             &d->cipher, d->error_r);
+    if (rc != MIME_OK)
+        return rc;
+    if ((rc = mime_reader_seek(r, d->data_start)) != MIME_OK)
+        return mime_fail(d->error_r, rc, "cannot re-read the input");
+    d->pass = 2;
+    d->state = ST_DATA_BODY;
+    d->at_bol = 1;
+    d->decoded = 0;
+    d->stage_len = 0;
+    memset(&d->b64, 0, sizeof(d->b64));
+    unsigned char tag[MIME_TAG_LEN];
+    memcpy(tag, d->tag, sizeof(tag));
+    while (rc == MIME_OK && d->state != ST_DONE)
+        rc = dec_step(d, r);
+    if (rc == MIME_OK && CRYPTO_memcmp(tag, d->tag, sizeof(tag)) != 0)
+        rc = MIME_ERR_AUTH_FAILED;
+    if (rc == MIME_OK)
+        rc = mime_cipher_final(d->cipher, d->tag);
+    if (rc == MIME_ERR_AUTH_FAILED)
+        return mime_fail(d->error_r, rc, "input changed between passes");
+    return rc == MIME_OK ? mime_writer_flush(d->out) : rc;
+}
+
+/* Runs the state machine over r. out == NULL: inspect only (stop after the
+ * control part). Otherwise verify everything, then release into out: by a
+ * second pass over a seekable input, else from the ciphertext spill. */
 static int dec_run(struct mime_reader *r, struct mime_writer *out,
                    const struct mime_decrypt_params *params,
                    mime_key_lookup_fn *lookup, void *ctx,
                    struct mime_info **info_r, char **error_r)
 {
     struct dec d = {.state = ST_HEADERS, .inspect_only = out == NULL,
-                    .error_r = error_r};
+                    .error_r = error_r, .pass = 1, .out = out};
+    int seekable = mime_reader_seekable(r);
     int rc = mime_init();
     if (rc == MIME_OK && (d.block = mime_writer_mem(0, 0)) == NULL)
         rc = MIME_ERR_NOMEM;
     while (rc == MIME_OK && d.state != ST_DONE) {
-        const char *line;
-        size_t len, eol;
-        int k = mime_reader_line(r, &line, &len, &eol);
-        if (k < 0) {
-            rc = dec_fail(&d, k, k == MIME_ERR_IO ? "read error"
-                                                  : "line too long");
+        enum dec_state before = d.state;
+        rc = dec_step(&d, r);
+        if (rc != MIME_OK)
             break;
-        }
-        if (k == 0) {
-            rc = d.state == ST_HEADERS
-                     ? mime_fail(error_r, MIME_ERR_NOT_ENCRYPTED, "no body")
-                     : dec_fail(&d, MIME_ERR_MALFORMED, "truncated message");
-            break;
-        }
-        rc = dec_line(&d, line, len);
-        if (rc != MIME_OK || d.state != ST_DATA_HEADERS || d.cipher != NULL)
+        if (before == ST_DATA_HEADERS && d.state == ST_DATA_BODY)
+            d.data_start = mime_reader_offset(r);
+        if (before != ST_CTRL_BODY || d.state != ST_DATA_HEADERS)
             continue;
         /* The control part just parsed. */
         if (d.inspect_only)
             break;
         rc = dec_keys(&d, lookup, ctx, params ? params->tmp_dir : NULL,
-                      params ? params->spill_threshold : 0);
+                      params ? params->spill_threshold : 0, !seekable);
     }
     if (rc == MIME_OK && !d.inspect_only) {
         rc = mime_cipher_final(d.cipher, d.tag);
         if (rc == MIME_ERR_AUTH_FAILED)
             rc = mime_fail(error_r, rc, "tag mismatch");
         if (rc == MIME_OK)
-            rc = dec_release(&d, out);
+            rc = seekable ? dec_second_pass(&d, r) : dec_release(&d, out);
     }
     if (info_r != NULL && d.info != NULL) {
         *info_r = d.info;

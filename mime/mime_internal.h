@@ -16,9 +16,9 @@
 #define MIME_NONCE_LEN 12u
 #define MIME_HEADER_LIMIT (256u * 1024u)      /* outer/inner header block */
 #define MIME_CONTROL_LIMIT (8u * 1024u * 1024u) /* control part text */
-#define MIME_LINE_LIMIT (1024u * 1024u)       /* one line of the outer msg */
+#define MIME_LINE_LIMIT (64u * 1024u)         /* one line of the outer msg */
 #define MIME_B64_LINE 57u                     /* octets per 76-char line */
-#define MIME_CHUNK (MIME_B64_LINE * 16384u)   /* ~912 KiB streaming chunk */
+#define MIME_CHUNK (MIME_B64_LINE * 4096u)    /* ~228 KiB streaming chunk */
 #define MIME_MAX_BOUNDARY 70u
 
 /* Stores a malloc'd printf-formatted detail in *error_r (when not NULL) and
@@ -123,6 +123,18 @@ struct mime_reader *mime_reader_mem(const void *data, size_t len);
  * 0: end of input; MIME_ERR_IO / MIME_ERR_MALFORMED (line too long). */
 int mime_reader_line(struct mime_reader *r, const char **line_r,
                      size_t *len_r, size_t *eol_r);
+/* Bulk access: at least want octets buffered at the read position (fewer
+ * only at the end of input; want is capped at half the buffer). */
+int mime_reader_peek(struct mime_reader *r, size_t want, const char **p_r,
+                     size_t *n_r);
+void mime_reader_consume(struct mime_reader *r, size_t n);
+/* 1 when the input can be read again from an earlier offset (memory, or a
+ * regular file / memfd). */
+int mime_reader_seekable(const struct mime_reader *r);
+/* Offset of the read position from where reading started. */
+uint64_t mime_reader_offset(const struct mime_reader *r);
+/* Restarts reading at an offset returned by mime_reader_offset(). */
+int mime_reader_seek(struct mime_reader *r, uint64_t off);
 void mime_reader_free(struct mime_reader **r);
 
 /* Buffered sequential writer to an fd or a growing memory block. */

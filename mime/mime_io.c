@@ -12,8 +12,8 @@
 
 #include "mime_internal.h"
 
-#define READ_BUF (MIME_LINE_LIMIT * 2u)
-#define WRITE_BUF (2u * 1024u * 1024u)
+#define READ_BUF (MIME_LINE_LIMIT * 4u)
+#define WRITE_BUF (512u * 1024u)
 
 /* ---- reader ----------------------------------------------------------------- */
 
@@ -23,6 +23,9 @@ struct mime_reader {
     size_t len, pos;
     char *buf;            /* fd mode, READ_BUF */
     int eof;
+    int seekable;
+    uint64_t start;       /* fd: file offset where reading started */
+    uint64_t base;        /* offset (from start) of data[0] */
 };
 
 struct mime_reader *mime_reader_fd(int fd)
@@ -37,6 +40,10 @@ struct mime_reader *mime_reader_fd(int fd)
     }
     r->fd = fd;
     r->data = r->buf;
+    struct stat st;
+    off_t cur = lseek(fd, 0, SEEK_CUR);
+    r->seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && cur >= 0;
+    r->start = cur >= 0 ? (uint64_t)cur : 0;
     return r;
 }
 
@@ -49,7 +56,36 @@ struct mime_reader *mime_reader_mem(const void *data, size_t len)
     r->data = data;
     r->len = len;
     r->eof = 1;
+    r->seekable = 1;
     return r;
+}
+
+int mime_reader_seekable(const struct mime_reader *r)
+{
+    return r->seekable;
+}
+
+uint64_t mime_reader_offset(const struct mime_reader *r)
+{
+    return r->base + r->pos;
+}
+
+int mime_reader_seek(struct mime_reader *r, uint64_t off)
+{
+    if (!r->seekable)
+        return MIME_ERR_IO;
+    if (r->fd < 0) {
+        if (off > r->len)
+            return MIME_ERR_IO;
+        r->pos = (size_t)off;
+        return MIME_OK;
+    }
+    if (lseek(r->fd, (off_t)(r->start + off), SEEK_SET) < 0)
+        return MIME_ERR_IO;
+    r->base = off;
+    r->len = r->pos = 0;
+    r->eof = 0;
+    return MIME_OK;
 }
 
 /* Refills: moves the unread tail to the front and reads more. */
@@ -57,6 +93,7 @@ static int reader_fill(struct mime_reader *r)
 {
     size_t tail = r->len - r->pos;
     memmove(r->buf, r->buf + r->pos, tail);
+    r->base += r->pos;
     r->pos = 0;
     r->len = tail;
     while (r->len < READ_BUF) {
@@ -113,6 +150,26 @@ int mime_reader_line(struct mime_reader *r, const char **line_r,
         if (rc != MIME_OK)
             return rc;
     }
+}
+
+int mime_reader_peek(struct mime_reader *r, size_t want, const char **p_r,
+                     size_t *n_r)
+{
+    if (want > READ_BUF / 2)
+        want = READ_BUF / 2;
+    while (r->len - r->pos < want && !r->eof) {
+        int rc = reader_fill(r);
+        if (rc != MIME_OK)
+            return rc;
+    }
+    *p_r = r->data + r->pos;
+    *n_r = r->len - r->pos;
+    return MIME_OK;
+}
+
+void mime_reader_consume(struct mime_reader *r, size_t n)
+{
+    r->pos += n <= r->len - r->pos ? n : r->len - r->pos;
 }
 
 void mime_reader_free(struct mime_reader **p)
@@ -287,8 +344,9 @@ void mime_writer_free(struct mime_writer **p)
     if (p == NULL || *p == NULL)
         return;
     struct mime_writer *w = *p;
+    /* Flushed bytes were wiped at flush; only the pending ones remain. */
     if (w->buf != NULL && w->wipe)
-        OPENSSL_cleanse(w->buf, w->cap);
+        OPENSSL_cleanse(w->buf, w->len);
     free(w->buf);
     free(w);
     *p = NULL;
