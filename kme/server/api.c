@@ -54,7 +54,6 @@ static void respond_after_commit(struct kme *k, struct http_conn *hc,
     p->len = len;
     p->keys = keys;
     p->bits = bits;
-    kme_http_hold(hc);
     kme_flush(k);
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "server_internal.h"
@@ -38,6 +39,9 @@ struct http_conn {
     size_t body_len, body_cap;
     int limit_status;        /* 413/431/414 when a limit was hit */
     size_t header_count;
+    char hname[16], hvalue[16];   /* current header, only to spot Expect */
+    size_t hname_len, hvalue_len;
+    bool expect_continue;
     bool keep_alive;
     bool in_process;         /* inside process_input(): no recursion */
     char method[16];
@@ -91,6 +95,8 @@ static int on_message_begin(llhttp_t *p)
     hc->body_len = 0;
     hc->header_count = 0;
     hc->limit_status = 0;
+    hc->expect_continue = false;
+    hc->hname_len = hc->hvalue_len = 0;
     return 0;
 }
 
@@ -114,6 +120,53 @@ static int on_header_field_complete(llhttp_t *p)
         hc->limit_status = 431;
         return -1;
     }
+    return 0;
+}
+
+static void add_short(char *buf, size_t cap, size_t *len, const char *at,
+                      size_t n)
+{
+    /* Keeps at most cap-1 bytes; longer values cannot match anyway (the
+     * length is still counted so that they do not). */
+    for (size_t i = 0; i < n; i++, (*len)++) {
+        if (*len < cap - 1)
+            buf[*len] = at[i];
+    }
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_conn *hc = p->data;
+    add_short(hc->hname, sizeof(hc->hname), &hc->hname_len, at, len);
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_conn *hc = p->data;
+    add_short(hc->hvalue, sizeof(hc->hvalue), &hc->hvalue_len, at, len);
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct http_conn *hc = p->data;
+    if (hc->hname_len == 6 && strncasecmp(hc->hname, "expect", 6) == 0 &&
+        hc->hvalue_len == 12 && strncasecmp(hc->hvalue, "100-continue", 12) == 0)
+        hc->expect_continue = true;
+    hc->hname_len = hc->hvalue_len = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct http_conn *hc = p->data;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > hc->kme->cfg.max_body) {
+        hc->limit_status = 413; /* refused before the body is sent */
+        return -1;
+    }
+    if (hc->expect_continue && hc->conn != NULL)
+        net_conn_write(hc->conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     return 0;
 }
 
@@ -159,6 +212,10 @@ static void settings_init(void)
     settings.on_message_begin = on_message_begin;
     settings.on_url = on_url;
     settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
     settings_ready = true;
@@ -188,11 +245,6 @@ void kme_http_log_keys(struct http_conn *hc, size_t keys, uint64_t bits)
 {
     hc->log_keys = keys;
     hc->log_bits = bits;
-}
-
-void kme_http_hold(struct http_conn *hc)
-{
-    (void)hc; /* WAITING already keeps the connection until the response */
 }
 
 static void log_request(struct http_conn *hc, int status)

@@ -46,6 +46,7 @@ struct link_in {
     net_conn *conn;
     enum li_state state;
     uint64_t acked_tail, acked_head; /* last ack sent */
+    uint64_t peer_pool;      /* the sender's pool bound (bytes) */
 };
 
 static void lo_enter(struct link_out *lo, enum lo_state st)
@@ -65,9 +66,13 @@ static void li_enter(struct link_in *li, enum li_state st)
 static void lo_close(struct link_out *lo, const char *why)
 {
     struct kme *k = lo->k;
-    if (why != NULL && !k->stopping)
-        qlog_warn("kme %s: link to %s closed: %s", k->cfg.kme_id,
-                  k->cfg.peer_kme_id, why);
+    /* Log each outage once, not every reconnect attempt. */
+    if (why != NULL && !k->stopping && (lo->state == LO_READY || !k->link_down_logged))
+        qlog_warn("kme %s: link to %s %s: %s", k->cfg.kme_id, k->cfg.peer_kme_id,
+                  lo->state == LO_READY ? "lost" : "not established (retrying "
+                  "every second)", why);
+    if (why != NULL)
+        k->link_down_logged = true;
     net_conn_close(&lo->conn);
     free(lo->host);
     free(lo);
@@ -159,71 +164,140 @@ static size_t outbox_find(struct kme_outbox *q, uint64_t off)
     return lo;
 }
 
-static int send_material(struct link_out *lo, uint64_t off, size_t len)
+/* Output of one pump, written with one net_conn_write (it may hold key
+ * material: wiped after use). */
+struct obuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static char *ob_room(struct obuf *b, size_t more)
 {
-    const uint8_t *data = kme_stream_at(&lo->k->out, off, len);
-    if (data == NULL)
-        return -1;
-    size_t cap = 64 + (len + 2) / 3 * 4;
-    char *line = malloc(cap);
-    if (line == NULL)
-        return -1;
-    int n = snprintf(line, cap, "{\"t\":\"m\",\"off\":%" PRIu64 ",\"data\":\"", off);
-    n += EVP_EncodeBlock((unsigned char *)line + n, data, (int)len);
-    memcpy(line + n, "\"}\n", 3);
-    int rc = net_conn_write(lo->conn, line, (size_t)n + 3);
-    OPENSSL_cleanse(line, cap);
-    free(line);
-    return rc;
+    if (b->failed)
+        return NULL;
+    if (b->len + more > b->cap) {
+        size_t cap = (b->len + more) * 2;
+        char *n = malloc(cap);
+        if (n == NULL) {
+            b->failed = true;
+            return NULL;
+        }
+        if (b->p != NULL) {
+            memcpy(n, b->p, b->len);
+            OPENSSL_cleanse(b->p, b->cap);
+            free(b->p);
+        }
+        b->p = n;
+        b->cap = cap;
+    }
+    return b->p + b->len;
 }
 
-static int send_reservation(struct link_out *lo, const struct kme_reservation *r)
+static void ob_free(struct obuf *b)
 {
-    json_error_t jerr;
-    json_t *slaves = json_loads(r->slaves_json, 0, &jerr);
-    if (slaves == NULL)
-        return -1;
-    return send_json(lo->conn, json_pack("{s:s, s:I, s:I, s:s, s:s, s:o}",
-                                         "t", "r", "off", (json_int_t)r->off,
-                                         "len", (json_int_t)r->len, "id",
-                                         r->key_id, "master", r->master,
-                                         "slaves", slaves));
+    if (b->p != NULL) {
+        OPENSSL_cleanse(b->p, b->cap);
+        free(b->p);
+    }
+    memset(b, 0, sizeof(*b));
+}
+
+/* Appends s as a JSON string literal. */
+static void ob_json_string(struct obuf *b, const char *s)
+{
+    char *o = ob_room(b, strlen(s) * 6 + 2);
+    if (o == NULL)
+        return;
+    size_t n = 0;
+    o[n++] = '"';
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            o[n++] = '\\';
+            o[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)sprintf(o + n, "\\u%04x", c);
+        } else {
+            o[n++] = (char)c;
+        }
+    }
+    o[n++] = '"';
+    b->len += n;
+}
+
+static void ob_add(struct obuf *b, const char *s, size_t len)
+{
+    char *o = ob_room(b, len);
+    if (o == NULL)
+        return;
+    memcpy(o, s, len);
+    b->len += len;
+}
+
+static void add_material(struct obuf *b, const uint8_t *data, uint64_t off,
+                         size_t len)
+{
+    char *o = ob_room(b, 64 + (len + 2) / 3 * 4);
+    if (o == NULL)
+        return;
+    int n = sprintf(o, "{\"t\":\"m\",\"off\":%" PRIu64 ",\"data\":\"", off);
+    n += EVP_EncodeBlock((unsigned char *)o + n, data, (int)len);
+    memcpy(o + n, "\"}\n", 3);
+    b->len += (size_t)n + 3;
+}
+
+static void add_reservation(struct obuf *b, const struct kme_reservation *r)
+{
+    char head[160];
+    int n = snprintf(head, sizeof(head),
+                     "{\"t\":\"r\",\"off\":%" PRIu64 ",\"len\":%u,\"id\":\"%s\","
+                     "\"master\":", r->off, (unsigned)r->len, r->key_id);
+    ob_add(b, head, (size_t)n);
+    ob_json_string(b, r->master);
+    ob_add(b, ",\"slaves\":", 10);
+    ob_add(b, r->slaves_json, strlen(r->slaves_json)); /* JSON we wrote */
+    ob_add(b, "}\n", 2);
 }
 
 static void lo_pump(struct link_out *lo)
 {
     struct kme *k = lo->k;
-    if (lo->state != LO_READY)
+    if (lo->state != LO_READY ||
+        net_conn_output_pending(lo->conn) > SEND_HIGH_WATER)
         return;
+    struct obuf b = {0};
     /* Reservations first: they are what slave SAEs wait for. Only what is
      * committed here may leave (else a crash could re-draw those bytes). */
     struct kme_outbox *q = &k->outbox;
-    for (size_t i = outbox_find(q, lo->sent_reserve); i < q->count; i++) {
-        if (net_conn_output_pending(lo->conn) > SEND_HIGH_WATER)
-            return;
+    for (size_t i = outbox_find(q, lo->sent_reserve);
+         i < q->count && b.len < SEND_HIGH_WATER; i++) {
         struct kme_reservation *r = kme_outbox_at(q, i);
         if (r->off + r->len > k->out_head_committed)
             break;
-        if (send_reservation(lo, r) < 0) {
-            lo_close(lo, "write failed");
-            return;
-        }
+        add_reservation(&b, r);
         lo->sent_reserve = r->off + r->len;
     }
-    while (lo->sent_material < k->out_committed) {
-        if (net_conn_output_pending(lo->conn) > SEND_HIGH_WATER)
-            return;
+    while (lo->sent_material < k->out_committed && b.len < SEND_HIGH_WATER) {
         uint64_t off = lo->sent_material;
         if (off < k->out.head)
             off = k->out.head; /* cannot happen: drawn bytes were acked */
         uint64_t left = k->out_committed - off;
         size_t n = left > MATERIAL_CHUNK ? MATERIAL_CHUNK : (size_t)left;
-        if (send_material(lo, off, n) < 0) {
-            lo_close(lo, "write failed");
-            return;
+        const uint8_t *data = kme_stream_at(&k->out, off, n);
+        if (data == NULL) {
+            b.failed = true;
+            break;
         }
+        add_material(&b, data, off, n);
         lo->sent_material = off + n;
     }
+    if (b.failed || (b.len > 0 && net_conn_write(lo->conn, b.p, b.len) < 0)) {
+        ob_free(&b);
+        lo_close(lo, "write failed");
+        return;
+    }
+    ob_free(&b);
 }
 
 static void lo_on_hello(struct link_out *lo, json_t *msg)
@@ -255,6 +329,7 @@ static void lo_on_hello(struct link_out *lo, json_t *msg)
     kme_outbox_drop_until(&k->outbox, applied);
     lo->sent_material = material;
     lo->sent_reserve = applied;
+    k->link_down_logged = false;
     qlog_info("kme %s: link to %s up (peer has %" PRIu64 " bytes of material, "
               "%zu reservations to resend)", k->cfg.kme_id, k->cfg.peer_kme_id,
               material, k->outbox.count);
@@ -300,9 +375,10 @@ static void lo_on_event(net_conn *conn, enum net_event ev, void *arg)
         }
         lo_enter(lo, LO_HELLO);
         net_conn_set_max_input(conn, 2 * MAX_LINE);
-        if (send_json(conn, json_pack("{s:s, s:s, s:s}", "t", "hello", "from",
-                                      k->cfg.kme_id, "to",
-                                      k->cfg.peer_kme_id)) < 0)
+        if (send_json(conn, json_pack("{s:s, s:s, s:s, s:I}", "t", "hello",
+                                      "from", k->cfg.kme_id, "to",
+                                      k->cfg.peer_kme_id, "pool",
+                                      (json_int_t)kme_cfg_pool_bytes(&k->cfg))) < 0)
             lo_close(lo, "write failed");
         return;
     case NET_EV_READ:
@@ -416,7 +492,7 @@ static int li_on_material(struct link_in *li, json_t *msg)
         ret = 0;
         if (skip < (size_t)n) {
             size_t len = (size_t)n - skip;
-            uint64_t limit = 4 * kme_cfg_pool_bytes(&k->cfg) + 16 * 1024 * 1024;
+            uint64_t limit = 2 * li->peer_pool + 16 * 1024 * 1024;
             struct kme_batch *b = kme_batch(k);
             struct kme_op *op = b != NULL ? kme_batch_op(b, KME_OP_IN_MATERIAL) : NULL;
             uint8_t *copy = malloc(len);
@@ -539,7 +615,9 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
                 const char *to = json_string_value(json_object_get(msg, "to"));
                 if (from != NULL && to != NULL &&
                     strcmp(from, k->cfg.peer_kme_id) == 0 &&
-                    strcmp(to, k->cfg.kme_id) == 0) {
+                    strcmp(to, k->cfg.kme_id) == 0 &&
+                    get_u64(msg, "pool", &li->peer_pool) &&
+                    li->peer_pool <= (UINT64_C(1) << 32)) {
                     /* Report what is durable; anything newer in memory is
                      * deduplicated when the peer resends it. */
                     li->acked_tail = k->in_committed_tail;

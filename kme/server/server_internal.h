@@ -229,6 +229,7 @@ struct kme {
     struct kme_held_table held;
     uint64_t in_committed_tail, in_committed_head; /* what we may ack */
     uint64_t link_retry_ms;   /* next connection attempt (uv_now) */
+    bool link_down_logged;    /* the current outage was logged */
 
     uv_timer_t gen_timer, sweep_timer;
     int timers_open;
@@ -302,9 +303,6 @@ void kme_http_respond(struct http_conn *hc, int status, const char *body,
 void kme_http_log_keys(struct http_conn *hc, size_t keys, uint64_t bits);
 /* Error response {"message": ...}. */
 void kme_http_error(struct http_conn *hc, int status, const char *message);
-/* Marks the response as asynchronous: the conn stays alive until
- * kme_http_respond, even when the peer goes away. */
-void kme_http_hold(struct http_conn *hc);
 
 /* ---- API (api.c) -------------------------------------------------------- */
 
