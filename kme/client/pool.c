@@ -37,6 +37,7 @@ struct pconn {
     struct kme_http_resp resp; /* parser of req's response */
     uint64_t exchanges;        /* completed on this connection */
     struct pconn *prev, *next;
+    struct pconn *idle_prev, *idle_next; /* links in pool->idle while IDLE */
 };
 
 enum req_state { RQ_QUEUED, RQ_ACTIVE };
@@ -59,6 +60,8 @@ struct kme_pool {
     struct kme_pool_config cfg; /* pointers borrowed from the client */
     struct pconn *conns;
     unsigned nconns;
+    struct pconn *idle;   /* IDLE connections, most recently used first */
+    unsigned nopening;    /* connections in CONNECTING or HANDSHAKING */
     struct kme_http_req *qhead, *qtail;
     size_t queued;
     struct kme_client_stats stats;
@@ -144,17 +147,42 @@ static bool req_complete(kme_pool *p, struct kme_http_req *r, int error, int sta
 static void connect_timeout_cb(void *arg);
 static void idle_timeout_cb(void *arg);
 
+static bool opening(enum pconn_state st)
+{
+    return st == PC_CONNECTING || st == PC_HANDSHAKING;
+}
+
+/* The one place where connection states change; keeps the timers, the idle
+ * list and the count of opening connections in step. */
 static void conn_enter(struct pconn *c, enum pconn_state next)
 {
     kme_pool *p = c->pool;
     enum pconn_state prev = c->state;
     (void)pconn_state_names;
+    if (prev == next)
+        return;
     c->state = next;
-    if ((prev == PC_IDLE || prev == PC_HANDSHAKING || prev == PC_CONNECTING) &&
-        next != PC_HANDSHAKING)
+    if (opening(prev) && !opening(next))
+        p->nopening--;
+    if (prev == PC_IDLE) {
+        if (c->idle_prev)
+            c->idle_prev->idle_next = c->idle_next;
+        else
+            p->idle = c->idle_next;
+        if (c->idle_next)
+            c->idle_next->idle_prev = c->idle_prev;
+        c->idle_prev = c->idle_next = NULL;
+    }
+    if ((prev == PC_IDLE || opening(prev)) && next != PC_HANDSHAKING)
         kme_timer_free(&c->timer);
-    if (next == PC_IDLE && p->cfg.idle_timeout_ms > 0)
-        c->timer = kme_timer_start(p->loop, p->cfg.idle_timeout_ms, idle_timeout_cb, c);
+    if (next == PC_IDLE) {
+        c->idle_next = p->idle;
+        if (p->idle)
+            p->idle->idle_prev = c;
+        p->idle = c;
+        if (p->cfg.idle_timeout_ms > 0)
+            c->timer = kme_timer_start(p->loop, p->cfg.idle_timeout_ms, idle_timeout_cb, c);
+    }
 }
 
 /* Unlinks and closes a connection; its exchange (if any) must have been
@@ -189,6 +217,7 @@ static bool conn_open(kme_pool *p)
         return false;
     }
     c->timer = kme_timer_start(p->loop, p->cfg.connect_timeout_ms, connect_timeout_cb, c);
+    p->nopening++;
     c->next = p->conns;
     if (p->conns)
         p->conns->prev = c;
@@ -223,19 +252,9 @@ static bool conn_assign(struct pconn *c, struct kme_http_req *r)
 
 static void pump(kme_pool *p)
 {
-    struct pconn *c = p->conns;
-    while (p->qhead != NULL && c != NULL) {
-        struct pconn *next = c->next;
-        if (c->state == PC_IDLE) {
-            conn_assign(c, p->qhead);
-            next = p->conns; /* the list may have changed: rescan */
-        }
-        c = next;
-    }
-    unsigned pending = 0;
-    for (c = p->conns; c != NULL; c = c->next)
-        if (c->state == PC_CONNECTING || c->state == PC_HANDSHAKING)
-            pending++;
+    while (p->qhead != NULL && p->idle != NULL)
+        conn_assign(p->idle, p->qhead); /* on failure the next idle one */
+    unsigned pending = p->nopening;
     while (pending < p->queued && p->nconns < p->cfg.max_connections) {
         if (!conn_open(p))
             break; /* out of memory: the request timers report it */
