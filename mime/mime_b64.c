@@ -16,6 +16,12 @@ static const char enc_tab[64] =
 
 /* 0..63: value; 64: skip (CR, LF); 65: '='; 66: invalid. */
 static unsigned char dec_tab[256];
+/* Fast path: the sextet of a character already shifted to its position in
+ * a 4-character quantum (big-endian 24 bits), or BAD for anything else. */
+#define BAD 0x01000000u
+static uint32_t dec_shift[4][256];
+/* Encoder: two characters for each 12-bit value. */
+static char enc_pair[4096][2];
 static pthread_once_t dec_tab_once = PTHREAD_ONCE_INIT;
 
 static void dec_tab_init(void)
@@ -28,6 +34,14 @@ static void dec_tab_init(void)
     t['\n'] = 64;
     t['='] = 65;
     memcpy(dec_tab, t, sizeof(t));
+    for (unsigned c = 0; c < 256; c++) {
+        for (unsigned k = 0; k < 4; k++)
+            dec_shift[k][c] = t[c] < 64 ? (uint32_t)t[c] << (18 - 6 * k) : BAD;
+    }
+    for (unsigned v = 0; v < 4096; v++) {
+        enc_pair[v][0] = enc_tab[v >> 6];
+        enc_pair[v][1] = enc_tab[v & 63];
+    }
 }
 
 size_t mime_b64_encoded_max(size_t n, size_t eol_len)
@@ -39,15 +53,14 @@ size_t mime_b64_encoded_max(size_t n, size_t eol_len)
 static void encode_group(const unsigned char *in, char *out)
 {
     uint32_t v = (uint32_t)in[0] << 16 | (uint32_t)in[1] << 8 | in[2];
-    out[0] = enc_tab[v >> 18];
-    out[1] = enc_tab[(v >> 12) & 63];
-    out[2] = enc_tab[(v >> 6) & 63];
-    out[3] = enc_tab[v & 63];
+    memcpy(out, enc_pair[v >> 12], 2);
+    memcpy(out + 2, enc_pair[v & 0xfff], 2);
 }
 
 size_t mime_b64_encode_lines(const unsigned char *in, size_t n,
                              const char *eol, size_t eol_len, char *out)
 {
+    pthread_once(&dec_tab_once, dec_tab_init);
     char *o = out;
     while (n >= MIME_B64_LINE) {
         for (unsigned g = 0; g < MIME_B64_LINE / 3; g++)
@@ -93,11 +106,10 @@ long mime_b64_decode(struct mime_b64_dec *d, const char *in, size_t len,
         /* Fast path: four data characters at a quantum boundary. */
         if (nacc == 0 && d->npad == 0) {
             while (end - p >= 4) {
-                unsigned a = dec_tab[p[0]], b = dec_tab[p[1]];
-                unsigned c = dec_tab[p[2]], e = dec_tab[p[3]];
-                if ((a | b | c | e) > 63)
+                uint32_t v = dec_shift[0][p[0]] | dec_shift[1][p[1]] |
+                             dec_shift[2][p[2]] | dec_shift[3][p[3]];
+                if (v & BAD)
                     break;
-                uint32_t v = a << 18 | b << 12 | c << 6 | e;
                 o[0] = (unsigned char)(v >> 16);
                 o[1] = (unsigned char)(v >> 8);
                 o[2] = (unsigned char)v;

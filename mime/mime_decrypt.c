@@ -442,8 +442,16 @@ static int dec_step(struct dec *d, struct mime_reader *r)
             return dec_fail(d, rc, "read error");
         int dash = d->at_bol && len >= 2 && line[0] == '-' && line[1] == '-';
         if (!dash && len > 0) {
-            const char *q = memmem(line, len, "\n--", 3);
-            size_t take = q ? (size_t)(q - line) + 1 : (len > 2 ? len - 2 : len);
+            /* base64 has no '-': the first one ends the run, at its line
+             * start when it begins a line, else just after it (data). */
+            const char *q = memchr(line, '-', len);
+            size_t take;
+            if (q == NULL)
+                take = len;
+            else if (q > line && q[-1] == '\n')
+                take = (size_t)(q - line);
+            else
+                take = (size_t)(q - line) + 1;
             d->at_bol = line[take - 1] == '\n';
             rc = data_bytes(d, line, take);
             mime_reader_consume(r, take);
