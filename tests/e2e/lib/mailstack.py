@@ -154,6 +154,9 @@ _SMTPS_LINE = """\
   -o smtpd_tls_wrappermode=yes
   -o smtpd_tls_security_level=encrypt
   -o smtpd_sasl_auth_enable=yes
+{restrictions}"""
+
+_SMTPS_AUTH_ONLY = """\
   -o smtpd_client_restrictions=
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
   -o smtpd_recipient_restrictions=check_recipient_access,texthash:{conf}/recipient_access,permit_sasl_authenticated,reject
@@ -303,14 +306,20 @@ class MailStack:
     tls: False (default: no TLS), True (a throwaway self-signed cert made
     in the stack dir), or (cert_file, key_file[, ca_file]), e.g.
     localhost.pem, localhost.key and ca.pem from certs/mkcerts.sh.
+    smtps_auth: True (default) makes the implicit-TLS port a submission
+    port (AUTH required to relay, like submission_port); False makes it an
+    MTA port like smtp_port (127.0.0.0/8 may relay without AUTH; AUTH still
+    offered), for gateway-mode tests over implicit TLS.
     users: dict address -> password replacing USERS (addresses must be in
     `domains`). keep: leave the directory on disk after stop (for
     debugging; its path is printed)."""
 
     def __init__(self, tls=False, users=None, domains=DOMAINS,
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
-                 auth_failure_delay=0, keep=None, start_timeout=30):
+                 auth_failure_delay=0, keep=None, start_timeout=30,
+                 smtps_auth=True):
         self.tls = tls
+        self.smtps_auth = smtps_auth
         self.users = dict(USERS if users is None else users)
         self.domains = tuple(domains)
         self.message_size_limit = message_size_limit
@@ -541,7 +550,9 @@ class MailStack:
         if self.cert:
             tls = _MAIN_CF_TLS.format(cert=self.cert, key=self.key)
             smtps_line = _SMTPS_LINE.format(
-                smtps="%s:%d" % (HOST, self.smtps_port), conf=conf)
+                smtps="%s:%d" % (HOST, self.smtps_port),
+                restrictions=_SMTPS_AUTH_ONLY.format(conf=conf)
+                if self.smtps_auth else "")
         self._write(os.path.join(conf, "main.cf"), _MAIN_CF.format(
             queue=self.queue_dir, data=self.data_dir,
             domains=", ".join(self.domains), conf=conf, lmtp=self.lmtp_port,

@@ -289,10 +289,16 @@ class TlsStack(unittest.TestCase):
 
 
 class SelfSignedTls(unittest.TestCase):
-    """tls=True: a throwaway self-signed certificate made by the harness."""
+    """tls=True: a throwaway self-signed certificate made by the harness;
+    smtps_auth=False: the implicit-TLS port relays for loopback without
+    AUTH (gateway style)."""
 
-    def test_starttls_and_imaps(self):
-        with M.MailStack(tls=True) as ms:
+    def test_starttls_imaps_and_smtps_without_auth(self):
+        with M.MailStack(tls=True, smtps_auth=False) as ms:
+            msg = M.make_message("alice@example.org", ["dave@example.net"], subject="noauth")
+            ms.send("alice@example.org", ["dave@example.net"], msg,
+                    port=ms.smtps_port, implicit_tls=True)
+            self.assertEqual(ms.wait_for_delivery("dave@example.net", 1, strip=True), [msg])
             self.assertIsNone(ms.ca)
             msg = M.make_message("alice@example.org", ["erin@sub.example.org"])
             ms.send("alice@example.org", ["erin@sub.example.org"], msg,
