@@ -14,7 +14,7 @@ Each proxied message costs one ETSI 014 enc_keys round trip to the
 simulated KME (plus a status call per session's first message); the KME's
 own request times are read from the proxy log and printed, so the added
 latency can be judged "beyond the KME round trip". Afterwards: proxy RSS
-per connection (100 idle sessions after EHLO, each with its own upstream
+per connection (200 idle sessions after EHLO, each with its own upstream
 connection), from /proc/PID/status VmRSS.
 
 Use a Release build (QUMAIL_BIN, SMTP_LOAD or build folders with "rel" in
@@ -66,7 +66,7 @@ def rss_kb(pid):
     return 0
 
 
-def rss_per_connection(px, n=100):
+def rss_per_connection(px, n=200):
     """Opens n sessions (EHLO answered: upstream connected too) and reports
     the RSS growth per session in KiB."""
     time.sleep(0.5)
@@ -131,7 +131,8 @@ def main():
                                 concs, sizes, count_for, stack=ms)
         log = px.log_text()
         kt = kme_times(log)
-        before, during, per = rss_per_connection(px)
+        n_rss = 200
+        before, during, per = rss_per_connection(px, n_rss)
         status = px.stop()
     print("SMTP proxy benchmark: smtp_load -> [qumail proxy, gateway, level=%s, "
           "embedded KME simulator] -> Postfix smtpd -> LMTP -> Dovecot" % args.level)
@@ -140,8 +141,8 @@ def main():
         kt.sort()
         print("KME enc_keys request time (simulator, as logged): n=%d p50=%d ms p99=%d ms"
               % (len(kt), kt[len(kt) // 2], kt[min(len(kt) - 1, int(len(kt) * 0.99))]))
-    print("proxy RSS: %d KiB idle, %d KiB with 100 sessions -> %.1f KiB per session "
-          "(client + upstream connection)" % (before, during, per))
+    print("proxy RSS: %d KiB before, %d KiB with %d open sessions (EHLO done, each with "
+          "its upstream connection) -> %.1f KiB per session" % (before, during, n_rss, per))
     print("proxy exit status: %r" % status)
     if args.json:
         with open(args.json, "w") as f:

@@ -12,11 +12,13 @@ certificate). Every process is killed on stop(), at exit and on SIGTERM
 (through the mailstack harness' registry). Python 3 standard library only.
 """
 
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -189,12 +191,38 @@ class ProxyStack:
                     time.sleep(0.05)
                 else:
                     raise RuntimeError("the simulated KMEs did not link up")
-                time.sleep(0.2)
+                self.wait_key_material()
         except BaseException:
             sys.stderr.write(self.log_text()[-4000:])
             self.stop()
             raise
         return self
+
+    def kme_status(self):
+        """ETSI 014 status of KME_A for SAE_A -> SAE_B (as the proxy's link)."""
+        ctx = ssl.create_default_context(cafile=self.certs["ca"])
+        ctx.load_cert_chain(*self.certs["SAE_A"])
+        conn = http.client.HTTPSConnection("127.0.0.1", self.kme_ports[0], context=ctx,
+                                           timeout=10)
+        try:
+            conn.request("GET", "/api/v1/keys/SAE_B/status")
+            r = conn.getresponse()
+            return json.loads(r.read() or b"{}") if r.status == 200 else {}
+        finally:
+            conn.close()
+
+    def wait_key_material(self, keys=64, timeout=30):
+        """Waits until the simulated link delivered (and the peer
+        acknowledged) some key material."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.kme_status().get("stored_key_count", 0) >= keys:
+                    return
+            except (OSError, ValueError, http.client.HTTPException):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the simulated KME has no key material after %d s" % timeout)
 
     def log_text(self):
         if getattr(self, "_log", None) is not None:
