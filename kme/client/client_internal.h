@@ -147,8 +147,9 @@ struct kme_http_req *kme_pool_submit(kme_pool *pool, const char *method,
                                      const char *path, const char *body,
                                      size_t body_len, kme_http_done_cb done,
                                      void *arg);
-/* Cancels one exchange: done is not called; a response in flight is
- * dropped with its connection. */
+/* Cancels one exchange: done is not called. A queued exchange is freed at
+ * once; one in flight stays on its connection until its answer arrives
+ * (then dropped, connection kept) or its request timeout. */
 void kme_pool_cancel(kme_pool *pool, struct kme_http_req *req);
 void kme_pool_stats(const kme_pool *pool, struct kme_client_stats *st);
 

@@ -129,6 +129,8 @@ static bool req_complete(kme_pool *p, struct kme_http_req *r, int error, int sta
     kme_http_done_cb done = r->done;
     void *arg = r->arg;
     req_free(r);
+    if (done == NULL)
+        return false; /* cancelled while in flight: the answer is dropped */
     bool gone = false;
     bool *outer = p->gone;
     p->gone = &gone;
@@ -302,7 +304,7 @@ static void busy_conn_lost(struct pconn *c, int error, const char *detail)
     kme_pool *p = c->pool;
     struct kme_http_req *r = c->req;
     c->req = NULL;
-    bool stale = !c->resp.started && c->exchanges > 0 && !r->replayed;
+    bool stale = !c->resp.started && c->exchanges > 0 && !r->replayed && r->done != NULL;
     char msg[512];
     snprintf(msg, sizeof(msg), "%s", detail);
     conn_destroy(c);
@@ -510,12 +512,14 @@ void kme_pool_cancel(kme_pool *p, struct kme_http_req *r)
 {
     if (r->state == RQ_QUEUED) {
         queue_unlink(p, r);
-    } else {
-        struct pconn *c = r->conn;
-        c->req = NULL;
-        conn_destroy(c);
+        req_free(r);
+        return;
     }
-    req_free(r);
+    /* In flight: let the answer arrive and drop it (wiped with the body),
+     * so the keep-alive connection survives; the request timer still
+     * bounds the wait. */
+    r->done = NULL;
+    r->arg = NULL;
 }
 
 kme_pool *kme_pool_new(uv_loop_t *loop, const struct kme_pool_config *cfg)
@@ -561,7 +565,8 @@ void kme_pool_free(kme_pool **pp)
         kme_http_done_cb done = r->done;
         void *arg = r->arg;
         req_free(r);
-        done(KME_ECANCELLED, 0, "", 0, "cancelled: the client was freed", arg);
+        if (done != NULL)
+            done(KME_ECANCELLED, 0, "", 0, "cancelled: the client was freed", arg);
     }
 }
 
