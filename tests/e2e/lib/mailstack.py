@@ -293,6 +293,24 @@ namespace inbox {{
 """
 
 
+def _override(main_cf, settings):
+    """main.cf text with each `name = value` of settings replacing the
+    line of that name, or appended."""
+    if not settings:
+        return main_cf
+    out = []
+    for line in main_cf.splitlines():
+        name = line.split("=", 1)[0].strip()
+        if "=" in line and not line.startswith((" ", "\t", "#")) and name in settings:
+            continue
+        out.append(line)
+    for name, value in settings.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name) or "\n" in str(value):
+            raise MailStackError("bad postfix setting %r" % name)
+        out.append("%s = %s" % (name, value))
+    return "\n".join(out) + "\n"
+
+
 class MailStack:
     """Postfix (SMTP, submission, optional SMTPS) delivering over LMTP into
     Dovecot (IMAP, optional IMAPS), all on 127.0.0.1 free ports.
@@ -310,6 +328,10 @@ class MailStack:
     port (AUTH required to relay, like submission_port); False makes it an
     MTA port like smtp_port (127.0.0.0/8 may relay without AUTH; AUTH still
     offered), for gateway-mode tests over implicit TLS.
+    postfix_settings: dict of main.cf parameters replacing or adding to
+    the harness's (e.g. {"smtpd_tls_security_level": "encrypt"} to require
+    STARTTLS on smtp_port); master.cf -o options of the submission and
+    smtps services still win there.
     users: dict address -> password replacing USERS (addresses must be in
     `domains`). keep: leave the directory on disk after stop (for
     debugging; its path is printed)."""
@@ -317,9 +339,10 @@ class MailStack:
     def __init__(self, tls=False, users=None, domains=DOMAINS,
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
                  auth_failure_delay=0, keep=None, start_timeout=30,
-                 smtps_auth=True):
+                 smtps_auth=True, postfix_settings=None):
         self.tls = tls
         self.smtps_auth = smtps_auth
+        self.postfix_settings = dict(postfix_settings or {})
         self.users = dict(USERS if users is None else users)
         self.domains = tuple(domains)
         self.message_size_limit = message_size_limit
@@ -553,11 +576,13 @@ class MailStack:
                 smtps="%s:%d" % (HOST, self.smtps_port),
                 restrictions=_SMTPS_AUTH_ONLY.format(conf=conf)
                 if self.smtps_auth else "")
-        self._write(os.path.join(conf, "main.cf"), _MAIN_CF.format(
+        main_cf = _MAIN_CF.format(
             queue=self.queue_dir, data=self.data_dir,
             domains=", ".join(self.domains), conf=conf, lmtp=self.lmtp_port,
             size_limit=self.message_size_limit, sasl_socket=self.sasl_socket,
-            tls=tls))
+            tls=tls)
+        self._write(os.path.join(conf, "main.cf"),
+                    _override(main_cf, self.postfix_settings))
         self._write(os.path.join(conf, "master.cf"), _MASTER_CF.format(
             smtp="%s:%d" % (HOST, self.smtp_port),
             submission="%s:%d" % (HOST, self.submission_port),

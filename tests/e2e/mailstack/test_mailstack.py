@@ -294,7 +294,13 @@ class SelfSignedTls(unittest.TestCase):
     AUTH (gateway style)."""
 
     def test_starttls_imaps_and_smtps_without_auth(self):
-        with M.MailStack(tls=True, smtps_auth=False) as ms:
+        with M.MailStack(tls=True, smtps_auth=False,
+                         postfix_settings={"smtpd_tls_security_level": "encrypt"}) as ms:
+            # postfix_settings: STARTTLS now required on smtp_port
+            plain = M.make_message("alice@example.org", ["dave@example.net"])
+            with self.assertRaises(smtplib.SMTPSenderRefused) as cm:
+                ms.send("alice@example.org", ["dave@example.net"], plain)
+            self.assertEqual(cm.exception.smtp_code, 530)
             msg = M.make_message("alice@example.org", ["dave@example.net"], subject="noauth")
             ms.send("alice@example.org", ["dave@example.net"], msg,
                     port=ms.smtps_port, implicit_tls=True)
