@@ -302,6 +302,7 @@ void kme_http_respond(struct http_conn *hc, int status, const char *body,
         return;
     }
     llhttp_resume(&hc->parser);
+    net_conn_set_timeout(hc->conn, hc->kme->cfg.idle_timeout_ms); /* re-arm */
     hc_enter(hc, HC_READING);
     if (!hc->in_process)
         process_input(hc);

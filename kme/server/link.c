@@ -24,6 +24,8 @@
 #define MATERIAL_CHUNK 3072        /* bytes per "m" message (4 KiB base64) */
 #define SEND_HIGH_WATER (256 * 1024)
 #define RETRY_MS 1000
+#define PING_MS 10000              /* sender pings an idle link */
+#define LINK_TIMEOUT_MS 30000      /* no input for this long: link dead */
 
 enum lo_state { LO_CONNECTING, LO_HANDSHAKE, LO_HELLO, LO_READY };
 static const char *const lo_names[] = {"CONNECTING", "HANDSHAKE", "HELLO",
@@ -38,6 +40,7 @@ struct link_out {
     char *host;
     uint64_t sent_material;  /* material sent up to this offset */
     uint64_t sent_reserve;   /* reservations sent up to this offset */
+    uint64_t last_write;     /* uv_now() of the last message sent */
 };
 
 struct link_in {
@@ -292,6 +295,8 @@ static void lo_pump(struct link_out *lo)
         add_material(&b, data, off, n);
         lo->sent_material = off + n;
     }
+    if (b.len > 0)
+        lo->last_write = uv_now(k->loop);
     if (b.failed || (b.len > 0 && net_conn_write(lo->conn, b.p, b.len) < 0)) {
         ob_free(&b);
         lo_close(lo, "write failed");
@@ -422,6 +427,15 @@ static void lo_on_event(net_conn *conn, enum net_event ev, void *arg)
 
 void kme_link_tick(struct kme *k)
 {
+    struct link_out *lo = k->lo;
+    if (lo != NULL && lo->state == LO_READY &&
+        uv_now(k->loop) - lo->last_write >= PING_MS) {
+        /* Keeps an idle link provably alive: the receiver answers with an
+         * ack, which re-arms our input timeout. */
+        lo->last_write = uv_now(k->loop);
+        if (net_conn_write(lo->conn, "{\"t\":\"ping\"}\n", 13) < 0)
+            lo_close(lo, "write failed");
+    }
     if (k->lo != NULL || k->stopping || k->failed)
         return;
     if (uv_now(k->loop) < k->link_retry_ms)
@@ -432,7 +446,7 @@ void kme_link_tick(struct kme *k)
         kme_server_peer_addr(k->server, k->cfg.peer_kme_id, &host, &port);
     if (host == NULL || port == 0)
         return;
-    struct link_out *lo = calloc(1, sizeof(*lo));
+    lo = calloc(1, sizeof(*lo));
     if (lo == NULL)
         return;
     lo->k = k;
@@ -445,6 +459,8 @@ void kme_link_tick(struct kme *k)
         return;
     }
     lo->state = LO_CONNECTING;
+    lo->last_write = uv_now(k->loop);
+    net_conn_set_timeout(lo->conn, LINK_TIMEOUT_MS);
     k->lo = lo;
 }
 
@@ -592,13 +608,13 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
         if (k->li != NULL && k->li != li)
             li_close(k->li, "replaced by a new link connection");
         k->li = li;
-        net_conn_set_timeout(conn, 0);
+        net_conn_set_timeout(conn, LINK_TIMEOUT_MS); /* sender pings */
         li_enter(li, LI_HELLO);
         net_conn_set_max_input(conn, 2 * MAX_LINE);
         /* input may already be buffered */
         __attribute__((fallthrough));
     case NET_EV_READ: {
-        bool changed = false;
+        bool changed = false, ping = false;
         for (;;) {
             json_t *msg;
             int r = read_msg(conn, &msg);
@@ -628,6 +644,9 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
                         "applied", (json_int_t)li->acked_head));
                     li_enter(li, LI_READY);
                 }
+            } else if (t != NULL && li->state == LI_READY && strcmp(t, "ping") == 0) {
+                ping = true;
+                ret = 0;
             } else if (t != NULL && li->state == LI_READY && strcmp(t, "m") == 0) {
                 ret = li_on_material(li, msg);
                 changed = true;
@@ -646,6 +665,10 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
         if (changed) {
             kme_flush(k);
             kme_api_wake(k, false);
+        }
+        if (ping) {
+            li->acked_tail = UINT64_MAX; /* force an ack out: the pong */
+            li_send_ack(li);
         }
         return;
     }

@@ -562,7 +562,33 @@ def test_demo_one_process():
     check("expired uncollected" in log, "expiry is logged")
 
 
-for test in (test_status, test_forms, test_errors, test_unauthorized_and_multicast,
+def test_sae_id_field():
+    # The caller's SAE ID from another subject field (O); the peer KME is
+    # absent: the 014 API works without the link, and the outage is logged
+    # once, not at every reconnect attempt.
+    port = free_port()
+    cfg = write_cfg("field.json", [kme_cfg("kme-a", port, 0, "kme-b", free_port(),
+                                           dbname="field.db", sae_id_field="O",
+                                           sae_ids=["QuMail Gateway"])])
+    k = Kme("field", cfg)
+    k.start()
+    for _ in range(50):
+        s, d = curl(port, "sae-a", "GET", "/api/v1/keys/sae-b/status")
+        if s != 0:
+            break
+        time.sleep(0.1)
+    check(s == 200 and d["master_SAE_ID"] == "QuMail Gateway",
+          "sae_id_field O: %d %r" % (s, d))
+    check(d["stored_key_count"] == 0, "no key without the peer's acknowledgement")
+    msg_is(curl(port, "sae-a", "GET", "/api/v1/keys/sae-b/enc_keys"), 503, None,
+           "enc_keys with an empty pool")
+    time.sleep(3)
+    k.stop()
+    log = k.check_log()
+    check(log.count("not established") == 1, "link outage logged once")
+
+
+for test in (test_sae_id_field, test_status, test_forms, test_errors, test_unauthorized_and_multicast,
              test_tls_rejections, test_no_replace, test_durability, test_concurrent,
              test_demo_one_process):
     print("--", test.__name__)
