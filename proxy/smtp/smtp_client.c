@@ -10,7 +10,7 @@
 
 #include "smtp_proto.h"
 
-#define BODY_CHUNK 65536
+#define BODY_CHUNK 32768
 #define BODY_HIGH_WATER (256 * 1024) /* pause reading the fd above this */
 
 enum smtpc_state {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "log.h"
@@ -229,10 +230,16 @@ static void relay_auth_line(smtp_session *s, const char *line)
 
 static void proceed_auth(smtp_session *s, const struct smtp_cmd *cmd)
 {
-    char line[cmd->arg_len + 6];
-    snprintf(line, sizeof(line), "AUTH %.*s", (int)cmd->arg_len, cmd->arg);
+    size_t n = cmd->arg_len + 6;
+    char *line = malloc(n);
+    if (!line) {
+        smtp_reply(s, "454 4.3.0 Insufficient system resources");
+        return;
+    }
+    snprintf(line, n, "AUTH %.*s", (int)cmd->arg_len, cmd->arg);
     relay_auth_line(s, line);
-    memset(line, 0, sizeof(line));
+    OPENSSL_cleanse(line, n);
+    free(line);
 }
 
 /* ---- MAIL ------------------------------------------------------------------ */
@@ -583,19 +590,18 @@ static void bad_command(smtp_session *s)
     }
 }
 
-void smtp_command(smtp_session *s, const char *line, size_t len)
+void smtp_command(smtp_session *s, char *line, size_t len)
 {
     if (s->state == SMTP_STATE_AUTH) {
         /* A continuation line of the AUTH exchange: relayed, never logged. */
-        char copy[len + 1];
+        /* line is the session's own buffer: cut the line end in place. */
+        char *copy = line;
         size_t n = len;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        while (n > 0 && (copy[n - 1] == '\n' || copy[n - 1] == '\r'))
             n--;
-        memcpy(copy, line, n);
         copy[n] = '\0';
         qlog_debug("smtp %s: <<< <redacted>", s->id);
         relay_auth_line(s, copy);
-        memset(copy, 0, sizeof(copy));
         return;
     }
     struct smtp_cmd cmd;

@@ -2,6 +2,7 @@
  * function, state transitions, and the message body (DATA/BDAT -> spool). */
 #include "smtp_session_internal.h"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -143,6 +144,7 @@ static void session_destroy(smtp_session *s)
     smtp_txn_reset(s);
     smtp_spool_free(&s->spool);
     free(s->rcpts);
+    free(s->line_buf);
     free(s->helo);
     free(s->hostname);
     free(s->listener);
@@ -446,12 +448,18 @@ static void process_input(smtp_session *s)
             smtp_reply(s, "500 5.5.2 Line too long");
             continue;
         }
-        char line[len + 1];
-        memcpy(line, in, len);
-        line[len] = '\0';
+        /* One line buffer per session, max_line_length + 1 bytes. */
+        if (!s->line_buf && !(s->line_buf = malloc((size_t)s->cfg.max_line_length + 1))) {
+            smtp_reply(s, "421 4.3.0 Insufficient system resources");
+            smtp_session_schedule_close(s, true);
+            return;
+        }
+        memcpy(s->line_buf, in, len);
+        s->line_buf[len] = '\0';
         net_conn_consume(s->conn, len);
-        smtp_command(s, line, len);
-        memset(line, 0, len); /* may have held AUTH data */
+        smtp_command(s, s->line_buf, len);
+        if (s->line_buf)
+            OPENSSL_cleanse(s->line_buf, len); /* may have held AUTH data */
     }
 }
 

@@ -40,6 +40,7 @@ struct smtp_session {
 
     /* session facts */
     char *helo;
+    char *line_buf;          /* current command line (max_line_length + 1) */
     bool esmtp;
     bool authenticated;
     unsigned bad_commands;
@@ -92,7 +93,8 @@ void smtp_body_end(smtp_session *s);
 uint64_t smtp_advertised_size(const smtp_session *s);
 
 /* smtp_commands.c */
-void smtp_command(smtp_session *s, const char *line, size_t len);
+/* line: the session's line buffer (NUL-terminated), modified in place. */
+void smtp_command(smtp_session *s, char *line, size_t len);
 void smtp_bdat_chunk_done(smtp_session *s);
 
 /* smtp_deliver.c */

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SPOOL_BUF 65536
+#define SPOOL_BUF 16384
 
 struct smtp_spool {
     int fd;
