@@ -78,7 +78,6 @@ DEFAULT_MESSAGE_SIZE_LIMIT = 100 * 1024 * 1024
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
-DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 
 
 def reply_matches(reply, code, text):
@@ -520,9 +519,12 @@ class MailStack:
             if self._reaper is not None:
                 procs = self._track()
             if self._postfix is not None and self._master_pid() is not None:
-                subprocess.run([POSTFIX, "-c", self.conf_dir, "stop"],
-                               stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, timeout=15)
+                try:
+                    subprocess.run([POSTFIX, "-c", self.conf_dir, "stop"],
+                                   stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass  # the kill below ends it
             if self._dovecot is not None and self._dovecot.poll() is None:
                 self._dovecot.terminate()
             for p in (self._postfix, self._dovecot):
