@@ -20,6 +20,7 @@
 
 #define MAX_TARGET 4096
 #define MAX_HEADERS 64
+#define MAX_HEADER_BYTES 16384   /* all field names and values together */
 
 enum hc_state { HC_HANDSHAKE, HC_READING, HC_WAITING, HC_CLOSED };
 static const char *const hc_state_names[] = {"HANDSHAKE", "READING", "WAITING",
@@ -39,6 +40,7 @@ struct http_conn {
     size_t body_len, body_cap;
     int limit_status;        /* 413/431/414 when a limit was hit */
     size_t header_count;
+    size_t header_bytes;
     char hname[16], hvalue[16];   /* current header, only to spot Expect */
     size_t hname_len, hvalue_len;
     bool expect_continue;
@@ -94,6 +96,7 @@ static int on_message_begin(llhttp_t *p)
     hc->target_len = 0;
     hc->body_len = 0;
     hc->header_count = 0;
+    hc->header_bytes = 0;
     hc->limit_status = 0;
     hc->expect_continue = false;
     hc->hname_len = hc->hvalue_len = 0;
@@ -134,9 +137,21 @@ static void add_short(char *buf, size_t cap, size_t *len, const char *at,
     }
 }
 
+static int count_header_bytes(struct http_conn *hc, size_t len)
+{
+    if (len > MAX_HEADER_BYTES - hc->header_bytes) {
+        hc->limit_status = 431;
+        return -1;
+    }
+    hc->header_bytes += len;
+    return 0;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct http_conn *hc = p->data;
+    if (count_header_bytes(hc, len) < 0)
+        return -1;
     add_short(hc->hname, sizeof(hc->hname), &hc->hname_len, at, len);
     return 0;
 }
@@ -144,6 +159,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_conn *hc = p->data;
+    if (count_header_bytes(hc, len) < 0)
+        return -1;
     add_short(hc->hvalue, sizeof(hc->hvalue), &hc->hvalue_len, at, len);
     return 0;
 }
@@ -367,7 +384,7 @@ static void process_input(struct http_conn *hc)
         kme_http_error(hc, status,
                        status == 413   ? "request body too large"
                        : status == 414 ? "request target too long"
-                       : status == 431 ? "too many request header fields"
+                       : status == 431 ? "request header fields too large"
                        : status == 503 ? "out of memory"
                                        : "malformed HTTP request");
         break;

@@ -376,6 +376,16 @@ def test_errors():
     # Oversized body: 413 with a JSON body.
     s, d = curl(PA, "sae-a", "POST", enc, '{"x":"' + "a" * 70000 + '"}')
     check(s == 413 and isinstance(d, dict), "oversized body 413: %d" % s)
+    s, d = curl(PA, "sae-a", "GET", "/api/v1/keys/sae-b/status",
+                extra=("-H", "X-Big: " + "b" * 20000))
+    check(s == 431 and isinstance(d, dict), "oversized header 431: %d" % s)
+    many = []
+    for i in range(70):
+        many += ["-H", "X-H%d: 1" % i]
+    s, d = curl(PA, "sae-a", "GET", "/api/v1/keys/sae-b/status", extra=many)
+    check(s == 431, "too many header fields 431: %d" % s)
+    s, d = curl(PA, "sae-a", "GET", "/api/v1/keys/sae-b/status?" + "q" * 5000)
+    check(s == 414, "target too long 414: %d" % s)
 
 
 def test_unauthorized_and_multicast():
