@@ -73,6 +73,10 @@ int cmd_proxy(int argc, char **argv)
         qlog_set_level(lv);
     }
     signal(SIGPIPE, SIG_IGN);
+    /* The thread pool runs encryption and the embedded KME's SQLite commits
+     * (fsync): libuv's default of 4 threads lets a few commits hold up
+     * every encryption. The operator's own setting wins. */
+    setenv("UV_THREADPOOL_SIZE", "16", 0);
     if (mime_init() < 0) {
         qlog_error("cannot initialise the MIME engine");
         qumail_config_free(&cfg);

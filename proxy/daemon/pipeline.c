@@ -587,6 +587,15 @@ static void pipe_message(void *ctx, smtp_session *s, const struct smtp_message *
     job->stage = JOB_HEADERS;
     job->hdr_work.data = job;
     job->pending = 0;
+    if (m->headers) {
+        /* The session kept the (small) header block: parse it right here,
+         * saving a trip through the thread pool. */
+        char *err = NULL;
+        job->hdr_error = mime_recipients_mem(m->headers, m->headers_len, &job->hdr, &err);
+        free(err);
+        headers_done(&job->hdr_work, 0);
+        return;
+    }
     if (uv_queue_work(d->loop, &job->hdr_work, headers_work, headers_done) < 0)
         job_fail(job, 451, "4.3.0", "Local error, try again later");
 }

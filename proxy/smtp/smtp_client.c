@@ -2,7 +2,9 @@
  * queue, body streaming. */
 #include "smtp_client.h"
 
+#include <errno.h>
 #include <openssl/crypto.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +12,7 @@
 
 #include "smtp_proto.h"
 
-#define BODY_CHUNK 32768
+#define BODY_CHUNK 65536
 #define BODY_HIGH_WATER (256 * 1024) /* pause reading the fd above this */
 
 enum smtpc_state {
@@ -67,12 +69,10 @@ struct smtp_client {
 
     struct op *head, *tail;  /* queued operations, oldest first */
     /* body streaming of head (a body op) */
-    bool body_active;
-    bool body_reading;       /* a uv_fs_read is outstanding */
+    bool body_active;        /* sending the head op's body */
     bool body_done_sending;
     uint64_t body_off;
     struct smtp_stuffer stuffer;
-    uv_fs_t fs_req;
     char *body_buf;          /* BODY_CHUNK, read buffer */
     char *stuff_buf;         /* 2 * BODY_CHUNK + 8 */
     bool closing;            /* smtp_client_free() was called */
@@ -184,8 +184,6 @@ smtp_client *smtp_client_new(uv_loop_t *loop, const struct smtp_client_config *c
     return c;
 }
 
-static void body_fs_done(uv_fs_t *req);
-
 void smtp_client_free(smtp_client **cp)
 {
     if (!cp || !*cp)
@@ -202,15 +200,15 @@ void smtp_client_free(smtp_client **cp)
     }
     c->closing = true;
     fail_all(c, 421, "4.3.0", "cancelled", false, true);
-    if (c->body_reading || c->busy > 0)
-        return; /* destroyed when the callback or the read returns */
+    if (c->busy > 0)
+        return; /* destroyed when the callback returns */
     client_destroy(c);
 }
 
 /* Called at the end of every entry from the loop. */
 static void maybe_destroy(smtp_client *c)
 {
-    if (c->closing && c->busy == 0 && !c->body_reading)
+    if (c->closing && c->busy == 0)
         client_destroy(c);
 }
 
@@ -469,7 +467,7 @@ static void client_handle_event(smtp_client *c, enum net_event ev)
         process_input(c);
         return;
     case NET_EV_DRAINED:
-        if (c->body_active && !c->body_reading && !c->body_done_sending)
+        if (c->body_active)
             body_read_next(c);
         return;
     case NET_EV_EOF:
@@ -580,58 +578,41 @@ int smtp_client_body(smtp_client *c, int fd, uint64_t size, smtp_client_cb cb,
 
 /* ---- body streaming -------------------------------------------------------- */
 
+/* Streams the body: the copy is a local file the proxy has just written
+ * (page cache), so it is read with pread() on the loop, one chunk after
+ * the other while the connection's output queue stays below the high
+ * water mark; NET_EV_DRAINED continues. */
 static void body_read_next(smtp_client *c)
 {
-    struct op *op = c->head;
-    if (!op || op->line || !c->body_active)
-        return;
-    if (net_conn_output_pending(c->conn) > BODY_HIGH_WATER)
-        return; /* NET_EV_DRAINED resumes */
-    if (c->body_off >= op->size) {
-        char end[8];
-        size_t n = smtp_stuff_end(&c->stuffer, end);
-        net_conn_write(c->conn, end, n);
-        c->body_done_sending = true;
-        return;
-    }
-    uint64_t want = op->size - c->body_off;
-    if (want > BODY_CHUNK)
-        want = BODY_CHUNK;
-    uv_buf_t buf = uv_buf_init(c->body_buf, (unsigned)want);
-    c->fs_req.data = c;
-    c->body_reading = true;
-    int rc = uv_fs_read(c->loop, &c->fs_req, op->fd, &buf, 1, (int64_t)c->body_off,
-                        body_fs_done);
-    if (rc < 0) {
-        c->body_reading = false;
-        transport_failure(c, "cannot read the message");
-    }
-}
-
-static void body_fs_done(uv_fs_t *req)
-{
-    smtp_client *c = req->data;
-    ssize_t n = req->result;
-    uv_fs_req_cleanup(req);
-    c->body_reading = false;
-    if (c->closing) {
-        maybe_destroy(c);
-        return;
-    }
-    if (!c->body_active || !c->conn)
-        return;
-    c->busy++;
-    if (n <= 0) {
-        transport_failure(c, n == 0 ? "message file shorter than expected"
-                                    : "cannot read the message");
-    } else {
+    while (c->body_active && c->conn && c->head && !c->head->line) {
+        struct op *op = c->head;
+        if (net_conn_output_pending(c->conn) > BODY_HIGH_WATER)
+            return; /* NET_EV_DRAINED resumes */
+        if (c->body_off >= op->size) {
+            char end[8];
+            size_t n = smtp_stuff_end(&c->stuffer, end);
+            net_conn_write(c->conn, end, n);
+            c->body_active = false;
+            c->body_done_sending = true;
+            return;
+        }
+        uint64_t want = op->size - c->body_off;
+        if (want > BODY_CHUNK)
+            want = BODY_CHUNK;
+        ssize_t n;
+        do
+            n = pread(op->fd, c->body_buf, (size_t)want, (off_t)c->body_off);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0) {
+            transport_failure(c, n == 0 ? "message file shorter than expected"
+                                        : "cannot read the message");
+            return;
+        }
         size_t out = smtp_stuff(&c->stuffer, c->body_buf, (size_t)n, c->stuff_buf);
         c->body_off += (uint64_t)n;
-        if (net_conn_write(c->conn, c->stuff_buf, out) < 0)
+        if (net_conn_write(c->conn, c->stuff_buf, out) < 0) {
             transport_failure(c, "write failed");
-        else
-            body_read_next(c);
+            return;
+        }
     }
-    c->busy--;
-    maybe_destroy(c);
 }

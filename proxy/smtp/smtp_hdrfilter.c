@@ -13,6 +13,26 @@ void smtp_hdrfilter_init(struct smtp_hdrfilter *f, const char *const *drop,
     f->out_arg = out_arg;
 }
 
+void smtp_hdrfilter_capture(struct smtp_hdrfilter *f, char *buf, size_t cap)
+{
+    f->capture = buf;
+    f->capture_cap = cap;
+    f->capture_len = 0;
+    f->capture_overflow = false;
+}
+
+static void capture(struct smtp_hdrfilter *f, const char *data, size_t len)
+{
+    if (!f->capture || f->capture_overflow)
+        return;
+    if (len > f->capture_cap - f->capture_len) {
+        f->capture_overflow = true;
+        return;
+    }
+    memcpy(f->capture + f->capture_len, data, len);
+    f->capture_len += len;
+}
+
 static bool is_dropped(const struct smtp_hdrfilter *f, const char *line,
                        size_t len)
 {
@@ -36,6 +56,7 @@ static int header_line(struct smtp_hdrfilter *f, const char *line, size_t len,
     if (blank) {
         f->in_body = true;
         f->dropping = false;
+        capture(f, line, len);
         return f->out(f->out_arg, line, len);
     }
     bool fold = line[0] == ' ' || line[0] == '\t';
@@ -43,6 +64,7 @@ static int header_line(struct smtp_hdrfilter *f, const char *line, size_t len,
         f->dropping = is_dropped(f, line, len);
     if (f->dropping)
         return 0;
+    capture(f, line, len);
     return f->out(f->out_arg, line, len);
 }
 
@@ -52,6 +74,7 @@ int smtp_hdrfilter_feed(struct smtp_hdrfilter *f, const char *data, size_t len)
         if (f->in_body)
             return f->out(f->out_arg, data, len);
         if (f->mid_line) {
+            f->capture_overflow = true;
             const char *end = memchr(data, '\n', len);
             size_t n = end ? (size_t)(end - data) + 1 : len;
             int r = f->dropping ? 0 : f->out(f->out_arg, data, n);
@@ -76,6 +99,7 @@ int smtp_hdrfilter_feed(struct smtp_hdrfilter *f, const char *data, size_t len)
             if (f->line_len > 0 && f->line[0] != ' ' && f->line[0] != '\t')
                 f->dropping = is_dropped(f, f->line, f->line_len);
             r = f->dropping ? 0 : f->out(f->out_arg, f->line, f->line_len);
+            f->capture_overflow = true;
             f->line_len = 0;
             f->mid_line = true; /* the rest of the line follows the decision */
             if (r < 0)

@@ -21,12 +21,19 @@ struct smtp_hdrfilter {
     bool mid_line;            /* inside an overlong line, already decided */
     size_t line_len;
     char line[SMTP_HDRFILTER_LINE_MAX];
+    /* Optional copy of the kept header block (smtp_hdrfilter_capture). */
+    char *capture;
+    size_t capture_cap, capture_len;
+    bool capture_overflow;   /* the header block did not fit */
 };
 
 void smtp_hdrfilter_init(struct smtp_hdrfilter *f, const char *const *drop,
                          smtp_hdrfilter_out out, void *out_arg);
 /* Passes data on, minus dropped fields. Returns 0 or out()'s error. */
 int smtp_hdrfilter_feed(struct smtp_hdrfilter *f, const char *data, size_t len);
+/* Also copies the kept header lines (and the blank line ending them) into
+ * buf, up to cap bytes; beyond that capture_overflow is set. */
+void smtp_hdrfilter_capture(struct smtp_hdrfilter *f, char *buf, size_t cap);
 /* Flushes a pending partial line (message without a body). */
 int smtp_hdrfilter_finish(struct smtp_hdrfilter *f);
 

@@ -145,6 +145,7 @@ static void session_destroy(smtp_session *s)
     smtp_spool_free(&s->spool);
     free(s->rcpts);
     free(s->line_buf);
+    free(s->hdr_buf);
     free(s->helo);
     free(s->hostname);
     free(s->listener);
@@ -287,6 +288,10 @@ void smtp_body_begin(smtp_session *s)
 {
     smtp_spool_reset(s->spool);
     smtp_hdrfilter_init(&s->filter, dropped_headers, spool_sink, s);
+    if (!s->hdr_buf)
+        s->hdr_buf = malloc(SMTP_HEADER_KEEP);
+    if (s->hdr_buf)
+        smtp_hdrfilter_capture(&s->filter, s->hdr_buf, SMTP_HEADER_KEEP);
     smtp_data_reader_init(&s->reader, s->cfg.max_line_length, filter_sink, s);
     if (s->cfg.trace_header) {
         char date[64], host[64];
@@ -346,6 +351,10 @@ void smtp_body_end(smtp_session *s)
         .authenticated = s->authenticated,
         .peer = s->peer,
     };
+    if (s->hdr_buf && !s->filter.capture_overflow && s->filter.in_body) {
+        m.headers = s->hdr_buf;
+        m.headers_len = s->filter.capture_len;
+    }
     s->hooks.message(s->hooks_ctx, s, &m);
 }
 

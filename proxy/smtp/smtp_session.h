@@ -81,6 +81,11 @@ struct smtp_message {
     size_t n_rcpts;
     int fd;                 /* the spooled message (seekable, read with pread) */
     uint64_t size;
+    /* The header block as spooled (Bcc dropped, blank line included), or
+     * NULL when it was larger than the session keeps (16 KiB): then read
+     * it from fd. */
+    const char *headers;
+    size_t headers_len;
     bool authenticated;
     const char *peer;
 };

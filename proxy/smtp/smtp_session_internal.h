@@ -26,6 +26,8 @@ enum smtp_state {
 
 struct delivery_run; /* smtp_deliver.c */
 
+#define SMTP_HEADER_KEEP 16384 /* header block handed to the message hook */
+
 struct smtp_session {
     uv_loop_t *loop;
     enum smtp_state state;
@@ -41,6 +43,7 @@ struct smtp_session {
     /* session facts */
     char *helo;
     char *line_buf;          /* current command line (max_line_length + 1) */
+    char *hdr_buf;           /* header block of the current message */
     bool esmtp;
     bool authenticated;
     unsigned bad_commands;

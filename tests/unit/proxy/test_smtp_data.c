@@ -186,6 +186,23 @@ static void test_hdrfilter(void **state)
         if (s.len != strlen(want) || memcmp(s.buf, want, s.len) != 0)
             fail_msg("step %zu: got '%.*s'", step, (int)s.len, s.buf);
     }
+    /* The kept header block is captured; too small a buffer overflows. */
+    {
+        struct hsink s2 = {.len = 0};
+        struct smtp_hdrfilter f2;
+        char cap[256];
+        smtp_hdrfilter_init(&f2, drop, hsink_cb, &s2);
+        smtp_hdrfilter_capture(&f2, cap, sizeof(cap));
+        assert_int_equal(smtp_hdrfilter_feed(&f2, in, strlen(in)), 0);
+        const char *hdr = "From: a@x\r\nTo: b@y\r\nSubject: hi\r\n\r\n";
+        assert_false(f2.capture_overflow);
+        assert_int_equal(f2.capture_len, strlen(hdr));
+        assert_memory_equal(cap, hdr, f2.capture_len);
+        smtp_hdrfilter_init(&f2, drop, hsink_cb, &s2);
+        smtp_hdrfilter_capture(&f2, cap, 10);
+        assert_int_equal(smtp_hdrfilter_feed(&f2, in, strlen(in)), 0);
+        assert_true(f2.capture_overflow);
+    }
     /* An overlong header line is streamed, and dropped when it is Bcc. */
     static char big[3 * SMTP_HDRFILTER_LINE_MAX];
     memset(big, 'b', sizeof(big));

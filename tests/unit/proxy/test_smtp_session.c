@@ -180,6 +180,17 @@ static void h_message(void *ctx, smtp_session *s, const struct smtp_message *m)
     assert_true(n >= 0);
     f->spooled_len = (size_t)n;
     assert_int_equal(m->size, f->spooled_len);
+    /* the header block comes along (up to the blank line); the FAIL_451
+     * message has no blank line, so the hook must read the fd instead */
+    if (f->mode == FAIL_451) {
+        assert_null(m->headers);
+        smtp_session_fail(s, 451, "4.7.5", "keys unavailable");
+        return;
+    }
+    assert_non_null(m->headers);
+    assert_true(m->headers_len <= f->spooled_len);
+    assert_memory_equal(m->headers, f->spooled, m->headers_len);
+    assert_true(m->headers_len >= 2 && m->headers[m->headers_len - 1] == '\n');
     if (f->mode == FAIL_451) {
         smtp_session_fail(s, 451, "4.7.5", "keys unavailable");
         return;
