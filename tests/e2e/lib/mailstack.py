@@ -518,18 +518,19 @@ class MailStack:
             procs = {}
             if self._reaper is not None:
                 procs = self._track()
+            asked = []  # daemons asked to stop gracefully
             if self._postfix is not None and self._master_pid() is not None:
                 try:
                     subprocess.run([POSTFIX, "-c", self.conf_dir, "stop"],
                                    stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, timeout=15)
+                    asked.append(self._postfix)
                 except subprocess.TimeoutExpired:
                     pass  # the kill below ends it
             if self._dovecot is not None and self._dovecot.poll() is None:
                 self._dovecot.terminate()
-            for p in (self._postfix, self._dovecot):
-                if p is None:
-                    continue
+                asked.append(self._dovecot)
+            for p in asked:
                 try:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
