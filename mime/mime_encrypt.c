@@ -125,6 +125,20 @@ static int put_field_raw(struct mime_writer *w, const struct mime_field *f,
     return rc;
 }
 
+static size_t longest_line(const struct mime_field *f)
+{
+    size_t longest = 0, cur = 0;
+    for (size_t i = 0; i < f->raw_len; i++) {
+        if (f->raw[i] == '\n') {
+            longest = cur > longest ? cur : longest;
+            cur = 0;
+        } else {
+            cur++;
+        }
+    }
+    return cur > longest ? cur : longest;
+}
+
 static int put_subject(struct mime_writer *w, const char *placeholder,
                        const char *eol)
 {
@@ -168,7 +182,7 @@ static int put_fmt(struct mime_writer *w, const char *fmt, ...)
 }
 
 static int put_outer(struct mime_writer *w, const char *head, size_t head_len,
-                     const struct mime_encrypt_params *p,
+                     int head_cut, const struct mime_encrypt_params *p,
                      const struct mime_info *info, const char *control,
                      size_t control_len, const char *boundary, const char *eol)
 {
@@ -179,13 +193,24 @@ static int put_outer(struct mime_writer *w, const char *head, size_t head_len,
     int rc = mime_fields_split(head, hl, &fields, &nf);
     const char *ph = p->subject_placeholder ? p->subject_placeholder
                                             : MIME_DEFAULT_PLACEHOLDER;
+    /* A header block cut at MIME_HEADER_LIMIT may end inside a field. */
+    if (rc == MIME_OK && !complete && head_cut && nf > 0)
+        nf--;
+    size_t budget = MIME_OUTER_KEPT_LIMIT;
     for (size_t i = 0; rc == MIME_OK && i < nf; i++) {
         if (!mime_field_kept_outside(&fields[i]))
             continue;
-        if (p->protect_subject && mime_field_is(&fields[i], "Subject"))
+        if (p->protect_subject && mime_field_is(&fields[i], "Subject")) {
             rc = put_subject(w, ph, eol);
-        else
-            rc = put_field_raw(w, &fields[i], eol);
+            continue;
+        }
+        /* Stay well inside what readers accept (FORMAT-SPEC 2.2): a field
+         * too long for the outer message is only inside. */
+        if (fields[i].raw_len > budget ||
+            longest_line(&fields[i]) > MIME_OUTER_LINE_LIMIT)
+            continue;
+        budget -= fields[i].raw_len;
+        rc = put_field_raw(w, &fields[i], eol);
     }
     free(fields);
     if (rc != MIME_OK)
@@ -368,8 +393,8 @@ static int encrypt_source(const struct mime_source *src,
     if ((rc = mime_cipher_new(p->algorithm, 1, keys, n_keys, info->nonce,
                               control, control_len, &c, error_r)) != 0)
         goto out;
-    rc = put_outer(w, head, head_len, p, info, control, control_len, boundary,
-                   eol);
+    rc = put_outer(w, head, head_len, head_len < src->size, p, info, control,
+                   control_len, boundary, eol);
     if (rc != MIME_OK) {
         rc = mime_fail(error_r, rc, "writing the outer message");
         goto out;

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include <gmime/gmime.h>
 
@@ -252,33 +254,31 @@ int mime_recipients_mem(const void *in, size_t in_len,
 int mime_recipients_fd(int in_fd, struct mime_rcpt_list **list_r,
                        char **error_r)
 {
-    /* Reads the header block only (up to MIME_HEADER_LIMIT octets). */
-    struct mime_reader *r = mime_reader_fd(in_fd);
-    struct mime_writer *w = mime_writer_mem(0, 0);
-    int rc = (r == NULL || w == NULL) ? MIME_ERR_NOMEM : MIME_OK;
-    const char *line;
-    size_t len, eol;
-    while (rc == MIME_OK) {
-        int k = mime_reader_line(r, &line, &len, &eol);
-        if (k < 0)
-            rc = k;
-        if (k <= 0 || len == 0)
+    /* Reads up to MIME_HEADER_LIMIT octets (the header block and perhaps
+     * some body, which is ignored). */
+    char *buf = malloc(MIME_HEADER_LIMIT);
+    if (buf == NULL)
+        return MIME_ERR_NOMEM;
+    size_t len = 0;
+    while (len < MIME_HEADER_LIMIT) {
+        ssize_t n = read(in_fd, buf + len, MIME_HEADER_LIMIT - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            free(buf);
+            return mime_fail(error_r, MIME_ERR_IO, "reading headers");
+        }
+        if (n == 0)
             break;
-        if (mime_writer_total(w) + len + 2 > MIME_HEADER_LIMIT)
+        len += (size_t)n;
+        int complete;
+        mime_header_block_len(buf, len, &complete);
+        if (complete)
             break;
-        rc = mime_writer_put(w, line, len);
-        if (rc == MIME_OK)
-            rc = mime_writer_put(w, "\r\n", 2);
     }
-    if (rc == MIME_OK) {
-        size_t blen;
-        unsigned char *block = mime_writer_take(w, &blen);
-        rc = mime_recipients_mem(block, blen, list_r, error_r);
-        free(block);
-    }
-    mime_reader_free(&r);
-    mime_writer_free(&w);
-    return rc == MIME_OK ? rc : mime_fail(error_r, rc, "reading headers");
+    int rc = mime_recipients_mem(buf, len, list_r, error_r);
+    free(buf);
+    return rc;
 }
 
 size_t mime_rcpt_count(const struct mime_rcpt_list *l)

@@ -15,6 +15,8 @@
 #define MIME_TAG_LEN 16u
 #define MIME_NONCE_LEN 12u
 #define MIME_HEADER_LIMIT (256u * 1024u)      /* outer/inner header block */
+#define MIME_OUTER_KEPT_LIMIT (64u * 1024u)   /* original fields kept outside */
+#define MIME_OUTER_LINE_LIMIT (16u * 1024u)   /* longest kept physical line */
 #define MIME_CONTROL_LIMIT (8u * 1024u * 1024u) /* control part text */
 #define MIME_LINE_LIMIT (64u * 1024u)         /* one line of the outer msg */
 #define MIME_B64_LINE 57u                     /* octets per 76-char line */

@@ -267,6 +267,54 @@ static void test_inspect_plain_and_pipe(void **s)
     tu_keys_free(&k);
 }
 
+/* Huge header fields stay inside only; the outer message stays readable. */
+static void test_huge_headers(void **s)
+{
+    (void)s;
+    size_t to_len = 100000, refs = 40, cap = to_len + refs * 8200 + 1024;
+    char *m = malloc(cap);
+    size_t n = 0;
+    n += (size_t)sprintf(m + n, "From: a@example.org\r\nTo: ");
+    for (size_t i = 0; n < to_len; i++)
+        n += (size_t)sprintf(m + n, "user%zu@example.org, ", i);
+    n += (size_t)sprintf(m + n, "last@example.org\r\n");
+    for (size_t r = 0; r < refs; r++) { /* 40 x 8 kB References: 320 kB */
+        n += (size_t)sprintf(m + n, "References:");
+        for (int j = 0; j < 200; j++)
+            n += (size_t)sprintf(m + n, " <%03zu.%03d.msgid@ex.org>\r\n", r, j);
+    }
+    n += (size_t)sprintf(m + n, "Subject: big\r\n\r\nbody\r\n");
+    assert_true(n < cap);
+    unsigned char key[32] = {7};
+    struct mime_key k = {"k", key, 32};
+    struct mime_encrypt_params p = tu_params(MIME_ALG_AES_256_GCM);
+    unsigned char *enc, *dec;
+    size_t enc_len, dec_len;
+    assert_int_equal(mime_encrypt_mem(m, n, &p, &k, 1, &enc, &enc_len, NULL),
+                     0);
+    size_t hl = tu_header_len(enc, enc_len);
+    assert_true(hl < 80 * 1024);
+    assert_null(memmem(enc, hl, "user1@", 6)); /* the 100 kB To: is inside */
+    struct mime_key_list kl = {&k, 1};
+    assert_int_equal(mime_decrypt_mem(enc, enc_len, mime_key_list_lookup, &kl,
+                                      &dec, &dec_len, NULL, NULL), 0);
+    assert_int_equal(dec_len, n);
+    assert_memory_equal(dec, m, n);
+    mime_plaintext_free(&dec, dec_len);
+    /* the recipients helper reads a long To line from an fd */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], m, 60000), 60000);
+    close(fds[1]);
+    struct mime_rcpt_list *l = NULL;
+    assert_int_equal(mime_recipients_fd(fds[0], &l, NULL), 0);
+    assert_true(mime_rcpt_count(l) > 1000);
+    mime_rcpt_list_free(&l);
+    close(fds[0]);
+    free(enc);
+    free(m);
+}
+
 static void *worker(void *arg)
 {
     (void)arg;
@@ -315,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_utf8_placeholder),
         cmocka_unit_test(test_recipients),
         cmocka_unit_test(test_inspect_plain_and_pipe),
+        cmocka_unit_test(test_huge_headers),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
