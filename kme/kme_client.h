@@ -180,20 +180,22 @@ typedef void (*kme_keys_cb)(const struct kme_result *res,
 /* Exactly total_bits of key material for slave_sae_id, in as few keys as
  * the KME's limits allow. total_bits must be a positive multiple of 8 (a
  * byte count times 8). Fails with KME_ELIMITS when no combination of
- * allowed sizes sums to total_bits (e.g. fewer bits than min_key_size). */
+ * allowed sizes sums to total_bits (e.g. fewer bits than min_key_size):
+ * returned at once when the limits are cached, else via the callback. */
 int kme_client_enc_bits(kme_client *client, const char *slave_sae_id,
                         uint64_t total_bits, kme_keys_cb cb, void *arg);
 
-/* number keys of size_bits each (size_bits 0: the KME's default key_size,
- * no limits lookup). number above max_key_per_request is split into several
- * calls. */
+/* number keys of size_bits each (size_bits 0: the KME's default key_size).
+ * number above max_key_per_request is split into several calls; a size
+ * outside the KME's limits is KME_ELIMITS. */
 int kme_client_enc_keys(kme_client *client, const char *slave_sae_id,
                         uint64_t number, uint64_t size_bits, kme_keys_cb cb,
                         void *arg);
 
-/* The keys with these IDs (UUID strings, copied), from the KME of the
- * slave side; master_sae_id is the SAE that obtained them with enc_keys.
- * Returned in the order of key_ids; duplicates are refused (KME_EINVAL). */
+/* The keys with these IDs (UUID strings, either case, copied), from the KME
+ * of the slave side; master_sae_id is the SAE that obtained them with
+ * enc_keys. Returned in the order of key_ids (IDs in lower case); a
+ * non-UUID or duplicate ID is refused (KME_EINVAL). */
 int kme_client_dec_keys(kme_client *client, const char *master_sae_id,
                         const char *const *key_ids, size_t n, kme_keys_cb cb,
                         void *arg);

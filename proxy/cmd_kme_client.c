@@ -69,7 +69,7 @@ static int print_keys(const struct kme_keys *keys, bool show)
     uint64_t total = 0;
     for (size_t i = 0; i < keys->count; i++) {
         const struct kme_key *k = &keys->keys[i];
-        json_t *o = json_pack("{s:s, s:I}", "key_ID", k->key_id, "size", (json_int_t)(k->len * 8));
+        json_t *o = json_pack("{s:s, s:I}", "key_ID", k->key_id, "size", (json_int_t)k->len * 8);
         if (show) {
             size_t cap = 4 * ((k->len + 2) / 3) + 1;
             unsigned char *b64 = malloc(cap);

@@ -8,26 +8,26 @@
 #include "client_internal.h"
 
 static const struct {
-    int code;
     const char *name;
     const char *text;
+    int code;
     bool temporary;
 } error_table[] = {
-    {KME_OK, "KME_OK", "success", false},
-    {KME_ENOMEM, "KME_ENOMEM", "out of memory", true},
-    {KME_EINVAL, "KME_EINVAL", "invalid argument", false},
-    {KME_ETIMEDOUT, "KME_ETIMEDOUT", "timed out", true},
-    {KME_ECONNREFUSED, "KME_ECONNREFUSED", "connection refused", true},
-    {KME_ECONNECT, "KME_ECONNECT", "cannot connect to the KME", true},
-    {KME_EIO, "KME_EIO", "connection to the KME lost", true},
-    {KME_ETLS, "KME_ETLS", "TLS handshake or certificate verification failed", false},
-    {KME_EHTTP, "KME_EHTTP", "the KME refused the request", false},
-    {KME_EBADRESPONSE, "KME_EBADRESPONSE", "invalid response from the KME", false},
-    {KME_ENOTFOUND, "KME_ENOTFOUND", "key not found on the KME", true},
-    {KME_EUNAUTHORIZED, "KME_EUNAUTHORIZED", "unauthorized", false},
-    {KME_ESERVER, "KME_ESERVER", "error on the KME side", true},
-    {KME_ECANCELLED, "KME_ECANCELLED", "cancelled", true},
-    {KME_ELIMITS, "KME_ELIMITS", "request exceeds the KME's limits", false},
+    {"KME_OK", "success", KME_OK, false},
+    {"KME_ENOMEM", "out of memory", KME_ENOMEM, true},
+    {"KME_EINVAL", "invalid argument", KME_EINVAL, false},
+    {"KME_ETIMEDOUT", "timed out", KME_ETIMEDOUT, true},
+    {"KME_ECONNREFUSED", "connection refused", KME_ECONNREFUSED, true},
+    {"KME_ECONNECT", "cannot connect to the KME", KME_ECONNECT, true},
+    {"KME_EIO", "connection to the KME lost", KME_EIO, true},
+    {"KME_ETLS", "TLS handshake or certificate verification failed", KME_ETLS, false},
+    {"KME_EHTTP", "the KME refused the request", KME_EHTTP, false},
+    {"KME_EBADRESPONSE", "invalid response from the KME", KME_EBADRESPONSE, false},
+    {"KME_ENOTFOUND", "key not found on the KME", KME_ENOTFOUND, true},
+    {"KME_EUNAUTHORIZED", "unauthorized", KME_EUNAUTHORIZED, false},
+    {"KME_ESERVER", "error on the KME side", KME_ESERVER, true},
+    {"KME_ECANCELLED", "cancelled", KME_ECANCELLED, true},
+    {"KME_ELIMITS", "request exceeds the KME's limits", KME_ELIMITS, false},
 };
 
 static int find(int code)
