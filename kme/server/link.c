@@ -10,6 +10,7 @@
  * Receiver states: HANDSHAKE -> HELLO -> READY
  * Any error closes the connection; the sender retries every second and
  * the hello exchange resynchronises both ends from their durable state. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -483,24 +484,58 @@ static void li_send_ack(struct link_in *li)
         li_close(li, "write failed");
 }
 
-static int li_on_material(struct link_in *li, json_t *msg)
+/* "m" messages carry key material, so they are parsed by hand straight
+ * from the input buffer: jansson would leave an unwiped copy on the heap.
+ * The form is fixed (we write it): {"t":"m","off":<digits>,"data":"<b64>"}
+ * followed by LF. */
+static int parse_material(const char *line, size_t n, uint64_t *off_r,
+                          const char **b64_r, size_t *blen_r)
+{
+    static const char pre[] = "{\"t\":\"m\",\"off\":";
+    static const char mid[] = ",\"data\":\"";
+    static const char end[] = "\"}\n";
+    size_t i = sizeof(pre) - 1;
+    if (n < i || memcmp(line, pre, i) != 0)
+        return -1;
+    uint64_t off = 0;
+    size_t digits = 0;
+    for (; i < n && line[i] >= '0' && line[i] <= '9'; i++, digits++) {
+        if (digits >= 18)
+            return -1;
+        off = off * 10 + (uint64_t)(line[i] - '0');
+    }
+    if (digits == 0 || n - i < sizeof(mid) - 1 ||
+        memcmp(line + i, mid, sizeof(mid) - 1) != 0)
+        return -1;
+    i += sizeof(mid) - 1;
+    size_t start = i;
+    while (i < n && line[i] != '"')
+        i++;
+    if (n - i != sizeof(end) - 1 || memcmp(line + i, end, sizeof(end) - 1) != 0)
+        return -1;
+    *off_r = off;
+    *b64_r = line + start;
+    *blen_r = i - start;
+    return 0;
+}
+
+static int li_on_material(struct link_in *li, uint64_t off, const char *b64,
+                          size_t blen)
 {
     struct kme *k = li->k;
-    uint64_t off;
-    json_t *d = json_object_get(msg, "data");
-    if (!get_u64(msg, "off", &off) || !json_is_string(d))
-        return -1;
-    size_t blen = json_string_length(d);
     if (blen % 4 != 0 || blen > MAX_LINE)
         return -1;
+    for (size_t i = 0; i < blen; i++) {
+        unsigned char c = (unsigned char)b64[i];
+        if (!(isalnum(c) || c == '+' || c == '/' || (c == '=' && i + 2 >= blen)))
+            return -1;
+    }
     uint8_t *data = malloc(blen / 4 * 3 + 1);
     if (data == NULL)
         return -1;
-    int n = EVP_DecodeBlock(data, (const unsigned char *)json_string_value(d),
-                            (int)blen);
-    const char *s = json_string_value(d);
-    if (n >= 0 && blen > 0 && s[blen - 1] == '=')
-        n -= blen > 1 && s[blen - 2] == '=' ? 2 : 1;
+    int n = EVP_DecodeBlock(data, (const unsigned char *)b64, (int)blen);
+    if (n >= 0 && blen > 0 && b64[blen - 1] == '=')
+        n -= blen > 1 && b64[blen - 2] == '=' ? 2 : 1;
     int ret = -1;
     if (n >= 0 && off <= k->in.tail) {
         /* Skip what we already have (a resend after reconnect). */
@@ -616,6 +651,23 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
     case NET_EV_READ: {
         bool changed = false, ping = false;
         for (;;) {
+            size_t n = net_conn_line_len(conn), have;
+            const char *line = net_conn_input(conn, &have);
+            if (n > 8 && li->state == LI_READY && memcmp(line, "{\"t\":\"m\"", 8) == 0) {
+                uint64_t off;
+                const char *b64;
+                size_t blen;
+                int ret = parse_material(line, n, &off, &b64, &blen) == 0
+                              ? li_on_material(li, off, b64, blen) : -1;
+                net_conn_consume(conn, n);
+                changed = true;
+                if (ret < 0) {
+                    kme_flush(k);
+                    li_close(li, "protocol error from the peer (material)");
+                    return;
+                }
+                continue;
+            }
             json_t *msg;
             int r = read_msg(conn, &msg);
             if (r == 0)
@@ -647,9 +699,6 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
             } else if (t != NULL && li->state == LI_READY && strcmp(t, "ping") == 0) {
                 ping = true;
                 ret = 0;
-            } else if (t != NULL && li->state == LI_READY && strcmp(t, "m") == 0) {
-                ret = li_on_material(li, msg);
-                changed = true;
             } else if (t != NULL && li->state == LI_READY && strcmp(t, "r") == 0) {
                 ret = li_on_reservation(li, msg);
                 changed = true;
