@@ -17,7 +17,6 @@ process when the test process dies without cleaning up (SIGKILL, ctest
 timeout). See README.md beside this file. Python 3 standard library only.
 """
 
-import grp
 import imaplib
 import os
 import pwd
@@ -35,6 +34,12 @@ from procutil import (HOST, DaemonExited, HarnessError, Reaper, free_ports,
 from mailmsg import (delivery_headers, make_message, smtp_send,
                      strip_delivery_headers)
 from smtpsink import SinkServer, find_smtp_sink
+from stackconf import (DEFAULT_MESSAGE_SIZE_LIMIT, DOMAINS, REJECT_DATA_SENDER,
+                       REJECT_RCPT, REPLY_REJECT_DATA, REPLY_REJECT_RCPT,
+                       REPLY_TEMPFAIL_DATA, REPLY_TEMPFAIL_RCPT,
+                       TEMPFAIL_DATA_SENDER, TEMPFAIL_RCPT, USERS,
+                       make_selfsigned_cert, write_dovecot_conf,
+                       write_postfix_conf)
 
 __all__ = [
     "MailStack", "MailStackError", "SinkServer", "HarnessError",
@@ -48,33 +53,6 @@ __all__ = [
 ]
 
 MailStackError = HarnessError
-
-DOMAINS = ("example.org", "example.net", "sub.example.org")
-
-# Mailbox users (address -> password). Every address is also a valid SASL
-# login on the submission port and an IMAP login.
-USERS = {
-    "alice@example.org": "alice-secret",
-    "bob@example.org": "bob-secret",
-    "carol@example.net": "carol-secret",
-    "dave@example.net": "dave-secret",
-    "erin@sub.example.org": "erin-secret",
-}
-
-# Recipients Postfix answers at RCPT time with a fixed reply (check_recipient_access).
-REJECT_RCPT = "reject@example.org"          # 550 5.1.1
-TEMPFAIL_RCPT = "tempfail@example.org"      # 450 4.2.0
-# Senders whose message Postfix refuses after the final "." of DATA
-# (smtpd_end_of_data_restrictions with check_sender_access).
-REJECT_DATA_SENDER = "reject-data@example.net"      # 554 5.7.1
-TEMPFAIL_DATA_SENDER = "tempfail-data@example.net"  # 451 4.3.0
-
-REPLY_REJECT_RCPT = "550 5.1.1 Recipient rejected by mailstack test policy"
-REPLY_TEMPFAIL_RCPT = "450 4.2.0 Recipient temporarily refused by mailstack test policy"
-REPLY_REJECT_DATA = "554 5.7.1 Message rejected by mailstack test policy"
-REPLY_TEMPFAIL_DATA = "451 4.3.0 Message temporarily refused by mailstack test policy"
-
-DEFAULT_MESSAGE_SIZE_LIMIT = 100 * 1024 * 1024
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -93,221 +71,6 @@ def reply_matches(reply, code, text):
     got = text.split(" ", 1)
     return (int(want_code) == int(code) and len(got) == 2
             and got[0] == want_status and got[1].endswith(want_reason))
-
-
-def make_selfsigned_cert(directory, cn="localhost"):
-    """Write a throwaway self-signed certificate (CA:TRUE, SAN localhost and
-    127.0.0.1) and its key into `directory`; returns (cert, key). Clients
-    verify against the certificate itself."""
-    cert = os.path.join(directory, "selfsigned.crt")
-    key = os.path.join(directory, "selfsigned.key")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-         "-subj", "/CN=%s" % cn,
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", key, "-out", cert],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        timeout=30)
-    return cert, key
-
-
-_MASTER_CF = """\
-# service  type  private unpriv chroot wakeup maxproc command
-{smtp} inet n - n - - smtpd
-{submission} inet n - n - - smtpd
-  -o syslog_name=postfix/submission
-  -o smtpd_sasl_auth_enable=yes
-  -o smtpd_tls_auth_only=no
-  -o smtpd_tls_security_level={submission_tls_level}
-  -o smtpd_client_restrictions=
-  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-  -o smtpd_recipient_restrictions=check_recipient_access,texthash:{conf}/recipient_access,permit_sasl_authenticated,reject
-{smtps_line}pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-lmtp      unix  - - n - - lmtp
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
-
-_SMTPS_LINE = """\
-{smtps} inet n - n - - smtpd
-  -o syslog_name=postfix/smtps
-  -o smtpd_tls_wrappermode=yes
-  -o smtpd_tls_security_level=encrypt
-  -o smtpd_sasl_auth_enable=yes
-{restrictions}"""
-
-_SMTPS_AUTH_ONLY = """\
-  -o smtpd_client_restrictions=
-  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-  -o smtpd_recipient_restrictions=check_recipient_access,texthash:{conf}/recipient_access,permit_sasl_authenticated,reject
-"""
-
-_MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mailstack.localhost
-mydomain = localhost
-myorigin = $myhostname
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost =
-relay_domains =
-alias_maps =
-alias_database =
-local_recipient_maps =
-local_transport = error:local delivery is disabled
-virtual_alias_maps =
-virtual_mailbox_domains = {domains}
-virtual_mailbox_maps = texthash:{conf}/vmailbox
-virtual_transport = lmtp:inet:127.0.0.1:{lmtp}
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-lmtp_host_lookup = native
-maillog_file = /dev/stdout
-smtpd_banner = $myhostname ESMTP Postfix (mailstack)
-biff = no
-local_header_rewrite_clients =
-smtputf8_enable = yes
-message_size_limit = {size_limit}
-mailbox_size_limit = 0
-virtual_mailbox_limit = 0
-in_flow_delay = 0
-default_process_limit = 300
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-queue_run_delay = 2s
-minimal_backoff_time = 2s
-maximal_backoff_time = 10s
-delay_warning_time = 0
-smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
-smtpd_recipient_restrictions = check_recipient_access texthash:{conf}/recipient_access, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
-smtpd_end_of_data_restrictions = check_sender_access texthash:{conf}/eod_sender_access
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = {sasl_socket}
-smtpd_sasl_auth_enable = no
-smtpd_sasl_security_options = noanonymous
-broken_sasl_auth_clients = no
-smtp_tls_security_level = none
-lmtp_tls_security_level = none
-{tls}"""
-
-_MAIN_CF_TLS = """\
-smtpd_tls_cert_file = {cert}
-smtpd_tls_key_file = {key}
-smtpd_tls_security_level = may
-smtpd_tls_loglevel = 1
-"""
-
-_DOVECOT_CONF = """\
-protocols = imap lmtp
-listen = 127.0.0.1
-instance_name = {instance}
-base_dir = {run}
-state_dir = {state}
-log_path = {log}
-info_log_path = {log}
-default_login_user = dovenull
-default_internal_user = dovecot
-first_valid_uid = 1
-first_valid_gid = 1
-mail_location = maildir:{mail}/%d/%n
-mail_save_crlf = yes
-mail_fsync = never
-auth_mechanisms = plain login
-disable_plaintext_auth = no
-auth_failure_delay = {auth_failure_delay}
-{ssl}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%Lu {users}
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={mail}/%d/%n
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {imap}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {imaps}
-  }}
-}}
-service lmtp {{
-  inet_listener lmtp {{
-    address = 127.0.0.1
-    port = {lmtp}
-  }}
-}}
-service auth {{
-  unix_listener auth-postfix {{
-    mode = 0666
-  }}
-}}
-protocol lmtp {{
-  postmaster_address = postmaster@example.org
-}}
-namespace inbox {{
-  inbox = yes
-  separator = /
-  mailbox Drafts {{
-    special_use = \\Drafts
-    auto = subscribe
-  }}
-  mailbox Sent {{
-    special_use = \\Sent
-    auto = subscribe
-  }}
-  mailbox Trash {{
-    special_use = \\Trash
-    auto = subscribe
-  }}
-}}
-"""
-
-
-def _override(main_cf, settings):
-    """main.cf text with each `name = value` of settings replacing the
-    line of that name, or appended."""
-    if not settings:
-        return main_cf
-    out = []
-    for line in main_cf.splitlines():
-        name = line.split("=", 1)[0].strip()
-        if "=" in line and not line.startswith((" ", "\t", "#")) and name in settings:
-            continue
-        out.append(line)
-    for name, value in settings.items():
-        if not re.fullmatch(r"[A-Za-z0-9_]+", name) or "\n" in str(value):
-            raise MailStackError("bad postfix setting %r" % name)
-        out.append("%s = %s" % (name, value))
-    return "\n".join(out) + "\n"
 
 
 class MailStack:
@@ -429,8 +192,8 @@ class MailStack:
         if self.cert:
             self.smtps_port, self.imaps_port = smtps, imaps
 
-        self._write_dovecot_conf()
-        self._write_postfix_conf()
+        write_dovecot_conf(self)
+        write_postfix_conf(self)
 
         self._reaper = Reaper()
         if not self.keep:
@@ -561,65 +324,6 @@ class MailStack:
                     tail = f.read()[-4000:]
                 sys.stderr.write("---- %s (tail)\n%s\n" %
                                  (path, tail.decode("utf-8", "replace")))
-
-    # -- configuration ----------------------------------------------------
-
-    def _write(self, path, text, mode=0o644):
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, mode)
-
-    def _write_postfix_conf(self):
-        conf = self.conf_dir
-        tls = ""
-        smtps_line = ""
-        if self.cert:
-            tls = _MAIN_CF_TLS.format(cert=self.cert, key=self.key)
-            smtps_line = _SMTPS_LINE.format(
-                smtps="%s:%d" % (HOST, self.smtps_port),
-                restrictions=_SMTPS_AUTH_ONLY.format(conf=conf)
-                if self.smtps_auth else "")
-        main_cf = _MAIN_CF.format(
-            queue=self.queue_dir, data=self.data_dir,
-            domains=", ".join(self.domains), conf=conf, lmtp=self.lmtp_port,
-            size_limit=self.message_size_limit, sasl_socket=self.sasl_socket,
-            tls=tls)
-        self._write(os.path.join(conf, "main.cf"),
-                    _override(main_cf, self.postfix_settings))
-        self._write(os.path.join(conf, "master.cf"), _MASTER_CF.format(
-            smtp="%s:%d" % (HOST, self.smtp_port),
-            submission="%s:%d" % (HOST, self.submission_port),
-            submission_tls_level="may" if self.cert else "none",
-            smtps_line=smtps_line, conf=conf))
-        self._write(os.path.join(conf, "vmailbox"), "".join(
-            "%s OK\n" % u for u in sorted(self.users)))
-        self._write(os.path.join(conf, "recipient_access"),
-                    "%s %s\n%s %s\n" % (REJECT_RCPT, REPLY_REJECT_RCPT,
-                                        TEMPFAIL_RCPT, REPLY_TEMPFAIL_RCPT))
-        self._write(os.path.join(conf, "eod_sender_access"),
-                    "%s %s\n%s %s\n" % (REJECT_DATA_SENDER, REPLY_REJECT_DATA,
-                                        TEMPFAIL_DATA_SENDER,
-                                        REPLY_TEMPFAIL_DATA))
-
-    def _write_dovecot_conf(self):
-        pw = pwd.getpwnam("dovenull")
-        users_file = os.path.join(self.dovecot_dir, "users")
-        self._write(users_file, "".join(
-            "%s:{PLAIN}%s\n" % (u.lower(), p)
-            for u, p in sorted(self.users.items())), mode=0o640)
-        os.chown(users_file, 0, grp.getgrnam("dovecot").gr_gid)
-        if self.cert:
-            ssl_conf = "ssl = yes\nssl_cert = <%s\nssl_key = <%s\n" % (
-                self.cert, self.key)
-        else:
-            ssl_conf = "ssl = no\n"
-        self._write(self.dovecot_conf, _DOVECOT_CONF.format(
-            instance="mailstack-%s" % os.path.basename(self.dir),
-            run=self.run_dir, state=self.state_dir, log=self.dovecot_log,
-            mail=self.mail_dir, auth_failure_delay="%ds" % self.auth_failure_delay,
-            ssl=ssl_conf, users=users_file, uid=pw.pw_uid, gid=pw.pw_gid,
-            imap=self.imap_port, imaps=self.imaps_port or 0,
-            lmtp=self.lmtp_port))
 
     # -- using it ---------------------------------------------------------
 
