@@ -126,9 +126,15 @@ def main():
             P.ProxyStack(certs, ms.smtp_port, mode="gateway", listeners=("plain",),
                          policy=policy, workdir=work, trace_header=True,
                          limits={"max_connections": 1000}, log_level="info") as px:
-        rows = bench.run_matrix({"direct": (ms.host, ms.smtp_port),
-                                 "proxy": (px.host, px.ports["plain"])},
-                                concs, sizes, count_for, stack=ms)
+        arms = {"direct": (ms.host, ms.smtp_port), "proxy": (px.host, px.ports["plain"])}
+        rows, kme_cells, first = [], {}, True
+        for size in sizes:
+            for conc in concs:
+                mark = len(px.log_text())
+                rows += bench.run_matrix(arms, [conc], [size], count_for, stack=ms,
+                                         warmup=first)
+                first = False
+                kme_cells[(size, conc)] = sorted(kme_times(px.log_text()[mark:]))
         log = px.log_text()
         kt = kme_times(log)
         n_rss = 200
@@ -137,6 +143,17 @@ def main():
     print("SMTP proxy benchmark: smtp_load -> [qumail proxy, gateway, level=%s, "
           "embedded KME simulator] -> Postfix smtpd -> LMTP -> Dovecot" % args.level)
     bench.print_table(rows)
+    print()
+    print("added p50 beyond the KME round trip (enc_keys time as the simulator logged it)")
+    print("%-8s %4s %12s %12s %14s" % ("size", "conc", "+p50 ms", "KME p50 ms", "beyond KME ms"))
+    by = {(r["arm"], r["requested_size"], r["concurrency"]): r for r in rows}
+    for (size, conc), times in kme_cells.items():
+        d, p = by.get(("direct", size, conc)), by.get(("proxy", size, conc))
+        if not d or not p or not times:
+            continue
+        added = p["latency_ms"]["p50"] - d["latency_ms"]["p50"]
+        k = times[len(times) // 2]
+        print("%-8s %4d %12.2f %12d %14.2f" % (bench._size_label(size), conc, added, k, added - k))
     if kt:
         kt.sort()
         print("KME enc_keys request time (simulator, as logged): n=%d p50=%d ms p99=%d ms"
