@@ -107,8 +107,12 @@ void kme_url_clear(struct kme_url *u);
 
 typedef struct kme_timer kme_timer;
 typedef void (*kme_timer_cb)(void *arg);
-/* NULL when out of memory. The callback runs once; afterwards the timer
- * must still be released with kme_timer_free(). */
+/* NULL when out of memory. Not running until kme_timer_restart(). */
+kme_timer *kme_timer_new(uv_loop_t *loop, kme_timer_cb cb, void *arg);
+/* (Re)arms: the callback runs once, ms from now. */
+void kme_timer_restart(kme_timer *t, uint64_t ms);
+void kme_timer_stop(kme_timer *t);
+/* kme_timer_new() + kme_timer_restart(). */
 kme_timer *kme_timer_start(uv_loop_t *loop, uint64_t ms, kme_timer_cb cb, void *arg);
 /* Stops (the callback is not called any more) and frees on the loop. */
 void kme_timer_free(kme_timer **t);

@@ -3,9 +3,12 @@
  *
  * Connection states (one transition function, conn_enter):
  *   CONNECTING -> HANDSHAKING -> IDLE <-> BUSY, and any -> CLOSED.
- * A connection in CONNECTING/HANDSHAKING has the connect timer; in IDLE the
- * idle timer. An exchange is QUEUED (in the FIFO) or ACTIVE (on one BUSY
- * connection); its request timer runs from submission to completion.
+ * Each connection has one timer: the connect timeout while CONNECTING or
+ * HANDSHAKING, the idle timeout while IDLE. An exchange is QUEUED (in the
+ * FIFO) or ACTIVE (on one BUSY connection). Every exchange has the same
+ * timeout from its submission, so deadlines grow in submission order: all
+ * outstanding exchanges sit in one list in that order and one pool timer
+ * is armed for the oldest (no timer per request).
  *
  * Completions are never reported from inside kme_pool_submit(): pump()
  * only hands exchanges to connections and opens connections; failures are
@@ -32,7 +35,7 @@ struct pconn {
     kme_pool *pool;
     net_conn *nc;
     enum pconn_state state;
-    kme_timer *timer;          /* connect timeout or idle timeout */
+    kme_timer *timer;          /* connect or idle timeout, by state */
     struct kme_http_req *req;  /* the exchange while BUSY */
     struct kme_http_resp resp; /* parser of req's response */
     uint64_t exchanges;        /* completed on this connection */
@@ -49,10 +52,11 @@ struct kme_http_req {
     size_t wire_len;
     kme_http_done_cb done;
     void *arg;
-    kme_timer *timer;          /* request timeout */
+    uint64_t deadline;         /* uv_now() value of the request timeout */
     struct pconn *conn;        /* while ACTIVE */
     bool replayed;             /* resent once after a stale connection */
     struct kme_http_req *prev, *next; /* FIFO links while QUEUED */
+    struct kme_http_req *aprev, *anext; /* pool->all links (outstanding) */
 };
 
 struct kme_pool {
@@ -64,6 +68,8 @@ struct kme_pool {
     unsigned nopening;    /* connections in CONNECTING or HANDSHAKING */
     struct kme_http_req *qhead, *qtail;
     size_t queued;
+    struct kme_http_req *ahead, *atail; /* outstanding, oldest first */
+    kme_timer *deadline_timer;          /* armed for ahead's deadline */
     struct kme_client_stats stats;
     bool *gone; /* set to true when the pool is freed inside a callback */
 };
@@ -111,9 +117,31 @@ static void queue_push(kme_pool *p, struct kme_http_req *r, bool front)
     p->queued++;
 }
 
-static void req_free(struct kme_http_req *r)
+static void deadline_arm(kme_pool *p)
 {
-    kme_timer_free(&r->timer);
+    if (p->ahead == NULL) {
+        kme_timer_stop(p->deadline_timer);
+        return;
+    }
+    uint64_t now = uv_now(p->loop);
+    kme_timer_restart(p->deadline_timer,
+                      p->ahead->deadline > now ? p->ahead->deadline - now : 0);
+}
+
+/* Removes r from the outstanding list and frees it. */
+static void req_free(kme_pool *p, struct kme_http_req *r)
+{
+    bool was_head = p->ahead == r;
+    if (r->aprev)
+        r->aprev->anext = r->anext;
+    else
+        p->ahead = r->anext;
+    if (r->anext)
+        r->anext->aprev = r->aprev;
+    else
+        p->atail = r->aprev;
+    if (was_head)
+        deadline_arm(p);
     if (r->wire != NULL) {
         OPENSSL_cleanse(r->wire, r->wire_len);
         free(r->wire);
@@ -128,7 +156,7 @@ static bool req_complete(kme_pool *p, struct kme_http_req *r, int error, int sta
 {
     kme_http_done_cb done = r->done;
     void *arg = r->arg;
-    req_free(r);
+    req_free(p, r);
     if (done == NULL)
         return false; /* cancelled while in flight: the answer is dropped */
     bool gone = false;
@@ -146,8 +174,7 @@ static bool req_complete(kme_pool *p, struct kme_http_req *r, int error, int sta
 
 /* ---- connections -------------------------------------------------------- */
 
-static void connect_timeout_cb(void *arg);
-static void idle_timeout_cb(void *arg);
+static void conn_timer_cb(void *arg);
 
 static bool opening(enum pconn_state st)
 {
@@ -176,14 +203,14 @@ static void conn_enter(struct pconn *c, enum pconn_state next)
         c->idle_prev = c->idle_next = NULL;
     }
     if ((prev == PC_IDLE || opening(prev)) && next != PC_HANDSHAKING)
-        kme_timer_free(&c->timer);
+        kme_timer_stop(c->timer);
     if (next == PC_IDLE) {
         c->idle_next = p->idle;
         if (p->idle)
             p->idle->idle_prev = c;
         p->idle = c;
         if (p->cfg.idle_timeout_ms > 0)
-            c->timer = kme_timer_start(p->loop, p->cfg.idle_timeout_ms, idle_timeout_cb, c);
+            kme_timer_restart(c->timer, p->cfg.idle_timeout_ms);
     }
 }
 
@@ -213,12 +240,18 @@ static bool conn_open(kme_pool *p)
         return false;
     c->pool = p;
     c->state = PC_CONNECTING;
-    c->nc = net_connect(p->loop, p->cfg.url->host, p->cfg.url->port, conn_cb, c);
-    if (c->nc == NULL) {
+    c->timer = kme_timer_new(p->loop, conn_timer_cb, c);
+    if (c->timer == NULL) {
         free(c);
         return false;
     }
-    c->timer = kme_timer_start(p->loop, p->cfg.connect_timeout_ms, connect_timeout_cb, c);
+    c->nc = net_connect(p->loop, p->cfg.url->host, p->cfg.url->port, conn_cb, c);
+    if (c->nc == NULL) {
+        kme_timer_free(&c->timer);
+        free(c);
+        return false;
+    }
+    kme_timer_restart(c->timer, p->cfg.connect_timeout_ms);
     p->nopening++;
     c->next = p->conns;
     if (p->conns)
@@ -282,18 +315,19 @@ static void connect_failed(struct pconn *c, int error, const char *detail)
     pump(p);
 }
 
-static void connect_timeout_cb(void *arg)
+static void conn_timer_cb(void *arg)
 {
     struct pconn *c = arg;
+    if (c->state == PC_IDLE) {
+        conn_destroy(c);
+        return;
+    }
+    if (!opening(c->state))
+        return;
     char msg[128];
     snprintf(msg, sizeof(msg), "connection to the KME not established within %llu ms",
              (unsigned long long)c->pool->cfg.connect_timeout_ms);
     connect_failed(c, KME_ETIMEDOUT, msg);
-}
-
-static void idle_timeout_cb(void *arg)
-{
-    conn_destroy(arg);
 }
 
 /* The exchange on c ended without a response (EOF or error). A request
@@ -445,10 +479,9 @@ static void conn_cb(net_conn *nc, enum net_event ev, void *arg)
 
 /* ---- exchanges ---------------------------------------------------------- */
 
-static void request_timeout_cb(void *arg)
+/* Expires one exchange. Returns true when the pool was freed. */
+static bool request_expire(kme_pool *p, struct kme_http_req *r)
 {
-    struct kme_http_req *r = arg;
-    kme_pool *p = r->pool;
     char msg[128];
     if (r->state == RQ_QUEUED) {
         queue_unlink(p, r);
@@ -461,8 +494,18 @@ static void request_timeout_cb(void *arg)
         snprintf(msg, sizeof(msg), "no response from the KME within %llu ms",
                  (unsigned long long)p->cfg.request_timeout_ms);
     }
-    if (!req_complete(p, r, KME_ETIMEDOUT, 0, NULL, 0, msg))
-        pump(p);
+    return req_complete(p, r, KME_ETIMEDOUT, 0, NULL, 0, msg);
+}
+
+static void deadline_cb(void *arg)
+{
+    kme_pool *p = arg;
+    uint64_t now = uv_now(p->loop);
+    while (p->ahead != NULL && p->ahead->deadline <= now)
+        if (request_expire(p, p->ahead))
+            return;
+    deadline_arm(p);
+    pump(p);
 }
 
 struct kme_http_req *kme_pool_submit(kme_pool *p, const char *method,
@@ -495,11 +538,19 @@ struct kme_http_req *kme_pool_submit(kme_pool *p, const char *method,
     }
     r->wire_len = (size_t)hn + (body != NULL ? body_len : 0);
     r->wire = malloc(r->wire_len);
-    r->timer = kme_timer_start(p->loop, p->cfg.request_timeout_ms, request_timeout_cb, r);
-    if (r->wire == NULL || r->timer == NULL) {
-        req_free(r);
+    if (r->wire == NULL) {
+        free(r);
         return NULL;
     }
+    r->deadline = uv_now(p->loop) + p->cfg.request_timeout_ms;
+    r->aprev = p->atail;
+    if (p->atail)
+        p->atail->anext = r;
+    else
+        p->ahead = r;
+    p->atail = r;
+    if (p->ahead == r)
+        deadline_arm(p);
     memcpy(r->wire, head, (size_t)hn);
     if (body != NULL && body_len > 0)
         memcpy(r->wire + hn, body, body_len);
@@ -512,7 +563,7 @@ void kme_pool_cancel(kme_pool *p, struct kme_http_req *r)
 {
     if (r->state == RQ_QUEUED) {
         queue_unlink(p, r);
-        req_free(r);
+        req_free(p, r);
         return;
     }
     /* In flight: let the answer arrive and drop it (wiped with the body),
@@ -529,6 +580,11 @@ kme_pool *kme_pool_new(uv_loop_t *loop, const struct kme_pool_config *cfg)
         return NULL;
     p->loop = loop;
     p->cfg = *cfg;
+    p->deadline_timer = kme_timer_new(loop, deadline_cb, p);
+    if (p->deadline_timer == NULL) {
+        free(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -558,16 +614,17 @@ void kme_pool_free(kme_pool **pp)
         r->next = cancelled;
         cancelled = r;
     }
-    free(p);
     while (cancelled != NULL) {
         struct kme_http_req *r = cancelled;
         cancelled = r->next;
         kme_http_done_cb done = r->done;
         void *arg = r->arg;
-        req_free(r);
+        req_free(p, r);
         if (done != NULL)
             done(KME_ECANCELLED, 0, "", 0, "cancelled: the client was freed", arg);
     }
+    kme_timer_free(&p->deadline_timer);
+    free(p);
 }
 
 void kme_pool_stats(const kme_pool *p, struct kme_client_stats *st)

@@ -1,5 +1,5 @@
-/* One-shot timers owned by one object each: started with a callback,
- * released with kme_timer_free(), which closes the libuv handle and frees
+/* Timers owned by one object each (one-shot, re-armable): released with
+ * kme_timer_free(), which closes the libuv handle and frees
  * the memory on the loop (libuv's rule: memory of a handle is freed only in
  * its close callback). */
 #include <stdlib.h>
@@ -23,7 +23,7 @@ static void closed(uv_handle_t *h)
     free(h->data);
 }
 
-kme_timer *kme_timer_start(uv_loop_t *loop, uint64_t ms, kme_timer_cb cb, void *arg)
+kme_timer *kme_timer_new(uv_loop_t *loop, kme_timer_cb cb, void *arg)
 {
     kme_timer *t = calloc(1, sizeof(*t));
     if (t == NULL)
@@ -32,7 +32,24 @@ kme_timer *kme_timer_start(uv_loop_t *loop, uint64_t ms, kme_timer_cb cb, void *
     t->arg = arg;
     uv_timer_init(loop, &t->handle);
     t->handle.data = t;
+    return t;
+}
+
+void kme_timer_restart(kme_timer *t, uint64_t ms)
+{
     uv_timer_start(&t->handle, fire, ms, 0);
+}
+
+void kme_timer_stop(kme_timer *t)
+{
+    uv_timer_stop(&t->handle);
+}
+
+kme_timer *kme_timer_start(uv_loop_t *loop, uint64_t ms, kme_timer_cb cb, void *arg)
+{
+    kme_timer *t = kme_timer_new(loop, cb, arg);
+    if (t != NULL)
+        kme_timer_restart(t, ms);
     return t;
 }
 

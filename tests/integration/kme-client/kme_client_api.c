@@ -315,6 +315,44 @@ static void test_api_rules(uv_loop_t *loop)
     printf("ok   free with requests in flight: all cancelled\n");
 }
 
+static void noop_timer_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void test_idle_close(uv_loop_t *loop)
+{
+    struct kme_client_config cfg = config_for(url_a, master);
+    cfg.idle_timeout_ms = 100;
+    char *err = NULL;
+    kme_client *a = kme_client_new(loop, &cfg, &err);
+    CHECK(a != NULL, "new: %s", err ? err : "");
+    if (a == NULL)
+        return;
+    struct slot s1 = {0}, s2 = {0}, s3 = {0};
+    CHECK(kme_client_status(a, slave, status_cb, &s1) == 0, "s1");
+    run_until(loop, &s1, 1);
+    CHECK(kme_client_status(a, slave, status_cb, &s2) == 0, "s2");
+    run_until(loop, &s2, 1);
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, noop_timer_cb, 300, 0);
+    uv_run(loop, UV_RUN_ONCE); /* the idle connection closes meanwhile */
+    while (uv_is_active((uv_handle_t *)&t))
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    CHECK(kme_client_status(a, slave, status_cb, &s3) == 0, "s3");
+    run_until(loop, &s3, 1);
+    struct kme_client_stats st;
+    kme_client_get_stats(a, &st);
+    CHECK(s1.error == 0 && s2.error == 0 && s3.error == 0, "status: %s", s3.message);
+    CHECK(st.connections_opened == 2 && st.reused == 1,
+          "idle close: %llu connections, %llu reused (want 2 and 1)",
+          (unsigned long long)st.connections_opened, (unsigned long long)st.reused);
+    printf("ok   idle connection closed after idle_timeout_ms, next request reconnects\n");
+    kme_client_free(&a);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 7) {
@@ -331,6 +369,7 @@ int main(int argc, char **argv)
     uv_loop_init(&loop);
     test_pool_enc_dec(&loop);
     test_api_rules(&loop);
+    test_idle_close(&loop);
     uv_run(&loop, UV_RUN_DEFAULT); /* closes finish; nothing else may be alive */
     int rc = uv_loop_close(&loop);
     CHECK(rc == 0, "handles left open: %s", uv_strerror(rc));
