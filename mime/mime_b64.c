@@ -108,8 +108,18 @@ long mime_b64_decode(struct mime_b64_dec *d, const char *in, size_t len,
             while (end - p >= 4) {
                 uint32_t v = dec_shift[0][p[0]] | dec_shift[1][p[1]] |
                              dec_shift[2][p[2]] | dec_shift[3][p[3]];
-                if (v & BAD)
+                if (v & BAD) {
+                    /* line breaks between quanta stay on the fast path */
+                    if (p[0] == '\n') {
+                        p++;
+                        continue;
+                    }
+                    if (p[0] == '\r' && p[1] == '\n') {
+                        p += 2;
+                        continue;
+                    }
                     break;
+                }
                 o[0] = (unsigned char)(v >> 16);
                 o[1] = (unsigned char)(v >> 8);
                 o[2] = (unsigned char)v;

@@ -47,6 +47,7 @@ struct dec {
 
     /* decrypt only */
     int pass;                  /* 1: verify; 2: release (seekable input) */
+    int direct;                /* memory output: decrypt in place there */
     struct mime_writer *out;   /* pass 2 destination */
     uint64_t data_start;       /* reader offset of the base64 text */
     struct mime_key *keys;
@@ -217,7 +218,22 @@ static int stage_flush(struct dec *d)
     int rc = MIME_OK;
     if (start < limit) {
         size_t body = limit - start < n ? (size_t)(limit - start) : n;
-        if (d->pass == 2) {
+        if (d->direct) {
+            /* Memory output: the ciphertext goes to its final place and is
+             * authenticated (GCM: decrypted) there, in place; it is only
+             * handed over after the tag check, else wiped. */
+            unsigned char *dst = mime_writer_reserve(d->out, body ? body : 1);
+            if (dst == NULL) {
+                rc = MIME_ERR_IO;
+            } else {
+                memcpy(dst, p, body);
+                rc = d->info->alg == MIME_ALG_AES_256_GCM
+                         ? mime_cipher_update(d->cipher, dst, dst, body)
+                         : mime_cipher_auth_only(d->cipher, dst, body);
+                if (rc == MIME_OK)
+                    mime_writer_commit(d->out, body);
+            }
+        } else if (d->pass == 2) {
             unsigned char *dst = mime_writer_reserve(d->out, body ? body : 1);
             rc = dst == NULL ? MIME_ERR_IO
                              : mime_cipher_update(d->cipher, p, dst, body);
@@ -500,6 +516,17 @@ static int dec_second_pass(struct dec *d, struct mime_reader *r)
     return rc == MIME_OK ? mime_writer_flush(d->out) : rc;
 }
 
+/* Memory output, tag verified: GCM already decrypted in place; OTP XORs
+ * the ciphertext in place now. */
+static int dec_direct_finish(struct dec *d)
+{
+    if (d->info->alg != MIME_ALG_OTP_POLY1305)
+        return MIME_OK;
+    size_t len;
+    unsigned char *data = mime_writer_data(d->out, &len);
+    return mime_cipher_transform_only(d->cipher, data, data, len);
+}
+
 /* Runs the state machine over r. out == NULL: inspect only (stop after the
  * control part). Otherwise verify everything, then release into out: by a
  * second pass over a seekable input, else from the ciphertext spill. */
@@ -509,7 +536,8 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
                    struct mime_info **info_r, char **error_r)
 {
     struct dec d = {.state = ST_HEADERS, .inspect_only = out == NULL,
-                    .error_r = error_r, .pass = 1, .out = out};
+                    .error_r = error_r, .pass = 1, .out = out,
+                    .direct = out != NULL && mime_writer_is_mem(out)};
     int seekable = mime_reader_seekable(r);
     int rc = mime_init();
     if (rc == MIME_OK && (d.block = mime_writer_mem(0, 0)) == NULL)
@@ -527,13 +555,16 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
         if (d.inspect_only)
             break;
         rc = dec_keys(&d, lookup, ctx, params ? params->tmp_dir : NULL,
-                      params ? params->spill_threshold : 0, !seekable);
+                      params ? params->spill_threshold : 0,
+                      !seekable && !d.direct);
     }
     if (rc == MIME_OK && !d.inspect_only) {
         rc = mime_cipher_final(d.cipher, d.tag);
         if (rc == MIME_ERR_AUTH_FAILED)
             rc = mime_fail(error_r, rc, "tag mismatch");
-        if (rc == MIME_OK)
+        if (rc == MIME_OK && d.direct)
+            rc = dec_direct_finish(&d);
+        else if (rc == MIME_OK)
             rc = seekable ? dec_second_pass(&d, r) : dec_release(&d, out);
     }
     if (info_r != NULL && d.info != NULL) {

@@ -440,7 +440,13 @@ int mime_encrypt_mem(const void *in, size_t in_len,
     if (in == NULL && in_len > 0)
         return mime_fail(error_r, MIME_ERR_INVALID_ARG, "no input");
     struct mime_source src = {-1, in != NULL ? in : (const void *)"", in_len};
-    struct mime_writer *w = mime_writer_mem(0, 0);
+    /* Room for the usual case without reallocation: base64 with CRLF lines
+     * of the message and tag, the kept headers, control part and framing. */
+    size_t hint = in_len / MIME_B64_LINE * 78u + 78u * 2u +
+                  MIME_OUTER_KEPT_LIMIT / 4u + n_keys * 64u + 4096u;
+    if (in_len > SIZE_MAX / 2)
+        hint = 0;
+    struct mime_writer *w = mime_writer_mem_hint(hint);
     if (w == NULL)
         return MIME_ERR_NOMEM;
     int rc = encrypt_source(&src, w, params, keys, n_keys, error_r);

@@ -145,6 +145,8 @@ struct mime_writer *mime_writer_fd(int fd);
 /* Memory writer; exact_size > 0 preallocates (no reallocation, so no
  * stale copies of secrets). wipe: cleanse buffers on free. */
 struct mime_writer *mime_writer_mem(size_t exact_size, int wipe);
+/* Growing memory writer starting at initial_cap octets. */
+struct mime_writer *mime_writer_mem_hint(size_t initial_cap);
 int mime_writer_put(struct mime_writer *w, const void *data, size_t len);
 int mime_writer_puts(struct mime_writer *w, const char *s);
 /* A buffer of at least want octets to fill in place, then _commit(n). */
@@ -152,6 +154,9 @@ void *mime_writer_reserve(struct mime_writer *w, size_t want);
 int mime_writer_commit(struct mime_writer *w, size_t n);
 int mime_writer_flush(struct mime_writer *w);
 uint64_t mime_writer_total(const struct mime_writer *w);
+int mime_writer_is_mem(const struct mime_writer *w);
+/* Memory writer: the bytes written so far, in place (still owned). */
+unsigned char *mime_writer_data(struct mime_writer *w, size_t *len_r);
 /* Memory writer: hands the block over (malloc'd) and its length. */
 unsigned char *mime_writer_take(struct mime_writer *w, size_t *len_r);
 void mime_writer_set_wipe(struct mime_writer *w, int wipe);

@@ -221,6 +221,26 @@ struct mime_writer *mime_writer_mem(size_t exact_size, int wipe)
     return w;
 }
 
+struct mime_writer *mime_writer_mem_hint(size_t initial_cap)
+{
+    struct mime_writer *w = mime_writer_mem(initial_cap > 0 ? initial_cap : 1,
+                                            0);
+    if (w != NULL)
+        w->exact = 0; /* may still grow */
+    return w;
+}
+
+int mime_writer_is_mem(const struct mime_writer *w)
+{
+    return w->fd < 0;
+}
+
+unsigned char *mime_writer_data(struct mime_writer *w, size_t *len_r)
+{
+    *len_r = w->len;
+    return w->buf;
+}
+
 void mime_writer_set_wipe(struct mime_writer *w, int wipe)
 {
     w->wipe = wipe;
