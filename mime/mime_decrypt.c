@@ -1,6 +1,11 @@
 /* Decryption and inspection: a line-driven state machine over the outer
- * message (headers, preamble, control part, ciphertext part), then a
- * verify-before-release second pass over the spilled ciphertext. */
+ * message (headers, preamble, control part, ciphertext part; one transition
+ * function, dec_line, plus a bulk path for the base64 run), then release
+ * of the plaintext only after the tag verified, in one of three ways:
+ *   memory output  - ciphertext decoded into the output buffer, checked
+ *                    (GCM: decrypted) in place, wiped on failure;
+ *   seekable input - a second decoding pass straight to the output fd;
+ *   pipe input     - from the ciphertext spill (memory, then a temp file). */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -48,7 +53,7 @@ struct dec {
     /* decrypt only */
     int pass;                  /* 1: verify; 2: release (seekable input) */
     int direct;                /* memory output: decrypt in place there */
-    struct mime_writer *out;   /* pass 2 destination */
+    struct mime_writer *out;   /* plaintext destination (not owned) */
     uint64_t data_start;       /* reader offset of the base64 text */
     struct mime_key *keys;
     struct mime_cipher *cipher;
