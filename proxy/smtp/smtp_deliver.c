@@ -27,6 +27,8 @@ struct delivery_run {
     char *text;                /* first failure or final reply text */
     smtp_delivered_cb cb;
     void *arg;
+    unsigned refs;             /* queued upstream operations pointing here */
+    bool finished;             /* replied; freed when refs drops to 0 */
 };
 
 static void run_free(struct delivery_run *run)
@@ -40,10 +42,21 @@ static void run_free(struct delivery_run *run)
     free(run);
 }
 
+/* The session is being destroyed; its upstream client was freed first,
+ * so every operation's callback has run (refs is 0). */
 void smtp_deliver_free(smtp_session *s)
 {
     run_free(s->run);
     s->run = NULL;
+}
+
+/* Queues a command whose callback gets this run. */
+static int run_command(struct delivery_run *run, const char *line, smtp_client_cb cb)
+{
+    int rc = smtp_client_command(run->s->up, line, 0, cb, run);
+    if (rc == 0)
+        run->refs++;
+    return rc;
 }
 
 static void record(struct delivery_run *run, const struct smtp_client_reply *r)
@@ -95,9 +108,12 @@ static void finish(struct delivery_run *run, bool transport)
         smtp_session_schedule_close(s, true);
     else
         smtp_resume(s);
+    run->finished = true;
     if (run->cb)
         run->cb(s, &res, run->arg);
-    run_free(run);
+    if (run->refs == 0)
+        run_free(run);
+    /* else: the last outstanding callback frees it */
 }
 
 static void fail_with(struct delivery_run *run, const struct smtp_client_reply *r)
@@ -111,10 +127,16 @@ static void fail_with(struct delivery_run *run, const struct smtp_client_reply *
     finish(run, r->transport);
 }
 
-/* Entry guard for client callbacks (the session may close inside). */
+/* Entry guard for client callbacks: one reference is returned; a run
+ * that already answered the client (or a cancelled one) only counts down.
+ * The session may close inside the callback. */
 #define ENTER(run, r)                                                         \
-    if ((r)->cancelled)                                                       \
+    (run)->refs--;                                                            \
+    if ((run)->finished || (r)->cancelled) {                                  \
+        if ((run)->finished && (run)->refs == 0)                              \
+            run_free(run);                                                    \
         return;                                                               \
+    }                                                                         \
     smtp_session *s = (run)->s;                                               \
     s->busy++
 #define LEAVE(s)                                                              \
@@ -152,7 +174,9 @@ static void data_reply(smtp_client *c, const struct smtp_client_reply *r, void *
         fail_with(run, r);
     } else {
         const struct smtp_delivery *d = &run->d[run->cur];
-        if (smtp_client_body(c, d->fd, d->size, final_reply, run) < 0) {
+        if (smtp_client_body(c, d->fd, d->size, final_reply, run) == 0) {
+            run->refs++;
+        } else {
             struct smtp_client_reply t = {421, "4.4.2", "cannot send the message", true, false};
             fail_with(run, &t);
         }
@@ -162,7 +186,7 @@ static void data_reply(smtp_client *c, const struct smtp_client_reply *r, void *
 
 static void queue_data(struct delivery_run *run)
 {
-    if (smtp_client_command(run->s->up, "DATA", 0, data_reply, run) < 0) {
+    if (run_command(run, "DATA", data_reply) < 0) {
         struct smtp_client_reply t = {421, "4.4.2", "upstream connection lost", true, false};
         fail_with(run, &t);
     }
@@ -176,7 +200,7 @@ static void envelope_reply(smtp_client *c, const struct smtp_client_reply *r, vo
     ENTER(run, r);
     if (r->transport) {
         run->pending = 0;
-        fail_with(run, r);
+        fail_with(run, r); /* the other queued replies only count down */
         LEAVE(s);
         return;
     }
@@ -203,12 +227,12 @@ static void start_copy(struct delivery_run *run)
     run->pending = 1 + d->n_rcpt;
     snprintf(line, sizeof(line), "MAIL FROM:<%s> SIZE=%llu%s", s->from ? s->from : "",
              (unsigned long long)d->size, s->mail_params);
-    int rc = smtp_client_command(s->up, line, 0, envelope_reply, run);
+    int rc = run_command(run, line, envelope_reply);
     for (size_t i = 0; rc == 0 && i < d->n_rcpt; i++) {
         const struct smtp_rcpt *rc_ = &s->rcpts[d->rcpt_index[i]];
         snprintf(line, sizeof(line), "RCPT TO:<%s>%s%s", rc_->addr, rc_->dsn ? " " : "",
                  rc_->dsn ? rc_->dsn : "");
-        rc = smtp_client_command(s->up, line, 0, envelope_reply, run);
+        rc = run_command(run, line, envelope_reply);
     }
     if (rc < 0) {
         /* The client failed synchronously: it is no longer ready. The

@@ -109,6 +109,8 @@ def main():
     ap.add_argument("--count", type=int, default=None)
     ap.add_argument("--level", default="aes", choices=("aes", "otp"))
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up runs")
+    ap.add_argument("--rss-sessions", type=int, default=200)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("skipped: needs root for the mailstack harness")
@@ -132,12 +134,12 @@ def main():
             for conc in concs:
                 mark = len(px.log_text())
                 rows += bench.run_matrix(arms, [conc], [size], count_for, stack=ms,
-                                         warmup=first)
+                                         warmup=first and not args.no_warmup)
                 first = False
                 kme_cells[(size, conc)] = sorted(kme_times(px.log_text()[mark:]))
         log = px.log_text()
         kt = kme_times(log)
-        n_rss = 200
+        n_rss = args.rss_sessions
         before, during, per = rss_per_connection(px, n_rss)
         status = px.stop()
     print("SMTP proxy benchmark: smtp_load -> [qumail proxy, gateway, level=%s, "

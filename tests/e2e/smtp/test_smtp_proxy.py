@@ -454,6 +454,29 @@ class ProxyE2E(unittest.TestCase):
             self.assertEqual(cm.exception.smtp_code, 554)
             self.assertEqual(px.stop(), 0)
 
+    def test_15_timeout_and_connection_limit(self):
+        with P.ProxyStack(self.certs, self.ms.submission_port, workdir=self.work,
+                          listeners=("plain",),
+                          limits={"command_timeout": "1s", "max_connections": 2}) as px:
+            a = socket.create_connection((px.host, px.ports["plain"]), timeout=30)
+            fa = a.makefile("rb")
+            self.assertTrue(fa.readline().startswith(b"220 "))
+            b = socket.create_connection((px.host, px.ports["plain"]), timeout=30)
+            fb = b.makefile("rb")
+            self.assertTrue(fb.readline().startswith(b"220 "))
+            c = socket.create_connection((px.host, px.ports["plain"]), timeout=30)
+            line = c.makefile("rb").readline()
+            self.assertTrue(line.startswith(b"421 4.7.0"), line)
+            c.close()
+            # idle past command_timeout: 421 4.4.2 and the connection closes
+            line = fa.readline()
+            self.assertTrue(line.startswith(b"421 4.4.2"), line)
+            self.assertEqual(fa.readline(), b"")
+            a.close()
+            b.close()
+            self.assertEqual(px.stop(), 0)
+            self.assertIn("timeout in state HELO", px.log_text())
+
 
 if __name__ == "__main__":
     if os.geteuid() != 0:

@@ -468,6 +468,51 @@ static void test_fail_resets_upstream(void **state)
     assert_int_equal(f.delivered, 0);
 }
 
+/* Upstream drops the connection while MAIL and RCPT of a copy are in
+ * flight (pipelined): both replies fail, the client gets 421 once. */
+static void test_upstream_lost_during_copies(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250 PIPELINING",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b1@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RCPT TO:<b2@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RSET",
+        "> 250 2.0.0 Ok",
+        "< MAIL FROM:<a@x.test> SIZE=",
+        NULL, /* and hang up */
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b1@y.test>",
+        "< 250",
+        "> RCPT TO:<b2@y.test>",
+        "< 250",
+        "> DATA",
+        "< 354",
+        "> A: b\r\n\r\nbody\r\n.",
+        "< 421 4.4.2",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_TWO, client, upstream, false, true, &f, &c, &up);
+    assert_int_equal(f.delivered, 1);
+    assert_int_equal(f.result.code, 421);
+    assert_int_equal(f.result.n_done, 0);
+}
+
 static void test_upstream_down(void **state)
 {
     (void)state;
@@ -488,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_single_copy_live_transaction),
         cmocka_unit_test(test_two_copies_second_refused),
         cmocka_unit_test(test_fail_resets_upstream),
+        cmocka_unit_test(test_upstream_lost_during_copies),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
