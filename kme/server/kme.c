@@ -17,7 +17,7 @@
 #include "log.h"
 #include "server_internal.h"
 
-#define GEN_INTERVAL_MS 20
+#define GEN_INTERVAL_MS 100 /* one generation commit per tick at most */
 #define SWEEP_INTERVAL_MS 250
 #define CHUNK_BYTES 4096
 #define MAX_GEN_ELAPSED_MS 1000
