@@ -377,7 +377,7 @@ static void op_all_done(struct op *op)
 /* ---- sub-requests ------------------------------------------------------- */
 
 static void sub_done(int error, int status, const char *body, size_t len,
-                        const char *detail, void *arg);
+                     const char *detail, void *arg);
 
 static int sub_send(struct sub *s)
 {
@@ -476,7 +476,7 @@ static int sub_check(struct sub *s, const char **why_r)
 }
 
 static void sub_done(int error, int status, const char *body, size_t len,
-                        const char *detail, void *arg)
+                     const char *detail, void *arg)
 {
     struct sub *s = arg;
     struct op *op = s->op;
@@ -728,7 +728,7 @@ static void fetch_free(struct fetch *f)
 }
 
 static void fetch_done(int error, int status, const char *body, size_t len,
-                        const char *detail, void *arg)
+                       const char *detail, void *arg)
 {
     struct fetch *f = arg;
     kme_client *cl = f->client;
