@@ -29,8 +29,8 @@ import tempfile
 import time
 
 from procutil import (HOST, DaemonExited, HarnessError, Reaper, free_ports,
-                      kill_processes, processes_of, register, still_alive,
-                      unregister, wait_port)
+                      kill_all, processes_matching, processes_of, register,
+                      still_alive, unregister, wait_port)
 from mailmsg import (delivery_headers, make_message, smtp_send,
                      strip_delivery_headers)
 from smtpsink import SinkServer, find_smtp_sink
@@ -49,7 +49,7 @@ __all__ = [
     "REJECT_RCPT", "TEMPFAIL_RCPT", "REJECT_DATA_SENDER",
     "TEMPFAIL_DATA_SENDER", "REPLY_REJECT_RCPT", "REPLY_TEMPFAIL_RCPT",
     "REPLY_REJECT_DATA", "REPLY_TEMPFAIL_DATA", "reply_matches",
-    "still_alive",
+    "still_alive", "processes_matching",
 ]
 
 MailStackError = HarnessError
@@ -112,6 +112,7 @@ class MailStack:
         self.keep = (os.environ.get("MAILSTACK_KEEP") == "1") if keep is None else keep
         self.start_timeout = start_timeout
         self.host = HOST
+        self.attempt_dirs = []  # folder of each start attempt (see start)
         self._reset()
         self._stopped = True
 
@@ -132,10 +133,13 @@ class MailStack:
         to `attempts` times."""
         if not self._stopped:
             raise MailStackError("MailStack already started")
+        self.attempt_dirs = []
         for attempt in range(1, attempts + 1):
             self._reset()
             self._stopped = False
             self.dir = tempfile.mkdtemp(prefix="mailstack-")
+            self.marker = os.path.basename(self.dir)
+            self.attempt_dirs.append(self.dir)
             register(self)
             try:
                 self._start()
@@ -154,6 +158,7 @@ class MailStack:
 
     def _reset(self):
         self.dir = None
+        self.marker = None
         self.cert = self.key = self.ca = None
         self.smtp_port = self.submission_port = self.smtps_port = None
         self.imap_port = self.imaps_port = self.lmtp_port = None
@@ -196,6 +201,7 @@ class MailStack:
         write_postfix_conf(self)
 
         self._reaper = Reaper()
+        self._reaper.tell("marker " + self.marker)
         if not self.keep:
             self._reaper.tell("dir " + self.dir)
         # Both start at once (Postfix's own start-up checks take a few
@@ -269,6 +275,7 @@ class MailStack:
             return still_alive(self._seen)
         found = self._track()
         found.update(still_alive(self._seen))
+        found.update(processes_matching(self.marker))
         return found
 
     def stop(self):
@@ -298,9 +305,19 @@ class MailStack:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     pass
-            procs.update(processes_of(self._sessions))
             procs.update(self._seen)
-            kill_processes(procs, grace=2.0)
+
+            def find():
+                # our unreaped children only: a reaped pid may be reused
+                roots = [p.pid for p in (self._postfix, self._dovecot)
+                         if p is not None and p.poll() is None]
+                found = still_alive(procs)
+                found.update(processes_of(self._sessions, roots))
+                found.update(processes_matching(self.marker))
+                return found
+            left = kill_all(find)
+            if left:
+                sys.stderr.write("mailstack: could not kill %r\n" % sorted(left))
             for p in (self._postfix, self._dovecot):
                 if p is not None and p.poll() is None:
                     p.kill()

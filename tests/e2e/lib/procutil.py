@@ -143,6 +143,47 @@ def processes_of(sessions, roots=()):
     return found
 
 
+def processes_matching(marker):
+    """Live processes (not this one) whose command line or environment
+    contains `marker`: {pid: starttime}. A stack's folder name is such a
+    marker: Postfix carries MAIL_CONFIG=<folder>/postfix in its environment
+    to every process it starts, and Dovecot's processes carry the instance
+    name in their titles."""
+    if isinstance(marker, str):
+        marker = marker.encode()
+    if len(marker) < 8:
+        raise HarnessError("process marker %r is too short" % marker)
+    me = os.getpid()
+    found = {}
+    for pid in _all_pids():
+        if pid == me:
+            continue
+        for name in ("cmdline", "environ"):
+            try:
+                with open("/proc/%d/%s" % (pid, name), "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if marker in data:
+                st = _proc_stat(pid)
+                if st is not None:
+                    found[pid] = st[2]
+                break
+    return found
+
+
+def kill_all(find, rounds=5, grace=2.0):
+    """Kill what find() returns ({pid: starttime}), then look again, since
+    a dying parent may have started one more child meanwhile; up to
+    `rounds` times. Returns what is still alive (normally {})."""
+    for _ in range(rounds):
+        procs = find()
+        if not procs:
+            return {}
+        kill_processes(procs, grace=grace)
+    return find()
+
+
 def still_alive(procs):
     """The subset of {pid: starttime} still running (same start time)."""
     alive = {}
@@ -242,11 +283,14 @@ atexit.register(_cleanup_all)
 class Reaper:
     """A watchdog process that kills our daemons if this process dies.
 
-    It reads "pid PID START" / "session SID" / "dir PATH" lines on a pipe
-    whose only writer is this process. "done" means a clean stop. End of
-    file without "done" (we were killed) makes it kill every process it was
-    told about and every process in the sessions it was told about, then
-    remove the directories it was told about."""
+    It reads "pid PID START" / "session SID" / "marker TEXT" / "dir PATH"
+    lines on a pipe whose only writer is this process. "done" means a clean
+    stop. End of file without "done" (we were killed) makes it kill every
+    process it was told about, every process in those sessions or
+    descending from those processes, and every process whose command line
+    or environment contains a marker (see processes_matching), then remove
+    the directories it was told about. Tell it the marker before starting
+    the daemons, so that none can escape between fork and watch()."""
 
     def __init__(self):
         self.proc = subprocess.Popen(
@@ -285,6 +329,7 @@ class Reaper:
 def reaper_main():
     pids = {}
     sessions = set()
+    markers = []
     dirs = []
     done = False
     for raw in sys.stdin.buffer:
@@ -295,6 +340,10 @@ def reaper_main():
         if parts[0] == "dir":
             dirs.append(text[4:])
             continue
+        if parts[0] == "marker":
+            if len(text[7:]) >= 8:  # never a short, match-all marker
+                markers.append(text[7:])
+            continue
         if parts[0] == "pid" and len(parts) == 3:
             pids[int(parts[1])] = int(parts[2])
         elif parts[0] == "session" and len(parts) == 2:
@@ -302,10 +351,18 @@ def reaper_main():
         elif parts[0] == "done":
             done = True
     if not done:
-        procs = dict(still_alive(pids))
-        procs.update(processes_of(sessions))
-        procs.pop(os.getpid(), None)
-        kill_processes(procs, grace=2.0)
+        def find():
+            live = still_alive(pids)
+            procs = dict(live)
+            # members of the sessions, and descendants of the watched
+            # processes that made sessions of their own (Postfix's master
+            # calls setsid())
+            procs.update(processes_of(sessions, roots=list(live)))
+            for m in markers:
+                procs.update(processes_matching(m))
+            procs.pop(os.getpid(), None)
+            return procs
+        kill_all(find)
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
     return 0

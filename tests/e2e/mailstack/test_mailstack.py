@@ -393,6 +393,14 @@ class PortClash(unittest.TestCase):
         try:
             with M.MailStack() as ms:
                 self.assertEqual(len(calls), 2)
+                self.assertEqual(len(ms.attempt_dirs), 2)
+                # nothing of the failed attempt is left (its Postfix was
+                # still in its start-up checks when Dovecot failed)
+                failed = os.path.basename(ms.attempt_dirs[0])
+                deadline = time.monotonic() + 10
+                while M.processes_matching(failed) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                self.assertEqual(M.processes_matching(failed), {})
                 self.assertNotEqual(ms.imap_port, taken)
                 msg = M.make_message("alice@example.org", ["bob@example.org"])
                 ms.send("alice@example.org", ["bob@example.org"], msg)
@@ -402,6 +410,8 @@ class PortClash(unittest.TestCase):
             M.free_ports = real
             squatter.close()
         assert_gone(self, procs, "retried stack")
+        for d in ms.attempt_dirs:
+            self.assertEqual(M.processes_matching(os.path.basename(d)), {}, d)
 
 
 _CHILD = r"""
@@ -445,6 +455,7 @@ class Cleanup(unittest.TestCase):
         for d in info["dirs"]:
             self.assertFalse(os.path.exists(d), d)
             self.assertEqual(pgrep(d), [], d)
+            self.assertEqual(M.processes_matching(os.path.basename(d)), {}, d)
         return child.returncode
 
     def test_sigterm_runs_cleanup(self):
