@@ -97,6 +97,7 @@ static int on_message_begin(llhttp_t *p)
     hc->body_len = 0;
     hc->header_count = 0;
     hc->header_bytes = 0;
+    hc->method[0] = '\0';
     hc->limit_status = 0;
     hc->expect_continue = false;
     hc->hname_len = hc->hvalue_len = 0;
@@ -178,6 +179,8 @@ static int on_header_value_complete(llhttp_t *p)
 static int on_headers_complete(llhttp_t *p)
 {
     struct http_conn *hc = p->data;
+    snprintf(hc->method, sizeof(hc->method), "%s",
+             llhttp_method_name((llhttp_method_t)p->method));
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > hc->kme->cfg.max_body) {
         hc->limit_status = 413; /* refused before the body is sent */
         return -1;
