@@ -127,7 +127,12 @@ def main():
     with M.MailStack() as ms, \
             P.ProxyStack(certs, ms.smtp_port, mode="gateway", listeners=("plain",),
                          policy=policy, workdir=work, trace_header=True,
-                         limits={"max_connections": 1000}, log_level="info") as px:
+                         limits={"max_connections": 1000}, log_level="info",
+                         kme_timeout="30s") as px:
+        # RSS first, on the fresh process (later the heap holds freed
+        # message buffers that new sessions would reuse unnoticed).
+        n_rss = args.rss_sessions
+        before, during, per = rss_per_connection(px, n_rss)
         arms = {"direct": (ms.host, ms.smtp_port), "proxy": (px.host, px.ports["plain"])}
         rows, kme_cells, first = [], {}, True
         for size in sizes:
@@ -139,8 +144,6 @@ def main():
                 kme_cells[(size, conc)] = sorted(kme_times(px.log_text()[mark:]))
         log = px.log_text()
         kt = kme_times(log)
-        n_rss = args.rss_sessions
-        before, during, per = rss_per_connection(px, n_rss)
         status = px.stop()
     print("SMTP proxy benchmark: smtp_load -> [qumail proxy, gateway, level=%s, "
           "embedded KME simulator] -> Postfix smtpd -> LMTP -> Dovecot" % args.level)

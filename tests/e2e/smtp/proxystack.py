@@ -76,7 +76,8 @@ class ProxyStack:
     def __init__(self, certs, upstream_port, upstream_tls="none", mode="submission",
                  policy=DEFAULT_POLICY, listeners=("plain", "starttls", "implicit"),
                  kme_url=None, trace_header=True, limits=None, log_level="info",
-                 trusted_networks=None, upstream_client_cert=False, workdir=None):
+                 trusted_networks=None, upstream_client_cert=False, workdir=None,
+                 kme_timeout="3s"):
         self.certs = certs
         self.upstream_port = upstream_port
         self.upstream_tls = upstream_tls
@@ -89,6 +90,7 @@ class ProxyStack:
         self.log_level = log_level
         self.trusted_networks = trusted_networks
         self.upstream_client_cert = upstream_client_cert
+        self.kme_timeout = kme_timeout
         self.host = HOST
         self.ports = {}
         self.proc = None
@@ -134,7 +136,7 @@ class ProxyStack:
             "state_dir": self.dir,
             "smtp": smtp,
             "kme_links": {"site": {"url": kme_url, "cert_file": sae_cert, "key_file": sae_key,
-                                   "ca_file": self.certs["ca"], "timeout": "3s"}},
+                                   "ca_file": self.certs["ca"], "timeout": self.kme_timeout}},
             "kme_simulator": {
                 "enabled": self.kme_url is None,
                 "a": {"kme_id": "KME_A", "port": self.kme_ports[0],

@@ -457,7 +457,7 @@ class ProxyE2E(unittest.TestCase):
     def test_15_timeout_and_connection_limit(self):
         with P.ProxyStack(self.certs, self.ms.submission_port, workdir=self.work,
                           listeners=("plain",),
-                          limits={"command_timeout": "1s", "max_connections": 2}) as px:
+                          limits={"command_timeout": "5s", "max_connections": 2}) as px:
             a = socket.create_connection((px.host, px.ports["plain"]), timeout=30)
             fa = a.makefile("rb")
             self.assertTrue(fa.readline().startswith(b"220 "))
