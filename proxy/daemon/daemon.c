@@ -319,9 +319,12 @@ proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
     int rc;
     if (cfg->policy_file)
         rc = policy_load_file(cfg->policy_file, d->link_names, &pol, &err);
-    else
-        rc = policy_load_buffer("(built-in policy)", "* action=none\n", 14, d->link_names,
-                                &pol, &err);
+    else {
+        /* Fail closed: without a policy nothing says how to protect, so
+         * every recipient is refused at RCPT with that reason. */
+        qlog_warn("no policy_file configured: every recipient will be refused");
+        rc = policy_load_buffer("(no policy file)", "", 0, d->link_names, &pol, &err);
+    }
     if (rc < 0) {
         char msg[4096];
         snprintf(msg, sizeof(msg), "policy: %s", err ? err : policy_strerror(rc));
