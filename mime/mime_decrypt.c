@@ -266,7 +266,8 @@ static int stage_flush(struct dec *d)
 static int data_bytes(struct dec *d, const char *line, size_t len)
 {
     /* Decodes in pieces that always fit the stage (the decoder carries at
-     * most 3 sextets, so take chars yield <= take/4*3 + 3 octets). */
+     * most 3 sextets, so take chars yield <= take/4*3 + 3 octets, and it
+     * may store 2 octets of slack beyond that). */
     while (len > 0) {
         size_t room = d->stage_cap - d->stage_len;
         if (room < 16) {
@@ -275,7 +276,7 @@ static int data_bytes(struct dec *d, const char *line, size_t len)
                 return rc;
             continue;
         }
-        size_t take = (room - 3) / 3 * 4;
+        size_t take = (room - 5) / 3 * 4;
         if (take > len)
             take = len;
         long n = mime_b64_decode(&d->b64, line, take, d->stage + d->stage_len);
