@@ -485,7 +485,9 @@ static bool request_expire(kme_pool *p, struct kme_http_req *r)
     char msg[128];
     if (r->state == RQ_QUEUED) {
         queue_unlink(p, r);
-        snprintf(msg, sizeof(msg), "no connection to the KME became free within %llu ms",
+        snprintf(msg, sizeof(msg),
+                 p->nopening > 0 ? "connection to the KME not established within %llu ms"
+                                 : "no connection to the KME became free within %llu ms",
                  (unsigned long long)p->cfg.request_timeout_ms);
     } else {
         struct pconn *c = r->conn;

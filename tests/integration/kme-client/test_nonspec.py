@@ -107,6 +107,15 @@ def main():
                1, "KME_EHTTP")
         expect("connection refused", run(certs, free_port(), "status", "--slave", "x"), 1,
                "KME_ECONNREFUSED")
+        # a listener that never accepts: TCP completes in the kernel, the TLS
+        # handshake never does
+        mute = socket.socket()
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        expect("TLS handshake never answered",
+               run(certs, mute.getsockname()[1], "status", "--slave", "x", "--timeout", "400"),
+               1, "KME_ETIMEDOUT", "not established within 400 ms")
+        mute.close()
         expect("bad key ID", run(certs, port, "dec", "--master", "flaky", "--key-id", "nope"), 1,
                "KME_EINVAL")
         rc, _, _ = run(certs, port, "enc")
