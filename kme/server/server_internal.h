@@ -6,7 +6,8 @@
  *   kme.c      one KME: generation timer, group commit, expiry sweep
  *   http.c     HTTPS connections: llhttp parsing, limits, keep-alive
  *   api.c      the three ETSI 014 endpoints
- *   link.c     the KME-to-KME link (key stream and reservations)
+ *   link.c     the KME-to-KME link: shared helpers (link_internal.h)
+ *   link_out.c its sender (master side), link_in.c its receiver
  *   server.c   kme_server_start/stop over one or two KMEs */
 #ifndef QUMAIL_KME_SERVER_INTERNAL_H
 #define QUMAIL_KME_SERVER_INTERNAL_H

@@ -1,0 +1,32 @@
+/* Internals shared by the link's files: link.c (message helpers, kick,
+ * close), link_out.c (the sender, master side), link_in.c (the receiver,
+ * slave side). The protocol is described in link.c and kme/README.md. */
+#ifndef QUMAIL_KME_LINK_INTERNAL_H
+#define QUMAIL_KME_LINK_INTERNAL_H
+
+#include <jansson.h>
+
+#include "server_internal.h"
+
+#define MAX_LINE (64 * 1024)
+#define MATERIAL_CHUNK 3072        /* bytes per "m" message (4 KiB base64) */
+#define SEND_HIGH_WATER (256 * 1024)
+#define RETRY_MS 1000
+#define PING_MS 10000              /* sender pings an idle link */
+#define LINK_TIMEOUT_MS 30000      /* no input for this long: link dead */
+
+
+/* Writes msg (consumed) as one line. 0 or a negative code. */
+int link_send_json(net_conn *conn, json_t *msg);
+/* True when the verified peer certificate's CN is kme_id. */
+bool link_peer_is(net_conn *conn, const char *kme_id);
+/* Next line as a JSON object: 1 got one, 0 need more, -1 malformed. */
+int link_read_msg(net_conn *conn, json_t **msg_r);
+bool link_get_u64(json_t *msg, const char *name, uint64_t *out);
+
+void link_out_close(struct link_out *lo, const char *why);
+void link_out_pump(struct link_out *lo);
+void link_in_close(struct link_in *li, const char *why);
+void link_in_send_ack(struct link_in *li);
+
+#endif
