@@ -610,6 +610,19 @@ for test in (test_sae_id_field, test_status, test_forms, test_errors, test_unaut
     print("--", test.__name__)
     test()
 
+# A KME whose database was replaced is refused by its peer (both ways)
+# instead of re-synchronising onto inconsistent key streams.
+B.kill9()
+for suffix in ("", "-wal", "-shm"):
+    try:
+        os.unlink(os.path.join(TMP, "kme-b.db" + suffix))
+    except FileNotFoundError:
+        pass
+B.start()
+time.sleep(3)
+check("does not match ours" in A.check_log(), "kme-a refuses the reset kme-b")
+check("does not match ours" in B.check_log(), "the reset kme-b refuses kme-a")
+
 A.stop()
 B.stop()
 text = A.check_log() + B.check_log()
