@@ -93,6 +93,7 @@ struct op {
     struct op *wprev, *wnext;        /* links in fetch->waiters */
     struct sub *subs;
     size_t nsubs;
+    size_t next_send;                /* subs[next_send..] not sent yet */
     size_t remaining;                /* subs not done yet */
     struct op *prev, *next;
 };
@@ -521,8 +522,12 @@ static void sub_done(int error, int status, const char *body, size_t len,
         return;
     }
     s->done = true;
-    if (--op->remaining == 0)
+    if (--op->remaining == 0) {
         op_all_done(op);
+        return;
+    }
+    if (op->next_send < op->nsubs && sub_send(&op->subs[op->next_send++]) < 0)
+        op_fail(op, KME_ENOMEM, 0, "out of memory");
 }
 
 /* ---- starting the calls once the limits are known ---------------------- */
@@ -604,8 +609,12 @@ static int op_start_calls(struct op *op, const struct etsi014_limits *lim)
     if (rc < 0)
         return rc;
     op->remaining = op->nsubs;
-    for (size_t i = 0; i < op->nsubs; i++) {
-        rc = sub_send(&op->subs[i]);
+    /* At most one connection's worth of calls per op in flight: a huge
+     * request neither floods the queue (whose wait counts against the
+     * request timeout) nor starves the other ops. */
+    size_t window = op->client->cfg.max_connections;
+    while (op->next_send < op->nsubs && op->next_send < window) {
+        rc = sub_send(&op->subs[op->next_send++]);
         if (rc < 0) {
             op_stop(op);
             return rc;
