@@ -92,7 +92,11 @@ static int boundary_kind(const struct dec *d, const char *line, size_t len)
 static int block_add(struct dec *d, const char *line, size_t len, size_t limit)
 {
     if (mime_writer_total(d->block) + len + 2 > limit)
-        return dec_fail(d, MIME_ERR_MALFORMED, "header block too large");
+        return d->state == ST_HEADERS
+                   ? mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
+                               "header block beyond %zu octets: not a QKD "
+                               "message", limit)
+                   : dec_fail(d, MIME_ERR_MALFORMED, "header block too large");
     int rc = mime_writer_put(d->block, line, len);
     if (rc == MIME_OK)
         rc = mime_writer_put(d->block, "\r\n", 2);
@@ -481,6 +485,10 @@ static int dec_step(struct dec *d, struct mime_reader *r)
         }
     }
     int k = mime_reader_line(r, &line, &len, &eol);
+    if (k == MIME_ERR_MALFORMED && d->state == ST_HEADERS)
+        return mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
+                         "header line beyond %u octets: not a QKD message",
+                         MIME_LINE_LIMIT);
     if (k < 0)
         return dec_fail(d, k, k == MIME_ERR_IO ? "read error" : "line too long");
     if (k == 0)

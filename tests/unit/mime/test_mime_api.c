@@ -233,6 +233,24 @@ static void test_inspect_plain_and_pipe(void **s)
                      MIME_ERR_NOT_ENCRYPTED);
     assert_null(info);
     free(err);
+    /* a plain message with a 100 kB header line, or 300 kB of headers, is
+     * "not encrypted", not "malformed" */
+    size_t big = 300000;
+    char *m = malloc(big + 64);
+    memcpy(m, "X-Long: ", 8);
+    memset(m + 8, 'a', 100000);
+    memcpy(m + 100008, "\r\n\r\nbody\r\n", 10);
+    assert_int_equal(mime_inspect_mem(m, 100018, &info, NULL),
+                     MIME_ERR_NOT_ENCRYPTED);
+    /* 100-octet header lines (3000 of them) */
+    for (size_t i = 0; i < big; i += 100)
+        memcpy(m + i, i + 100 < big ? "X-H: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                      "aaaaaaaaaaaaaaaaaaa\r\n"
+                                    : "\r\n\r\n", i + 100 < big ? 100 : 4);
+    assert_int_equal(mime_inspect_mem(m, big, &info, NULL),
+                     MIME_ERR_NOT_ENCRYPTED);
+    free(m);
     /* inspect and decrypt read from a pipe (non-seekable) */
     struct tu_keys k;
     tu_keys_for(&k, MIME_ALG_OTP_POLY1305, strlen(msg), 7, "pipe");
