@@ -240,16 +240,22 @@ static void test_inspect_plain_and_pipe(void **s)
     memcpy(m, "X-Long: ", 8);
     memset(m + 8, 'a', 100000);
     memcpy(m + 100008, "\r\n\r\nbody\r\n", 10);
-    assert_int_equal(mime_inspect_mem(m, 100018, &info, NULL),
+    err = NULL;
+    assert_int_equal(mime_inspect_mem(m, 100018, &info, &err),
                      MIME_ERR_NOT_ENCRYPTED);
+    assert_non_null(strstr(err, "header line beyond"));
+    free(err);
+    err = NULL;
     /* 100-octet header lines (3000 of them) */
     for (size_t i = 0; i < big; i += 100)
         memcpy(m + i, i + 100 < big ? "X-H: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
                                       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
                                       "aaaaaaaaaaaaaaaaaaa\r\n"
                                     : "\r\n\r\n", i + 100 < big ? 100 : 4);
-    assert_int_equal(mime_inspect_mem(m, big, &info, NULL),
+    assert_int_equal(mime_inspect_mem(m, big, &info, &err),
                      MIME_ERR_NOT_ENCRYPTED);
+    assert_non_null(strstr(err, "header block beyond"));
+    free(err);
     free(m);
     /* inspect and decrypt read from a pipe (non-seekable) */
     struct tu_keys k;
