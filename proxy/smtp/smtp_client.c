@@ -398,8 +398,13 @@ static void on_reply(smtp_client *c, const struct smtp_reply *r)
         /* Server answered before the end of the body: it gave up. */
         c->body_active = false;
     }
-    if (!op->line)
+    if (!op->line) {
         c->body_active = false;
+        /* Idle connections keep no body buffers. */
+        free(c->body_buf);
+        free(c->stuff_buf);
+        c->body_buf = c->stuff_buf = NULL;
+    }
     op_complete(c, r);
     if (c->state == SMTPC_READY)
         pump(c);

@@ -378,6 +378,8 @@ void smtp_txn_reset(smtp_session *s)
     s->bdat_left = 0;
     s->bdat_last = false;
     s->msg_id[0] = '\0';
+    free(s->hdr_buf); /* reallocated by the next message's body */
+    s->hdr_buf = NULL;
 }
 
 static void process_data(smtp_session *s)

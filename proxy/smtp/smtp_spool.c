@@ -17,7 +17,7 @@ struct smtp_spool {
     uint64_t kept;    /* bytes stored (<= max_size) */
     int error;
     size_t buf_len;
-    char buf[SPOOL_BUF];
+    char *buf;        /* SPOOL_BUF, allocated while a message is written */
 };
 
 smtp_spool *smtp_spool_new(const char *dir, uint64_t max_size, char **error_r)
@@ -61,6 +61,7 @@ void smtp_spool_free(smtp_spool **sp)
         return;
     if ((*sp)->fd >= 0)
         close((*sp)->fd);
+    free((*sp)->buf);
     free(*sp);
     *sp = NULL;
 }
@@ -94,6 +95,10 @@ int smtp_spool_write(smtp_spool *sp, const void *data, size_t len)
     if (len > room)
         len = (size_t)room;
     sp->kept += len;
+    if (!sp->buf && len > 0 && !(sp->buf = malloc(SPOOL_BUF))) {
+        sp->error = -ENOMEM;
+        return sp->error;
+    }
     const char *p = data;
     while (len > 0) {
         size_t n = SPOOL_BUF - sp->buf_len;
@@ -111,9 +116,10 @@ int smtp_spool_write(smtp_spool *sp, const void *data, size_t len)
 
 int smtp_spool_finish(smtp_spool *sp)
 {
-    if (sp->error)
-        return sp->error;
-    return flush(sp);
+    int rc = sp->error ? sp->error : flush(sp);
+    free(sp->buf); /* idle sessions keep no buffer */
+    sp->buf = NULL;
+    return rc;
 }
 
 int smtp_spool_reset(smtp_spool *sp)
