@@ -30,7 +30,7 @@ static void usage(FILE *out)
             "  --ca FILE          CA certificates trusted for the KME (default: system)\n"
             "  --server-name NAME name checked in the KME certificate (default: URL host)\n"
             "  --kme-id ID        require this KME ID as the certificate's CN\n"
-            "  --timeout MS       connect and request timeout (default 10000)\n"
+            "  --timeout MS       connect and request timeout (default 5000 and 10000)\n"
             "  --deadline MS      dec: keep retrying 'not found' this long (default 10000)\n"
             "other options:\n"
             "  --sae SAE_ID       the other SAE: same as --slave (status, enc) or --master (dec)\n"
