@@ -406,6 +406,7 @@ static void dec_finish(struct kme *k, struct http_conn *hc, const char *caller,
         bits += (uint64_t)h->key_len * 8;
         struct kme_op *op = kme_batch_op(b, KME_OP_HELD_DEL);
         memcpy(op->key_id, h->key_id, sizeof(op->key_id));
+        op->off = h->off;
         op->slave = slave_strs[i];
         kme_held_collect(&k->held, h, (size_t)kme_held_slave_index(h, caller));
     }

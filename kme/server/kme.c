@@ -19,7 +19,7 @@
 
 #define GEN_INTERVAL_MS 100 /* one generation commit per tick at most */
 #define SWEEP_INTERVAL_MS 250
-#define CHUNK_BYTES 4096
+#define CHUNK_BYTES 1024  /* stored inline in a page: cheap head rewrites */
 #define MAX_GEN_ELAPSED_MS 1000
 
 uint64_t kme_now_ms(void)
@@ -238,6 +238,7 @@ static void expire_held(struct kme *k)
                     if (op == NULL) /* cannot happen after the reserve */
                         return;
                     memcpy(op->key_id, h->key_id, sizeof(op->key_id));
+                    op->off = h->off;
                     op->slave = h->slaves[j];
                     h->slaves[j] = NULL;
                 }

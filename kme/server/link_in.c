@@ -179,6 +179,8 @@ static int li_on_reservation(struct link_in *li, json_t *msg)
     const uint8_t *bytes = kme_stream_at(&k->in, off, (size_t)len);
     struct kme_held *h = kme_held_new(id, master, names, ns, bytes, (size_t)len,
                                       expires);
+    if (h != NULL)
+        h->off = off;
     struct kme_batch *b = kme_batch(k);
     char **strs = calloc(3 * ns, sizeof(char *));
     bool ok = h != NULL && b != NULL && strs != NULL &&
@@ -205,6 +207,7 @@ static int li_on_reservation(struct link_in *li, json_t *msg)
         op->data = (uint8_t *)strs[3 * i + 2];
         memcpy(op->data, bytes, (size_t)len);
         op->len = (size_t)len;
+        op->off = off;
         op->expires_ms = expires;
     }
     free(strs);

@@ -9,7 +9,7 @@
 #include "server_internal.h"
 
 #define MAX_LINE (64 * 1024)
-#define MATERIAL_CHUNK 3072        /* bytes per "m" message (4 KiB base64) */
+#define MATERIAL_CHUNK 1024        /* bytes per "m" message (and stored row) */
 #define SEND_HIGH_WATER (256 * 1024)
 #define RETRY_MS 1000
 #define PING_MS 10000              /* sender pings an idle link */

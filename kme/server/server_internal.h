@@ -90,6 +90,7 @@ const uint8_t *kme_stream_at(const struct kme_stream *s, uint64_t off,
 
 struct kme_held {
     char key_id[ETSI014_UUID_LEN + 1];
+    uint64_t off;               /* stream offset: its row key in the store */
     char *master;
     char **slaves;              /* slaves that have not collected it yet */
     size_t slave_count;
@@ -154,8 +155,9 @@ enum kme_op_kind {
     KME_OP_OUT_MATERIAL, /* off, data: generated material (outgoing stream) */
     KME_OP_IN_MATERIAL,  /* off, data: material received from the peer */
     KME_OP_OUTBOX_ADD,   /* reservation */
-    KME_OP_HELD_ADD,     /* key held for one slave */
-    KME_OP_HELD_DEL,     /* key collected by (or expired for) one slave */
+    KME_OP_HELD_ADD,     /* key held for one slave (off, key_id, ...) */
+    KME_OP_HELD_DEL,     /* key collected by (or expired for) one slave
+                            (off, slave) */
 };
 
 struct kme_op {

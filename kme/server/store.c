@@ -43,9 +43,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_IN_INS] = "INSERT INTO in_pool(off, end, data) VALUES(?1, ?2, ?3)",
     [S_OUTBOX_INS] = "INSERT INTO outbox(off, len, key_id, master, slaves) "
                      "VALUES(?1, ?2, ?3, ?4, ?5)",
-    [S_HELD_INS] = "INSERT OR REPLACE INTO held(key_id, slave, master, key, "
-                   "expires) VALUES(?1, ?2, ?3, ?4, ?5)",
-    [S_HELD_DEL] = "DELETE FROM held WHERE key_id = ?1 AND slave = ?2",
+    [S_HELD_INS] = "INSERT OR REPLACE INTO held(off, slave, key_id, master, "
+                   "key, expires) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_HELD_DEL] = "DELETE FROM held WHERE off = ?1 AND slave = ?2",
     [S_META_SET] = "INSERT INTO meta(name, value) VALUES(?1, ?2) "
                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
     /* "off < ?1" lets SQLite walk only the consumed rows (rowid range). */
@@ -68,9 +68,16 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS outbox(off INTEGER PRIMARY KEY, "
     "  len INTEGER NOT NULL, key_id TEXT NOT NULL, master TEXT NOT NULL, "
     "  slaves TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS held(key_id TEXT NOT NULL, "
-    "  slave TEXT NOT NULL, master TEXT NOT NULL, key BLOB NOT NULL, "
-    "  expires INTEGER NOT NULL, PRIMARY KEY(key_id, slave)) WITHOUT ROWID;";
+    /* Keyed by stream offset, which grows: inserts append to the last
+     * page and collections hit recent pages (no random UUID index; lookups
+     * by key_ID are served from memory). */
+    "CREATE TABLE IF NOT EXISTS held(off INTEGER NOT NULL, "
+    "  slave TEXT NOT NULL, key_id TEXT NOT NULL, master TEXT NOT NULL, "
+    "  key BLOB NOT NULL, expires INTEGER NOT NULL, "
+    "  PRIMARY KEY(off, slave)) WITHOUT ROWID;"
+    "PRAGMA user_version = 1;";
+
+#define SCHEMA_VERSION 1
 
 struct kme_store {
     sqlite3 *db;
@@ -109,6 +116,24 @@ int kme_store_open(const char *path, bool sync_full, struct kme_store **st_r,
                  "PRAGMA secure_delete=ON; PRAGMA cache_size=-16384; %s",
                  sync_full ? "FULL" : "NORMAL", schema) < 0)
         rc = SQLITE_NOMEM;
+    /* An existing file of another layout is refused, not reinterpreted. */
+    int version = 0;
+    if (rc == SQLITE_OK) {
+        sqlite3_stmt *q;
+        rc = sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &q, NULL);
+        if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+            version = sqlite3_column_int(q, 0);
+        sqlite3_finalize(q);
+    }
+    if (rc == SQLITE_OK && version != 0 && version != SCHEMA_VERSION) {
+        free(sql);
+        if (error_r != NULL &&
+            asprintf(error_r, "%s: database layout version %d, this KME "
+                              "uses %d", path, version, SCHEMA_VERSION) < 0)
+            *error_r = NULL;
+        kme_store_close(&st);
+        return KME_SERVER_ESTORE;
+    }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
     free(sql);
@@ -225,7 +250,7 @@ int kme_store_load(struct kme_store *st, struct kme_meta *meta,
     if (ret < 0)
         return ret;
 
-    if (sqlite3_prepare_v2(db, "SELECT key_id, slave, master, key, expires "
+    if (sqlite3_prepare_v2(db, "SELECT key_id, slave, master, key, expires, off "
                                "FROM held", -1, &q, NULL) != SQLITE_OK)
         return fail_db(db, error_r, "held");
     while (ret == 0 && sqlite3_step(q) == SQLITE_ROW) {
@@ -235,6 +260,7 @@ int kme_store_load(struct kme_store *st, struct kme_meta *meta,
         const uint8_t *key = sqlite3_column_blob(q, 3);
         size_t len = (size_t)sqlite3_column_bytes(q, 3);
         uint64_t exp = (uint64_t)sqlite3_column_int64(q, 4);
+        uint64_t off = (uint64_t)sqlite3_column_int64(q, 5);
         if (id == NULL || slave == NULL || master == NULL || key == NULL)
             continue;
         struct kme_held *h = kme_held_find(held, id);
@@ -253,6 +279,8 @@ int kme_store_load(struct kme_store *st, struct kme_meta *meta,
             continue;
         }
         h = kme_held_new(id, master, &slave, 1, key, len, exp);
+        if (h != NULL)
+            h->off = off;
         if (h == NULL || kme_held_insert(held, h) < 0)
             ret = KME_SERVER_ENOMEM;
     }
@@ -309,15 +337,16 @@ static int apply_op(struct kme_store *st, const struct kme_op *op)
         return run(s);
     case KME_OP_HELD_ADD:
         s = st->st[S_HELD_INS];
-        sqlite3_bind_text(s, 1, op->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)op->off);
         sqlite3_bind_text(s, 2, op->slave, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, op->master, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 4, op->data, (int)op->len, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 5, (sqlite3_int64)op->expires_ms);
+        sqlite3_bind_text(s, 3, op->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, op->master, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 5, op->data, (int)op->len, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 6, (sqlite3_int64)op->expires_ms);
         return run(s);
     case KME_OP_HELD_DEL:
         s = st->st[S_HELD_DEL];
-        sqlite3_bind_text(s, 1, op->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)op->off);
         sqlite3_bind_text(s, 2, op->slave, -1, SQLITE_STATIC);
         return run(s);
     }

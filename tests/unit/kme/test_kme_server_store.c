@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include "server_internal.h"
@@ -117,6 +118,7 @@ static void test_commit_and_reload(void **state)
         op->data = malloc(32);
         fill(op->data, 32, 0);
         op->expires_ms = 12345;
+        op->off = 777;
     }
     b->meta.out_head = 5000;
     b->meta.out_acked = 9000;
@@ -146,12 +148,14 @@ static void test_commit_and_reload(void **state)
     assert_int_equal(h->slave_count, 2);
     assert_int_equal(h->expires_ms, 12345);
     assert_int_equal(h->key_len, 32);
+    assert_int_equal(h->off, 777);
     unload(&s);
 
     /* Batch 2: sae-c collects; the peer applied the reservation. */
     b = calloc(1, sizeof(*b));
     op = kme_batch_op(b, KME_OP_HELD_DEL);
     snprintf(op->key_id, sizeof(op->key_id), "0a782fb5-3434-48fe-aa4d-14f41d46cf92");
+    op->off = 777;
     op->slave = strdup("sae-c");
     b->meta.out_head = 6001;
     b->meta.out_acked = 10000;
@@ -165,6 +169,7 @@ static void test_commit_and_reload(void **state)
     b = calloc(1, sizeof(*b));
     op = kme_batch_op(b, KME_OP_HELD_DEL);
     snprintf(op->key_id, sizeof(op->key_id), "0a782fb5-3434-48fe-aa4d-14f41d46cf92");
+    op->off = 777;
     op->slave = strdup("sae-b");
     add_material(b, KME_OP_OUT_MATERIAL, 6001, 10);
     b->meta.out_head = 7000;
@@ -202,11 +207,28 @@ static void test_open_failure(void **state)
     free(err);
 }
 
+static void test_version_mismatch(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    struct kme_store *st = NULL;
+    char *err = NULL;
+    assert_int_equal(kme_store_open(db_path, true, &st, &err), KME_SERVER_ESTORE);
+    assert_null(st);
+    assert_non_null(strstr(err, "version 99"));
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit_and_reload, setup, teardown),
         cmocka_unit_test(test_open_failure),
+        cmocka_unit_test_setup_teardown(test_version_mismatch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
