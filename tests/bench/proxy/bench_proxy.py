@@ -143,17 +143,18 @@ def main():
     sys.stderr.write("qumail: %s\nsmtp_load: %s\n" % (os.environ["QUMAIL_BIN"],
                                                        bench.find_smtp_load()))
     n_rss = args.rss_sessions
-    with M.MailStack() as ms, \
-            P.ProxyStack(certs, ms.smtp_port, mode="gateway", listeners=("plain",),
-                         policy="* action=none\n", workdir=work,
-                         kme_url="https://127.0.0.1:9",
-                         limits={"max_connections": 1000}) as rpx:
-        # Memory per session on a proxy of its own without the embedded KME
-        # (whose start-up churn leaves freed heap that sessions would reuse
-        # unnoticed): plain pass-through, so the spool, line and body
-        # buffers of a session that carried a message are all counted.
-        rss_before, rss_idle, rss_used = rss_per_connection(rpx, n_rss)
-        sys.stderr.write("  rss: %d -> %d -> %d KiB\n" % (rss_before, rss_idle, rss_used))
+    rss_before = rss_idle = rss_used = 0
+    if n_rss > 0:
+        with M.MailStack() as ms, \
+                P.ProxyStack(certs, ms.smtp_port, mode="gateway", listeners=("plain",),
+                             policy="* action=none\n", workdir=work,
+                             kme_url="https://127.0.0.1:9",
+                             limits={"max_connections": 1000}) as rpx:
+            # Memory per session on a proxy of its own without the embedded
+            # KME (whose start-up churn leaves freed heap that sessions would
+            # reuse unnoticed): plain pass-through, so the spool, line and
+            # body buffers of a session that carried a message are counted.
+            rss_before, rss_idle, rss_used = rss_per_connection(rpx, n_rss)
     with M.MailStack() as ms, \
             P.ProxyStack(certs, ms.smtp_port, mode="gateway", listeners=("plain",),
                          policy=policy, workdir=work, trace_header=True,
@@ -189,11 +190,12 @@ def main():
         kt.sort()
         print("KME enc_keys request time (simulator, as logged): n=%d p50=%d ms p99=%d ms"
               % (len(kt), kt[len(kt) // 2], kt[min(len(kt) - 1, int(len(kt) * 0.99))]))
-    print("proxy RSS (own instance, no KME): %d KiB, %d KiB with %d idle sessions "
-          "(EHLO done, upstream connected) -> %.1f KiB per session; after one 10 kB "
-          "message on each: %d KiB -> %.1f KiB per session"
-          % (rss_before, rss_idle, n_rss, (rss_idle - rss_before) / float(n_rss),
-             rss_used, (rss_used - rss_before) / float(n_rss)))
+    if n_rss > 0:
+        print("proxy RSS (own instance, no KME): %d KiB, %d KiB with %d idle sessions "
+              "(EHLO done, upstream connected) -> %.1f KiB per session; after one 10 kB "
+              "message on each: %d KiB -> %.1f KiB per session"
+              % (rss_before, rss_idle, n_rss, (rss_idle - rss_before) / float(n_rss),
+                 rss_used, (rss_used - rss_before) / float(n_rss)))
     print("proxy exit status: %r" % status)
     if args.json:
         with open(args.json, "w") as f:
