@@ -1,4 +1,5 @@
 /* Base64 for the ciphertext part (RFC 2045 alphabet, 76-character lines).
+ * Scalar table code everywhere, AVX2 blocks where the CPU has them.
  *
  * Hand-written rather than OpenSSL's EVP_EncodeBlock / EVP_DecodeUpdate,
  * for two reasons: the decoder must be strict (OpenSSL skips any whitespace and
@@ -7,7 +8,13 @@
  * a fifth of the speed this simple table decoder reaches, which matters for
  * 50 MB messages. */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MIME_B64_AVX2 1
+#endif
 
 #include "mime_internal.h"
 
@@ -23,6 +30,9 @@ static uint32_t dec_shift[4][256];
 /* Encoder: two characters for each 12-bit value. */
 static char enc_pair[4096][2];
 static pthread_once_t dec_tab_once = PTHREAD_ONCE_INIT;
+/* AVX2 paths in use (CPU has AVX2 and QUMAIL_MIME_NO_SIMD is unset; the
+ * variable exists so the tests can run the scalar code too). */
+static int use_avx2;
 
 static void dec_tab_init(void)
 {
@@ -42,7 +52,89 @@ static void dec_tab_init(void)
         enc_pair[v][0] = enc_tab[v >> 6];
         enc_pair[v][1] = enc_tab[v & 63];
     }
+#ifdef MIME_B64_AVX2
+    const char *off = getenv("QUMAIL_MIME_NO_SIMD");
+    use_avx2 = __builtin_cpu_supports("avx2") && (off == NULL || *off == '\0');
+#endif
 }
+
+#ifdef MIME_B64_AVX2
+/* The AVX2 codecs of W. Mula and D. Lemire, "Faster Base64 Encoding and
+ * Decoding Using AVX2 Instructions" (ACM TWEB 2018), as in aklomp/base64:
+ * 24 octets <-> 32 characters per step. */
+
+/* 24 octets at in (reads in[0..27]) -> 32 characters at out. */
+__attribute__((target("avx2"))) static void enc24_avx2(const unsigned char *in,
+                                                       char *out)
+{
+    __m256i v = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)in)),
+        _mm_loadu_si128((const __m128i *)(in + 12)), 1);
+    /* each 32-bit lane: octets b1 b0 b2 b1 of one 3-octet group */
+    v = _mm256_shuffle_epi8(v, _mm256_setr_epi8(
+        1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10,
+        1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10));
+    __m256i t0 = _mm256_and_si256(v, _mm256_set1_epi32(0x0fc0fc00));
+    __m256i t1 = _mm256_mulhi_epu16(t0, _mm256_set1_epi32(0x04000040));
+    __m256i t2 = _mm256_and_si256(v, _mm256_set1_epi32(0x003f03f0));
+    __m256i t3 = _mm256_mullo_epi16(t2, _mm256_set1_epi32(0x01000010));
+    __m256i idx = _mm256_or_si256(t1, t3); /* one sextet per octet */
+    /* sextet -> character: add 65, 71, -4, -19 or -16 by range */
+    __m256i lut = _mm256_setr_epi8(65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4,
+                                   -4, -19, -16, 0, 0, 65, 71, -4, -4, -4, -4,
+                                   -4, -4, -4, -4, -4, -4, -19, -16, 0, 0);
+    __m256i r = _mm256_subs_epu8(idx, _mm256_set1_epi8(51));
+    r = _mm256_sub_epi8(r, _mm256_cmpgt_epi8(idx, _mm256_set1_epi8(25)));
+    _mm256_storeu_si256((__m256i *)out,
+                        _mm256_add_epi8(idx, _mm256_shuffle_epi8(lut, r)));
+}
+
+/* Decodes 32-character blocks while they are all alphabet characters;
+ * stores 32 octets per 24 decoded (8 octets of slack). */
+__attribute__((target("avx2"))) static void
+dec_avx2(const unsigned char **pp, const unsigned char *end, unsigned char **oo)
+{
+    const __m256i lut_lo = _mm256_setr_epi8(
+        0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1a,
+        0x1b, 0x1b, 0x1b, 0x1a, 0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+        0x11, 0x11, 0x13, 0x1a, 0x1b, 0x1b, 0x1b, 0x1a);
+    const __m256i lut_hi = _mm256_setr_epi8(
+        0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10,
+        0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08,
+        0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10);
+    const __m256i lut_roll = _mm256_setr_epi8(
+        0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 19, 4,
+        -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i mask_2f = _mm256_set1_epi8(0x2f);
+    const unsigned char *p = *pp;
+    unsigned char *o = *oo;
+    while (end - p >= 32) {
+        __m256i str = _mm256_loadu_si256((const __m256i *)p);
+        __m256i hi_n = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);
+        __m256i lo_n = _mm256_and_si256(str, mask_2f);
+        __m256i hi = _mm256_shuffle_epi8(lut_hi, hi_n);
+        __m256i lo = _mm256_shuffle_epi8(lut_lo, lo_n);
+        if (!_mm256_testz_si256(lo, hi))
+            break; /* a non-alphabet character: scalar path decides */
+        __m256i eq_2f = _mm256_cmpeq_epi8(str, mask_2f);
+        __m256i roll =
+            _mm256_shuffle_epi8(lut_roll, _mm256_add_epi8(eq_2f, hi_n));
+        str = _mm256_add_epi8(str, roll); /* sextets */
+        __m256i m = _mm256_maddubs_epi16(str, _mm256_set1_epi32(0x01400140));
+        __m256i w = _mm256_madd_epi16(m, _mm256_set1_epi32(0x00011000));
+        w = _mm256_shuffle_epi8(w, _mm256_setr_epi8(
+            2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1,
+            2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1));
+        w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 1, 2, 4, 5, 6,
+                                                             7, 7));
+        _mm256_storeu_si256((__m256i *)o, w);
+        o += 24;
+        p += 32;
+    }
+    *pp = p;
+    *oo = o;
+}
+#endif
 
 size_t mime_b64_encoded_max(size_t n, size_t eol_len)
 {
@@ -63,6 +155,21 @@ size_t mime_b64_encode_lines(const unsigned char *in, size_t n,
     pthread_once(&dec_tab_once, dec_tab_init);
     char *o = out;
     while (n >= MIME_B64_LINE) {
+#ifdef MIME_B64_AVX2
+        if (use_avx2) {
+            enc24_avx2(in, o);       /* octets 0..23 (reads 0..27) */
+            enc24_avx2(in + 24, o + 32); /* octets 24..47 (reads ..51) */
+            encode_group(in + 48, o + 64);
+            encode_group(in + 51, o + 68);
+            encode_group(in + 54, o + 72);
+            o += 76;
+            memcpy(o, eol, eol_len);
+            o += eol_len;
+            in += MIME_B64_LINE;
+            n -= MIME_B64_LINE;
+            continue;
+        }
+#endif
         /* 6 octets -> 8 characters per step: one 8-octet load (octets 6
          * and 7 are ignored; the last step at 48 stays inside the line),
          * four 12-bit pair lookups, one 8-character store. */
@@ -119,6 +226,10 @@ long mime_b64_decode(struct mime_b64_dec *d, const char *in, size_t len,
         /* Fast path: four data characters at a quantum boundary. */
         if (nacc == 0 && d->npad == 0) {
             for (;;) {
+#ifdef MIME_B64_AVX2
+                if (use_avx2 && end - p >= 32)
+                    dec_avx2(&p, end, &o);
+#endif
                 if (end - p >= 8) {
                     /* two quanta, one 8-octet store (2 octets of slack) */
                     uint32_t v1 = dec_shift[0][p[0]] | dec_shift[1][p[1]] |

@@ -271,16 +271,16 @@ static int data_bytes(struct dec *d, const char *line, size_t len)
 {
     /* Decodes in pieces that always fit the stage (the decoder carries at
      * most 3 sextets, so take chars yield <= take/4*3 + 3 octets, and it
-     * may store 2 octets of slack beyond that). */
+     * may store 8 octets of slack beyond that). */
     while (len > 0) {
         size_t room = d->stage_cap - d->stage_len;
-        if (room < 16) {
+        if (room < 32) {
             int rc = stage_flush(d);
             if (rc != MIME_OK)
                 return rc;
             continue;
         }
-        size_t take = (room - 5) / 3 * 4;
+        size_t take = (room - 11) / 3 * 4;
         if (take > len)
             take = len;
         long n = mime_b64_decode(&d->b64, line, take, d->stage + d->stage_len);
@@ -394,10 +394,10 @@ static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
                              d->error_r);
     if (rc == MIME_OK && need_spill)
         rc = mime_spill_new(tmp_dir, threshold, &d->spill, d->error_r);
-    /* Small messages get a small stage: length + tag + a base64 quantum. */
-    d->stage_cap = info->length + MIME_TAG_LEN + 16 < STAGE_CAP
-                       ? (size_t)info->length + MIME_TAG_LEN + 16
-                       : STAGE_CAP;
+    /* Small messages get a small stage: length + tag + decoder slack. */
+    d->stage_cap = info->length + MIME_TAG_LEN + 64 < STAGE_CAP
+                       ? (size_t)info->length + MIME_TAG_LEN + 64
+                       : STAGE_CAP; /* always >= 64: room for a decode step */
     if (rc == MIME_OK && (d->stage = malloc(d->stage_cap)) == NULL)
         rc = MIME_ERR_NOMEM;
     return rc;

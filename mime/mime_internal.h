@@ -71,9 +71,9 @@ struct mime_b64_dec {
     unsigned nacc;   /* sextets in acc */
     unsigned npad;   /* '=' seen */
 };
-/* Decodes len characters into out (room for len*3/4 + 5: the fast path
- * stores 8 octets at a time); returns octets written, or -1 on invalid
- * input. */
+/* Decodes len characters into out (room for len*3/4 + 11: the fast paths
+ * store 8 or 32 octets at a time); returns octets written, or -1 on
+ * invalid input. */
 long mime_b64_decode(struct mime_b64_dec *d, const char *in, size_t len,
                      unsigned char *out);
 /* -1 when the input ended inside a quantum or with bad padding, else the
