@@ -74,7 +74,7 @@ struct thread_ctx {
     kme_client *a, *b;
     struct worker *w;
     uint64_t t_begin, t_measure, t_end; /* hrtime ns */
-    uint64_t done, errors, mismatches;
+    uint64_t done, all_ok, errors, mismatches;
     char first_error[256];
     struct samples lat;
     struct kme_client_stats sa, sb;
@@ -88,6 +88,8 @@ static void record(struct worker *w, bool ok)
 {
     struct thread_ctx *t = w->t;
     uint64_t now = uv_hrtime();
+    if (ok)
+        t->all_ok++;
     if (!ok)
         t->errors++;
     else if (now >= t->t_measure && now <= t->t_end) {
@@ -321,11 +323,12 @@ static long run_level(const struct opts *o, enum mode mode, int clients)
     read_rss(o->server_pid, &rss, &hwm);
 
     struct samples all = {0};
-    uint64_t done = 0, errors = 0, mism = 0, conns = 0, reqs = 0;
+    uint64_t done = 0, all_ok = 0, errors = 0, mism = 0, conns = 0, reqs = 0;
     const char *first_error = "";
     for (int i = 0; i < nthreads; i++) {
         struct thread_ctx *t = &ts[i];
         done += t->done;
+        all_ok += t->all_ok;
         errors += t->errors;
         mism += t->mismatches;
         if (t->first_error[0] && !first_error[0])
@@ -341,9 +344,15 @@ static long run_level(const struct opts *o, enum mode mode, int clients)
     double p99 = all.n ? all.v[(size_t)((double)all.n * 0.99)] / 1000.0 : 0;
     long ticks = sysconf(_SC_CLK_TCK);
     double srv_cpu = srv0 >= 0 && srv1 >= 0 ? (double)(srv1 - srv0) / (double)ticks : -1;
-    printf("%-8d %-9s %10.0f %8.2f %8.2f %10ld %10ld %8.0f%% %8.0f%% %6llu %9llu %6llu%s%s\n",
+    /* CPU time per operation (warm-up included on both sides): a figure
+     * that holds when other load on the machine skews the rates. */
+    double cli_us = all_ok ? cpu * 1e6 / (double)all_ok : 0;
+    double srv_us = all_ok && srv_cpu >= 0 ? srv_cpu * 1e6 / (double)all_ok : 0;
+    printf("%-8d %-9s %10.0f %8.2f %8.2f %10ld %10ld %8.0f%% %8.0f%% %7.1f %7.1f %6llu %9llu "
+           "%6llu%s%s\n",
            clients, mode == MODE_STATUS ? "status" : "delivery", done / o->seconds, p50, p99,
-           rss, hwm, 100.0 * cpu / wall, srv_cpu >= 0 ? 100.0 * srv_cpu / wall : -1.0,
+           rss, hwm, 100.0 * cpu / wall, srv_cpu >= 0 ? 100.0 * srv_cpu / wall : -1.0, cli_us,
+           srv_us,
            (unsigned long long)conns, (unsigned long long)reqs,
            (unsigned long long)(errors + mism), first_error[0] ? "  first error: " : "",
            first_error);
@@ -426,9 +435,9 @@ int main(int argc, char **argv)
            "%d client thread(s); server pid %ld VmRSS %ld kB at start\n",
            o.url_a, o.url_b, (unsigned long long)o.bits, o.seconds, o.warmup, o.threads,
            o.server_pid, rss);
-    printf("%-8s %-9s %10s %8s %8s %10s %10s %9s %9s %6s %9s %6s\n", "clients", "mode", "ops/s",
-           "p50_ms", "p99_ms", "srvRSS_kB", "srvHWM_kB", "cli_cpu", "srv_cpu", "conns",
-           "http_reqs", "errors");
+    printf("%-8s %-9s %10s %8s %8s %10s %10s %9s %9s %7s %7s %6s %9s %6s\n", "clients", "mode",
+           "ops/s", "p50_ms", "p99_ms", "srvRSS_kB", "srvHWM_kB", "cli_cpu", "srv_cpu",
+           "cli_us", "srv_us", "conns", "http_reqs", "errors");
     bool ok = true;
     long total = 0;
     for (int i = 0; i < o.nclients; i++) {
