@@ -82,6 +82,7 @@ static const char schema[] =
 struct kme_store {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
+    struct kme_meta last;   /* counters as last committed (or loaded) */
 };
 
 static int fail_db(sqlite3 *db, char **error_r, const char *what)
@@ -222,6 +223,7 @@ int kme_store_load(struct kme_store *st, struct kme_meta *meta,
             meta->in_head = v;
     }
     sqlite3_finalize(q);
+    st->last = *meta;
     int ret = load_pool(db, "out_pool", meta->out_head, out, error_r);
     if (ret == 0)
         ret = load_pool(db, "in_pool", meta->in_head, in, error_r);
@@ -355,24 +357,26 @@ static int apply_op(struct kme_store *st, const struct kme_op *op)
 
 void kme_store_commit(struct kme_store *st, struct kme_batch *b)
 {
+    /* Only what changed is written: fewer statements and pages per batch. */
+    const struct kme_meta *m = &b->meta, *l = &st->last;
     int ret = run(st->st[S_BEGIN]);
     for (size_t i = 0; ret == 0 && i < b->op_count; i++)
         ret = apply_op(st, &b->ops[i]);
-    if (ret == 0)
-        ret = meta_set(st, "out_head", b->meta.out_head);
-    if (ret == 0)
-        ret = meta_set(st, "out_acked", b->meta.out_acked);
-    if (ret == 0)
-        ret = meta_set(st, "out_applied", b->meta.out_applied);
-    if (ret == 0)
-        ret = meta_set(st, "in_head", b->meta.in_head);
-    if (ret == 0)
-        ret = head_trim(st, S_OUT_TRIM, S_OUT_CUT, b->meta.out_head);
-    if (ret == 0)
-        ret = head_trim(st, S_IN_TRIM, S_IN_CUT, b->meta.in_head);
-    if (ret == 0) {
+    if (ret == 0 && m->out_head != l->out_head)
+        ret = meta_set(st, "out_head", m->out_head);
+    if (ret == 0 && m->out_acked != l->out_acked)
+        ret = meta_set(st, "out_acked", m->out_acked);
+    if (ret == 0 && m->out_applied != l->out_applied)
+        ret = meta_set(st, "out_applied", m->out_applied);
+    if (ret == 0 && m->in_head != l->in_head)
+        ret = meta_set(st, "in_head", m->in_head);
+    if (ret == 0 && m->out_head != l->out_head)
+        ret = head_trim(st, S_OUT_TRIM, S_OUT_CUT, m->out_head);
+    if (ret == 0 && m->in_head != l->in_head)
+        ret = head_trim(st, S_IN_TRIM, S_IN_CUT, m->in_head);
+    if (ret == 0 && m->out_applied != l->out_applied) {
         sqlite3_bind_int64(st->st[S_OUTBOX_TRIM], 1,
-                           (sqlite3_int64)b->meta.out_applied);
+                           (sqlite3_int64)m->out_applied);
         ret = run(st->st[S_OUTBOX_TRIM]);
     }
     if (ret == 0)
@@ -381,6 +385,8 @@ void kme_store_commit(struct kme_store *st, struct kme_batch *b)
         fail_db(st->db, &b->error, "commit");
         run(st->st[S_ROLLBACK]);
         b->result = KME_SERVER_ESTORE;
+    } else {
+        st->last = *m;
     }
 }
 
