@@ -406,6 +406,8 @@ static void on_reply(smtp_client *c, const struct smtp_reply *r)
         c->body_buf = c->stuff_buf = NULL;
     }
     op_complete(c, r);
+    if (c->state == SMTPC_READY && c->conn && !c->head)
+        net_conn_set_timeout(c->conn, 0); /* idle: waiting for our client is fine */
     if (c->state == SMTPC_READY)
         pump(c);
 }

@@ -127,32 +127,80 @@ enum { ST_LINE_START = 0, ST_IN_LINE, ST_CR };
 
 void smtp_stuffer_init(struct smtp_stuffer *s) { s->state = ST_LINE_START; }
 
-size_t smtp_stuff(struct smtp_stuffer *s, const char *in, size_t len, char *out)
+/* One byte, the general case (bare CR, CR at a chunk end, ...). */
+static size_t stuff_byte(struct smtp_stuffer *s, char c, char *out)
 {
     size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = in[i];
+    if (s->state == ST_CR) {
+        out[o++] = '\n';
+        s->state = ST_LINE_START;
+        if (c == '\n')
+            return o; /* CRLF complete */
+    }
+    if (c == '\r') {
+        out[o++] = '\r';
+        s->state = ST_CR;
+        return o;
+    }
+    if (c == '\n') {
+        out[o++] = '\r';
+        out[o++] = '\n';
+        s->state = ST_LINE_START;
+        return o;
+    }
+    if (s->state == ST_LINE_START && c == '.')
+        out[o++] = '.';
+    out[o++] = c;
+    s->state = ST_IN_LINE;
+    return o;
+}
+
+/* Whole lines are copied with memcpy; only lines holding a bare CR, and a
+ * CR at the end of a chunk, go byte by byte. */
+size_t smtp_stuff(struct smtp_stuffer *s, const char *in, size_t len, char *out)
+{
+    const char *p = in, *end = in + len;
+    size_t o = 0;
+    if (p < end && s->state == ST_CR)
+        o += stuff_byte(s, *p++, out + o);
+    while (p < end) {
         if (s->state == ST_CR) {
-            out[o++] = '\n';
-            s->state = ST_LINE_START;
-            if (c == '\n')
-                continue; /* CRLF complete */
-        }
-        if (c == '\r') {
-            out[o++] = '\r';
-            s->state = ST_CR;
+            o += stuff_byte(s, *p++, out + o);
             continue;
         }
-        if (c == '\n') {
-            out[o++] = '\r';
-            out[o++] = '\n';
-            s->state = ST_LINE_START;
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        const char *cr = memchr(p, '\r', (size_t)(stop - p));
+        if (cr && !(nl && cr == nl - 1)) {
+            /* a bare CR (or a CR ending the chunk) in this line */
+            const char *upto = nl ? nl + 1 : end;
+            while (p < upto)
+                o += stuff_byte(s, *p++, out + o);
             continue;
         }
-        if (s->state == ST_LINE_START && c == '.')
+        size_t n = (size_t)(stop - p);
+        if (n > 0 && s->state == ST_LINE_START && *p == '.')
             out[o++] = '.';
-        out[o++] = c;
-        s->state = ST_IN_LINE;
+        if (cr) { /* CRLF: copy through the CR, then LF */
+            memcpy(out + o, p, n);
+            o += n;
+            out[o++] = '\n';
+            s->state = ST_LINE_START;
+            p = nl + 1;
+        } else if (nl) { /* bare LF */
+            memcpy(out + o, p, n);
+            o += n;
+            out[o++] = '\r';
+            out[o++] = '\n';
+            s->state = ST_LINE_START;
+            p = nl + 1;
+        } else { /* the chunk ends inside a line */
+            memcpy(out + o, p, n);
+            o += n;
+            if (n > 0)
+                s->state = ST_IN_LINE;
+            p = end;
+        }
     }
     return o;
 }

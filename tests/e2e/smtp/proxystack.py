@@ -77,7 +77,7 @@ class ProxyStack:
                  policy=DEFAULT_POLICY, listeners=("plain", "starttls", "implicit"),
                  kme_url=None, trace_header=True, limits=None, log_level="info",
                  trusted_networks=None, upstream_client_cert=False, workdir=None,
-                 kme_timeout="3s"):
+                 kme_timeout="3s", upstream_server_name="localhost"):
         self.certs = certs
         self.upstream_port = upstream_port
         self.upstream_tls = upstream_tls
@@ -91,6 +91,7 @@ class ProxyStack:
         self.trusted_networks = trusted_networks
         self.upstream_client_cert = upstream_client_cert
         self.kme_timeout = kme_timeout
+        self.upstream_server_name = upstream_server_name
         self.host = HOST
         self.ports = {}
         self.proc = None
@@ -120,7 +121,7 @@ class ProxyStack:
             self.ports[kind] = port
         self.kme_ports = ports[-2:]
         upstream = {"host": HOST, "port": self.upstream_port, "tls": self.upstream_tls,
-                    "ca_file": self.certs["ca"], "server_name": "localhost",
+                    "ca_file": self.certs["ca"], "server_name": self.upstream_server_name,
                     "timeout": "30s"}
         if self.upstream_client_cert:
             upstream["client_cert_file"], upstream["client_key_file"] = self.certs["SAE_A"]

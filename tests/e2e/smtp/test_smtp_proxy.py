@@ -209,7 +209,8 @@ class ProxyE2E(unittest.TestCase):
 
     def test_05_starttls_on_both_sides(self):
         with P.ProxyStack(self.certs, self.ms.submission_port, upstream_tls="starttls",
-                          workdir=self.work, trusted_networks=["192.0.2.0/24"]) as px:
+                          workdir=self.work, trusted_networks=["192.0.2.0/24"],
+                          upstream_client_cert=True) as px:
             marker = unique("STARTTLS")
             msg = mime_message(ALICE[0], ["bob@example.org"], marker, marker + "\n")
             self.assertEqual(self.send(["bob@example.org"], msg, px=px, port="starttls",
@@ -476,6 +477,19 @@ class ProxyE2E(unittest.TestCase):
             b.close()
             self.assertEqual(px.stop(), 0)
             self.assertIn("timeout in state HELO", px.log_text())
+
+    def test_16_upstream_certificate_is_verified(self):
+        # The name checked against Postfix's certificate does not match:
+        # the upstream TLS handshake fails, the client gets 421, nothing is sent.
+        with P.ProxyStack(self.certs, self.ms.submission_port, upstream_tls="starttls",
+                          workdir=self.work, listeners=("plain",),
+                          upstream_server_name="mail.wrong.example") as px:
+            s = socket.create_connection((px.host, px.ports["plain"]), timeout=30)
+            line = s.makefile("rb").readline()
+            s.close()
+            self.assertTrue(line.startswith(b"421 4.4.1"), line)
+            self.assertEqual(px.stop(), 0)
+            self.assertRegex(px.log_text(), r"upstream unavailable: .*(verify|certificate)")
 
 
 if __name__ == "__main__":

@@ -130,12 +130,24 @@ static void test_stuff_roundtrip(void **state)
                 norm[m++] = in[i];
             }
         }
+        /* whole buffer (fast path), byte by byte, and split in two */
         struct smtp_stuffer st;
         smtp_stuffer_init(&st);
-        size_t o = 0;
-        for (size_t i = 0; i < n; i++)
-            o += smtp_stuff(&st, in + i, 1, out + o);
+        size_t o = smtp_stuff(&st, in, n, out);
         o += smtp_stuff_end(&st, out + o);
+        char out1[200], out2[200];
+        smtp_stuffer_init(&st);
+        size_t o1 = 0;
+        for (size_t i = 0; i < n; i++)
+            o1 += smtp_stuff(&st, in + i, 1, out1 + o1);
+        o1 += smtp_stuff_end(&st, out1 + o1);
+        size_t cut = n ? (size_t)rand() % (n + 1) : 0;
+        smtp_stuffer_init(&st);
+        size_t o2 = smtp_stuff(&st, in, cut, out2);
+        o2 += smtp_stuff(&st, in + cut, n - cut, out2 + o2);
+        o2 += smtp_stuff_end(&st, out2 + o2);
+        if (o1 != o || memcmp(out1, out, o) != 0 || o2 != o || memcmp(out2, out, o) != 0)
+            fail_msg("round %d: stuffing depends on how the input is split", round);
         struct sink s = {.len = 0, .fail_after = -1};
         struct smtp_data_reader r;
         smtp_data_reader_init(&r, 0, sink_cb, &s);

@@ -19,9 +19,13 @@
 /* ---- a scripted peer ------------------------------------------------------
  * Steps: "> text" sends text + CRLF; "< prefix" waits for a line starting
  * with prefix (continuation lines "ddd-" are skipped); "<." waits for the
- * end of a DATA body. Every line received is appended to log. */
+ * end of a DATA body; "~ms" pauses. Every line received is appended to
+ * log. */
 struct peer {
     const char *name;
+    uv_loop_t *loop;
+    uv_timer_t timer;        /* "~ms" steps */
+    bool timer_on;
     net_conn *conn;
     const char *const *script;
     size_t step;
@@ -31,15 +35,38 @@ struct peer {
     size_t log_len;
 };
 
+static void peer_run(struct peer *p);
+
+static void peer_timer_cb(uv_timer_t *t)
+{
+    struct peer *p = t->data;
+    p->step++;
+    peer_run(p);
+}
+
 static void peer_run(struct peer *p)
 {
-    while (p->script[p->step] && p->script[p->step][0] == '>') {
+    while (p->conn && p->script[p->step] &&
+           (p->script[p->step][0] == '>' || p->script[p->step][0] == '~')) {
+        if (p->script[p->step][0] == '~') {
+            if (!p->timer_on) {
+                uv_timer_init(p->loop, &p->timer);
+                p->timer.data = p;
+                p->timer_on = true;
+            }
+            uv_timer_start(&p->timer, peer_timer_cb, strtoull(p->script[p->step] + 1, NULL, 10), 0);
+            return;
+        }
         net_conn_printf(p->conn, "%s\r\n", p->script[p->step] + 2);
         p->step++;
     }
     if (!p->script[p->step] && !p->done) {
         p->done = true;
         net_conn_close_after_write(&p->conn);
+    }
+    if ((p->done || !p->conn) && p->timer_on) {
+        uv_close((uv_handle_t *)&p->timer, NULL);
+        p->timer_on = false;
     }
 }
 
@@ -104,6 +131,10 @@ static void peer_cb(net_conn *conn, enum net_event ev, void *arg)
             p->failed = true;
         }
         net_conn_close(&p->conn);
+        if (p->timer_on) {
+            uv_close((uv_handle_t *)&p->timer, NULL);
+            p->timer_on = false;
+        }
         return;
     default:
         return;
@@ -227,6 +258,8 @@ static void front_accept(net_listener *l, net_conn *conn, void *arg)
     net_listener_close(&f->front);
 }
 
+static uint64_t upstream_timeout_ms = 10000;
+
 static void walk_cb(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -263,11 +296,13 @@ static void run(enum mode mode, const char *const *client_script,
         .command_timeout_ms = 10000,
         .data_timeout_ms = 10000,
         .upstream = {.host = "127.0.0.1", .port = up_port, .tls = SMTP_UPSTREAM_PLAIN,
-                     .helo_name = "proxy.test", .timeout_ms = 10000},
+                     .helo_name = "proxy.test", .timeout_ms = upstream_timeout_ms},
     };
     f->front = net_listen(&f->loop, "127.0.0.1", 0, front_accept, f, &err);
     assert_non_null(f->front);
     client->name = "client";
+    client->loop = &f->loop;
+    up->peer.loop = &f->loop;
     client->script = client_script;
     client->conn = net_connect(&f->loop, "127.0.0.1", net_listener_port(f->front), peer_cb,
                                client);
@@ -513,6 +548,44 @@ static void test_upstream_lost_during_copies(void **state)
     assert_int_equal(f.result.n_done, 0);
 }
 
+/* The client pauses longer than the upstream reply timeout between MAIL
+ * and RCPT: an idle upstream connection does not time out. */
+static void test_idle_upstream_does_not_time_out(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250 up.test",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< QUIT",
+        "> 221 Bye",
+        NULL,
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "~600",
+        "> RCPT TO:<b@y.test>",
+        "< 250 2.1.5",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    upstream_timeout_ms = 200;
+    run(DELIVER_ONE, client, upstream, false, true, &f, &c, &up);
+    upstream_timeout_ms = 10000;
+}
+
 static void test_upstream_down(void **state)
 {
     (void)state;
@@ -534,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_two_copies_second_refused),
         cmocka_unit_test(test_fail_resets_upstream),
         cmocka_unit_test(test_upstream_lost_during_copies),
+        cmocka_unit_test(test_idle_upstream_does_not_time_out),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
