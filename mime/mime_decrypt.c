@@ -228,20 +228,14 @@ static int stage_flush(struct dec *d)
     if (start < limit) {
         size_t body = limit - start < n ? (size_t)(limit - start) : n;
         if (d->direct) {
-            /* Memory output: the ciphertext goes to its final place and is
-             * authenticated (GCM: decrypted) there, in place; it is only
+            /* Memory output: the stage is the output buffer itself; the
+             * ciphertext is authenticated (GCM: decrypted) in place and only
              * handed over after the tag check, else wiped. */
-            unsigned char *dst = mime_writer_reserve(d->out, body ? body : 1);
-            if (dst == NULL) {
-                rc = MIME_ERR_IO;
-            } else {
-                memcpy(dst, p, body);
-                rc = d->info->alg == MIME_ALG_AES_256_GCM
-                         ? mime_cipher_update(d->cipher, dst, dst, body)
-                         : mime_cipher_auth_only(d->cipher, dst, body);
-                if (rc == MIME_OK)
-                    mime_writer_commit(d->out, body);
-            }
+            rc = d->info->alg == MIME_ALG_AES_256_GCM
+                     ? mime_cipher_update(d->cipher, d->stage, d->stage, body)
+                     : mime_cipher_auth_only(d->cipher, d->stage, body);
+            if (rc == MIME_OK)
+                mime_writer_commit(d->out, body);
         } else if (d->pass == 2) {
             unsigned char *dst = mime_writer_reserve(d->out, body ? body : 1);
             rc = dst == NULL ? MIME_ERR_IO
@@ -262,6 +256,11 @@ static int stage_flush(struct dec *d)
             return dec_fail(d, MIME_ERR_MALFORMED, "longer than Length");
         memcpy(d->tag + (start - limit), p, n);
     }
+    if (d->direct) { /* the window moves past the processed octets */
+        size_t done = d->stage_len - n;
+        d->stage += done;
+        d->stage_cap -= done;
+    }
     d->stage_len = 0;
     return rc != MIME_OK ? dec_fail(d, rc, "processing") : MIME_OK;
 }
@@ -274,6 +273,14 @@ static int data_bytes(struct dec *d, const char *line, size_t len)
      * may store 8 octets of slack beyond that). */
     while (len > 0) {
         size_t room = d->stage_cap - d->stage_len;
+        if (d->direct && d->stage_len >= STAGE_CAP) {
+            int rc = stage_flush(d); /* keep the in-place work cache-warm */
+            if (rc != MIME_OK)
+                return rc;
+            continue;
+        }
+        if (room < 32 && d->direct)
+            return dec_fail(d, MIME_ERR_MALFORMED, "longer than Length");
         if (room < 32) {
             int rc = stage_flush(d);
             if (rc != MIME_OK)
@@ -398,8 +405,14 @@ static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
     d->stage_cap = info->length + MIME_TAG_LEN + 64 < STAGE_CAP
                        ? (size_t)info->length + MIME_TAG_LEN + 64
                        : STAGE_CAP; /* always >= 64: room for a decode step */
-    if (rc == MIME_OK && (d->stage = malloc(d->stage_cap)) == NULL)
+    if (rc == MIME_OK && d->direct) {
+        /* decode straight into the output: Length + tag + decoder slack */
+        d->stage_cap = (size_t)info->length + MIME_TAG_LEN + 64;
+        if ((d->stage = mime_writer_reserve(d->out, d->stage_cap)) == NULL)
+            rc = MIME_ERR_NOMEM;
+    } else if (rc == MIME_OK && (d->stage = malloc(d->stage_cap)) == NULL) {
         rc = MIME_ERR_NOMEM;
+    }
     return rc;
 }
 
@@ -446,7 +459,10 @@ static void dec_clear(struct dec *d)
     free(d->keys); /* borrowed pointers only */
     mime_cipher_free(&d->cipher);
     mime_spill_free(&d->spill);
-    if (d->stage != NULL) {
+    if (d->stage != NULL && d->direct) {
+        /* part of the caller's output buffer: wipe what was not handed on */
+        OPENSSL_cleanse(d->stage, d->stage_len);
+    } else if (d->stage != NULL) {
         OPENSSL_cleanse(d->stage, d->stage_cap);
         free(d->stage);
     }
@@ -654,10 +670,11 @@ int mime_decrypt_mem(const void *in, size_t in_len,
         return rc;
     uint64_t plen = info->length;
     mime_info_free(&info);
-    if (plen > SIZE_MAX - 1)
+    if (plen > SIZE_MAX - MIME_TAG_LEN - 64)
         return mime_fail(error_r, MIME_ERR_TOO_LARGE, "plaintext too large");
     struct mime_reader *r = mime_reader_mem(in, in_len);
-    struct mime_writer *w = mime_writer_mem((size_t)plen + 1, 1);
+    struct mime_writer *w =
+        mime_writer_mem((size_t)plen + MIME_TAG_LEN + 64, 1);
     rc = MIME_ERR_NOMEM;
     if (r != NULL && w != NULL) {
         rc = dec_run(r, w, NULL, lookup, lookup_ctx, info_r, error_r);
