@@ -72,8 +72,8 @@ void link_in_send_ack(struct link_in *li)
  * from the input buffer: jansson would leave an unwiped copy on the heap.
  * The form is fixed (we write it): {"t":"m","off":<digits>,"data":"<b64>"}
  * followed by LF. */
-static int parse_material(const char *line, size_t n, uint64_t *off_r,
-                          const char **b64_r, size_t *blen_r)
+int link_parse_material(const char *line, size_t n, uint64_t *off_r,
+                        const char **b64_r, size_t *blen_r)
 {
     static const char pre[] = "{\"t\":\"m\",\"off\":";
     static const char mid[] = ",\"data\":\"";
@@ -244,7 +244,7 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
                 uint64_t off;
                 const char *b64;
                 size_t blen;
-                int ret = parse_material(line, n, &off, &b64, &blen) == 0
+                int ret = link_parse_material(line, n, &off, &b64, &blen) == 0
                               ? li_on_material(li, off, b64, blen) : -1;
                 net_conn_consume(conn, n);
                 changed = true;

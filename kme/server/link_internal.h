@@ -24,6 +24,12 @@ bool link_peer_is(net_conn *conn, const char *kme_id);
 int link_read_msg(net_conn *conn, json_t **msg_r);
 bool link_get_u64(json_t *msg, const char *name, uint64_t *out);
 
+/* Splits one "m" line (LF included) of the fixed form
+ * {"t":"m","off":<digits>,"data":"<base64>"}: 0 with the offset and the
+ * base64 text (pointer into line), or -1. Does not decode. */
+int link_parse_material(const char *line, size_t n, uint64_t *off_r,
+                        const char **b64_r, size_t *blen_r);
+
 void link_out_close(struct link_out *lo, const char *why);
 void link_out_pump(struct link_out *lo);
 void link_in_close(struct link_in *li, const char *why);
