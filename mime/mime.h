@@ -9,9 +9,12 @@
  * once-guard (mime_init() may be called up front; it is optional).
  *
  * Memory: encryption and decryption stream. A message of any size is handled
- * in fixed-size chunks; decryption spills the (still encrypted) ciphertext to
- * a private, already-unlinked temporary file above a small threshold so that
- * no plaintext is released before the tag is verified.
+ * in fixed-size chunks (about 1 MiB of working memory). Decryption releases
+ * no plaintext before the tag is verified: from memory it decrypts in place
+ * in the output buffer; from a seekable fd it reads the input twice (verify,
+ * then decrypt to out_fd); from a pipe it spills the (still encrypted)
+ * ciphertext to memory and, above a threshold, to a private, already
+ * unlinked temporary file.
  *
  * Errors: functions return 0 (MIME_OK) or a negative enum mime_error code;
  * when error_r is not NULL a malloc'd detail string is stored there on
@@ -187,6 +190,7 @@ void mime_info_free(struct mime_info **info);
 
 /* ---- decrypt ------------------------------------------------------------- */
 
+/* Spill settings; used only when the input cannot be re-read (a pipe). */
 struct mime_decrypt_params {
     const char *tmp_dir;    /* spill directory; NULL: $TMPDIR or /tmp */
     size_t spill_threshold; /* ciphertext kept in memory up to this; 0: 4 MiB */
