@@ -4,8 +4,10 @@
  * of the plaintext only after the tag verified, in one of three ways:
  *   memory output  - ciphertext decoded into the output buffer, checked
  *                    (GCM: decrypted) in place, wiped on failure;
- *   seekable input - a second decoding pass straight to the output fd;
- *   pipe input     - from the ciphertext spill (memory, then a temp file). */
+ *   small message, or pipe input
+ *                  - from the ciphertext spill (memory, then a temp file);
+ *   large message on a seekable input
+ *                  - a second decoding pass straight to the output fd. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -584,9 +586,14 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
         /* The control part just parsed. */
         if (d.inspect_only)
             break;
+        /* Small messages keep their decoded ciphertext in memory (decoded
+         * once); large ones on a seekable input are read twice instead. */
+        size_t threshold = params && params->spill_threshold
+                               ? params->spill_threshold
+                               : MIME_SPILL_DEFAULT;
+        int small = d.info->length + MIME_TAG_LEN <= threshold;
         rc = dec_keys(&d, lookup, ctx, params ? params->tmp_dir : NULL,
-                      params ? params->spill_threshold : 0,
-                      !seekable && !d.direct);
+                      threshold, !d.direct && (!seekable || small));
     }
     if (rc == MIME_OK && !d.inspect_only) {
         rc = mime_cipher_final(d.cipher, d.tag);
@@ -595,7 +602,7 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
         if (rc == MIME_OK && d.direct)
             rc = dec_direct_finish(&d);
         else if (rc == MIME_OK)
-            rc = seekable ? dec_second_pass(&d, r) : dec_release(&d, out);
+            rc = d.spill != NULL ? dec_release(&d, out) : dec_second_pass(&d, r);
     }
     if (info_r != NULL && d.info != NULL) {
         *info_r = d.info;

@@ -22,6 +22,7 @@
 #define MIME_B64_LINE 57u                     /* octets per 76-char line */
 #define MIME_CHUNK (MIME_B64_LINE * 4096u)    /* ~228 KiB streaming chunk */
 #define MIME_MAX_BOUNDARY 70u
+#define MIME_SPILL_DEFAULT (4u * 1024u * 1024u) /* ciphertext kept in memory */
 
 /* Stores a malloc'd printf-formatted detail in *error_r (when not NULL) and
  * returns err. */

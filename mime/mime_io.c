@@ -395,7 +395,7 @@ int mime_spill_new(const char *tmp_dir, size_t threshold,
     if (tmp_dir == NULL || tmp_dir[0] == '\0')
         tmp_dir = "/tmp";
     s->tmp_dir = strdup(tmp_dir);
-    s->threshold = threshold > 0 ? threshold : 4u * 1024u * 1024u;
+    s->threshold = threshold > 0 ? threshold : MIME_SPILL_DEFAULT;
     s->fd = -1;
     if (s->tmp_dir == NULL) {
         free(s);
