@@ -150,7 +150,7 @@ static void check_outer(const unsigned char *orig, size_t orig_len,
 
 static void roundtrip_one(const char *path, enum mime_alg alg)
 {
-    size_t len;
+    size_t len = 0;
     unsigned char *orig = tu_read_file(path, &len);
     assert_non_null(orig);
     struct tu_keys k;
@@ -279,7 +279,7 @@ static void test_corpus_aes(void **state)
 static void test_bcc_hidden(void **state)
 {
     (void)state;
-    size_t len;
+    size_t len = 0;
     unsigned char *orig = tu_read_file(MIME_CORPUS_DIR
                                        "/17-large-attachment-lf.eml", &len);
     assert_non_null(orig);
