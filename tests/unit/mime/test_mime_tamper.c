@@ -196,7 +196,7 @@ static unsigned char *edit(const struct enc *e, const char *from,
 static void expect_edit(const struct enc *e, const char *from, const char *to,
                         int want)
 {
-    size_t len;
+    size_t len = 0;
     unsigned char *m = edit(e, from, to, &len);
     assert_int_equal(try_decrypt(e, m, len), want);
     free(m);

@@ -59,7 +59,7 @@ static size_t vector_keys(int n, size_t msg_len, struct mime_key *keys,
 
 static void check_vector(const struct vec *v)
 {
-    size_t in_len, want_len;
+    size_t in_len = 0, want_len = 0;
     unsigned char *in = load(v->n, "input.eml", &in_len);
     unsigned char *want = load(v->n, "output.eml", &want_len);
     unsigned char k1[64], k2[4096], nonce[12];
@@ -96,7 +96,7 @@ static void check_vector(const struct vec *v)
     mime_plaintext_free(&dec, dec_len);
 
     /* The spec quotes the output (CRLF shown as LF). */
-    size_t spec_len;
+    size_t spec_len = 0;
     unsigned char *spec = tu_read_file(MIME_SPEC_FILE, &spec_len);
     assert_non_null(spec);
     unsigned char *lf = malloc(want_len);
