@@ -221,7 +221,8 @@ static int seekable_input(int fd)
         }
     }
     OPENSSL_cleanse(buf, sizeof(buf));
-    if (n < 0) {
+    /* Readers start where the copy ended otherwise: at the end. */
+    if (n < 0 || lseek(mfd, 0, SEEK_SET) != 0) {
         close(mfd);
         return -1;
     }
