@@ -3,7 +3,6 @@
  * --show-keys, since they are secrets. */
 #include <getopt.h>
 #include <jansson.h>
-#include <malloc.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -43,15 +42,6 @@ static void usage(FILE *out)
             "Output: JSON on stdout. Exit status 0 ok, 1 KME or transport error, 2 usage.\n");
 }
 
-/* jansson keeps its own copies of key text (decoding the KME's answers,
- * building --show-keys output): wipe every block it frees. Set once at the
- * start of this command, which is all this process runs. */
-static void wiping_free(void *p)
-{
-    if (p != NULL)
-        OPENSSL_cleanse(p, malloc_usable_size(p));
-    free(p);
-}
 
 static int print_json(json_t *j)
 {
@@ -255,7 +245,6 @@ int cmd_kme_client(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    json_set_alloc_funcs(malloc, wiping_free);
     const char *verb = argv[1];
     struct cli c = {.cfg.max_connections = 4};
     int rc = parse_args(&c, argc - 1, argv + 1);

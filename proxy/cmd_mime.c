@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,18 +123,9 @@ static long b64_decode(const char *s, unsigned char **out_r)
     return len;
 }
 
-/* jansson holds the base64 key text in its own allocations: wipe each block
- * before it is freed (this process runs only the mime command). */
-static void wiping_free(void *p)
-{
-    if (p != NULL)
-        OPENSSL_cleanse(p, malloc_usable_size(p));
-    free(p);
-}
 
 static int keyset_from_file(const char *path, struct keyset *ks)
 {
-    json_set_alloc_funcs(malloc, wiping_free);
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     if (root == NULL) {

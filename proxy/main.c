@@ -1,6 +1,11 @@
 /* qumail: one binary, subcommands dispatched from a table. */
+#include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "commands.h"
 
@@ -30,8 +35,19 @@ static void usage(FILE *out)
     fprintf(out, "\nqumail <command> --help shows a command's options.\n");
 }
 
+/* jansson keeps copies of every string it parses or builds, and key
+ * material passes through it (ETSI 014 key containers, key files): wipe
+ * each of its blocks before it goes back to the allocator. */
+static void jansson_wiping_free(void *p)
+{
+    if (p != NULL)
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+    free(p);
+}
+
 int main(int argc, char **argv)
 {
+    json_set_alloc_funcs(malloc, jansson_wiping_free);
     if (argc < 2) {
         usage(stderr);
         return 2;
