@@ -88,7 +88,8 @@ int kme_map_http_error(enum kme_op_kind op, int status, const char *body,
 /* Maps a net_conn failure (its error text; net.h offers no code) to a
  * KME_E* code. connecting: the failure happened before the connection was
  * ready (connect or TLS handshake). */
-int kme_map_net_error(const char *net_error, bool connecting);
+/* Maps a net_conn_error_code() to a KME_E* code. */
+int kme_map_net_error(int net_code, bool connecting);
 
 /* ---- url.c -------------------------------------------------------------- */
 

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "client_internal.h"
+#include "net.h"
 
 static const struct {
     const char *name;
@@ -133,19 +134,21 @@ int kme_map_http_error(enum kme_op_kind op, int status, const char *body,
     return code_for(op, status, msg);
 }
 
-int kme_map_net_error(const char *net_error, bool connecting)
+int kme_map_net_error(int net_code, bool connecting)
 {
-    const char *e = net_error != NULL ? net_error : "";
-    if (strstr(e, uv_strerror(UV_ECONNREFUSED)) != NULL)
+    switch (net_code) {
+    case UV_ECONNREFUSED:
         return KME_ECONNREFUSED;
-    if (strstr(e, uv_strerror(UV_ETIMEDOUT)) != NULL)
+    case UV_ETIMEDOUT:
+    case NET_ETIMEDOUT:
         return KME_ETIMEDOUT;
     /* TLS 1.3: a KME refusing our certificate says so with an alert after
-     * the client side of the handshake finished, i.e. on the first read. */
-    if (strstr(e, "alert") != NULL || strstr(e, "certificate") != NULL ||
-        strstr(e, "verify") != NULL)
+     * the client side of the handshake finished, i.e. on the first read:
+     * NET_ETLS then, not only while connecting. */
+    case NET_ETLS:
+    case NET_EVERIFY:
         return KME_ETLS;
-    if (connecting && strstr(e, "TLS") != NULL)
-        return KME_ETLS;
-    return connecting ? KME_ECONNECT : KME_EIO;
+    default:
+        return connecting ? KME_ECONNECT : KME_EIO;
+    }
 }

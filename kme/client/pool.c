@@ -467,9 +467,9 @@ static void conn_cb(net_conn *nc, enum net_event ev, void *arg)
     case NET_EV_ERROR: {
         const char *err = net_conn_error(c->nc);
         if (c->state == PC_CONNECTING || c->state == PC_HANDSHAKING)
-            connect_failed(c, kme_map_net_error(err, true), err);
+            connect_failed(c, kme_map_net_error(net_conn_error_code(c->nc), true), err);
         else if (c->state == PC_BUSY)
-            busy_conn_lost(c, kme_map_net_error(err, false), err);
+            busy_conn_lost(c, kme_map_net_error(net_conn_error_code(c->nc), false), err);
         else
             conn_destroy(c);
         return;

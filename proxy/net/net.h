@@ -130,6 +130,10 @@ size_t net_conn_output_pending(const net_conn *conn);
 
 /* Description of the last error ("TLS: certificate verify failed", ...). */
 const char *net_conn_error(const net_conn *conn);
+/* Code of the last error (UV_ECONNREFUSED, NET_ETLS, NET_EVERIFY,
+ * NET_ETIMEDOUT, ...), 0 when there was none: classify by this, not by
+ * the text. */
+int net_conn_error_code(const net_conn *conn);
 
 /* Closes now (pending output dropped) and clears *conn. Safe inside the
  * callback; the callback is not called again. */

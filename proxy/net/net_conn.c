@@ -85,6 +85,7 @@ struct net_conn {
     uint64_t timeout_ms;
     char peer[64];
     char error[512];
+    int error_code; /* of the last failure; 0 when none */
 };
 
 struct write_req {
@@ -185,9 +186,9 @@ static void fail(net_conn *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(net_conn *c, int code, const char *fmt, ...)
 {
-    (void)code;
     if (c->state == CONN_CLOSED)
         return;
+    c->error_code = code;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->error, sizeof(c->error), fmt, ap);
@@ -272,6 +273,7 @@ void net_conn_set_data(net_conn *c, void *data) { c->user_data = data; }
 void *net_conn_get_data(const net_conn *c) { return c->user_data; }
 const char *net_conn_peer_addr(const net_conn *c) { return c->peer; }
 const char *net_conn_error(const net_conn *c) { return c->error; }
+int net_conn_error_code(const net_conn *c) { return c->error_code; }
 bool net_conn_is_tls(const net_conn *c) { return c->tls == TLS_READY; }
 size_t net_conn_output_pending(const net_conn *c) { return c->out_pending + c->tls_queued_len; }
 
@@ -354,6 +356,7 @@ static void timer_cb(uv_timer_t *t)
     net_conn *c = t->data;
     snprintf(c->error, sizeof(c->error), "idle timeout after %llu ms",
              (unsigned long long)c->timeout_ms);
+    c->error_code = NET_ETIMEDOUT;
     dispatch(c, NET_EV_TIMEOUT);
 }
 
@@ -975,6 +978,7 @@ net_conn *net_connect(uv_loop_t *loop, const char *host, uint16_t port,
         /* Reported on the next loop turn, like any other connect failure. */
         c->resolving = false;
         snprintf(c->error, sizeof(c->error), "resolve %s: %s", host, uv_strerror(rc));
+        c->error_code = rc;
         uv_timer_start(&c->timer, deferred_error_cb, 0, 0);
     }
     return c;
