@@ -270,22 +270,28 @@ static void client_cb(net_conn *c, enum net_event ev, void *arg)
     }
 }
 
+/* Runs one server and one client on a fresh loop until both are done. */
+static void run_pair(struct server *s, struct client *k, const char *host)
+{
+    uv_loop_t loop;
+    uv_timer_t guard;
+    uv_loop_init(&loop);
+    arm_guard(&loop, &guard, 10000);
+    uint16_t port = server_start(&loop, s);
+    k->conn = net_connect(&loop, host, port, client_cb, k);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    close_guard(&guard);
+    finish_loop(&loop);
+}
+
 /* ---- tests ----------------------------------------------------------------- */
 
 static void test_plain_echo(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    uv_loop_init(&loop);
-    arm_guard(&loop, &guard, 10000);
     struct server s = {0};
-    uint16_t port = server_start(&loop, &s);
     struct client k = {.send_first = "hello\r\nworld\r\nQUIT\r\n"};
-    k.conn = net_connect(&loop, "127.0.0.1", port, client_cb, &k);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    close_guard(&guard);
-    finish_loop(&loop);
+    run_pair(&s, &k, "127.0.0.1");
     assert_int_equal(k.connected, 1);
     assert_string_equal(k.got, "hello\r\nworld\r\n221 bye\r\n");
     assert_int_equal(k.eofs, 1);
@@ -295,19 +301,11 @@ static void test_plain_echo(void **state)
 static void test_mutual_tls_identity(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    uv_loop_init(&loop);
-    arm_guard(&loop, &guard, 10000);
     struct server s = {.tls = make_tls(true, true, "kme-a.pem", "kme-a.key")};
-    uint16_t port = server_start(&loop, &s);
     struct client k = {.tls = make_tls(false, true, "sae-a.pem", "sae-a.key"),
                        .server_name = "localhost",
                        .send_first = "over tls\r\nQUIT\r\n"};
-    k.conn = net_connect(&loop, "127.0.0.1", port, client_cb, &k);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    close_guard(&guard);
-    finish_loop(&loop);
+    run_pair(&s, &k, "127.0.0.1");
     assert_int_equal(k.tls_ready, 1);
     assert_int_equal(s.tls_ready, 1);
     assert_string_equal(s.peer_cn, "sae-a");
@@ -322,19 +320,11 @@ static void test_mutual_tls_identity(void **state)
 static void test_missing_client_cert_refused(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    uv_loop_init(&loop);
-    arm_guard(&loop, &guard, 10000);
     struct server s = {.tls = make_tls(true, true, "kme-a.pem", "kme-a.key")};
-    uint16_t port = server_start(&loop, &s);
     struct client k = {.tls = make_tls(false, true, NULL, NULL),
                        .server_name = "localhost",
                        .send_first = "should not arrive\r\n"};
-    k.conn = net_connect(&loop, "127.0.0.1", port, client_cb, &k);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    close_guard(&guard);
-    finish_loop(&loop);
+    run_pair(&s, &k, "127.0.0.1");
     assert_int_equal(s.tls_ready, 0);
     assert_int_equal(s.errors, 1);
     assert_int_equal(s.seen_len, 0);
@@ -346,19 +336,11 @@ static void test_missing_client_cert_refused(void **state)
 static void test_wrong_host_name_refused(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    uv_loop_init(&loop);
-    arm_guard(&loop, &guard, 10000);
     struct server s = {.tls = make_tls(true, false, "localhost.pem", "localhost.key")};
-    uint16_t port = server_start(&loop, &s);
     struct client k = {.tls = make_tls(false, true, NULL, NULL),
                        .server_name = "mail.example.org",
                        .send_first = "x\r\n"};
-    k.conn = net_connect(&loop, "127.0.0.1", port, client_cb, &k);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    close_guard(&guard);
-    finish_loop(&loop);
+    run_pair(&s, &k, "127.0.0.1");
     assert_int_equal(k.tls_ready, 0);
     assert_int_equal(k.errors, 1);
     assert_non_null(strstr(k.error, "certificate verify failed"));
@@ -369,19 +351,11 @@ static void test_wrong_host_name_refused(void **state)
 static void test_ip_address_name_verified(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    uv_loop_init(&loop);
-    arm_guard(&loop, &guard, 10000);
     struct server s = {.tls = make_tls(true, false, "localhost.pem", "localhost.key")};
-    uint16_t port = server_start(&loop, &s);
     struct client k = {.tls = make_tls(false, true, NULL, NULL),
                        .server_name = "127.0.0.1",
                        .send_first = "ip\r\nQUIT\r\n"};
-    k.conn = net_connect(&loop, "127.0.0.1", port, client_cb, &k);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    close_guard(&guard);
-    finish_loop(&loop);
+    run_pair(&s, &k, "127.0.0.1");
     assert_int_equal(k.errors, 0);
     assert_string_equal(k.got, "ip\r\n221 bye\r\n");
     net_tls_free(&s.tls);
@@ -393,20 +367,12 @@ static void test_ip_address_name_verified(void **state)
 static void test_starttls_discards_injected_input(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    uv_loop_init(&loop);
-    arm_guard(&loop, &guard, 10000);
     struct server s = {.starttls = make_tls(true, false, "localhost.pem", "localhost.key")};
-    uint16_t port = server_start(&loop, &s);
     struct client k = {.starttls = make_tls(false, true, NULL, NULL),
                        .server_name = "localhost",
                        .send_first = "EHLO x\r\nSTARTTLS\r\nINJECTED\r\n",
                        .after_tls = "secure\r\nQUIT\r\n"};
-    k.conn = net_connect(&loop, "127.0.0.1", port, client_cb, &k);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    close_guard(&guard);
-    finish_loop(&loop);
+    run_pair(&s, &k, "127.0.0.1");
     s.seen[s.seen_len] = '\0';
     assert_string_equal(s.seen, "EHLO x\r\nSTARTTLS\r\nsecure\r\nQUIT\r\n");
     assert_int_equal(k.tls_ready, 1);
@@ -516,17 +482,10 @@ static void test_connect_refused(void **state)
 static void test_localhost_falls_back_between_addresses(void **state)
 {
     (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    uv_loop_init(&loop);
-    arm_guard(&loop, &guard, 10000);
     struct server s = {0};
-    uint16_t port = server_start(&loop, &s); /* IPv4 only */
+/* IPv4 only */
     struct client k = {.send_first = "via name\r\nQUIT\r\n"};
-    k.conn = net_connect(&loop, "localhost", port, client_cb, &k);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    close_guard(&guard);
-    finish_loop(&loop);
+    run_pair(&s, &k, "localhost");
     assert_int_equal(k.errors, 0);
     assert_string_equal(k.got, "via name\r\n221 bye\r\n");
 }
