@@ -1,9 +1,12 @@
 /* Decryption and inspection: a line-driven state machine over the outer
  * message (headers, preamble, control part, ciphertext part; one transition
  * function, dec_line, plus a bulk path for the base64 run), then release
- * of the plaintext only after the tag verified, in one of three ways:
+ * of the plaintext only after the tag verified, in one of four ways:
  *   memory output  - ciphertext decoded into the output buffer, checked
  *                    (GCM: decrypted) in place, wiped on failure;
+ *   private output file (memfd, O_TMPFILE: no name, st_nlink == 0)
+ *                  - decrypted straight into it in the one pass; on any
+ *                    failure zeroed and truncated back to its start;
  *   small message, or pipe input
  *                  - from the ciphertext spill (memory, then a temp file);
  *   large message on a seekable input
@@ -55,6 +58,8 @@ struct dec {
     /* decrypt only */
     int pass;                  /* 1: verify; 2: release (seekable input) */
     int direct;                /* memory output: decrypt in place there */
+    int provisional;           /* private output file: decrypt straight to
+                                  it in pass 1, take it back on failure */
     struct mime_writer *out;   /* plaintext destination (not owned) */
     uint64_t data_start;       /* reader offset of the base64 text */
     struct mime_key *keys;
@@ -238,7 +243,7 @@ static int stage_flush(struct dec *d)
                      : mime_cipher_auth_only(d->cipher, d->stage, body);
             if (rc == MIME_OK)
                 mime_writer_commit(d->out, body);
-        } else if (d->pass == 2) {
+        } else if (d->pass == 2 || d->provisional) {
             unsigned char *dst = mime_writer_reserve(d->out, body ? body : 1);
             rc = dst == NULL ? MIME_ERR_IO
                              : mime_cipher_update(d->cipher, p, dst, body);
@@ -571,6 +576,12 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
                     .error_r = error_r, .pass = 1, .out = out,
                     .direct = out != NULL && mime_writer_is_mem(out)};
     int seekable = mime_reader_seekable(r);
+    /* A private output file (no name: memfd, O_TMPFILE) takes the plaintext
+     * in the verifying pass itself; it is zeroed and truncated back if the
+     * tag does not match. Any other output fd is marked too, so that a
+     * failure of the second pass takes back what it wrote. */
+    if (out != NULL && !d.direct)
+        d.provisional = mime_writer_mark(out) == 2;
     int rc = mime_init();
     if (rc == MIME_OK && (d.block = mime_writer_mem(0, 0)) == NULL)
         rc = MIME_ERR_NOMEM;
@@ -593,7 +604,8 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
                                : MIME_SPILL_DEFAULT;
         int small = d.info->length + MIME_TAG_LEN <= threshold;
         rc = dec_keys(&d, lookup, ctx, params ? params->tmp_dir : NULL,
-                      threshold, !d.direct && (!seekable || small));
+                      threshold,
+                      !d.direct && !d.provisional && (!seekable || small));
     }
     if (rc == MIME_OK && !d.inspect_only) {
         rc = mime_cipher_final(d.cipher, d.tag);
@@ -601,9 +613,14 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
             rc = mime_fail(error_r, rc, "tag mismatch");
         if (rc == MIME_OK && d.direct)
             rc = dec_direct_finish(&d);
+        else if (rc == MIME_OK && d.provisional)
+            rc = mime_writer_flush(out);
         else if (rc == MIME_OK)
             rc = d.spill != NULL ? dec_release(&d, out) : dec_second_pass(&d, r);
     }
+    if (rc != MIME_OK && out != NULL && !d.direct &&
+        mime_writer_discard(out) != MIME_OK)
+        (void)mime_fail(error_r, rc, "could not take back the partial output");
     if (info_r != NULL && d.info != NULL) {
         *info_r = d.info;
         d.info = NULL;

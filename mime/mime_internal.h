@@ -162,6 +162,17 @@ unsigned char *mime_writer_data(struct mime_writer *w, size_t *len_r);
 /* Memory writer: hands the block over (malloc'd) and its length. */
 unsigned char *mime_writer_take(struct mime_writer *w, size_t *len_r);
 void mime_writer_set_wipe(struct mime_writer *w, int wipe);
+/* Fd writer, nothing written yet: records where the output starts so that
+ * mime_writer_discard() can take it back. Returns 0 when it cannot (not a
+ * regular file, O_APPEND, offset not at the end), 1 for a regular file, 2
+ * for a private one: a regular file without a name (st_nlink == 0: memfd,
+ * O_TMPFILE, unlinked), which no other process can open by path. */
+int mime_writer_mark(struct mime_writer *w);
+/* Takes back everything written: drops (wipes) pending octets and, for a
+ * marked fd, overwrites what reached the file with zeros and truncates it
+ * back to its marked size. MIME_ERR_IO when octets reached an unmarked fd
+ * or the undo failed. The writer refuses further output afterwards. */
+int mime_writer_discard(struct mime_writer *w);
 void mime_writer_free(struct mime_writer **w);
 
 /* Append-only spill: memory up to a threshold, then a private unlinked

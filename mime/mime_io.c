@@ -191,6 +191,8 @@ struct mime_writer {
     int wipe;
     int failed;
     uint64_t total;
+    int undoable;         /* fd: a regular file appended at its end */
+    uint64_t start;       /* fd: its size (= offset) when marked */
 };
 
 struct mime_writer *mime_writer_fd(int fd)
@@ -244,6 +246,58 @@ unsigned char *mime_writer_data(struct mime_writer *w, size_t *len_r)
 void mime_writer_set_wipe(struct mime_writer *w, int wipe)
 {
     w->wipe = wipe;
+}
+
+int mime_writer_mark(struct mime_writer *w)
+{
+    struct stat st;
+    if (w->fd < 0 || w->total != 0 || fstat(w->fd, &st) != 0 ||
+        !S_ISREG(st.st_mode))
+        return 0;
+    int fl = fcntl(w->fd, F_GETFL);
+    off_t cur = lseek(w->fd, 0, SEEK_CUR);
+    if (fl < 0 || (fl & O_APPEND) || (fl & O_ACCMODE) == O_RDONLY ||
+        cur < 0 || cur != st.st_size)
+        return 0;
+    w->undoable = 1;
+    w->start = (uint64_t)cur;
+    return st.st_nlink == 0 ? 2 : 1;
+}
+
+int mime_writer_discard(struct mime_writer *w)
+{
+    if (w->fd < 0)
+        return MIME_OK;
+    uint64_t written = w->total - w->len;
+    if (w->wipe)
+        OPENSSL_cleanse(w->buf, w->len);
+    w->len = 0;
+    w->total = written;
+    w->failed = MIME_ERR_IO; /* nothing more goes out */
+    if (written == 0)
+        return MIME_OK;
+    if (!w->undoable)
+        return MIME_ERR_IO;
+    /* Overwrite what went out with zeros (so the freed pages or blocks do
+     * not keep it), then cut the file back to where it was. */
+    memset(w->buf, 0, w->cap);
+    int rc = MIME_OK;
+    for (uint64_t off = 0; off < written && rc == MIME_OK;) {
+        size_t n = written - off < w->cap ? (size_t)(written - off) : w->cap;
+        ssize_t k = pwrite(w->fd, w->buf, n, (off_t)(w->start + off));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            rc = MIME_ERR_IO;
+        else
+            off += (uint64_t)k;
+    }
+    if (ftruncate(w->fd, (off_t)w->start) != 0 ||
+        lseek(w->fd, (off_t)w->start, SEEK_SET) < 0)
+        rc = MIME_ERR_IO;
+    if (rc == MIME_OK)
+        w->total = 0;
+    return rc;
 }
 
 static int write_all(int fd, const unsigned char *p, size_t n)
