@@ -24,7 +24,9 @@ static void usage(FILE *out)
             "                        overrides the configuration's log_level\n"
             "  -h, --help            this text\n"
             "\n"
-            "Signals: SIGHUP reloads the policy file; SIGINT/SIGTERM stop.\n");
+            "Signals: SIGHUP reloads the configuration and the policy file\n"
+            "(listeners, upstream, limits; KME links need a restart);\n"
+            "SIGINT/SIGTERM stop.\n");
 }
 
 int cmd_proxy(int argc, char **argv)

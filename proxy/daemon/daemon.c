@@ -253,20 +253,193 @@ static int start_simulator(proxy_daemon *d, char **error_r)
 
 /* ---- signals -------------------------------------------------------------------------- */
 
+/* ---- reload (SIGHUP) ---------------------------------------------------------------- */
+
+static net_tls *make_tls(const struct net_tls_config *tc, const char *what, char **error_r);
+static struct listener_state *listener_open(proxy_daemon *d,
+                                            const struct qumail_smtp_listener *lc,
+                                            char **error_r);
+static void listener_close(proxy_daemon *d, struct listener_state *ls);
+static void retire(proxy_daemon *d, net_tls *tls, struct qumail_config *cfg);
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool same_listener(const struct qumail_smtp_listener *a,
+                          const struct qumail_smtp_listener *b)
+{
+    return same_str(a->name, b->name) && same_str(a->address, b->address) &&
+           a->port == b->port && a->tls == b->tls && same_str(a->cert_file, b->cert_file) &&
+           same_str(a->key_file, b->key_file);
+}
+
+static bool same_upstream_tls(const struct qumail_smtp_upstream *a,
+                              const struct qumail_smtp_upstream *b)
+{
+    return (a->tls == QUMAIL_UPSTREAM_TLS_NONE) == (b->tls == QUMAIL_UPSTREAM_TLS_NONE) &&
+           a->verify == b->verify && same_str(a->ca_file, b->ca_file) &&
+           same_str(a->client_cert_file, b->client_cert_file) &&
+           same_str(a->client_key_file, b->client_key_file);
+}
+
+static bool same_links(const struct qumail_config *a, const struct qumail_config *b)
+{
+    if (a->n_kme_links != b->n_kme_links)
+        return false;
+    for (size_t i = 0; i < a->n_kme_links; i++) {
+        const struct qumail_kme_link *x = &a->kme_links[i], *y = &b->kme_links[i];
+        if (!same_str(x->name, y->name) || !same_str(x->url, y->url) ||
+            !same_str(x->cert_file, y->cert_file) || !same_str(x->key_file, y->key_file) ||
+            !same_str(x->ca_file, y->ca_file) || x->timeout_ms != y->timeout_ms ||
+            x->connections != y->connections)
+            return false;
+    }
+    return a->kme_simulator.enabled == b->kme_simulator.enabled;
+}
+
+/* Re-reads the configuration file: listeners (added, removed, or re-bound
+ * when their address, port or certificate changed), upstream, limits,
+ * mode, trusted networks, hostname, log level and the policy apply to new
+ * sessions; sessions in flight keep what they started with. KME links and
+ * the simulator need a restart. A configuration or policy with errors, or a
+ * listener that cannot be bound, leaves everything as it was. */
 int proxy_daemon_reload(proxy_daemon *d)
 {
-    if (!d->cfg->policy_file) {
-        qlog_info("reload: no policy file configured (built-in policy stays)");
+    char *err = NULL;
+    if (!d->cfg->file) {
+        if (!d->cfg->policy_file)
+            return 0;
+        if (policy_store_reload(d->policies, d->cfg->policy_file, d->link_names, &err) < 0) {
+            qlog_error("reload: policy %s refused, the previous one stays in force:\n%s",
+                       d->cfg->policy_file, err ? err : "");
+            free(err);
+            return -1;
+        }
+        qlog_info("reload: policy %s loaded; new sessions use it", d->cfg->policy_file);
         return 0;
     }
-    char *err = NULL;
-    if (policy_store_reload(d->policies, d->cfg->policy_file, d->link_names, &err) < 0) {
-        qlog_error("reload: policy %s refused, the previous one stays in force:\n%s",
-                   d->cfg->policy_file, err ? err : "");
+    struct qumail_config *nc = NULL;
+    if (qumail_config_load(d->cfg->file, &nc, &err) < 0) {
+        qlog_error("reload: %s refused, the running configuration stays:\n%s", d->cfg->file,
+                   err ? err : "");
         free(err);
         return -1;
     }
-    qlog_info("reload: policy %s loaded; new sessions use it", d->cfg->policy_file);
+    if (!same_links(d->cfg, nc))
+        qlog_warn("reload: kme_links / kme_simulator changes take effect after a restart");
+
+    /* New upstream TLS context, when its settings changed. */
+    net_tls *up = NULL;
+    bool new_up = !same_upstream_tls(&d->cfg->smtp.upstream, &nc->smtp.upstream);
+    if (new_up && nc->smtp.upstream.tls != QUMAIL_UPSTREAM_TLS_NONE) {
+        struct net_tls_config tc = {
+            .server = false,
+            .cert_file = nc->smtp.upstream.client_cert_file,
+            .key_file = nc->smtp.upstream.client_key_file,
+            .ca_file = nc->smtp.upstream.ca_file,
+            .verify_peer = nc->smtp.upstream.verify,
+        };
+        if (!(up = make_tls(&tc, "upstream TLS", &err))) {
+            qlog_error("reload refused: %s", err);
+            free(err);
+            qumail_config_free(&nc);
+            return -1;
+        }
+    }
+
+    /* Listeners: keep the unchanged ones, open the new ones first. */
+    struct listener_state *kept = NULL, *opened = NULL;
+    bool failed = false;
+    for (size_t i = 0; i < nc->smtp.n_listeners && !failed; i++) {
+        const struct qumail_smtp_listener *lc = &nc->smtp.listeners[i];
+        struct listener_state **pp = &d->listeners;
+        while (*pp && !same_listener((*pp)->cfg, lc))
+            pp = &(*pp)->next;
+        struct listener_state *ls = *pp;
+        if (ls) {
+            *pp = ls->next;         /* move to the kept list */
+            ls->cfg = lc;
+            ls->next = kept;
+            kept = ls;
+            continue;
+        }
+        ls = listener_open(d, lc, &err);
+        if (!ls) {
+            qlog_error("reload refused: %s", err);
+            free(err);
+            failed = true;
+            break;
+        }
+        ls->next = opened;
+        opened = ls;
+    }
+    if (!failed && nc->policy_file &&
+        policy_store_reload(d->policies, nc->policy_file, d->link_names, &err) < 0) {
+        qlog_error("reload: policy %s refused, the running configuration stays:\n%s",
+                   nc->policy_file, err ? err : "");
+        free(err);
+        failed = true;
+    }
+    if (failed) {
+        /* Undo: close what was opened, give the kept ones back. */
+        while (opened) {
+            struct listener_state *ls = opened;
+            opened = ls->next;
+            listener_close(d, ls);
+        }
+        for (struct listener_state *ls = kept; ls; ls = ls->next)
+            for (size_t i = 0; i < d->cfg->smtp.n_listeners; i++)
+                if (same_listener(&d->cfg->smtp.listeners[i], ls->cfg))
+                    ls->cfg = &d->cfg->smtp.listeners[i];
+        while (kept) {
+            struct listener_state *ls = kept;
+            kept = ls->next;
+            ls->next = d->listeners;
+            d->listeners = ls;
+        }
+        net_tls_free(&up);
+        qumail_config_free(&nc);
+        return -1;
+    }
+    /* Close the listeners the new configuration no longer has. */
+    while (d->listeners) {
+        struct listener_state *ls = d->listeners;
+        d->listeners = ls->next;
+        listener_close(d, ls);
+    }
+    /* The new list, in configuration order. */
+    struct listener_state **tail = &d->listeners;
+    for (size_t i = 0; i < nc->smtp.n_listeners; i++) {
+        const struct qumail_smtp_listener *lc = &nc->smtp.listeners[i];
+        struct listener_state **src[2] = {&kept, &opened};
+        for (int k = 0; k < 2; k++) {
+            for (struct listener_state **pp = src[k]; *pp; pp = &(*pp)->next) {
+                if ((*pp)->cfg == lc) {
+                    struct listener_state *ls = *pp;
+                    *pp = ls->next;
+                    ls->next = NULL;
+                    *tail = ls;
+                    tail = &ls->next;
+                    goto next;
+                }
+            }
+        }
+    next:;
+    }
+    if (new_up) {
+        retire(d, d->upstream_tls, NULL);
+        d->upstream_tls = up;
+    }
+    /* The old configuration stays alive: sessions and KME links use it. */
+    retire(d, NULL, d->owned_cfg);
+    d->owned_cfg = nc;
+    d->cfg = nc;
+    qlog_set_level((enum qlog_level)nc->log_level);
+    qlog_info("reload: %s applied (%zu listeners%s%s); new sessions use it", nc->file,
+              nc->smtp.n_listeners, new_up ? ", new upstream TLS context" : "",
+              nc->policy_file ? ", policy reloaded" : "");
     return 0;
 }
 
@@ -294,6 +467,81 @@ static net_tls *make_tls(const struct net_tls_config *tc, const char *what, char
         *error_r = strdup(msg);
     }
     return t;
+}
+
+static void retire(proxy_daemon *d, net_tls *tls, struct qumail_config *cfg)
+{
+    if (!tls && !cfg)
+        return;
+    struct retired *r = calloc(1, sizeof(*r));
+    if (!r) {
+        /* Cannot keep it safely for sessions still using it: leak it
+         * rather than free it under them. */
+        qlog_error("out of memory retiring a TLS context or configuration");
+        return;
+    }
+    r->tls = tls;
+    r->cfg = cfg;
+    r->next = d->retired;
+    d->retired = r;
+}
+
+static void log_listener(proxy_daemon *d, const struct listener_state *ls)
+{
+    const struct qumail_smtp *smtp = &d->cfg->smtp;
+    const struct qumail_smtp_listener *lc = ls->cfg;
+    qlog_info("smtp listener %s on %s:%u (%s, %s mode) -> upstream %s:%u (%s)", lc->name,
+              lc->address, net_listener_port(ls->listener), qumail_listen_tls_name(lc->tls),
+              qumail_smtp_mode_name(smtp->mode), smtp->upstream.host, smtp->upstream.port,
+              qumail_upstream_tls_name(smtp->upstream.tls));
+}
+
+/* Binds one listener (with its TLS context). NULL + *error_r on failure. */
+static struct listener_state *listener_open(proxy_daemon *d,
+                                            const struct qumail_smtp_listener *lc,
+                                            char **error_r)
+{
+    struct listener_state *ls = calloc(1, sizeof(*ls));
+    if (!ls) {
+        *error_r = strdup("out of memory");
+        return NULL;
+    }
+    ls->d = d;
+    ls->cfg = lc;
+    if (lc->tls != QUMAIL_LISTEN_TLS_NONE) {
+        struct net_tls_config tc = {
+            .server = true, .cert_file = lc->cert_file, .key_file = lc->key_file};
+        char what[256];
+        snprintf(what, sizeof(what), "listener %s", lc->name);
+        if (!(ls->tls = make_tls(&tc, what, error_r))) {
+            free(ls);
+            return NULL;
+        }
+    }
+    char *err = NULL;
+    ls->listener = net_listen(d->loop, lc->address, lc->port, on_accept, ls, &err);
+    if (!ls->listener) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "listener %s (%s:%u): %s", lc->name, lc->address, lc->port,
+                 err ? err : "cannot listen");
+        free(err);
+        *error_r = strdup(msg);
+        net_tls_free(&ls->tls);
+        free(ls);
+        return NULL;
+    }
+    log_listener(d, ls);
+    return ls;
+}
+
+/* Closes a listener; its TLS context stays alive for its sessions. */
+static void listener_close(proxy_daemon *d, struct listener_state *ls)
+{
+    qlog_info("smtp listener %s closed", ls->cfg->name);
+    net_listener_close(&ls->listener);
+    retire(d, ls->tls, NULL);
+    ls->tls = NULL;
+    free(ls);
 }
 
 proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
@@ -380,36 +628,13 @@ proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
     }
 
     /* Listeners. */
-    d->listeners = calloc(smtp->n_listeners ? smtp->n_listeners : 1, sizeof(*d->listeners));
-    if (!d->listeners)
-        goto nomem;
+    struct listener_state **tail = &d->listeners;
     for (size_t i = 0; i < smtp->n_listeners; i++) {
-        const struct qumail_smtp_listener *lc = &smtp->listeners[i];
-        struct listener_state *ls = &d->listeners[i];
-        ls->d = d;
-        ls->cfg = lc;
-        if (lc->tls != QUMAIL_LISTEN_TLS_NONE) {
-            struct net_tls_config tc = {
-                .server = true, .cert_file = lc->cert_file, .key_file = lc->key_file};
-            char what[256];
-            snprintf(what, sizeof(what), "listener %s", lc->name);
-            if (!(ls->tls = make_tls(&tc, what, error_r)))
-                goto fail;
-        }
-        ls->listener = net_listen(loop, lc->address, lc->port, on_accept, ls, &err);
-        if (!ls->listener) {
-            char msg[1024];
-            snprintf(msg, sizeof(msg), "listener %s (%s:%u): %s", lc->name, lc->address,
-                     lc->port, err ? err : "cannot listen");
-            free(err);
-            *error_r = strdup(msg);
+        struct listener_state *ls = listener_open(d, &smtp->listeners[i], error_r);
+        if (!ls)
             goto fail;
-        }
-        d->n_listeners++;
-        qlog_info("smtp listener %s on %s:%u (%s, %s mode) -> upstream %s:%u (%s)", lc->name,
-                  lc->address, net_listener_port(ls->listener), qumail_listen_tls_name(lc->tls),
-                  qumail_smtp_mode_name(smtp->mode), smtp->upstream.host, smtp->upstream.port,
-                  qumail_upstream_tls_name(smtp->upstream.tls));
+        *tail = ls;
+        tail = &ls->next;
     }
 
     uv_signal_init(loop, &d->sig_hup);
@@ -425,14 +650,13 @@ nomem:
     *error_r = strdup("out of memory");
 fail:
     d->stopping = true;
-    for (size_t i = 0; i < d->n_listeners; i++)
-        net_listener_close(&d->listeners[i].listener);
+    for (struct listener_state *ls = d->listeners; ls; ls = ls->next)
+        net_listener_close(&ls->listener);
     for (size_t i = 0; i < d->n_links; i++)
         kme_client_free(&d->links[i].client);
     if (d->kme_sim)
         kme_server_stop(&d->kme_sim, NULL, NULL);
     /* handles close on the next loop run; the caller runs it, then frees */
-    d->n_listeners = 0;
     d->n_links = 0;
     proxy_daemon_free(&d);
     return NULL;
@@ -440,7 +664,10 @@ fail:
 
 uint16_t proxy_daemon_listener_port(const proxy_daemon *d, size_t i)
 {
-    return i < d->n_listeners ? net_listener_port(d->listeners[i].listener) : 0;
+    for (const struct listener_state *ls = d->listeners; ls; ls = ls->next, i--)
+        if (i == 0)
+            return ls->listener ? net_listener_port(ls->listener) : 0;
+    return 0;
 }
 
 void proxy_daemon_stop(proxy_daemon *d)
@@ -448,8 +675,8 @@ void proxy_daemon_stop(proxy_daemon *d)
     if (d->stopping)
         return;
     d->stopping = true;
-    for (size_t i = 0; i < d->n_listeners; i++)
-        net_listener_close(&d->listeners[i].listener);
+    for (struct listener_state *ls = d->listeners; ls; ls = ls->next)
+        net_listener_close(&ls->listener);
     while (d->sessions)
         smtp_session_close(d->sessions->session); /* unlinks via the hook */
     for (size_t i = 0; i < d->n_links; i++)
@@ -467,12 +694,20 @@ void proxy_daemon_free(proxy_daemon **dp)
         return;
     proxy_daemon *d = *dp;
     *dp = NULL;
-    for (size_t i = 0; i < d->n_listeners; i++)
-        net_tls_free(&d->listeners[i].tls);
-    if (d->listeners)
-        for (size_t i = 0; i < d->cfg->smtp.n_listeners; i++)
-            net_tls_free(&d->listeners[i].tls);
-    free(d->listeners);
+    while (d->listeners) {
+        struct listener_state *ls = d->listeners;
+        d->listeners = ls->next;
+        net_tls_free(&ls->tls);
+        free(ls);
+    }
+    while (d->retired) {
+        struct retired *r = d->retired;
+        d->retired = r->next;
+        net_tls_free(&r->tls);
+        qumail_config_free(&r->cfg);
+        free(r);
+    }
+    qumail_config_free(&d->owned_cfg);
     free(d->links);
     net_tls_free(&d->upstream_tls);
     while (d->ids) {

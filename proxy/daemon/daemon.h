@@ -5,9 +5,10 @@
  * certificates, upstream verification and client certificate), one
  * kme_client per configured KME link, the embedded KME simulator when the
  * configuration enables it, the policy store, and the live sessions.
- * Signals: SIGHUP reloads the policy file (sessions in flight keep the
- * snapshot they started with); SIGINT/SIGTERM stop accepting, close the
- * sessions and let the loop end.
+ * Signals: SIGHUP re-reads the configuration and the policy file
+ * (listeners reconciled, new settings for new sessions; sessions in flight
+ * keep what they started with; KME links need a restart); SIGINT/SIGTERM
+ * stop accepting, close the sessions and let the loop end.
  *
  * The per-message pipeline (pipeline.c): recipients grouped by policy and
  * key link, Bcc recipients each in a copy of their own, keys fetched per
@@ -24,8 +25,9 @@
 typedef struct proxy_daemon proxy_daemon;
 
 /* Sets everything up on loop (binds listeners, loads the policy, starts the
- * simulator). config_path is kept for SIGHUP. NULL + *error_r (caller
- * frees) on failure. The configuration must outlive the daemon. */
+ * simulator). cfg->file is re-read on SIGHUP. NULL + *error_r (caller
+ * frees) on failure. cfg must outlive the daemon; configurations loaded by
+ * reloads are the daemon's own. */
 proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
                                char **error_r);
 /* Port of the i-th listener (useful with port 0), 0 when out of range. */
@@ -35,7 +37,8 @@ uint16_t proxy_daemon_listener_port(const proxy_daemon *d, size_t i);
 void proxy_daemon_stop(proxy_daemon *d);
 /* Frees after the loop has ended. Clears *d. */
 void proxy_daemon_free(proxy_daemon **d);
-/* Reloads the policy file now (what SIGHUP does). 0 or -1 (logged). */
+/* Reloads the configuration and policy now (what SIGHUP does). 0, or -1
+ * when refused (logged; nothing changed). */
 int proxy_daemon_reload(proxy_daemon *d);
 
 #endif

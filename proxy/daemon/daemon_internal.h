@@ -27,9 +27,18 @@ struct kme_ids {
 
 struct listener_state {
     proxy_daemon *d;
+    struct listener_state *next;        /* in configuration order */
     const struct qumail_smtp_listener *cfg;
     net_listener *listener;
     net_tls *tls;
+};
+
+/* Things sessions may still point at after a reload replaced them: kept
+ * until the daemon is freed. */
+struct retired {
+    struct retired *next;
+    net_tls *tls;
+    struct qumail_config *cfg;
 };
 
 struct job; /* pipeline.c */
@@ -48,8 +57,9 @@ struct proxy_daemon {
     uv_loop_t *loop;
     const struct qumail_config *cfg;
     struct listener_state *listeners;
-    size_t n_listeners;
     net_tls *upstream_tls;
+    struct retired *retired;
+    struct qumail_config *owned_cfg;   /* loaded by a reload (else NULL) */
     struct link_state *links;
     size_t n_links;
     const char **link_names;   /* NULL-terminated, for the policy loader */

@@ -236,10 +236,33 @@ class ProxyStack:
         except OSError:
             return ""
 
+    def sighup(self, timeout=15):
+        """SIGHUP, then wait for the proxy to log the reload's outcome;
+        returns that log line."""
+        def reload_lines():
+            return [l for l in self.log_text().splitlines() if ": reload: " in l]
+        before = len(reload_lines())
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            lines = reload_lines()
+            if len(lines) > before:
+                return lines[-1]
+            time.sleep(0.05)
+        raise RuntimeError("no reload logged after SIGHUP")
+
     def reload(self, policy):
         with open(os.path.join(self.dir, "policy"), "w") as f:
             f.write(policy)
-        self.proc.send_signal(signal.SIGHUP)
+        return self.sighup()
+
+    def rewrite_config(self, change):
+        """change(cfg dict) edits the configuration file in place."""
+        with open(self.config_path) as f:
+            cfg = json.load(f)
+        change(cfg)
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f, indent=2)
 
     def stop(self):
         """SIGTERM and wait; returns the exit status (sanitizer reports make
