@@ -90,7 +90,10 @@ __attribute__((target("avx2"))) static void enc24_avx2(const unsigned char *in,
 }
 
 /* Decodes 32-character blocks while they are all alphabet characters;
- * stores 32 octets per 24 decoded (8 octets of slack). */
+ * stores 32 octets per 24 decoded (8 octets of slack). Whole 76-character
+ * lines (the encoder's) are taken as three blocks - characters 0, 32 and
+ * 44 (the last overlapping the second: same octets twice) - and their line
+ * break skipped, so the scalar code sees only line ends of other shapes. */
 __attribute__((target("avx2"))) static void
 dec_avx2(const unsigned char **pp, const unsigned char *end, unsigned char **oo)
 {
@@ -108,6 +111,51 @@ dec_avx2(const unsigned char **pp, const unsigned char *end, unsigned char **oo)
     const __m256i mask_2f = _mm256_set1_epi8(0x2f);
     const unsigned char *p = *pp;
     unsigned char *o = *oo;
+#define DEC_BLOCK_CHECK(str, hi_n, bad)                                       \
+    do {                                                                      \
+        hi_n = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);          \
+        __m256i lo_ = _mm256_shuffle_epi8(lut_lo, _mm256_and_si256(str,       \
+                                                                   mask_2f)); \
+        __m256i hi_ = _mm256_shuffle_epi8(lut_hi, hi_n);                      \
+        bad = !_mm256_testz_si256(lo_, hi_);                                  \
+    } while (0)
+#define DEC_BLOCK_STORE(str, hi_n, out)                                       \
+    do {                                                                      \
+        __m256i roll_ = _mm256_shuffle_epi8(                                  \
+            lut_roll, _mm256_add_epi8(_mm256_cmpeq_epi8(str, mask_2f), hi_n)); \
+        __m256i m_ = _mm256_maddubs_epi16(_mm256_add_epi8(str, roll_),        \
+                                          _mm256_set1_epi32(0x01400140));     \
+        __m256i w_ = _mm256_madd_epi16(m_, _mm256_set1_epi32(0x00011000));    \
+        w_ = _mm256_shuffle_epi8(w_, _mm256_setr_epi8(                        \
+            2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1,           \
+            2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1));         \
+        w_ = _mm256_permutevar8x32_epi32(                                     \
+            w_, _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7));                   \
+        _mm256_storeu_si256((__m256i *)(out), w_);                            \
+    } while (0)
+    /* Whole lines: 76 characters and CRLF or LF (reads up to p[77]). */
+    while (end - p >= 78) {
+        size_t eol = p[76] == '\r' && p[77] == '\n' ? 2 : p[76] == '\n' ? 1 : 0;
+        if (eol == 0)
+            break;
+        __m256i a = _mm256_loadu_si256((const __m256i *)p);
+        __m256i b = _mm256_loadu_si256((const __m256i *)(p + 32));
+        __m256i c = _mm256_loadu_si256((const __m256i *)(p + 44));
+        __m256i ha, hb, hc;
+        int bad_a, bad_b, bad_c;
+        DEC_BLOCK_CHECK(a, ha, bad_a);
+        DEC_BLOCK_CHECK(b, hb, bad_b);
+        DEC_BLOCK_CHECK(c, hc, bad_c);
+        if (bad_a | bad_b | bad_c)
+            break;
+        DEC_BLOCK_STORE(a, ha, o);      /* octets 0..23 */
+        DEC_BLOCK_STORE(b, hb, o + 24); /* octets 24..47 */
+        DEC_BLOCK_STORE(c, hc, o + 33); /* octets 33..56, 8 of slack */
+        o += 57;
+        p += 76 + eol;
+    }
+#undef DEC_BLOCK_CHECK
+#undef DEC_BLOCK_STORE
     while (end - p >= 32) {
         __m256i str = _mm256_loadu_si256((const __m256i *)p);
         __m256i hi_n = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);
@@ -159,9 +207,14 @@ size_t mime_b64_encode_lines(const unsigned char *in, size_t n,
         if (use_avx2) {
             enc24_avx2(in, o);       /* octets 0..23 (reads 0..27) */
             enc24_avx2(in + 24, o + 32); /* octets 24..47 (reads ..51) */
-            encode_group(in + 48, o + 64);
-            encode_group(in + 51, o + 68);
-            encode_group(in + 54, o + 72);
+            if (n >= MIME_B64_LINE + 4) {
+                /* octets 33..56 (reads ..60: the next line's) */
+                enc24_avx2(in + 33, o + 44);
+            } else {
+                encode_group(in + 48, o + 64);
+                encode_group(in + 51, o + 68);
+                encode_group(in + 54, o + 72);
+            }
             o += 76;
             memcpy(o, eol, eol_len);
             o += eol_len;

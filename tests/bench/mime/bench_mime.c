@@ -3,9 +3,10 @@
  * and 25 MB for each algorithm, beside OpenSSL's raw EVP AES-256-GCM over
  * the same bytes in the same run.
  *
- * usage: bench_mime [--quick] [--spill-mb N]
+ * usage: bench_mime [--quick] [--spill-mb N] [--size OCTETS]...
  *   --quick     one short round per case (smoke test)
- *   --spill-mb  decrypt spill threshold (default: the library's 4 MiB) */
+ *   --spill-mb  decrypt spill threshold (default: the library's 4 MiB)
+ *   --size      only this message size (repeatable; for profiling) */
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,13 +252,19 @@ static void run_case(size_t size, const char *label)
 
 int main(int argc, char **argv)
 {
+    size_t sizes[8];
+    int n_sizes = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
         else if (strcmp(argv[i], "--spill-mb") == 0 && i + 1 < argc)
             spill_threshold = (size_t)atoi(argv[++i]) << 20;
+        else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc && n_sizes < 8 &&
+                 (sizes[n_sizes] = strtoul(argv[++i], NULL, 10)) >= 4096)
+            n_sizes++;
         else {
-            fprintf(stderr, "usage: bench_mime [--quick] [--spill-mb N]\n");
+            fprintf(stderr, "usage: bench_mime [--quick] [--spill-mb N] "
+                            "[--size OCTETS]...\n");
             return 2;
         }
     }
@@ -277,10 +284,17 @@ int main(int argc, char **argv)
     printf("%-6s %-13s %8s %8s %8s %7s %7s | %8s %8s %8s\n", "size",
            "algorithm", "enc", "dec", "raw", "enc/raw", "dec/raw", "enc-wall",
            "dec-wall", "raw-wall");
-    run_case(10u * 1000u, "10kB");
-    run_case(1000u * 1000u, "1MB");
-    if (!quick)
-        run_case(25u * 1000u * 1000u, "25MB");
+    for (int i = 0; i < n_sizes; i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "%zu", sizes[i]);
+        run_case(sizes[i], label);
+    }
+    if (n_sizes == 0) {
+        run_case(10u * 1000u, "10kB");
+        run_case(1000u * 1000u, "1MB");
+        if (!quick)
+            run_case(25u * 1000u * 1000u, "25MB");
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("peak RSS %.1f MiB (includes the benchmark's own message, key "
