@@ -46,10 +46,24 @@ static void ks_take(struct mime_keystream *ks, unsigned char *out, size_t n)
     }
 }
 
+/* 32-octet vectors (two SSE2 registers where there is no AVX). */
+typedef unsigned char xor_vec __attribute__((vector_size(32)));
+
 static void xor_into(unsigned char *out, const unsigned char *in,
                      const unsigned char *key, size_t n)
 {
     size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        xor_vec a0, a1, k0, k1;
+        memcpy(&a0, in + i, 32);
+        memcpy(&a1, in + i + 32, 32);
+        memcpy(&k0, key + i, 32);
+        memcpy(&k1, key + i + 32, 32);
+        a0 ^= k0;
+        a1 ^= k1;
+        memcpy(out + i, &a0, 32);
+        memcpy(out + i + 32, &a1, 32);
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t a, b;
         memcpy(&a, in + i, 8);

@@ -191,6 +191,7 @@ struct mime_writer {
     int wipe;
     int failed;
     uint64_t total;
+    size_t dirty;         /* fd: buffer octets used so far (wiped at free) */
     int undoable;         /* fd: a regular file appended at its end */
     uint64_t start;       /* fd: its size (= offset) when marked */
 };
@@ -321,8 +322,10 @@ int mime_writer_flush(struct mime_writer *w)
     if (w->fd < 0 || w->len == 0)
         return MIME_OK;
     int rc = write_all(w->fd, w->buf, w->len);
-    if (w->wipe)
-        OPENSSL_cleanse(w->buf, w->len);
+    /* The buffer is overwritten by the next octets and wiped once, at
+     * free, up to the most it ever held (not on every flush). */
+    if (w->len > w->dirty)
+        w->dirty = w->len;
     w->len = 0;
     if (rc != MIME_OK)
         w->failed = rc;
@@ -418,9 +421,8 @@ void mime_writer_free(struct mime_writer **p)
     if (p == NULL || *p == NULL)
         return;
     struct mime_writer *w = *p;
-    /* Flushed bytes were wiped at flush; only the pending ones remain. */
     if (w->buf != NULL && w->wipe)
-        OPENSSL_cleanse(w->buf, w->len);
+        OPENSSL_cleanse(w->buf, w->len > w->dirty ? w->len : w->dirty);
     free(w->buf);
     free(w);
     *p = NULL;
