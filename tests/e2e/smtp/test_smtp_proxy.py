@@ -266,6 +266,7 @@ class ProxyE2E(unittest.TestCase):
         policy = P.DEFAULT_POLICY.replace(
             "example.net           action=require",
             "dave@example.net      action=require level=aes link=site slave_sae=SAE_B on_no_key=refuse\n"
+            "carol@example.net     action=prefer level=aes link=site slave_sae=SAE_B\n"
             "example.net           action=require")
         with P.ProxyStack(self.certs, self.ms.submission_port, workdir=self.work,
                           kme_url="https://127.0.0.1:%d" % dead, policy=policy,
@@ -284,11 +285,18 @@ class ProxyE2E(unittest.TestCase):
             self.assertIn(b"5.7.5", cm.exception.smtp_error)
             # a plain (policy none) recipient still goes through
             self.assertEqual(self.send(["erin@sub.example.org"], msg, px=px), {})
+            # "prefer": sent as it is when keys cannot be had (and logged)
+            pmsg = mime_message(ALICE[0], ["carol@example.net"], "prefer", unique("PREFER") + "\n")
+            self.assertEqual(self.send(["carol@example.net"], pmsg, px=px), {})
+            [raw] = self.stored("carol@example.net", pmsg)
+            self.assertNotIn(b"multipart/encrypted", raw)
             time.sleep(1)
             after = self.ms.accepted_queue_ids()
-            self.assertEqual(len(set(after) - set(before)), 1, "only erin's copy may pass")
+            self.assertEqual(len(set(after) - set(before)), 2,
+                             "only erin's and carol's (prefer) copies may pass")
             self.assertEqual(px.stop(), 0)
             self.assertIn("outcome=451 4.7.5", px.log_text())
+            self.assertIn("sent unprotected (policy prefer)", px.log_text())
 
     def test_09_postfix_refusals_are_passed_back(self):
         marker = unique("REFUSALS")
