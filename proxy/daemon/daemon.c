@@ -12,7 +12,7 @@
 
 /* ---- KME identities cache --------------------------------------------------- */
 
-const struct kme_ids *daemon_ids(proxy_daemon *d, const char *link, const char *slave)
+const struct kme_ids *proxy_daemon_ids(proxy_daemon *d, const char *link, const char *slave)
 {
     for (struct kme_ids *i = d->ids; i; i = i->next)
         if (strcmp(i->link, link) == 0 && strcmp(i->slave, slave) == 0)
@@ -20,10 +20,10 @@ const struct kme_ids *daemon_ids(proxy_daemon *d, const char *link, const char *
     return NULL;
 }
 
-int daemon_ids_store(proxy_daemon *d, const char *link, const char *slave,
+int proxy_daemon_ids_store(proxy_daemon *d, const char *link, const char *slave,
                      const char *source_kme_id, const char *master_sae_id)
 {
-    if (daemon_ids(d, link, slave))
+    if (proxy_daemon_ids(d, link, slave))
         return 0;
     struct kme_ids *i = calloc(1, sizeof(*i));
     if (!i)
@@ -45,7 +45,7 @@ int daemon_ids_store(proxy_daemon *d, const char *link, const char *slave,
     return 0;
 }
 
-struct link_state *daemon_link(proxy_daemon *d, const char *name)
+struct link_state *proxy_daemon_link(proxy_daemon *d, const char *name)
 {
     if (!name)
         return NULL;
@@ -152,7 +152,7 @@ static void on_accept(net_listener *l, net_conn *conn, void *arg)
         d->sessions->prev = sc;
     d->sessions = sc;
     d->n_sessions++;
-    sc->session = smtp_session_new(d->loop, conn, &sc_cfg, &pipeline_hooks, sc);
+    sc->session = smtp_session_new(d->loop, conn, &sc_cfg, &proxy_pipeline_hooks, sc);
     if (!sc->session) {
         if (sc->prev)
             sc->prev->next = sc->next;

@@ -73,12 +73,12 @@ struct proxy_daemon {
     uint64_t messages;
 };
 
-struct link_state *daemon_link(proxy_daemon *d, const char *name);
-const struct kme_ids *daemon_ids(proxy_daemon *d, const char *link, const char *slave);
-int daemon_ids_store(proxy_daemon *d, const char *link, const char *slave,
+struct link_state *proxy_daemon_link(proxy_daemon *d, const char *name);
+const struct kme_ids *proxy_daemon_ids(proxy_daemon *d, const char *link, const char *slave);
+int proxy_daemon_ids_store(proxy_daemon *d, const char *link, const char *slave,
                      const char *source_kme_id, const char *master_sae_id);
 
 /* pipeline.c: the session hooks. */
-extern const struct smtp_session_hooks pipeline_hooks;
+extern const struct smtp_session_hooks proxy_pipeline_hooks;
 
 #endif

@@ -100,7 +100,7 @@ static void pipe_rcpt(void *ctx, smtp_session *s, const char *addr,
         return;
     }
     bool protect = policy_rule_protects(rule);
-    if (protect && (!rule->link || !rule->slave_sae || !daemon_link(sc->d, rule->link))) {
+    if (protect && (!rule->link || !rule->slave_sae || !proxy_daemon_link(sc->d, rule->link))) {
         if (rule->action == POLICY_REQUIRE) {
             v->accept = false;
             v->code = 451;
@@ -315,7 +315,7 @@ static void job_encrypt(struct job *job)
         struct copy *c = &job->copies[i];
         if (!c->protect)
             continue;
-        c->ids = daemon_ids(job->d, c->rule->link, c->rule->slave_sae);
+        c->ids = proxy_daemon_ids(job->d, c->rule->link, c->rule->slave_sae);
         c->work.data = c;
         job->pending++;
         if (uv_queue_work(job->d->loop, &c->work, encrypt_work, encrypt_done) < 0) {
@@ -403,7 +403,7 @@ static void copy_status_cb(const struct kme_result *res, const struct kme_status
         copy_keys_cb(&r, NULL, c);
         return;
     }
-    daemon_ids_store(c->job->d, c->rule->link, c->rule->slave_sae, st->source_kme_id,
+    proxy_daemon_ids_store(c->job->d, c->rule->link, c->rule->slave_sae, st->source_kme_id,
                      st->master_sae_id);
     copy_fetch_keys(c);
 }
@@ -417,7 +417,7 @@ static void job_fetch_keys(struct job *job)
         if (!c->protect)
             continue;
         job->pending++;
-        if (daemon_ids(job->d, c->rule->link, c->rule->slave_sae)) {
+        if (proxy_daemon_ids(job->d, c->rule->link, c->rule->slave_sae)) {
             copy_fetch_keys(c);
         } else {
             int rc = kme_client_status(c->link->client, c->rule->slave_sae,
@@ -492,7 +492,7 @@ static int job_group(struct job *job)
                 c->protect = true;
                 c->bcc = !visible;
                 c->rule = info->rule;
-                c->link = daemon_link(job->d, info->rule->link);
+                c->link = proxy_daemon_link(job->d, info->rule->link);
             }
         }
         c->idx[c->n++] = i;
@@ -635,7 +635,7 @@ static void pipe_closed(void *ctx, smtp_session *s)
     free(sc);
 }
 
-const struct smtp_session_hooks pipeline_hooks = {
+const struct smtp_session_hooks proxy_pipeline_hooks = {
     .rcpt = pipe_rcpt,
     .rcpt_free = pipe_rcpt_free,
     .message = pipe_message,
