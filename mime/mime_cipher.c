@@ -26,6 +26,7 @@ struct mime_cipher {
     EVP_MAC_CTX *mac;             /* OTP */
     EVP_CIPHER_CTX *gcm;          /* AES */
     unsigned char *scratch;       /* AES auth_only output, wiped */
+    size_t scratch_used;          /* the most of it ever written */
 };
 
 /* Copies the next n key-stream octets into out. */
@@ -244,6 +245,8 @@ int mime_cipher_auth_only(struct mime_cipher *c, const unsigned char *in,
         return MIME_ERR_NOMEM;
     while (n > 0) {
         size_t chunk = n < SCRATCH_LEN ? n : SCRATCH_LEN;
+        if (chunk > c->scratch_used)
+            c->scratch_used = chunk;
         int rc = gcm_update(c, in, c->scratch, chunk);
         if (rc != MIME_OK)
             return rc;
@@ -294,7 +297,7 @@ void mime_cipher_free(struct mime_cipher **p)
     EVP_MAC_CTX_free(c->mac);       /* cleanses its key state */
     EVP_CIPHER_CTX_free(c->gcm);    /* likewise */
     if (c->scratch != NULL) {
-        OPENSSL_cleanse(c->scratch, SCRATCH_LEN);
+        OPENSSL_cleanse(c->scratch, c->scratch_used);
         free(c->scratch);
     }
     OPENSSL_cleanse(c, sizeof(*c));

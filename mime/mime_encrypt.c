@@ -268,9 +268,12 @@ static int put_ciphertext(struct mime_writer *w, const struct mime_source *src,
         return MIME_ERR_NOMEM;
     int rc = MIME_OK;
     uint64_t off = 0;
+    size_t used = 0; /* octets of buf that held data: wiped at the end */
     do {
         size_t n = src->size - off < MIME_CHUNK ? (size_t)(src->size - off)
                                                 : MIME_CHUNK;
+        if (n + MIME_TAG_LEN > used)
+            used = n + MIME_TAG_LEN;
         if (src->fd >= 0) {
             rc = mime_source_read(src, off, buf, n);
             if (rc == MIME_OK)
@@ -296,7 +299,7 @@ static int put_ciphertext(struct mime_writer *w, const struct mime_source *src,
         mime_writer_commit(w, mime_b64_encode_lines(buf, total, eol, eol_len,
                                                     dst));
     } while (off < src->size);
-    OPENSSL_cleanse(buf, MIME_CHUNK + MIME_TAG_LEN);
+    OPENSSL_cleanse(buf, used);
     free(buf);
     if (rc == MIME_OK)
         rc = put_fmt(w, "--%s--%s", boundary, eol);

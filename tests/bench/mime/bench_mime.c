@@ -184,9 +184,11 @@ static void run_case(size_t size, const char *label)
     unsigned char *msg = make_message(size);
     unsigned char *scratch = malloc(size);
     struct raw_ctx raw = {msg, scratch, size};
-    struct rate raw_mbs = measure(raw_gcm, &raw, size);
-
     for (int a = 0; a < 2; a++) {
+        /* raw is measured before and after the row's cases and the better
+         * figure kept, so that a burst of load on the shared machine during
+         * one raw measurement does not flatter the ratios */
+        struct rate raw_mbs = measure(raw_gcm, &raw, size);
         enum mime_alg alg = a ? MIME_ALG_AES_256_GCM : MIME_ALG_OTP_POLY1305;
         uint64_t bits;
         mime_key_bits_needed(alg, size, &bits);
@@ -229,6 +231,11 @@ static void run_case(size_t size, const char *label)
         struct rate menc = measure(do_encrypt_mem, &mc, size);
         struct rate mdec = measure(do_decrypt_mem, &mc, size);
         free(mc.enc);
+        struct rate raw2 = measure(raw_gcm, &raw, size);
+        if (raw2.cpu > raw_mbs.cpu)
+            raw_mbs.cpu = raw2.cpu;
+        if (raw2.wall > raw_mbs.wall)
+            raw_mbs.wall = raw2.wall;
         printf("%-6s %-13s %8.0f %8.0f %8.0f %7.2f %7.2f | %8.0f %8.0f %8.0f"
                "  (mem API)\n",
                label, mime_alg_name(alg), menc.cpu, mdec.cpu, raw_mbs.cpu,
@@ -278,7 +285,8 @@ int main(int argc, char **argv)
            "second,\nbest of >= 5 runs and >= 0.6 s per case; left: by "
            "process CPU time, right: by wall time.\n");
     printf("raw = OpenSSL EVP AES-256-GCM over the same message bytes, in "
-           "1 MiB updates.\n");
+           "1 MiB updates,\nmeasured before and after each row (the better "
+           "kept).\n");
     printf("decrypt spill threshold: %s\n\n",
            spill_threshold ? "custom" : "library default (4 MiB)");
     printf("%-6s %-13s %8s %8s %8s %7s %7s | %8s %8s %8s\n", "size",
