@@ -404,10 +404,14 @@ static void dec_finish(struct kme *k, struct http_conn *hc, const char *caller,
         memcpy(kc.keys[i].key, h->key, h->key_len);
         kc.keys[i].key_len = h->key_len;
         bits += (uint64_t)h->key_len * 8;
-        struct kme_op *op = kme_batch_op(b, KME_OP_HELD_DEL);
-        memcpy(op->key_id, h->key_id, sizeof(op->key_id));
-        op->off = h->off;
-        op->slave = slave_strs[i];
+        if (kme_batch_cancel_held_add(b, h->off, caller)) {
+            free(slave_strs[i]); /* never written: nothing to delete */
+        } else {
+            struct kme_op *op = kme_batch_op(b, KME_OP_HELD_DEL);
+            memcpy(op->key_id, h->key_id, sizeof(op->key_id));
+            op->off = h->off;
+            op->slave = slave_strs[i];
+        }
         kme_held_collect(&k->held, h, (size_t)kme_held_slave_index(h, caller));
     }
     free(slave_strs);

@@ -21,6 +21,10 @@
 #define SWEEP_INTERVAL_MS 250
 #define CHUNK_BYTES 1024  /* stored inline in a page: cheap head rewrites */
 #define MAX_GEN_ELAPSED_MS 1000
+/* Longest delay of a commit that answers nobody (see kme_flush_lazy): long
+ * enough for the dec_keys that follows a reservation, short against the
+ * link's acknowledgement round trip. */
+#define LAZY_FLUSH_MS 5
 
 uint64_t kme_now_ms(void)
 {
@@ -87,6 +91,27 @@ int kme_batch_on_done(struct kme_batch *b, kme_done_fn fn, void *arg)
     return 0;
 }
 
+bool kme_batch_cancel_held_add(struct kme_batch *b, uint64_t off,
+                               const char *slave)
+{
+    /* Newest first: the reservation usually arrived just before. */
+    for (size_t i = b->op_count; i-- > 0;) {
+        struct kme_op *op = &b->ops[i];
+        if (op->kind != KME_OP_HELD_ADD || op->off != off ||
+            strcmp(op->slave, slave) != 0)
+            continue;
+        OPENSSL_cleanse(op->data, op->len);
+        free(op->data);
+        free(op->master);
+        free(op->slave);
+        free(op->slaves_json);
+        memmove(op, op + 1, (b->op_count - i - 1) * sizeof(*op));
+        b->op_count--;
+        return true;
+    }
+    return false;
+}
+
 static void run_completions(struct kme_batch *b, int status)
 {
     for (size_t i = 0; i < b->done_count; i++)
@@ -118,11 +143,31 @@ static void after_work_cb(uv_work_t *w, int status)
         k->in_committed_tail = b->in_tail;
         k->in_committed_head = b->meta.in_head;
     }
-    run_completions(b, b->result);
-    kme_batch_free(&b);
+    /* The next batch goes to the thread pool first, so that its commit
+     * overlaps the sending of this batch's reservations and answers. */
+    kme_flush_lazy(k);
     if (!k->failed && !k->stopping)
         kme_link_kick(k);
-    kme_flush(k);
+    run_completions(b, b->result);
+    kme_batch_free(&b);
+}
+
+static void flush_timer_cb(uv_timer_t *t)
+{
+    kme_flush(t->data);
+}
+
+void kme_flush_lazy(struct kme *k)
+{
+    if (k->inflight != NULL || k->pending == NULL)
+        return; /* after_work_cb comes back here */
+    if (k->pending->done_count > 0 || k->stopping || k->failed ||
+        k->timers_open == 0) {
+        kme_flush(k);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&k->flush_timer))
+        uv_timer_start(&k->flush_timer, flush_timer_cb, LAZY_FLUSH_MS, 0);
 }
 
 void kme_flush(struct kme *k)
@@ -139,6 +184,8 @@ void kme_flush(struct kme *k)
         return;
     }
     k->pending = NULL;
+    if (k->timers_open > 0)
+        uv_timer_stop(&k->flush_timer);
     b->meta.out_head = k->out.head;
     b->meta.out_acked = k->out_acked;
     b->meta.out_applied = k->out_applied;
@@ -204,7 +251,7 @@ static void generate(struct kme *k, uint64_t elapsed_ms)
         }
         bytes -= n;
     }
-    kme_flush(k);
+    kme_flush_lazy(k);
 }
 
 static void gen_tick(uv_timer_t *t)
@@ -252,7 +299,7 @@ static void expire_held(struct kme *k)
     if (expired > 0) {
         qlog_info("kme %s: %zu held key(s) expired uncollected", k->cfg.kme_id,
                   expired);
-        kme_flush(k);
+        kme_flush_lazy(k);
     }
 }
 
@@ -362,9 +409,11 @@ void kme_run(struct kme *k)
 {
     uv_timer_init(k->loop, &k->gen_timer);
     uv_timer_init(k->loop, &k->sweep_timer);
-    k->timers_open = 2;
+    uv_timer_init(k->loop, &k->flush_timer);
+    k->timers_open = 3;
     k->gen_timer.data = k;
     k->sweep_timer.data = k;
+    k->flush_timer.data = k;
     k->gen_last_ms = uv_now(k->loop);
     uv_timer_start(&k->gen_timer, gen_tick, GEN_INTERVAL_MS, GEN_INTERVAL_MS);
     uv_timer_start(&k->sweep_timer, sweep_tick, 0, SWEEP_INTERVAL_MS);
@@ -389,6 +438,7 @@ void kme_stop(struct kme *k)
     if (k->timers_open > 0) {
         uv_close((uv_handle_t *)&k->gen_timer, timer_closed);
         uv_close((uv_handle_t *)&k->sweep_timer, timer_closed);
+        uv_close((uv_handle_t *)&k->flush_timer, timer_closed);
     }
     kme_flush(k); /* drops the pending batch (stopping) */
 }

@@ -299,8 +299,8 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
             }
         }
         if (changed) {
-            kme_flush(k);
-            kme_api_wake(k, false);
+            kme_api_wake(k, false); /* a woken dec_keys commits at once */
+            kme_flush_lazy(k);
         }
         if (ping) {
             li->acked_tail = UINT64_MAX; /* force an ack out: the pong */

@@ -259,7 +259,7 @@ static void lo_on_ack(struct link_out *lo, json_t *msg)
         kme_outbox_drop_until(&k->outbox, applied);
     }
     if (kme_batch(k) != NULL)
-        kme_flush(k);
+        kme_flush_lazy(k);
 }
 
 static void lo_on_event(net_conn *conn, enum net_event ev, void *arg)

@@ -234,7 +234,7 @@ struct kme {
     uint64_t link_retry_ms;   /* next connection attempt (uv_now) */
     bool link_down_logged;    /* the current outage was logged */
 
-    uv_timer_t gen_timer, sweep_timer;
+    uv_timer_t gen_timer, sweep_timer, flush_timer;
     int timers_open;
     uint64_t gen_last_ms;
     uint64_t gen_carry;       /* bits generated but not yet a whole byte */
@@ -272,8 +272,18 @@ int kme_batch_reserve(struct kme_batch *b, size_t n);
 /* Appends a zeroed op of that kind; NULL when out of memory. */
 struct kme_op *kme_batch_op(struct kme_batch *b, enum kme_op_kind kind);
 int kme_batch_on_done(struct kme_batch *b, kme_done_fn fn, void *arg);
+/* Removes the not yet committed HELD_ADD of (off, slave) from b, when it is
+ * there: a key collected in the batch that stores it is never written.
+ * True when one was removed. */
+bool kme_batch_cancel_held_add(struct kme_batch *b, uint64_t off,
+                               const char *slave);
 /* Starts a commit when none is in flight. */
 void kme_flush(struct kme *k);
+/* For changes nobody is waiting on (link material and reservations, acks,
+ * generation, expiry): commits them with the next batch that carries an
+ * answer, or after a few milliseconds, so that a dec_keys arriving just
+ * after its reservation shares one commit with it. */
+void kme_flush_lazy(struct kme *k);
 
 uint64_t kme_now_ms(void);
 /* Bytes the master side may draw now: acknowledged by the peer. */
