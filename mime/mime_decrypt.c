@@ -412,7 +412,10 @@ static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
     d->stage_cap = info->length + MIME_TAG_LEN + 64 < STAGE_CAP
                        ? (size_t)info->length + MIME_TAG_LEN + 64
                        : STAGE_CAP; /* always >= 64: room for a decode step */
-    if (rc == MIME_OK && d->direct) {
+    if (rc == MIME_OK && d->direct &&
+        info->length > SIZE_MAX - MIME_TAG_LEN - 64) {
+        rc = mime_fail(d->error_r, MIME_ERR_TOO_LARGE, "plaintext too large");
+    } else if (rc == MIME_OK && d->direct) {
         /* decode straight into the output: Length + tag + decoder slack */
         d->stage_cap = (size_t)info->length + MIME_TAG_LEN + 64;
         if ((d->stage = mime_writer_reserve(d->out, d->stage_cap)) == NULL)
@@ -686,20 +689,13 @@ int mime_decrypt_mem(const void *in, size_t in_len,
 {
     if (lookup == NULL)
         return mime_fail(error_r, MIME_ERR_INVALID_ARG, "no key lookup");
-    /* Inspect first to size the output exactly (no reallocation copies of
-     * plaintext), then decrypt. */
-    struct mime_info *info = NULL;
-    int rc = mime_inspect_mem(in, in_len, &info, error_r);
-    if (rc != MIME_OK)
-        return rc;
-    uint64_t plen = info->length;
-    mime_info_free(&info);
-    if (plen > SIZE_MAX - MIME_TAG_LEN - 64)
-        return mime_fail(error_r, MIME_ERR_TOO_LARGE, "plaintext too large");
-    struct mime_reader *r = mime_reader_mem(in, in_len);
-    struct mime_writer *w =
-        mime_writer_mem((size_t)plen + MIME_TAG_LEN + 64, 1);
-    rc = MIME_ERR_NOMEM;
+    /* The output buffer is sized exactly once the control part has told
+     * the length (dec_keys reserves Length + tag + decoder slack). */
+    struct mime_reader *r = mime_reader_mem(in != NULL ? in : "", in_len);
+    struct mime_writer *w = mime_writer_mem_hint(1);
+    if (w != NULL)
+        mime_writer_set_wipe(w, 1);
+    int rc = MIME_ERR_NOMEM;
     if (r != NULL && w != NULL) {
         rc = dec_run(r, w, NULL, lookup, lookup_ctx, info_r, error_r);
         if (rc == MIME_OK) {

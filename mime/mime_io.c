@@ -350,9 +350,10 @@ static int writer_room(struct mime_writer *w, size_t want)
     }
     if (want > SIZE_MAX / 2 - w->len)
         return w->failed = MIME_ERR_NOMEM;
-    size_t ncap = w->cap;
-    while (ncap - w->len < want)
-        ncap *= 2;
+    /* double (amortised appends), or exactly what a large reserve needs */
+    size_t ncap = w->cap <= SIZE_MAX / 2 ? w->cap * 2 : SIZE_MAX;
+    if (ncap - w->len < want || ncap < w->len)
+        ncap = w->len + want;
     unsigned char *nb = malloc(ncap);
     if (nb == NULL)
         return w->failed = MIME_ERR_NOMEM;
