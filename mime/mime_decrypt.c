@@ -3,7 +3,7 @@
  * function, dec_line, plus a bulk path for the base64 run), then release
  * of the plaintext only after the tag verified, in one of four ways:
  *   memory output  - ciphertext decoded into the output buffer, checked
- *                    (GCM: decrypted) in place, wiped on failure;
+ *                    and decrypted in place, wiped on failure;
  *   private output file (memfd, O_TMPFILE: no name, st_nlink == 0)
  *                  - decrypted straight into it in the one pass; on any
  *                    failure zeroed and truncated back to its start;
@@ -236,11 +236,10 @@ static int stage_flush(struct dec *d)
         size_t body = limit - start < n ? (size_t)(limit - start) : n;
         if (d->direct) {
             /* Memory output: the stage is the output buffer itself; the
-             * ciphertext is authenticated (GCM: decrypted) in place and only
-             * handed over after the tag check, else wiped. */
-            rc = d->info->alg == MIME_ALG_AES_256_GCM
-                     ? mime_cipher_update(d->cipher, d->stage, d->stage, body)
-                     : mime_cipher_auth_only(d->cipher, d->stage, body);
+             * ciphertext is authenticated and decrypted in place while it
+             * is in cache, and only handed over after the tag check, else
+             * wiped. */
+            rc = mime_cipher_update(d->cipher, d->stage, d->stage, body);
             if (rc == MIME_OK)
                 mime_writer_commit(d->out, body);
         } else if (d->pass == 2 || d->provisional) {
@@ -556,17 +555,6 @@ static int dec_second_pass(struct dec *d, struct mime_reader *r)
     return rc == MIME_OK ? mime_writer_flush(d->out) : rc;
 }
 
-/* Memory output, tag verified: GCM already decrypted in place; OTP XORs
- * the ciphertext in place now. */
-static int dec_direct_finish(struct dec *d)
-{
-    if (d->info->alg != MIME_ALG_OTP_POLY1305)
-        return MIME_OK;
-    size_t len;
-    unsigned char *data = mime_writer_data(d->out, &len);
-    return mime_cipher_transform_only(d->cipher, data, data, len);
-}
-
 /* Runs the state machine over r. out == NULL: inspect only (stop after the
  * control part). Otherwise verify everything, then release into out: by a
  * second pass over a seekable input, else from the ciphertext spill. */
@@ -614,9 +602,7 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
         rc = mime_cipher_final(d.cipher, d.tag);
         if (rc == MIME_ERR_AUTH_FAILED)
             rc = mime_fail(error_r, rc, "tag mismatch");
-        if (rc == MIME_OK && d.direct)
-            rc = dec_direct_finish(&d);
-        else if (rc == MIME_OK && d.provisional)
+        if (rc == MIME_OK && (d.direct || d.provisional))
             rc = mime_writer_flush(out);
         else if (rc == MIME_OK)
             rc = d.spill != NULL ? dec_release(&d, out) : dec_second_pass(&d, r);
