@@ -336,9 +336,8 @@ struct qumail_config {
     struct qumail_kme_simulator kme_simulator;
     struct qumail_vault vault;
     struct qumail_admin admin;
-    char *policy_file;                /* NULL: the daemon applies the
-                                         built-in "* action=none" (mail is
-                                         relayed unprotected) */
+    char *policy_file;                /* NULL: the daemon refuses every
+                                         recipient (fail closed) */
 };
 
 /* Loads and validates a daemon configuration file. On failure returns a

@@ -188,8 +188,8 @@ int cmd_check(int argc, char **argv)
         if (!policy_path && cfg)
             policy_path = cfg->policy_file;
         if (config_ok && !policy_path && !quiet)
-            printf("%s: note: no policy_file: the built-in policy '* action=none' "
-                   "relays all mail unprotected\n", config_path);
+            printf("%s: note: no policy_file: the daemon refuses every recipient "
+                   "(fail closed) until one is configured\n", config_path);
     }
 
     if (policy_path) {
