@@ -56,6 +56,7 @@ MailStackError = HarnessError
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+POSTQUEUE = shutil.which("postqueue") or "/usr/sbin/postqueue"
 
 
 def reply_matches(reply, code, text):
@@ -94,6 +95,12 @@ class MailStack:
     the harness's (e.g. {"smtpd_tls_security_level": "encrypt"} to require
     STARTTLS on smtp_port); master.cf -o options of the submission and
     smtps services still win there.
+    reinjection: True adds the reinjection smtpd of a content-filter
+    deployment on `reinject_port` (no content_filter, 127.0.0.0/8 may
+    relay: the service of deploy/gateway/postfix-content-filter.md); put
+    the filter itself in postfix_settings ({"content_filter":
+    "smtp:[127.0.0.1]:PORT"}). master_cf_extra: master.cf lines appended
+    verbatim (services of your own; continuation lines start with blanks).
     users: dict address -> password replacing USERS (addresses must be in
     `domains`). keep: leave the directory on disk after stop (for
     debugging; its path is printed)."""
@@ -101,10 +108,13 @@ class MailStack:
     def __init__(self, tls=False, users=None, domains=DOMAINS,
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
                  auth_failure_delay=0, keep=None, start_timeout=30,
-                 smtps_auth=True, postfix_settings=None):
+                 smtps_auth=True, postfix_settings=None, reinjection=False,
+                 master_cf_extra=()):
         self.tls = tls
         self.smtps_auth = smtps_auth
         self.postfix_settings = dict(postfix_settings or {})
+        self.reinjection = reinjection
+        self.master_cf_extra = list(master_cf_extra)
         self.users = dict(USERS if users is None else users)
         self.domains = tuple(domains)
         self.message_size_limit = message_size_limit
@@ -162,6 +172,7 @@ class MailStack:
         self.cert = self.key = self.ca = None
         self.smtp_port = self.submission_port = self.smtps_port = None
         self.imap_port = self.imaps_port = self.lmtp_port = None
+        self.reinject_port = None
         self._postfix = None
         self._dovecot = None
         self._reaper = None
@@ -196,6 +207,8 @@ class MailStack:
          self.lmtp_port, smtps, imaps) = ports
         if self.cert:
             self.smtps_port, self.imaps_port = smtps, imaps
+        if self.reinjection:
+            self.reinject_port = free_ports(1)[0]
 
         write_dovecot_conf(self)
         write_postfix_conf(self)
@@ -220,6 +233,9 @@ class MailStack:
         if self.cert:
             waits += [(self.imaps_port, None, self._dovecot, "dovecot imaps"),
                       (self.smtps_port, None, self._postfix, "postfix smtps")]
+        if self.reinject_port:
+            waits.append((self.reinject_port, b"220", self._postfix,
+                          "postfix reinjection smtpd"))
         for port, greeting, proc, what in waits:
             wait_port(port, t, greeting, proc=proc, what=what)
         self._track()
@@ -528,6 +544,28 @@ class MailStack:
             if qid not in ids:
                 ids.append(qid)
         return ids
+
+    def postqueue(self, *args, timeout=30):
+        """Run `postqueue -c <conf> ARGS` (e.g. "-p" to list the queue,
+        "-f" to flush it) and return its standard output as text."""
+        r = subprocess.run([POSTQUEUE, "-c", self.conf_dir] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+        out = r.stdout.decode("utf-8", "replace")
+        if r.returncode != 0:
+            raise MailStackError("postqueue %s failed: %s" % (" ".join(args), out))
+        return out
+
+    def queued(self):
+        """{queue id: listing text} of every message in Postfix's queue
+        (postqueue -p: sender, then recipients, a deferred one with the
+        reason in parentheses)."""
+        out = {}
+        for entry in self.postqueue("-p").split("\n\n"):
+            m = re.match(r"([0-9A-Za-z]+)[*!]?\s+\d+ ", entry.strip())
+            if m:
+                out[m.group(1)] = entry.strip()
+        return out
 
     def wait_queue_empty(self, timeout=15):
         """Wait until Postfix's active/incoming/deferred queues are empty;

@@ -66,7 +66,7 @@ _MASTER_CF = """\
   -o smtpd_client_restrictions=
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
   -o smtpd_recipient_restrictions=check_recipient_access,texthash:{conf}/recipient_access,permit_sasl_authenticated,reject
-{smtps_line}pickup    unix  n - n 60 1 pickup
+{smtps_line}{reinject_line}pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n - 0 cleanup
 qmgr      unix  n - n 300 1 qmgr
 tlsmgr    unix  - - n 1000? 1 tlsmgr
@@ -88,7 +88,7 @@ lmtp      unix  - - n - - lmtp
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
-"""
+{extra}"""
 
 _SMTPS_LINE = """\
 {smtps} inet n - n - - smtpd
@@ -97,6 +97,19 @@ _SMTPS_LINE = """\
   -o smtpd_tls_security_level=encrypt
   -o smtpd_sasl_auth_enable=yes
 {restrictions}"""
+
+# The reinjection listener of a content-filter deployment
+# (deploy/gateway/postfix-content-filter.md): a filter hands mail back here,
+# and this smtpd must not apply the main.cf content_filter again.
+_REINJECT_LINE = """\
+{reinject} inet n - n - - smtpd
+  -o syslog_name=postfix/reinject
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+"""
 
 _SMTPS_AUTH_ONLY = """\
   -o smtpd_client_restrictions=
@@ -253,6 +266,17 @@ def _override(main_cf, settings):
     return "\n".join(out) + "\n"
 
 
+def _master_cf_extra(lines):
+    """master.cf text of the caller's extra service lines, appended
+    verbatim (one entry per line, continuation lines start with blanks)."""
+    out = []
+    for line in lines or ():
+        if "\n" in line or "\r" in line:
+            raise HarnessError("bad master.cf line %r" % line)
+        out.append(line + "\n")
+    return "".join(out)
+
+
 def _write(path, text, mode=0o644):
     with open(path, "w") as f:
         f.write(text)
@@ -280,7 +304,11 @@ def write_postfix_conf(st):
         smtp="%s:%d" % (HOST, st.smtp_port),
         submission="%s:%d" % (HOST, st.submission_port),
         submission_tls_level="may" if st.cert else "none",
-        smtps_line=smtps_line, conf=conf))
+        smtps_line=smtps_line, conf=conf,
+        reinject_line=_REINJECT_LINE.format(
+            reinject="%s:%d" % (HOST, st.reinject_port))
+        if st.reinject_port else "",
+        extra=_master_cf_extra(st.master_cf_extra)))
     _write(os.path.join(conf, "vmailbox"), "".join(
         "%s OK\n" % u for u in sorted(st.users)))
     _write(os.path.join(conf, "recipient_access"),
