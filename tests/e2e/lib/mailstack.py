@@ -562,9 +562,10 @@ class MailStack:
         reason in parentheses)."""
         out = {}
         for entry in self.postqueue("-p").split("\n\n"):
-            m = re.match(r"([0-9A-Za-z]+)[*!]?\s+\d+ ", entry.strip())
+            # the first entry follows the "-Queue ID- ..." title line
+            m = re.search(r"^([0-9A-Za-z]+)[*!]?\s+\d+ ", entry, re.M)
             if m:
-                out[m.group(1)] = entry.strip()
+                out[m.group(1)] = entry[m.start():].strip()
         return out
 
     def wait_queue_empty(self, timeout=15):
