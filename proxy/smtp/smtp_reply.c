@@ -116,15 +116,14 @@ enum smtp_parse_result smtp_reply_feed(smtp_reply_parser *p, const char *line,
 const char *smtp_reply_line(const struct smtp_reply *r, size_t *pos,
                             size_t *len_r)
 {
-    if (*pos > r->text_len || (*pos == r->text_len && r->text_len != 0) ||
-        (r->text_len == 0 && *pos > 0))
+    /* Lines are separated (not terminated) by '\n': text_len + 1 marks the
+     * end, so an empty last line ("250-x" "250") is still visited. */
+    if (*pos > r->text_len)
         return NULL;
     const char *start = r->text + *pos;
     const char *nl = memchr(start, '\n', r->text_len - *pos);
     size_t len = nl ? (size_t)(nl - start) : r->text_len - *pos;
     *len_r = len;
     *pos += len + 1;
-    if (!nl)
-        *pos = r->text_len + 1;
     return start;
 }
