@@ -99,7 +99,7 @@ enum smtp_parse_result smtp_data_feed(struct smtp_data_reader *r,
             /* ".\r" followed by something else: the dot was stuffed. */
             if (emit(r, "\r", 1) < 0)
                 goto sink_failed;
-            r->line_len = 1;
+            r->line_len = 2; /* the dot and the CR */
             r->state = RD_IN_LINE;
             run = i;
             continue;
