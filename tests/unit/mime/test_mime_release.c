@@ -1,10 +1,12 @@
 /* mime: how decryption releases plaintext to an output fd, per kind of
  * output - private file (memfd: decrypted in the verifying pass, taken back
  * on failure), named regular file (second pass or spill; taken back if that
- * pass fails), pipe (nothing written on failure) - and that a failure
+ * pass fails; from a pipe: the spill), pipe (nothing written on
+ * failure) - and that a failure
  * leaves every kind of output exactly as it was. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -161,6 +163,65 @@ static void test_outputs_aes(void **st)
     test_outputs(MIME_ALG_AES_256_GCM);
 }
 
+struct feeder {
+    int fd;
+    const unsigned char *data;
+    size_t len;
+};
+
+static void *feed(void *arg)
+{
+    struct feeder *f = arg;
+    for (size_t off = 0; off < f->len;) {
+        ssize_t n = write(f->fd, f->data + off, f->len - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    close(f->fd);
+    return NULL;
+}
+
+/* From a pipe to a named file: the ciphertext is spilled to a temporary
+ * file (threshold 64 KiB) and released from there after the check. */
+static int decrypt_piped(const struct sample *s, const unsigned char *msg,
+                         int out)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct feeder f = {p[1], msg, s->enc_len};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, feed, &f), 0);
+    struct mime_key_list kl = {s->keys.keys, s->keys.n};
+    struct mime_decrypt_params dp = {NULL, 64u * 1024u};
+    int rc = mime_decrypt_fd(p[0], out, &dp, mime_key_list_lookup, &kl, NULL,
+                             NULL);
+    char sink[4096];
+    while (read(p[0], sink, sizeof(sink)) > 0)
+        ;
+    pthread_join(t, NULL);
+    close(p[0]);
+    return rc;
+}
+
+static void test_pipe_to_named_file(void **st)
+{
+    (void)st;
+    for (int a = 0; a < 2; a++) {
+        struct sample s;
+        sample_make(&s, a ? MIME_ALG_AES_256_GCM : MIME_ALG_OTP_POLY1305);
+        char path[4096];
+        int out = named_file(path, sizeof(path));
+        assert_int_equal(decrypt_piped(&s, s.bad, out), MIME_ERR_AUTH_FAILED);
+        check_out(out, "", &s, 0);
+        assert_int_equal(decrypt_piped(&s, s.enc, out), MIME_OK);
+        check_out(out, "", &s, 1);
+        close(out);
+        unlink(path);
+        sample_free(&s);
+    }
+}
+
 /* A memfd output whose offset is not at its end is not treated as a fresh
  * private output: the decryption still verifies before writing. */
 static void test_offset_inside(void **st)
@@ -187,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_outputs_otp),
         cmocka_unit_test(test_outputs_aes),
         cmocka_unit_test(test_offset_inside),
+        cmocka_unit_test(test_pipe_to_named_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
