@@ -1,12 +1,6 @@
-/* One KME: state, generation of the simulated QKD key stream, group commit
- * of state changes on the thread pool, expiry of held keys, lifecycle.
- *
- * Group commit: handlers change the in-memory state at once and append the
- * matching ops to the pending batch, together with a completion (the HTTP
- * answer). At most one batch is being committed; when it finishes, its
- * completions run and the batch that collected meanwhile is submitted. So
- * under load one transaction (one fsync) carries many requests, and no
- * answer leaves before its change is durable. */
+/* One KME: state, generation of the simulated QKD key stream, expiry of
+ * held keys, lifecycle. The group commit of its state changes is in
+ * commit.c. */
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -21,10 +15,6 @@
 #define SWEEP_INTERVAL_MS 250
 #define CHUNK_BYTES 1024  /* stored inline in a page: cheap head rewrites */
 #define MAX_GEN_ELAPSED_MS 1000
-/* Longest delay of a commit that answers nobody (see kme_flush_lazy): long
- * enough for the dec_keys that follows a reservation, short against the
- * link's acknowledgement round trip. */
-#define LAZY_FLUSH_MS 5
 
 uint64_t kme_now_ms(void)
 {
@@ -36,174 +26,6 @@ uint64_t kme_now_ms(void)
 uint64_t kme_out_available(const struct kme *k)
 {
     return k->out_acked > k->out.head ? k->out_acked - k->out.head : 0;
-}
-
-/* ---- batches ---------------------------------------------------------------- */
-
-struct kme_batch *kme_batch(struct kme *k)
-{
-    if (k->pending == NULL)
-        k->pending = calloc(1, sizeof(*k->pending));
-    return k->pending;
-}
-
-int kme_batch_reserve(struct kme_batch *b, size_t n)
-{
-    if (n <= b->op_cap - b->op_count)
-        return 0;
-    size_t cap = b->op_cap > 0 ? b->op_cap : 64;
-    while (cap - b->op_count < n) {
-        if (cap > SIZE_MAX / 2 / sizeof(*b->ops))
-            return -1;
-        cap *= 2;
-    }
-    struct kme_op *ops = realloc(b->ops, cap * sizeof(*ops));
-    if (ops == NULL)
-        return -1;
-    b->ops = ops;
-    b->op_cap = cap;
-    return 0;
-}
-
-struct kme_op *kme_batch_op(struct kme_batch *b, enum kme_op_kind kind)
-{
-    if (kme_batch_reserve(b, 1) < 0)
-        return NULL;
-    struct kme_op *op = &b->ops[b->op_count++];
-    memset(op, 0, sizeof(*op));
-    op->kind = kind;
-    return op;
-}
-
-int kme_batch_on_done(struct kme_batch *b, kme_done_fn fn, void *arg)
-{
-    if (b->done_count == b->done_cap) {
-        size_t cap = b->done_cap > 0 ? b->done_cap * 2 : 32;
-        void *n = realloc(b->done, cap * sizeof(*b->done));
-        if (n == NULL)
-            return -1;
-        b->done = n;
-        b->done_cap = cap;
-    }
-    b->done[b->done_count].fn = fn;
-    b->done[b->done_count].arg = arg;
-    b->done_count++;
-    return 0;
-}
-
-bool kme_batch_cancel_held_add(struct kme_batch *b, uint64_t off,
-                               const char *slave)
-{
-    /* Newest first: the reservation usually arrived just before. */
-    for (size_t i = b->op_count; i-- > 0;) {
-        struct kme_op *op = &b->ops[i];
-        if (op->kind != KME_OP_HELD_ADD || op->off != off ||
-            strcmp(op->slave, slave) != 0)
-            continue;
-        OPENSSL_cleanse(op->data, op->len);
-        free(op->data);
-        free(op->master);
-        free(op->slave);
-        free(op->slaves_json);
-        memmove(op, op + 1, (b->op_count - i - 1) * sizeof(*op));
-        b->op_count--;
-        return true;
-    }
-    return false;
-}
-
-static void run_completions(struct kme_batch *b, int status)
-{
-    for (size_t i = 0; i < b->done_count; i++)
-        b->done[i].fn(b->done[i].arg, status);
-    b->done_count = 0;
-}
-
-static void work_cb(uv_work_t *w)
-{
-    struct kme *k = w->data;
-    kme_store_commit(k->store, k->inflight);
-}
-
-static void after_work_cb(uv_work_t *w, int status)
-{
-    struct kme *k = w->data;
-    struct kme_batch *b = k->inflight;
-    k->inflight = NULL;
-    if (status < 0 && b->result == 0)
-        b->result = KME_SERVER_ESTORE;
-    if (b->result < 0) {
-        if (!k->failed)
-            qlog_error("kme %s: %s; answering 503 from now on", k->cfg.kme_id,
-                       b->error != NULL ? b->error : "commit failed");
-        k->failed = true;
-    } else {
-        k->out_committed = b->out_tail;
-        k->out_head_committed = b->meta.out_head;
-        k->in_committed_tail = b->in_tail;
-        k->in_committed_head = b->meta.in_head;
-    }
-    /* The next batch goes to the thread pool first, so that its commit
-     * overlaps the sending of this batch's reservations and answers. */
-    kme_flush_lazy(k);
-    if (!k->failed && !k->stopping)
-        kme_link_kick(k);
-    run_completions(b, b->result);
-    kme_batch_free(&b);
-}
-
-static void flush_timer_cb(uv_timer_t *t)
-{
-    kme_flush(t->data);
-}
-
-void kme_flush_lazy(struct kme *k)
-{
-    if (k->inflight != NULL || k->pending == NULL)
-        return; /* after_work_cb comes back here */
-    if (k->pending->done_count > 0 || k->stopping || k->failed ||
-        k->timers_open == 0) {
-        kme_flush(k);
-        return;
-    }
-    if (!uv_is_active((uv_handle_t *)&k->flush_timer))
-        uv_timer_start(&k->flush_timer, flush_timer_cb, LAZY_FLUSH_MS, 0);
-}
-
-void kme_flush(struct kme *k)
-{
-    if (k->inflight != NULL || k->pending == NULL)
-        return;
-    struct kme_batch *b = k->pending;
-    if (k->stopping || k->failed) {
-        /* Not committed: the in-memory change dies with the process and
-         * nothing was answered for it. */
-        k->pending = NULL;
-        run_completions(b, KME_SERVER_ESTORE);
-        kme_batch_free(&b);
-        return;
-    }
-    k->pending = NULL;
-    if (k->timers_open > 0)
-        uv_timer_stop(&k->flush_timer);
-    b->meta.out_head = k->out.head;
-    b->meta.out_acked = k->out_acked;
-    b->meta.out_applied = k->out_applied;
-    b->meta.in_head = k->in.head;
-    b->out_tail = k->out.tail;
-    b->in_tail = k->in.tail;
-    k->inflight = b;
-    k->work.data = k;
-    int rc = uv_queue_work(k->loop, &k->work, work_cb, after_work_cb);
-    if (rc < 0) {
-        k->inflight = NULL;
-        b->result = KME_SERVER_ESTORE;
-        k->failed = true;
-        qlog_error("kme %s: cannot queue commit: %s", k->cfg.kme_id,
-                   uv_strerror(rc));
-        run_completions(b, b->result);
-        kme_batch_free(&b);
-    }
 }
 
 /* ---- generation of the simulated QKD key stream ---------------------------- */
@@ -417,6 +239,11 @@ void kme_run(struct kme *k)
     k->gen_last_ms = uv_now(k->loop);
     uv_timer_start(&k->gen_timer, gen_tick, GEN_INTERVAL_MS, GEN_INTERVAL_MS);
     uv_timer_start(&k->sweep_timer, sweep_tick, 0, SWEEP_INTERVAL_MS);
+    if (kme_commit_start(k) < 0) {
+        qlog_error("kme %s: cannot start the commit thread; answering 503",
+                   k->cfg.kme_id);
+        k->failed = true;
+    }
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -440,18 +267,19 @@ void kme_stop(struct kme *k)
         uv_close((uv_handle_t *)&k->sweep_timer, timer_closed);
         uv_close((uv_handle_t *)&k->flush_timer, timer_closed);
     }
-    kme_flush(k); /* drops the pending batch (stopping) */
+    kme_commit_stop(k);
 }
 
 bool kme_stopped(const struct kme *k)
 {
-    return k->inflight == NULL && k->pending == NULL && k->timers_open == 0 &&
+    return k->in_commit == 0 && k->pending == NULL && !k->committer_started &&
+           k->timers_open == 0 &&
            k->conns == NULL && k->lo == NULL && k->li_all == NULL;
 }
 
 void kme_destroy(struct kme *k)
 {
-    kme_batch_free(&k->pending);
+    kme_commit_destroy(k);
     kme_store_close(&k->store);
     net_tls_free(&k->tls_server);
     net_tls_free(&k->tls_client);

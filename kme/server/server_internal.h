@@ -2,8 +2,9 @@
  *
  *   config.c   configuration file -> struct kme_cfg (qcfg reader)
  *   pool.c     in-memory state: key streams, held keys, outbox
- *   store.c    SQLite schema, load, batch commit (runs on the thread pool)
- *   kme.c      one KME: generation timer, group commit, expiry sweep
+ *   store.c    SQLite schema, load, batch commit (runs on the committer)
+ *   commit.c   group commit: batches, the committer thread, completions
+ *   kme.c      one KME: generation timer, expiry sweep, lifecycle
  *   http.c     HTTPS connections: llhttp parsing, limits, keep-alive
  *   api.c      the three ETSI 014 endpoints
  *   link.c     the KME-to-KME link: shared helpers (link_internal.h)
@@ -189,6 +190,7 @@ struct kme_batch {
     size_t done_count, done_cap;
     int result;              /* 0 committed, <0 failed */
     char *error;             /* detail on failure */
+    struct kme_batch *next;  /* committed, waiting for the loop */
 };
 
 struct kme_store;
@@ -201,7 +203,7 @@ int kme_store_load(struct kme_store *st, struct kme_meta *meta,
                    struct kme_stream *out, struct kme_stream *in,
                    struct kme_outbox *outbox, struct kme_held_table *held,
                    char **error_r);
-/* Runs one batch in one transaction (thread-pool side). */
+/* Runs one batch in one transaction (committer thread). */
 void kme_store_commit(struct kme_store *st, struct kme_batch *b);
 
 void kme_batch_free(struct kme_batch **b);
@@ -239,9 +241,20 @@ struct kme {
     uint64_t gen_last_ms;
     uint64_t gen_carry;       /* bits generated but not yet a whole byte */
 
-    struct kme_batch *pending;   /* collecting */
-    struct kme_batch *inflight;  /* being committed */
-    uv_work_t work;
+    /* Group commit (commit.c): the loop collects changes in pending and
+     * merges them into ready; the committer thread commits ready, one
+     * transaction at a time, back to back, and hands committed batches
+     * back through commit_async. */
+    struct kme_batch *pending;   /* loop only: collecting */
+    size_t in_commit;            /* loop only: batches handed over, not back */
+    bool committer_started;
+    uv_thread_t committer;
+    uv_async_t commit_async;
+    uv_mutex_t mu;               /* guards the fields below */
+    uv_cond_t cv;
+    struct kme_batch *ready;     /* next to commit; grows until taken */
+    struct kme_batch *done, **done_tail; /* committed, for the loop */
+    bool commit_quit, committer_exited;
     bool failed;                 /* a commit failed: answer 503 */
     bool stopping;
 
@@ -264,6 +277,13 @@ void kme_stop(struct kme *k);
 bool kme_stopped(const struct kme *k);
 void kme_destroy(struct kme *k);
 
+/* commit.c: starts the committer thread (kme_run), asks it to stop after
+ * the commit in progress (kme_stop; the batch not yet started is answered
+ * 503), frees what is left (kme_destroy). */
+int kme_commit_start(struct kme *k);
+void kme_commit_stop(struct kme *k);
+void kme_commit_destroy(struct kme *k);
+
 /* Current batch to add ops/completions to (allocated on demand); NULL when
  * out of memory. Call kme_flush() after adding. */
 struct kme_batch *kme_batch(struct kme *k);
@@ -277,7 +297,8 @@ int kme_batch_on_done(struct kme_batch *b, kme_done_fn fn, void *arg);
  * True when one was removed. */
 bool kme_batch_cancel_held_add(struct kme_batch *b, uint64_t off,
                                const char *slave);
-/* Starts a commit when none is in flight. */
+/* Hands the pending changes to the committer: they are committed with the
+ * transaction that starts next. */
 void kme_flush(struct kme *k);
 /* For changes nobody is waiting on (link material and reservations, acks,
  * generation, expiry): commits them with the next batch that carries an

@@ -1,6 +1,7 @@
 /* Durable state of one KME in SQLite: schema, load at start, and the
- * batch commit run on libuv's thread pool (one transaction per batch, so
- * one fsync per batch however many requests it carries: group commit).
+ * batch commit run on the KME's committer thread (commit.c; one
+ * transaction per batch, so one fsync per batch however many requests it
+ * carries: group commit).
  *
  * Tables: meta (stream counters), out_pool / in_pool (key stream chunks
  * [off, end)), outbox (reservations not yet acknowledged by the peer), held
@@ -8,7 +9,7 @@
  * NORMAL, which in WAL mode survives a process crash but may lose the last
  * commits on power loss), secure_delete (consumed key bytes are zeroed in
  * the file). The connection is used by one thread at a time: the loop
- * thread at open/load, then one worker per batch, never two at once. */
+ * thread at open/load, then the committer thread. */
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 #include <stdio.h>
