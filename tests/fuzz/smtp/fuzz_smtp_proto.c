@@ -5,7 +5,9 @@
  * Input layout:
  *   byte 0      flags: bits 0-1 pick the DATA reader's max_line
  *               (0, 1, 78, 1000), bits 2-3 the header capture size
- *               (none, 16, 256, 64 KiB)
+ *               (none, 16, 256, 64 KiB); bit 4 set: also run the DATA
+ *               reader and header filter with sinks that fail after
+ *               9 * (bits 5-7) bytes
  *   byte 1      n = number of chunk sizes (0..15, low 4 bits)
  *   2n bytes    chunk sizes, little-endian u16 each, used cyclically to
  *               cut the payload into pieces (size 0 counts as 1)
@@ -601,6 +603,85 @@ static void fuzz_filter(const char *d, size_t len, struct chunker *ck,
     bytes_free(&ref);
 }
 
+/* ---- failing sinks ------------------------------------------------------- */
+
+/* A sink that accepts `limit` bytes, then fails (returns -5) on the call
+ * that would pass the limit: the error must surface iff the reference
+ * output is longer than the limit, and nothing is delivered after it. */
+struct failing {
+    size_t limit, got;
+    bool failed;
+};
+
+static int sink_failing(void *arg, const char *data, size_t len)
+{
+    struct failing *f = arg;
+    (void)data;
+    CHECK(!f->failed); /* never called again after a failure */
+    if (len > f->limit - f->got) {
+        f->failed = true;
+        return -5;
+    }
+    f->got += len;
+    return 0;
+}
+
+static void fuzz_sink_fail(const char *d, size_t len, size_t limit,
+                           struct chunker *ck)
+{
+    struct data_result ref;
+    ref_unstuff(d, len, 0, &ref);
+
+    struct failing fs = {limit, 0, false};
+    struct smtp_data_reader r;
+    smtp_data_reader_init(&r, 0, sink_failing, &fs);
+    size_t i = 0;
+    enum smtp_parse_result pr = SMTP_MORE;
+    do {
+        size_t n = chunk_len(ck, len - i);
+        char *piece = dup_exact(d + i, n);
+        size_t used = 0;
+        const char *err = NULL;
+        pr = smtp_data_feed(&r, piece, n, &used, &err);
+        free(piece);
+        if (pr == SMTP_ERR) {
+            CHECK(err != NULL && strcmp(err, "sink failed") == 0);
+            break;
+        }
+        i += used;
+    } while (pr == SMTP_MORE && i < len);
+    CHECK((pr == SMTP_ERR) == (ref.out.len > limit));
+    CHECK(fs.failed == (pr == SMTP_ERR));
+    bytes_free(&ref.out);
+
+    struct bytes fref = {0};
+    size_t hdr_len;
+    bool saw_bcc;
+    if (!ref_filter(d, len, &fref, &hdr_len, &saw_bcc)) {
+        bytes_free(&fref);
+        return;
+    }
+    struct failing ff = {limit, 0, false};
+    struct smtp_hdrfilter *f = malloc(sizeof(*f));
+    CHECK(f != NULL);
+    smtp_hdrfilter_init(f, drop_names, sink_failing, &ff);
+    int rc = 0;
+    i = 0;
+    while (i < len && rc == 0) {
+        size_t n = chunk_len(ck, len - i);
+        char *piece = dup_exact(d + i, n);
+        rc = smtp_hdrfilter_feed(f, piece, n);
+        free(piece);
+        i += n;
+    }
+    if (rc == 0)
+        rc = smtp_hdrfilter_finish(f);
+    CHECK(rc == 0 || rc == -5);
+    CHECK((rc == -5) == (fref.len > limit));
+    free(f);
+    bytes_free(&fref);
+}
+
 /* ---- entry ------------------------------------------------------------------ */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -627,5 +708,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_stuff(payload, plen, &ck);
     ck.next = 0;
     fuzz_filter(payload, plen, &ck, caps[(flags >> 2) & 3]);
+    if (flags & 0x10) {
+        ck.next = 0;
+        fuzz_sink_fail(payload, plen, (size_t)(flags >> 5) * 9, &ck);
+    }
     return 0;
 }
