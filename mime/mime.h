@@ -11,10 +11,13 @@
  * Memory: encryption and decryption stream. A message of any size is handled
  * in fixed-size chunks (about 1 MiB of working memory). Decryption releases
  * no plaintext before the tag is verified: from memory it decrypts in place
- * in the output buffer; from a seekable fd it reads the input twice (verify,
- * then decrypt to out_fd); from a pipe it spills the (still encrypted)
- * ciphertext to memory and, above a threshold, to a private, already
- * unlinked temporary file.
+ * in the output buffer (wiped on failure); into a private output (a memfd or
+ * O_TMPFILE file: regular, no name, not O_APPEND) it decrypts in one pass and,
+ * on failure, zeroes what it wrote and truncates the file back before
+ * returning; into any other output it verifies first, reading a seekable
+ * input twice, or spilling the (still encrypted) ciphertext of a pipe to
+ * memory and, above a threshold, to a private, already unlinked temporary
+ * file.
  *
  * Errors: functions return 0 (MIME_OK) or a negative enum mime_error code;
  * when error_r is not NULL a malloc'd detail string is stored there on
@@ -197,8 +200,11 @@ struct mime_decrypt_params {
 };
 
 /* Decrypts the message read sequentially from in_fd (any readable fd) and
- * writes the original message, byte for byte, to out_fd - only after the
- * tag has been verified: on any error nothing at all is written to out_fd.
+ * writes the original message, byte for byte, to out_fd. The caller never
+ * sees unverified plaintext: on any error out_fd is left as it was (a
+ * private memfd/O_TMPFILE output is written during the call and zeroed and
+ * truncated back to its size and offset before the error is returned; other
+ * outputs are written only after the tag has been verified).
  * params may be NULL. info_r (optional) receives the parsed control data
  * (also on key and authentication errors, when the control part parsed). */
 int mime_decrypt_fd(int in_fd, int out_fd,
