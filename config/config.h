@@ -321,11 +321,6 @@ struct qumail_vault {
     char *key_file;  /* at-rest key; default <state_dir>/vault.key */
 };
 
-struct qumail_admin {
-    char *address;   /* default "127.0.0.1" */
-    uint16_t port;   /* health/metrics HTTP; default 0 = disabled */
-};
-
 struct qumail_config {
     char *file;                       /* path loaded; NULL for built-ins */
     enum qumail_log_level log_level;  /* default info */
@@ -335,7 +330,6 @@ struct qumail_config {
     size_t n_kme_links;
     struct qumail_kme_simulator kme_simulator;
     struct qumail_vault vault;
-    struct qumail_admin admin;
     char *policy_file;                /* NULL: the daemon refuses every
                                          recipient (fail closed) */
 };

@@ -98,8 +98,6 @@ struct qumail_config *qumail_config__new_defaults(bool with_listener)
     k->max_keys_per_request = 128;
     k->key_expiry_ms = 3600000;
 
-    c->admin.address = qumail_config__dup(c, &oom, "127.0.0.1");
-    c->admin.port = 0;
     if (oom)
         qumail_config_free(&c);
     return c;
@@ -197,7 +195,6 @@ void qumail_config_free(struct qumail_config **cfgp)
     free(k->state_path);
     free(c->vault.path);
     free(c->vault.key_file);
-    free(c->admin.address);
     free(c->policy_file);
     free(c);
 }

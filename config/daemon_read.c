@@ -435,13 +435,6 @@ static void read_root(struct rd *r, qcfg_node *root)
     qcfg_path(qcfg_member(vault, "path", 0), 0, &c->vault.path);
     qcfg_path(qcfg_member(vault, "key_file", 0), 0, &c->vault.key_file);
     qcfg_done(vault);
-    qcfg_node *admin = qcfg_object(qcfg_member(root, "admin", 0));
-    qcfg_node *aaddr = qcfg_member(admin, "address", 0);
-    if (qcfg_string(aaddr, QCFG_NONEMPTY, &c->admin.address) == 1 &&
-        !numeric_ip(c->admin.address))
-        qcfg_error_at(r->doc, aaddr, "'%s' is not a numeric IP address", c->admin.address);
-    qcfg_port(qcfg_member(admin, "port", 0), QCFG_ZERO_OK, &c->admin.port);
-    qcfg_done(admin);
     qcfg_path(qcfg_member(root, "policy_file", 0), 0, &c->policy_file);
     qcfg_done(root);
 }

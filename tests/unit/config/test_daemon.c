@@ -83,7 +83,6 @@ static void test_defaults(void **state)
     assert_string_equal(c->vault.path, "/var/lib/qumail/vault.sqlite");
     assert_string_equal(c->kme_simulator.state_path, "/var/lib/qumail/kme-sim.sqlite");
     assert_null(c->policy_file);
-    assert_int_equal(c->admin.port, 0);
     struct sockaddr_in in = {.sin_family = AF_INET};
     inet_pton(AF_INET, "127.0.0.9", &in.sin_addr);
     assert_true(qumail_config_trusted(c, (struct sockaddr *)&in));
@@ -134,7 +133,6 @@ static const char full[] =
     "    \"key_rate\": 5000, \"max_key_count\": 50, \"key_size\": 512,\n"
     "    \"max_keys_per_request\": 16, \"key_expiry\": \"10m\"},\n"
     "  \"vault\": {\"path\": \"v.db\"},\n"
-    "  \"admin\": {\"port\": 9090},\n"
     "  \"policy_file\": \"policy.txt\"\n"
     "}\n";
 
@@ -182,7 +180,6 @@ static void test_full(void **state)
     assert_string_equal(c->vault.path, "/etc/qumail/v.db");
     assert_string_equal(c->vault.key_file, "/srv/q/vault.key");
     assert_string_equal(c->policy_file, "/etc/qumail/policy.txt");
-    assert_int_equal(c->admin.port, 9090);
 
     struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
     inet_pton(AF_INET6, "2001:db8:1::5", &in6.sin6_addr);
@@ -276,8 +273,7 @@ static void test_more_errors(void **state)
         "           \"connections\": 65, \"timeout\": \"1d\"},\n"
         "    \"bad/name\": {\"url\": \"https://h\", \"cert_file\": \"c\", \"key_file\": \"k\"}\n"
         "  },\n"
-        "  \"kme_simulator\": {\"config_file\": \"kme.json\", \"key_rate\": 5},\n"
-        "  \"admin\": {\"address\": \"any\"}\n"
+        "  \"kme_simulator\": {\"config_file\": \"kme.json\", \"key_rate\": 5}\n"
         "}\n");
     static const char *const want[] = {
         "d.json:2:25: key 'smtp.listeners': at least one listener is needed",
@@ -293,7 +289,6 @@ static void test_more_errors(void **state)
         "d.json:10:42: key 'kme_links.l5.timeout': duration out of range (100ms..600000ms)",
         "d.json:11:5: key 'kme_links[\"bad/name\"]': link names use letters, digits, '-', '_' and '.' (at most 64)",
         "d.json:13:48: key 'kme_simulator.key_rate': not allowed together with config_file (set it in that file)",
-        "d.json:14:24: key 'admin.address': 'any' is not a numeric IP address",
         NULL,
     };
     expect_lines(err, want);
