@@ -62,6 +62,7 @@ struct net_conn {
     bool eof;      /* the socket (or TLS close_notify) said end of input */
     bool eof_sent; /* NET_EV_EOF delivered */
     int in_dispatch; /* nesting depth of callbacks running */
+    bool deferred;   /* the timer is set for deferred delivery, not idling */
 
     net_conn_cb cb;
     void *cb_arg;
@@ -362,6 +363,8 @@ static void timer_cb(uv_timer_t *t)
 
 static void rearm_timer(net_conn *c)
 {
+    if (c->deferred)
+        return; /* deferred_cb re-arms the idle timeout when it runs */
     if (c->timeout_ms > 0 && c->state == CONN_OPEN)
         uv_timer_start(&c->timer, timer_cb, c->timeout_ms, 0);
     else
@@ -553,8 +556,10 @@ static void deferred_cb(uv_timer_t *t);
  * next loop turn. */
 static void schedule_deferred(net_conn *c)
 {
-    if (c->state == CONN_OPEN)
+    if (c->state == CONN_OPEN) {
+        c->deferred = true;
         uv_timer_start(&c->timer, deferred_cb, 0, 0);
+    }
 }
 
 void net_conn_consume(net_conn *c, size_t n)
@@ -598,6 +603,7 @@ void net_conn_resume(net_conn *c)
 static void deferred_cb(uv_timer_t *t)
 {
     net_conn *c = t->data;
+    c->deferred = false;
     rearm_timer(c);
     if (c->state != CONN_OPEN || c->paused)
         return;
