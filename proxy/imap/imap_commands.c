@@ -430,19 +430,22 @@ static void done_append(imap_session *s, struct imap_command *c, const struct im
         imap_parser_reset(s->cp);
         imap_rd_reset(s);
         imap_enter_state(s, imap_idle_state(s));
-    } else {
+    } else if (s->state == IMAP_STATE_APPEND_WAIT) {
+        /* data the upstream never agreed to take: dropped here */
         imap_enter_state(s, IMAP_STATE_DISCARD);
     }
+    /* else streaming a non-synchronizing literal the upstream has agreed
+     * to (LITERAL+): it reads the rest of the command and drops it, so the
+     * rest still goes to it (state APPEND, no command any more) */
 }
 
 static const struct imap_command_def *append_def(void);
 
 /* A literal header of an APPEND: the first one starts relaying the
  * command, each one decides how its data goes upstream. */
-void imap_append_literal(imap_session *s, const struct imap_token *tok, const char *raw,
-                         size_t raw_len)
+void imap_append_literal(imap_session *s, bool first, const struct imap_token *tok,
+                         const char *raw, size_t raw_len)
 {
-    bool first = s->append == NULL;
     if (first) {
         const char *refusal = NULL;
         if (!s->authenticated)
@@ -476,7 +479,18 @@ void imap_append_literal(imap_session *s, const struct imap_token *tok, const ch
             return;
         }
         /* the spaces before the header */
-        imap_client_send(s->up, s->append->up, raw, raw_len - tok->len);
+        imap_client_send(s->up, s->append ? s->append->up : NULL, raw, raw_len - tok->len);
+        if (!s->append) {
+            /* answered already: the upstream drops the rest of the line */
+            imap_client_send(s->up, NULL, tok->str, tok->len);
+            if (!tok->literal_nonsync) {
+                /* no "+" will come, so no data: the line has ended */
+                imap_parser_reset(s->cp);
+                imap_rd_reset(s);
+                imap_enter_state(s, imap_idle_state(s));
+            }
+            return;
+        }
     }
     struct imap_command *c = s->append;
     char hdr[48];
@@ -623,6 +637,7 @@ static const struct imap_command_def commands[] = {
     {IMAP_CMD_MOVE, CMDF_AUTH, NULL, proceed_relay, NULL},
     {IMAP_CMD_SORT, CMDF_AUTH, NULL, proceed_relay, NULL},
     {IMAP_CMD_THREAD, CMDF_AUTH, NULL, proceed_relay, NULL},
+    {IMAP_CMD_CANCELUPDATE, CMDF_AUTH, NULL, proceed_relay, NULL}, /* CONTEXT=SEARCH */
     /* hidden extensions: COMPRESS would hide the stream, NOTIFY sends
      * FETCH data no command asked for, URLAUTH and CONVERT expose stored
      * content, REPLACE is an APPEND the proxy does not stream yet, XLIST

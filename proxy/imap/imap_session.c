@@ -741,7 +741,7 @@ static bool read_command(imap_session *s, const char *in, size_t len, size_t *us
             if (tok.type == IMAP_TOK_LITERAL) {
                 if (s->rd.verb == IMAP_CMD_APPEND) {
                     *used_r = off;
-                    imap_append_literal(s, &tok, raw, u);
+                    imap_append_literal(s, true, &tok, raw, u);
                     return true;
                 }
                 if (tok.literal8) {
@@ -881,11 +881,11 @@ static bool read_append(imap_session *s, const char *in, size_t len, size_t *use
         off += u;
         if (tok.type == IMAP_TOK_LITERAL) {
             *used_r = off;
-            imap_append_literal(s, &tok, raw, u);
+            imap_append_literal(s, false, &tok, raw, u);
             return true;
         }
-        if (c)
-            imap_client_send(s->up, c->up, raw, u);
+        /* c NULL: the upstream answered early and drops the rest */
+        imap_client_send(s->up, c ? c->up : NULL, raw, u);
         if (tok.type == IMAP_TOK_EOL) {
             *used_r = off;
             s->append = NULL;

@@ -206,8 +206,8 @@ const struct imap_command_def *imap_command_lookup(enum imap_verb verb);
 void imap_command_dispatch(struct imap_session *s);
 void imap_command_cb(imap_client *c, imap_client_cmd *ucmd, const struct imap_resp_event *ev,
                      enum imap_cont_mode mode, void *arg);
-void imap_append_literal(struct imap_session *s, const struct imap_token *tok, const char *raw,
-                         size_t raw_len);
+void imap_append_literal(struct imap_session *s, bool first, const struct imap_token *tok,
+                         const char *raw, size_t raw_len);
 
 /* imap_relay.c */
 int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event *ev);

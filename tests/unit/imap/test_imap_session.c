@@ -424,6 +424,9 @@ static void test_append(void **state)
         "< c OK [APPENDUID 1 8:9] Append completed.",
         "> d APPEND INBOX {99999999}",
         "< d NO [TOOBIG] Mail too large.",
+        ">>f APPEND nonexistent {5+}\r\n",
+        "< f NO [TRYCREATE] Mailbox doesn't exist: nonexistent",
+        ">>hello\r\n",
         "> e NOOP",
         "< e OK done",
         "x",
@@ -444,6 +447,11 @@ static void test_append(void **state)
         "> c OK [APPENDUID 1 8:9] Append completed.",
         "< d APPEND INBOX {99999999}",
         "> d NO [TOOBIG] Mail too large.",
+        /* answered before the data of a LITERAL+ literal: the server still
+         * reads (and drops) the rest of the command, so it gets it */
+        "< f APPEND nonexistent {5+}",
+        "> f NO [TRYCREATE] Mailbox doesn't exist: nonexistent",
+        "< hello",
         "< e NOOP",
         "> e OK done",
         "<$",
