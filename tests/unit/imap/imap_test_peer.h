@@ -7,6 +7,11 @@
  *   "< text"    the next line received equals text (without CRLF)
  *   "<^text"    the next line starts with text
  *   "<~text"    skip lines until one starts with text
+ *   "<*text"    the next line contains text
+ *   "<@text"    the next line is "TAG text..." (text a prefix); TAG is kept
+ *   ">@text"    send the kept TAG, a space, text and CRLF
+ *   "T" / "S"   start TLS as client (verifying tls_name) / as server;
+ *               "T?" / "S?" when the handshake is expected to fail
  *   "<$"        the other side closes (EOF) next; no line before it
  *   "~ms"       pause
  *   "x"         close now
@@ -38,6 +43,10 @@ struct peer {
     void *done_arg;
     char *log;
     size_t log_len, log_cap;
+    net_tls *tls;          /* for "T" / "S" */
+    const char *tls_name;
+    bool tls_started;
+    char tag[64];          /* "<@" */
 };
 
 static inline void peer_finish(struct peer *p)
@@ -75,12 +84,26 @@ static void peer_run(struct peer *p)
             uv_timer_start(&p->timer, peer_timer_cb, strtoull(st + 1, NULL, 10), 0);
             return;
         }
+        if (st[0] == 'T' || st[0] == 'S') {
+            if (!p->tls_started) {
+                p->tls_started = true;
+                if (net_conn_start_tls(p->conn, p->tls, st[0] == 'T' ? p->tls_name : NULL) < 0) {
+                    fprintf(stderr, "%s: cannot start TLS\n", p->name);
+                    p->failed = true;
+                    net_conn_close(&p->conn);
+                    peer_finish(p);
+                }
+            }
+            return; /* NET_EV_TLS_READY moves on */
+        }
         if (st[0] == 'x') {
             net_conn_close(&p->conn);
             p->step++;
             break;
         }
-        if (st[0] == '>' && st[1] == '>') {
+        if (st[0] == '>' && st[1] == '@') {
+            net_conn_printf(p->conn, "%s %s\r\n", p->tag, st + 2);
+        } else if (st[0] == '>' && st[1] == '>') {
             net_conn_write(p->conn, st + 2, strlen(st + 2));
         } else if (st[0] == '>') {
             net_conn_printf(p->conn, "%s\r\n", st + 2);
@@ -144,6 +167,21 @@ static inline void peer_line(struct peer *p, const char *line, size_t len)
         ok = true;
     } else if (want[1] == '$') {
         ok = false;
+    } else if (want[1] == '*') {
+        char *tmp = malloc(l + 1);
+        memcpy(tmp, line, l);
+        tmp[l] = '\0';
+        ok = strstr(tmp, want + 2) != NULL;
+        free(tmp);
+    } else if (want[1] == '@') {
+        const char *sp = memchr(line, ' ', l);
+        size_t tl = sp ? (size_t)(sp - line) : 0;
+        ok = sp && tl < sizeof(p->tag) && (size_t)(line + l - sp - 1) >= strlen(want + 2) &&
+             memcmp(sp + 1, want + 2, strlen(want + 2)) == 0;
+        if (ok) {
+            memcpy(p->tag, line, tl);
+            p->tag[tl] = '\0';
+        }
     } else {
         ok = l == strlen(want + 2) && memcmp(line, want + 2, l) == 0;
     }
@@ -163,6 +201,10 @@ static inline void peer_cb(net_conn *conn, enum net_event ev, void *arg)
     case NET_EV_CONNECTED:
         peer_run(p);
         return;
+    case NET_EV_TLS_READY:
+        p->step++;
+        peer_run(p);
+        return;
     case NET_EV_READ: {
         size_t len;
         while (p->conn && (len = net_conn_line_len(p->conn)) > 0) {
@@ -180,8 +222,10 @@ static inline void peer_cb(net_conn *conn, enum net_event ev, void *arg)
     case NET_EV_ERROR:
     case NET_EV_TIMEOUT:
         p->eof_seen = true;
-        if (p->script[p->step] && strcmp(p->script[p->step], "<$") == 0) {
-            p->step++;
+        if (p->script[p->step] &&
+            (strcmp(p->script[p->step], "<$") == 0 || strcmp(p->script[p->step], "S?") == 0 ||
+             strcmp(p->script[p->step], "T?") == 0)) {
+            p->step++; /* an end that was expected (or a TLS failure that was) */
         } else if (p->script[p->step]) {
             fprintf(stderr, "%s: %s at step %zu (%s)\n", p->name, net_event_name(ev), p->step,
                     p->script[p->step]);

@@ -17,6 +17,51 @@
 #include "imap_test_peer.h"
 #include "log.h"
 
+static char cert_dir[512];
+static net_tls *client_tls;      /* the test client: trusts the test CA */
+static net_tls *server_tls;      /* the proxy's listeners: localhost */
+static net_tls *up_server_tls;   /* the scripted upstream: localhost */
+static net_tls *proxy_up_tls;    /* the proxy towards the upstream: trusts the CA */
+
+static char *cert_path(const char *name)
+{
+    static char p[4][600];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(p[i], sizeof(p[i]), "%s/%s", cert_dir, name);
+    return p[i];
+}
+
+static int make_certs(void **state)
+{
+    (void)state;
+    snprintf(cert_dir, sizeof(cert_dir), "%s/imap-test-certs", QUMAIL_TEST_TMP);
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "sh %s/certs/mkcerts.sh -o %s >/dev/null", QUMAIL_SRC_DIR,
+             cert_dir);
+    if (system(cmd) != 0)
+        return -1;
+    char *err = NULL;
+    struct net_tls_config c = {.server = false, .ca_file = cert_path("ca.pem"), .verify_peer = true};
+    struct net_tls_config sv = {.server = true, .cert_file = cert_path("localhost.pem"),
+                                .key_file = cert_path("localhost.key")};
+    client_tls = net_tls_new(&c, &err);
+    proxy_up_tls = net_tls_new(&c, &err);
+    server_tls = net_tls_new(&sv, &err);
+    up_server_tls = net_tls_new(&sv, &err);
+    return client_tls && proxy_up_tls && server_tls && up_server_tls ? 0 : -1;
+}
+
+static int free_certs(void **state)
+{
+    (void)state;
+    net_tls_free(&client_tls);
+    net_tls_free(&proxy_up_tls);
+    net_tls_free(&server_tls);
+    net_tls_free(&up_server_tls);
+    return 0;
+}
+
 struct fixture {
     uv_loop_t loop;
     net_listener *front, *up_l;
@@ -129,9 +174,10 @@ static void run(struct fixture *fx, const char *const *client, const char *const
     fx->front = net_listen(&fx->loop, "127.0.0.1", 0, front_accept, fx, &err);
     assert_non_null(fx->front);
     fx->client = (struct peer){.name = "client", .loop = &fx->loop, .script = client,
-                               .on_done = maybe_finish, .done_arg = fx};
+                               .on_done = maybe_finish, .done_arg = fx, .tls = client_tls,
+                               .tls_name = "localhost"};
     fx->upstream = (struct peer){.name = "upstream", .loop = &fx->loop, .script = upstream,
-                                 .on_done = maybe_finish, .done_arg = fx};
+                                 .on_done = maybe_finish, .done_arg = fx, .tls = up_server_tls};
     uv_timer_init(&fx->loop, &fx->watchdog);
     fx->watchdog.data = fx;
     uv_timer_start(&fx->watchdog, watchdog_cb, 20000, 0);
@@ -923,6 +969,118 @@ static void test_large_literal(void **state)
     fx_free(&fx);
 }
 
+/* ---- TLS -------------------------------------------------------------------------- */
+
+/* STARTTLS offered, LOGINDISABLED until it; a command sent in the clear
+ * behind STARTTLS is never executed; after TLS the proxy's own
+ * capabilities are gone and logins work. */
+static void test_starttls_logindisabled(void **state)
+{
+    (void)state;
+    static struct fixture fx;
+    fx_init(&fx);
+    fx.cfg.tls_ctx = server_tls;
+    fx.cfg.require_tls_for_auth = true;
+    static const char *const client[] = {
+        "< * OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ STARTTLS LOGINDISABLED] "
+        "Dovecot ready.",
+        "> a LOGIN u p",
+        "< a BAD [ALERT] Plaintext authentication not allowed without SSL/TLS, but your client "
+        "did it anyway. If anyone was listening, the password was exposed.",
+        "> b AUTHENTICATE PLAIN AGJvYgBwdw==",
+        "< b NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) "
+        "connections.",
+        ">>c STARTTLS\r\nx NOOP\r\n",
+        "< c OK Begin TLS negotiation now.",
+        "T",
+        "> d CAPABILITY",
+        "< * CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN "
+        "AUTH=XOAUTH2",
+        "< d OK done",
+        "> e STARTTLS",
+        "< e BAD TLS is already active.",
+        "> f LOGIN u p",
+        "< f OK [CAPABILITY IMAP4rev1] Logged in",
+        "x",
+        NULL,
+    };
+    static const char *const upstream[] = {
+        GREET_UP,
+        "< d CAPABILITY",
+        "> * CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN "
+        "AUTH=XOAUTH2",
+        "> d OK done",
+        "< f LOGIN u p",
+        "> f OK [CAPABILITY IMAP4rev1] Logged in",
+        "<$",
+        NULL,
+    };
+    run(&fx, client, upstream);
+    fx_free(&fx);
+}
+
+/* Implicit TLS towards the client, STARTTLS towards the upstream (its
+ * certificate verified), the client's address told to the upstream. */
+static void test_implicit_tls_upstream_starttls(void **state)
+{
+    (void)state;
+    static struct fixture fx;
+    fx_init(&fx);
+    fx.cfg.tls_ctx = server_tls;
+    fx.cfg.implicit_tls = true;
+    fx.cfg.require_tls_for_auth = true;
+    fx.cfg.upstream.tls = IMAP_UPSTREAM_STARTTLS;
+    fx.cfg.upstream.tls_ctx = proxy_up_tls;
+    fx.cfg.upstream.server_name = "localhost";
+    fx.cfg.upstream.send_client_id = true;
+    static const char *const client[] = {
+        "T",
+        "< * OK [CAPABILITY IMAP4rev1 LITERAL+ ID AUTH=PLAIN] upstream ready",
+        "> a LOGIN u p",
+        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        "x",
+        NULL,
+    };
+    static const char *const upstream[] = {
+        "> * OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED ID] upstream ready",
+        "<@STARTTLS",
+        ">@OK Begin TLS negotiation now.",
+        "S",
+        "<@CAPABILITY",
+        "> * CAPABILITY IMAP4rev1 LITERAL+ ID AUTH=PLAIN",
+        ">@OK Pre-login capabilities listed.",
+        "<@ID (\"x-originating-ip\" \"127.0.0.1\" \"x-originating-port\" \"",
+        "> * ID NIL",
+        ">@OK ID completed.",
+        "< a LOGIN u p",
+        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        "<$",
+        NULL,
+    };
+    run(&fx, client, upstream);
+    fx_free(&fx);
+}
+
+/* An upstream whose certificate does not name what the proxy expects is
+ * refused; the client hears the upstream is unavailable. */
+static void test_upstream_certificate_refused(void **state)
+{
+    (void)state;
+    static struct fixture fx;
+    fx_init(&fx);
+    fx.cfg.upstream.tls = IMAP_UPSTREAM_IMPLICIT;
+    fx.cfg.upstream.tls_ctx = proxy_up_tls;
+    fx.cfg.upstream.server_name = "imap.example.org";
+    static const char *const client[] = {
+        "< * BYE Upstream server unavailable, try again later.",
+        "<$",
+        NULL,
+    };
+    static const char *const upstream[] = {"S?", NULL};
+    run(&fx, client, upstream);
+    fx_free(&fx);
+}
+
 int main(void)
 {
     qlog_set_level(getenv("IMAP_TEST_DEBUG") ? QLOG_DEBUG : QLOG_ERROR);
@@ -946,6 +1104,9 @@ int main(void)
         cmocka_unit_test(test_upstream_closes_between_responses),
         cmocka_unit_test(test_upstream_unavailable),
         cmocka_unit_test(test_large_literal),
+        cmocka_unit_test(test_starttls_logindisabled),
+        cmocka_unit_test(test_implicit_tls_upstream_starttls),
+        cmocka_unit_test(test_upstream_certificate_refused),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, make_certs, free_certs);
 }
