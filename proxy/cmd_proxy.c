@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "config.h"
+#include "settings.h"
 #include "daemon.h"
 #include "log.h"
 #include "mime.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "qcfg.h"
 #include "server_internal.h"
 
 #define MAX_RESPONSE_BITS (64ull * 1024 * 1024 * 8) /* one enc_keys answer */

@@ -98,7 +98,7 @@ static void on_accept(net_listener *l, net_conn *conn, void *arg)
         net_conn_close(&conn);
         return;
     }
-    if (d->n_sessions >= smtp->limits.max_connections) {
+    if (d->n_sessions >= smtp->limits.conn.max_connections) {
         qlog_warn("smtp: connection from %s refused: %zu sessions (max_connections)",
                   net_conn_peer_addr(conn), d->n_sessions);
         if (ls->cfg->tls == QUMAIL_LISTEN_TLS_IMPLICIT) {
@@ -257,7 +257,7 @@ static int start_simulator(proxy_daemon *d, char **error_r)
 
 static net_tls *make_tls(const struct net_tls_config *tc, const char *what, char **error_r);
 static struct listener_state *listener_open(proxy_daemon *d,
-                                            const struct qumail_smtp_listener *lc,
+                                            const struct qumail_listener *lc,
                                             char **error_r);
 static void listener_close(proxy_daemon *d, struct listener_state *ls);
 static void retire(proxy_daemon *d, net_tls *tls, struct qumail_config *cfg);
@@ -267,16 +267,16 @@ static bool same_str(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-static bool same_listener(const struct qumail_smtp_listener *a,
-                          const struct qumail_smtp_listener *b)
+static bool same_listener(const struct qumail_listener *a,
+                          const struct qumail_listener *b)
 {
     return same_str(a->name, b->name) && same_str(a->address, b->address) &&
            a->port == b->port && a->tls == b->tls && same_str(a->cert_file, b->cert_file) &&
            same_str(a->key_file, b->key_file);
 }
 
-static bool same_upstream_tls(const struct qumail_smtp_upstream *a,
-                              const struct qumail_smtp_upstream *b)
+static bool same_upstream_tls(const struct qumail_upstream *a,
+                              const struct qumail_upstream *b)
 {
     return (a->tls == QUMAIL_UPSTREAM_TLS_NONE) == (b->tls == QUMAIL_UPSTREAM_TLS_NONE) &&
            a->verify == b->verify && same_str(a->ca_file, b->ca_file) &&
@@ -353,7 +353,7 @@ int proxy_daemon_reload(proxy_daemon *d)
     struct listener_state *kept = NULL, *opened = NULL;
     bool failed = false;
     for (size_t i = 0; i < nc->smtp.n_listeners && !failed; i++) {
-        const struct qumail_smtp_listener *lc = &nc->smtp.listeners[i];
+        const struct qumail_listener *lc = &nc->smtp.listeners[i];
         struct listener_state **pp = &d->listeners;
         while (*pp && !same_listener((*pp)->cfg, lc))
             pp = &(*pp)->next;
@@ -412,7 +412,7 @@ int proxy_daemon_reload(proxy_daemon *d)
     /* The new list, in configuration order. */
     struct listener_state **tail = &d->listeners;
     for (size_t i = 0; i < nc->smtp.n_listeners; i++) {
-        const struct qumail_smtp_listener *lc = &nc->smtp.listeners[i];
+        const struct qumail_listener *lc = &nc->smtp.listeners[i];
         struct listener_state **src[2] = {&kept, &opened};
         for (int k = 0; k < 2; k++) {
             for (struct listener_state **pp = src[k]; *pp; pp = &(*pp)->next) {
@@ -489,7 +489,7 @@ static void retire(proxy_daemon *d, net_tls *tls, struct qumail_config *cfg)
 static void log_listener(proxy_daemon *d, const struct listener_state *ls)
 {
     const struct qumail_smtp *smtp = &d->cfg->smtp;
-    const struct qumail_smtp_listener *lc = ls->cfg;
+    const struct qumail_listener *lc = ls->cfg;
     qlog_info("smtp listener %s on %s:%u (%s, %s mode) -> upstream %s:%u (%s)", lc->name,
               lc->address, net_listener_port(ls->listener), qumail_listen_tls_name(lc->tls),
               qumail_smtp_mode_name(smtp->mode), smtp->upstream.host, smtp->upstream.port,
@@ -498,7 +498,7 @@ static void log_listener(proxy_daemon *d, const struct listener_state *ls)
 
 /* Binds one listener (with its TLS context). NULL + *error_r on failure. */
 static struct listener_state *listener_open(proxy_daemon *d,
-                                            const struct qumail_smtp_listener *lc,
+                                            const struct qumail_listener *lc,
                                             char **error_r)
 {
     struct listener_state *ls = calloc(1, sizeof(*ls));

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "config.h"
+#include "settings.h"
 
 typedef struct proxy_daemon proxy_daemon;
 

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 
-#include "config.h"
+#include "settings.h"
 #include "daemon.h"
 #include "kme_client.h"
 #include "kme_server.h"
@@ -28,7 +28,7 @@ struct kme_ids {
 struct listener_state {
     proxy_daemon *d;
     struct listener_state *next;        /* in configuration order */
-    const struct qumail_smtp_listener *cfg;
+    const struct qumail_listener *cfg;
     net_listener *listener;
     net_tls *tls;
 };
