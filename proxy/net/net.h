@@ -158,6 +158,12 @@ typedef void (*net_accept_cb)(net_listener *listener, net_conn *conn, void *arg)
  * failure. */
 net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
                          net_accept_cb cb, void *arg, char **error_r);
+/* The same with a listen(2) backlog (net_listen: NET_LISTEN_BACKLOG; the
+ * kernel caps it at net.core.somaxconn). */
+#define NET_LISTEN_BACKLOG 511
+net_listener *net_listen_backlog(uv_loop_t *loop, const char *host, uint16_t port,
+                                 int backlog, net_accept_cb cb, void *arg,
+                                 char **error_r);
 uint16_t net_listener_port(const net_listener *listener);
 void net_listener_close(net_listener **listener);
 
