@@ -17,7 +17,9 @@
 
 struct delivery_run {
     smtp_session *s;
-    struct smtp_delivery *d;   /* copies, rcpt_index arrays owned */
+    struct smtp_delivery *d;   /* own copies of the caller's deliveries and
+                                  of their rcpt_index arrays; the fds stay
+                                  the caller's */
     size_t n, cur;
     bool live;
     size_t pending;            /* MAIL/RCPT replies outstanding */
@@ -250,11 +252,16 @@ int smtp_session_deliver(smtp_session *s, const struct smtp_delivery *d, size_t 
 {
     if (n == 0 || s->run || s->state != SMTP_STATE_PROCESSING)
         return -1;
+    /* Everything is checked and copied before the run owns anything: the
+     * caller's arrays stay the caller's, on failure too. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < d[i].n_rcpt; k++)
+            if (d[i].rcpt_index[k] >= s->n_rcpts)
+                return -1;
     struct delivery_run *run = calloc(1, sizeof(*run));
     if (!run)
         return -1;
     run->s = s;
-    run->n = n;
     run->cb = cb;
     run->arg = arg;
     run->d = calloc(n, sizeof(*run->d));
@@ -263,21 +270,16 @@ int smtp_session_deliver(smtp_session *s, const struct smtp_delivery *d, size_t 
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        run->d[i] = d[i];
         size_t *idx = calloc(d[i].n_rcpt ? d[i].n_rcpt : 1, sizeof(*idx));
         if (!idx) {
-            run_free(run);
+            run_free(run); /* frees the copies made so far (run->n of them) */
             return -1;
         }
-        for (size_t k = 0; k < d[i].n_rcpt; k++) {
-            if (d[i].rcpt_index[k] >= s->n_rcpts) {
-                free(idx);
-                run_free(run);
-                return -1;
-            }
-            idx[k] = d[i].rcpt_index[k];
-        }
+        if (d[i].n_rcpt > 0)
+            memcpy(idx, d[i].rcpt_index, d[i].n_rcpt * sizeof(*idx));
+        run->d[i] = d[i];
         run->d[i].rcpt_index = idx;
+        run->n = i + 1;
     }
     s->busy++;
     s->run = run;

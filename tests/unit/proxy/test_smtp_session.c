@@ -160,7 +160,7 @@ static void up_accept(net_listener *l, net_conn *conn, void *arg)
 
 /* ---- the proxy side: a session per accepted client --------------------- */
 
-enum mode { DELIVER_ONE, DELIVER_TWO, FAIL_451 };
+enum mode { DELIVER_ONE, DELIVER_TWO, FAIL_451, DELIVER_BAD_INDEX };
 
 struct fixture {
     uv_loop_t loop;
@@ -228,6 +228,25 @@ static void h_message(void *ctx, smtp_session *s, const struct smtp_message *m)
     }
     static size_t all[2] = {0, 1}, first[1] = {0}, second[1] = {1};
     struct smtp_delivery d[2];
+    if (f->mode == DELIVER_BAD_INDEX) {
+        /* The caller's arrays stay the caller's when deliver refuses: a
+         * valid first copy, an out-of-range index in the second. Heap
+         * arrays, so that ASan sees a double free if the session freed
+         * them. */
+        size_t *one = malloc(sizeof(*one)), *bad = malloc(sizeof(*bad));
+        assert_non_null(one);
+        assert_non_null(bad);
+        *one = 0;
+        *bad = m->n_rcpts;
+        d[0] = (struct smtp_delivery){one, 1, m->fd, m->size};
+        d[1] = (struct smtp_delivery){bad, 1, m->fd, m->size};
+        assert_int_equal(smtp_session_deliver(s, d, 2, h_delivered, f), -1);
+        assert_int_equal(smtp_session_deliver(s, d, 0, h_delivered, f), -1);
+        free(one);
+        free(bad);
+        smtp_session_fail(s, 451, "4.3.0", "local error");
+        return;
+    }
     if (f->mode == DELIVER_ONE) {
         d[0] = (struct smtp_delivery){all, m->n_rcpts, m->fd, m->size};
         assert_int_equal(smtp_session_deliver(s, d, 1, h_delivered, f), 0);
@@ -586,6 +605,46 @@ static void test_idle_upstream_does_not_time_out(void **state)
     upstream_timeout_ms = 10000;
 }
 
+static void test_deliver_refused_keeps_caller_arrays(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250 up.test",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RSET",
+        "> 250 2.0.0 Ok",
+        "< QUIT",
+        "> 221 Bye",
+        NULL,
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> DATA",
+        "< 354",
+        "> A: b\r\n\r\nbody\r\n.",
+        "< 451 4.3.0 local error",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_BAD_INDEX, client, upstream, false, true, &f, &c, &up);
+    assert_int_equal(f.delivered, 0);
+}
+
 static void test_upstream_down(void **state)
 {
     (void)state;
@@ -608,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_fail_resets_upstream),
         cmocka_unit_test(test_upstream_lost_during_copies),
         cmocka_unit_test(test_idle_upstream_does_not_time_out),
+        cmocka_unit_test(test_deliver_refused_keeps_caller_arrays),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
