@@ -27,6 +27,7 @@ struct protect_out {
     void *link_arg;
     struct kme_ids *ids;
     uint64_t messages;
+    size_t jobs;                /* alive, with a session or finishing quietly */
 };
 
 struct job;
@@ -173,6 +174,7 @@ void protect_out_free(protect_out **pop)
 }
 
 uint64_t protect_out_messages(const protect_out *po) { return po->messages; }
+size_t protect_out_jobs(const protect_out *po) { return po->jobs; }
 
 protect_out_session *protect_out_session_new(protect_out *po, policy *pol,
                                              void (*closed)(void *arg), void *arg)
@@ -261,6 +263,7 @@ static void out_rcpt_free(void *ctx, void *data)
 
 static void job_free(struct job *job)
 {
+    job->po->jobs--;
     if (job->ps)
         job->ps->job = NULL;
     for (size_t i = 0; i < job->n_copies; i++) {
@@ -719,6 +722,7 @@ static void out_message(void *ctx, smtp_session *s, const struct smtp_message *m
         return;
     }
     job->po = po;
+    po->jobs++;
     job->ps = ps;
     job->s = s;
     job->pol = policy_ref(ps->pol);

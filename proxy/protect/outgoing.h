@@ -72,6 +72,9 @@ protect_out *protect_out_new(uv_loop_t *loop, protect_out_link_fn link,
 void protect_out_free(protect_out **po);
 /* Messages taken over so far (for logs). */
 uint64_t protect_out_messages(const protect_out *po);
+/* Jobs alive: with their session, or finishing a thread-pool step quietly
+ * after it ended. */
+size_t protect_out_jobs(const protect_out *po);
 
 /* One per SMTP session, its hooks_ctx. Takes over the reference pol (the
  * policy snapshot the session keeps to its end). closed(arg) runs from the

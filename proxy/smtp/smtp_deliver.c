@@ -106,7 +106,7 @@ static void finish(struct delivery_run *run, bool transport)
     s->run = NULL;
     smtp_txn_reset(s);
     smtp_enter_state(s, SMTP_STATE_READY);
-    if (transport || s->close_after_reply)
+    if (transport)
         smtp_session_schedule_close(s, true);
     else
         smtp_resume(s);

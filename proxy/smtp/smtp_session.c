@@ -339,8 +339,10 @@ void smtp_body_end(smtp_session *s)
         smtp_enter_state(s, SMTP_STATE_READY);
         return;
     }
+    /* Input is not paused while the message is processed: it stays
+     * buffered (the connection stops reading when its buffer is full), and
+     * a client that leaves is noticed at once, which cancels the message. */
     smtp_enter_state(s, SMTP_STATE_PROCESSING);
-    smtp_wait_upstream(s);
     struct smtp_message m = {
         .id = s->msg_id,
         .from = s->from ? s->from : "",
@@ -510,13 +512,15 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         return;
     case NET_EV_EOF:
         process_input(s);
-        if (!s->closing && s->state != SMTP_STATE_PROCESSING &&
-            s->state != SMTP_STATE_DELIVERING)
+        if (!s->closing && (s->state == SMTP_STATE_PROCESSING ||
+                            s->state == SMTP_STATE_DELIVERING))
+            /* The client left before the reply to its message: nobody
+             * would hear a 250, so nothing is sent (the hook's work for
+             * it is cancelled by the closed hook). */
+            qlog_info("smtp %s: client left during %s: message %s cancelled", s->id,
+                      state_names[s->state], s->msg_id);
+        if (!s->closing)
             smtp_session_schedule_close(s, false);
-        else if (!s->closing) {
-            /* The client left while we work: finish quietly, then close. */
-            s->close_after_reply = true;
-        }
         return;
     case NET_EV_TIMEOUT:
         if (s->waiting || s->state == SMTP_STATE_PROCESSING ||
@@ -529,7 +533,13 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         smtp_session_schedule_close(s, true);
         return;
     case NET_EV_ERROR:
-        qlog_info("smtp %s: %s", s->id, net_conn_error(s->conn));
+        qlog_info("smtp %s: %s%s%s", s->id, net_conn_error(s->conn),
+                  s->state == SMTP_STATE_PROCESSING || s->state == SMTP_STATE_DELIVERING
+                      ? ": message cancelled "
+                      : "",
+                  s->state == SMTP_STATE_PROCESSING || s->state == SMTP_STATE_DELIVERING
+                      ? s->msg_id
+                      : "");
         smtp_session_schedule_close(s, false);
         return;
     case NET_EV_CONNECTED:
@@ -582,10 +592,7 @@ void smtp_session_fail(smtp_session *s, int code, const char *enh, const char *t
         smtp_client_command(s->up, "RSET", 0, NULL, NULL);
     smtp_txn_reset(s);
     smtp_enter_state(s, SMTP_STATE_READY);
-    if (s->close_after_reply)
-        smtp_session_schedule_close(s, true);
-    else
-        smtp_resume(s);
+    smtp_resume(s);
     s->busy--;
     maybe_destroy(s);
 }

@@ -18,7 +18,10 @@
  *    prepended; then the message hook takes over (grouping, keys,
  *    encryption) and answers with smtp_session_deliver() or
  *    smtp_session_fail(); the client's reply to DATA comes only after
- *    upstream accepted every group.
+ *    upstream accepted every group. Meanwhile the connection is still read
+ *    (into its bounded buffer, not dispatched): a client that closes or
+ *    resets it before that reply ends the session at once, and the closed
+ *    hook cancels the hook's work (nobody would hear a 250).
  *
  * States (logged on every transition, at debug level):
  *   UPSTREAM -> GREETING -> READY <-> (TLS) ; READY -> AUTH -> READY ;

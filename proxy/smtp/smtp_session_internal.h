@@ -51,7 +51,6 @@ struct smtp_session {
     bool waiting;            /* a command awaits upstream: input paused */
     unsigned busy;           /* inside a callback: destruction deferred */
     bool closing;
-    bool close_after_reply;
 
     /* transaction */
     bool txn_upstream;       /* MAIL was accepted upstream (live txn) */
