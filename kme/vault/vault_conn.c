@@ -6,6 +6,7 @@
  * statements. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "vault_internal.h"
 
@@ -27,6 +28,40 @@ static const char *const stmt_sql[KV_STMT_COUNT] = {
     [KV_META_DELETE] = "DELETE FROM messages WHERE id = ?1",
 };
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs sql, retrying for up to busy_ms while another process holds a
+ * lock. SQLite skips its busy handler where waiting could deadlock (a
+ * journal mode change, WAL recovery by another opener at the same
+ * moment), so opening needs this loop of its own. */
+static int exec_retry(sqlite3 *db, const char *sql,
+                      int (*cb)(void *, int, char **, char **), void *arg,
+                      unsigned busy_ms)
+{
+    uint64_t deadline = now_ms() + busy_ms;
+    for (;;) {
+        int rc = sqlite3_exec(db, sql, cb, arg, NULL);
+        if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
+            now_ms() >= deadline)
+            return rc;
+        struct timespec pause = {0, 2 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static int check_wal(void *arg, int ncol, char **val, char **names)
+{
+    (void)names;
+    *(bool *)arg = ncol == 1 && val[0] != NULL &&
+                   sqlite3_stricmp(val[0], "wal") == 0;
+    return 0;
+}
+
 int kme_vault_conn_db(struct kme_vault_conn *c, const char *path, bool reader,
                       enum kme_vault_sync sync, unsigned busy_ms,
                       char **error_r)
@@ -37,36 +72,30 @@ int kme_vault_conn_db(struct kme_vault_conn *c, const char *path, bool reader,
                              NULL);
     if (rc != SQLITE_OK)
         return kme_vault_fail_db(c->db, rc, error_r, path);
-    rc = sqlite3_busy_timeout(c->db, busy_ms != 0 ? (int)busy_ms : 5000);
+    busy_ms = busy_ms != 0 ? busy_ms : 5000;
+    rc = sqlite3_busy_timeout(c->db, (int)busy_ms);
     /* Defensive: no writable schema, no double-quoted string literals. */
     if (rc == SQLITE_OK)
         rc = sqlite3_db_config(c->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_db_config(c->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
     char sql[256];
-    /* WAL is persistent in the file; the writer sets it (first open) and
-     * checks it took. secure_delete zeroes freed content (metadata blobs
-     * deleted or replaced), encrypted as it is. */
+    /* secure_delete zeroes freed content (metadata blobs deleted or
+     * replaced), encrypted as it is. */
     snprintf(sql, sizeof(sql),
              "PRAGMA synchronous=%s; PRAGMA secure_delete=ON; "
              "PRAGMA cache_size=-8192; %s",
              sync == KME_VAULT_SYNC_NORMAL ? "NORMAL" : "FULL",
              reader ? "PRAGMA query_only=ON;" : "");
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+        rc = exec_retry(c->db, sql, NULL, NULL, busy_ms);
+    /* WAL is persistent in the file: the writer sets it (first open) and
+     * checks that it took. */
+    bool wal = false;
     if (rc == SQLITE_OK && !reader) {
-        sqlite3_stmt *q = NULL;
-        rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode=WAL", -1, &q,
-                                NULL);
-        if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
-            const unsigned char *mode = sqlite3_column_text(q, 0);
-            if (mode == NULL || sqlite3_stricmp((const char *)mode, "wal"))
-                rc = SQLITE_CANTOPEN;
-        } else if (rc == SQLITE_OK) {
-            rc = sqlite3_errcode(c->db);
-        }
-        sqlite3_finalize(q);
-        if (rc == SQLITE_CANTOPEN)
+        rc = exec_retry(c->db, "PRAGMA journal_mode=WAL", check_wal, &wal,
+                        busy_ms);
+        if (rc == SQLITE_OK && !wal)
             return kme_vault_fail(error_r, KME_VAULT_EDB,
                                   "%s: cannot use WAL mode", path);
     }
