@@ -102,6 +102,8 @@ enum kme_vault_sync {
                                   on power loss. Tests and benchmarks only. */
 };
 
+#define KME_VAULT_READERS_NONE 0xffffffffu
+
 struct kme_vault_config {
     const char *path;       /* SQLite database file (created, 0600) */
     /* Master key: 32 raw bytes, or 64 hex digits and an optional newline.
@@ -111,8 +113,10 @@ struct kme_vault_config {
      * 0700) when it is missing and the database does not exist yet. A
      * missing key beside an existing vault is always KME_VAULT_ENOKEY. */
     bool create_key;
-    unsigned readers;       /* reader connections; 0: reads share the
-                               writer connection (one mutex) */
+    /* Reader connections (1..64); 0: 4. KME_VAULT_READERS_NONE: reads
+     * share the writer connection under its mutex, so a read waits for a
+     * commit's fsync (measured slower; for comparison and tests). */
+    unsigned readers;
     size_t max_meta_size;   /* metadata blob limit; 0: 1 MiB */
     enum kme_vault_sync sync;
     unsigned busy_timeout_ms; /* wait for another process's lock; 0: 5000 */

@@ -14,6 +14,7 @@ static const char label_meta[] = "qumail vault v1 metadata rows";
 static const char label_check[] = "qumail vault v1 key check";
 
 #define DEFAULT_MAX_META (1u << 20)
+#define DEFAULT_READERS 4
 
 /* The first opener records a value derived from the master key; later
  * opens compare (INSERT OR IGNORE is atomic, so two first openers agree). */
@@ -100,11 +101,14 @@ static int open_db(kme_vault *v, const struct kme_vault_config *cfg,
     /* The -wal file exists now: make its directory entry durable too. */
     if (ret == 0)
         ret = kme_vault_fsync_dir(v->path, error_r);
-    if (ret == 0 && cfg->readers > 0) {
-        v->readers = calloc(cfg->readers, sizeof(*v->readers));
+    unsigned readers = cfg->readers == 0 ? DEFAULT_READERS
+                       : cfg->readers == KME_VAULT_READERS_NONE ? 0
+                                                                : cfg->readers;
+    if (ret == 0 && readers > 0) {
+        v->readers = calloc(readers, sizeof(*v->readers));
         if (v->readers == NULL)
             return KME_VAULT_ENOMEM;
-        for (unsigned i = 0; ret == 0 && i < cfg->readers; i++) {
+        for (unsigned i = 0; ret == 0 && i < readers; i++) {
             ret = kme_vault_conn_open(&v->readers[i], v->path, true,
                                       cfg->sync, cfg->busy_timeout_ms,
                                       error_r);
@@ -124,7 +128,8 @@ int kme_vault_open(const struct kme_vault_config *cfg, kme_vault **vault_r,
         cfg->key_file == NULL || cfg->key_file[0] == '\0')
         return kme_vault_fail(error_r, KME_VAULT_EINVAL,
                               "vault path and key_file are required");
-    if (cfg->max_meta_size > KME_VAULT_MAX_META_LIMIT || cfg->readers > 64)
+    if (cfg->max_meta_size > KME_VAULT_MAX_META_LIMIT ||
+        (cfg->readers > 64 && cfg->readers != KME_VAULT_READERS_NONE))
         return kme_vault_fail(error_r, KME_VAULT_EINVAL,
                               "max_meta_size above %u or readers above 64",
                               KME_VAULT_MAX_META_LIMIT);

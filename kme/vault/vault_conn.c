@@ -84,8 +84,9 @@ int kme_vault_conn_db(struct kme_vault_conn *c, const char *path, bool reader,
      * replaced), encrypted as it is. */
     snprintf(sql, sizeof(sql),
              "PRAGMA synchronous=%s; PRAGMA secure_delete=ON; "
-             "PRAGMA cache_size=-8192; %s",
+             "PRAGMA cache_size=%d; %s",
              sync == KME_VAULT_SYNC_NORMAL ? "NORMAL" : "FULL",
+             reader ? -2048 : -8192, /* KiB: writer 8 MiB, readers 2 MiB */
              reader ? "PRAGMA query_only=ON;" : "");
     if (rc == SQLITE_OK)
         rc = exec_retry(c->db, sql, NULL, NULL, busy_ms);

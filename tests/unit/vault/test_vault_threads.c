@@ -142,7 +142,7 @@ static void test_reader_pool(void **state)
 static void test_one_connection(void **state)
 {
     (void)state;
-    run(0);
+    run(KME_VAULT_READERS_NONE);
 }
 
 int main(void)
