@@ -49,7 +49,7 @@ static int exec_retry(sqlite3 *db, const char *sql,
         if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
             now_ms() >= deadline)
             return rc;
-        struct timespec pause = {0, 2 * 1000 * 1000};
+        struct timespec pause = {0, 2000000L}; /* 2 ms */
         nanosleep(&pause, NULL);
     }
 }

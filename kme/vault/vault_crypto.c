@@ -102,7 +102,8 @@ static size_t put_str8(uint8_t *p, const char *s)
 {
     size_t len = strlen(s); /* <= KME_VAULT_MAX_ID_LEN, checked by callers */
     p[0] = (uint8_t)len;
-    memcpy(p + 1, s, len);
+    for (size_t i = 0; i < len; i++) /* not a C string: no NUL */
+        p[1 + i] = (uint8_t)s[i];
     return 1 + len;
 }
 
@@ -133,7 +134,8 @@ size_t kme_vault_meta_aad(uint8_t out[KME_VAULT_META_AAD_MAX],
     memcpy(out, meta_label, sizeof(meta_label));
     out[off++] = (uint8_t)(len >> 8);
     out[off++] = (uint8_t)len;
-    memcpy(out + off, msg_id, len);
+    for (size_t i = 0; i < len; i++) /* not a C string: no NUL */
+        out[off + i] = (uint8_t)msg_id[i];
     return off + len;
 }
 

@@ -14,7 +14,7 @@
 /* Layout version written to PRAGMA user_version (vault_schema.c). */
 #define KME_VAULT_SCHEMA_VERSION 2
 
-#define KME_VAULT_MASTER_LEN 32
+#define KME_VAULT_MASTER_LEN ((size_t)32)
 #define KME_VAULT_SUBKEY_LEN 32
 #define KME_VAULT_NONCE_LEN 12
 #define KME_VAULT_TAG_LEN 16

@@ -87,11 +87,11 @@ static int compare_existing(kme_vault *v, struct kme_vault_conn *c,
         uint8_t aad[KME_VAULT_KEY_AAD_MAX];
         size_t aad_len = kme_vault_key_aad(aad, kind, sqlite3_column_int(q, 0),
                                            source, master, key_id);
-        if (slen != len + KME_VAULT_SEAL_OVERHEAD)
-            ret = KME_VAULT_ECONFLICT;
-        else if ((ret = kme_vault_unseal(*dec, aad, aad_len, sealed, slen,
-                                         plain)) == 0 &&
-                 CRYPTO_memcmp(plain, bytes, len) != 0)
+        /* Another length is a conflict; else decrypt and compare. */
+        bool same = slen == len + KME_VAULT_SEAL_OVERHEAD;
+        if (same)
+            ret = kme_vault_unseal(*dec, aad, aad_len, sealed, slen, plain);
+        if (ret == 0 && (!same || CRYPTO_memcmp(plain, bytes, len) != 0))
             ret = KME_VAULT_ECONFLICT;
         OPENSSL_cleanse(plain, len);
         if (ret == KME_VAULT_ECONFLICT)
@@ -428,9 +428,9 @@ int kme_vault_key_get(kme_vault *v, const char *source_kme_id,
     const char *ids[1] = {key_id};
     int ret = kme_vault_keys_get(v, source_kme_id, master_sae_id,
                                  key_id != NULL ? ids : NULL, 1, &k, error_r);
-    if (ret != 0)
+    if (ret != 0 || k == NULL)
         return ret;
-    if (k->found == 0) {
+    if (k->found == 0 || k->keys[0].len == 0) {
         kme_vault_keys_free(&k);
         return kme_vault_fail(error_r, KME_VAULT_ENOTFOUND,
                               "key %s of %s is not in the vault", key_id,

@@ -228,8 +228,13 @@ static void verify(const struct vt *t, const struct round_log *logs,
         uint8_t *b = NULL;
         size_t len = 0;
         assert_int_equal(kme_vault_meta_get(v, id, &b, &len, NULL), 0);
-        int sr = -1, so = -1;
-        assert_int_equal(sscanf((const char *)b, "r%d i%d|", &sr, &so), 2);
+        /* "r<round> i<op>|" */
+        assert_int_equal(b[0], 'r');
+        char *end = NULL;
+        int sr = (int)strtol((const char *)b + 1, &end, 10);
+        assert_true(end[0] == ' ' && end[1] == 'i');
+        int so = (int)strtol(end + 2, &end, 10);
+        assert_int_equal(end[0], '|');
         assert_true(sr > meta_round[i] ||
                     (sr == meta_round[i] && so >= meta_op[i]));
         uint8_t want[400];
@@ -252,7 +257,7 @@ static void test_kill_9(void **state)
 {
     (void)state;
     const char *e = getenv("VAULT_CRASH_ROUNDS");
-    int rounds = e != NULL ? atoi(e) : 12;
+    int rounds = e != NULL ? (int)strtol(e, NULL, 10) : 12;
     e = getenv("VAULT_CRASH_SEED");
     unsigned seed = e != NULL ? (unsigned)strtoul(e, NULL, 10)
                               : (unsigned)time(NULL) ^ (unsigned)getpid();

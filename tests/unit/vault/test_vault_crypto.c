@@ -51,18 +51,17 @@ static void raw_sql(struct vt *t, const char *sql)
     sqlite3_close(db);
 }
 
+/* The whole file (an empty buffer when it cannot be read). */
 static size_t read_all(const char *path, uint8_t **buf)
 {
-    *buf = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return 0;
     struct stat st;
-    fstat(fd, &st);
-    *buf = malloc((size_t)st.st_size + 1);
-    size_t n = (size_t)read(fd, *buf, (size_t)st.st_size);
-    close(fd);
-    return n;
+    int fd = open(path, O_RDONLY);
+    size_t size = fd >= 0 && fstat(fd, &st) == 0 ? (size_t)st.st_size : 0;
+    *buf = malloc(size + 1);
+    ssize_t n = fd >= 0 && *buf != NULL ? read(fd, *buf, size) : 0;
+    if (fd >= 0)
+        close(fd);
+    return n > 0 ? (size_t)n : 0;
 }
 
 static void put_one(kme_vault *v, const char *src, const char *master,

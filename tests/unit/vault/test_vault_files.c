@@ -138,9 +138,10 @@ static void test_operator_key_forms(void **state)
 
     /* The same key written as hex (upper case, CRLF) opens the vault. */
     char hex[70];
-    for (int i = 0; i < 32; i++)
+    for (size_t i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02X", raw[i]);
-    memcpy(hex + 64, "\r\n", 2);
+    hex[64] = '\r';
+    hex[65] = '\n';
     write_file(t->key, hex, 66, 0600);
     assert_int_equal(try_open(t, &v, &err), 0);
     uint8_t *b = NULL;

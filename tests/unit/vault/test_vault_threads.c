@@ -51,7 +51,7 @@ static void *work(void *arg)
             p[BATCH + j] = other[j];
         }
         struct kme_vault_keys *k = NULL;
-        if (kme_vault_keys_get(w->v, "K", "S", p, 2 * BATCH, &k, NULL) != 0) {
+        if (kme_vault_keys_get(w->v, "K", "S", p, (size_t)2 * BATCH, &k, NULL) != 0) {
             w->failures++;
             continue;
         }
@@ -109,7 +109,7 @@ static void run(unsigned readers)
     }
     struct kme_vault_stats st;
     assert_int_equal(kme_vault_stats(v, &st, NULL), 0);
-    assert_int_equal(st.keys_received, THREADS * ROUNDS * BATCH);
+    assert_int_equal(st.keys_received, (size_t)THREADS * ROUNDS * BATCH);
     assert_int_equal(st.keys_local, THREADS * ROUNDS);
     assert_int_equal(st.messages, THREADS);
     kme_vault_close(&v);
@@ -122,13 +122,14 @@ static void run(unsigned readers)
             ids[i * ROUNDS + r] = w[i].local_ids[r];
     struct kme_vault_keys *k = NULL;
     assert_int_equal(kme_vault_keys_get(v, KME_VAULT_LOCAL_SOURCE, "owner",
-                                        ids, THREADS * ROUNDS, &k, NULL),
+                                        ids, (size_t)THREADS * ROUNDS, &k,
+                                        NULL),
                      0);
     assert_int_equal(k->found, THREADS * ROUNDS);
     kme_vault_keys_free(&k);
     uint64_t rows = 0;
     assert_int_equal(kme_vault_verify(v, &rows, NULL), 0);
-    assert_int_equal(rows, THREADS * ROUNDS * (BATCH + 1) + THREADS);
+    assert_int_equal(rows, (size_t)THREADS * ROUNDS * (BATCH + 1) + THREADS);
     kme_vault_close(&v);
     vt_cleanup(&t);
 }
