@@ -255,4 +255,11 @@ int kme_vault_stats(kme_vault *v, struct kme_vault_stats *st, char **error_r);
  * problem. *rows_r (optional): rows checked. Slow: off the loop. */
 int kme_vault_verify(kme_vault *v, uint64_t *rows_r, char **error_r);
 
+/* A consistent copy of the vault at dest_path (which must not exist;
+ * created 0600, synced), taken while the vault is in use: a read
+ * transaction on a reader connection (VACUUM INTO), writers go on. The
+ * copy is encrypted like the vault and useless without the master key
+ * file: back that up too, kept apart. Slow: off the loop. */
+int kme_vault_backup(kme_vault *v, const char *dest_path, char **error_r);
+
 #endif

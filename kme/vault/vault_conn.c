@@ -87,7 +87,10 @@ int kme_vault_conn_db(struct kme_vault_conn *c, const char *path, bool reader,
              "PRAGMA cache_size=%d; %s",
              sync == KME_VAULT_SYNC_NORMAL ? "NORMAL" : "FULL",
              reader ? -2048 : -8192, /* KiB: writer 8 MiB, readers 2 MiB */
-             reader ? "PRAGMA query_only=ON;" : "");
+             /* A batch of 100,000 keys grows the WAL to ~20 MB: give the
+              * space back after the checkpoint. */
+             reader ? "PRAGMA query_only=ON;"
+                    : "PRAGMA journal_size_limit=16777216;");
     if (rc == SQLITE_OK)
         rc = exec_retry(c->db, sql, NULL, NULL, busy_ms);
     /* WAL is persistent in the file: the writer sets it (first open) and

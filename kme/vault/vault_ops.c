@@ -1,11 +1,15 @@
 /* Operator views of the vault: counts (stats) and a full check (verify:
  * SQLite's integrity check, then every row decrypted and authenticated).
- * Both scan the whole database in one read transaction. */
+ * Both scan the whole database in one read transaction. Backup copies it
+ * (VACUUM INTO). */
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "vault_internal.h"
 
@@ -198,5 +202,58 @@ int kme_vault_verify(kme_vault *v, uint64_t *rows_r, char **error_r)
     kme_vault_reader_put(v, c);
     if (rows_r != NULL)
         *rows_r = rows;
+    return ret;
+}
+
+int kme_vault_backup(kme_vault *v, const char *dest_path, char **error_r)
+{
+    if (v == NULL || dest_path == NULL || dest_path[0] == '\0')
+        return kme_vault_fail(error_r, KME_VAULT_EINVAL,
+                              "no vault or backup path");
+    /* An empty private file first: VACUUM INTO fills an empty file, and
+     * the copy is never readable by others, not even for a moment. */
+    int fd = open(dest_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return kme_vault_fail(error_r, KME_VAULT_EIO, "cannot create %s: %s",
+                              dest_path, strerror(errno));
+    int ret = 0;
+    if (fchmod(fd, 0600) != 0)
+        ret = kme_vault_fail(error_r, KME_VAULT_EIO, "chmod %s: %s",
+                             dest_path, strerror(errno));
+    close(fd);
+    if (ret == 0) {
+        struct kme_vault_conn *c = kme_vault_reader_get(v);
+        sqlite3_stmt *q = NULL;
+        /* query_only refuses VACUUM INTO, which writes only the copy. */
+        int rc = sqlite3_exec(c->db, "PRAGMA query_only=OFF", NULL, NULL,
+                              NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v2(c->db, "VACUUM INTO ?1", -1, &q, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(q, 1, dest_path, -1, SQLITE_STATIC);
+            rc = sqlite3_step(q);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        if (rc != SQLITE_OK)
+            ret = kme_vault_fail_db(c->db, rc, error_r, "backup");
+        sqlite3_finalize(q);
+        if (c != &v->writer &&
+            sqlite3_exec(c->db, "PRAGMA query_only=ON", NULL, NULL, NULL) !=
+                SQLITE_OK &&
+            ret == 0)
+            ret = kme_vault_fail_db(c->db, SQLITE_ERROR, error_r, "backup");
+        kme_vault_reader_put(v, c);
+    }
+    /* VACUUM INTO does not sync its output. */
+    fd = ret == 0 ? open(dest_path, O_RDONLY | O_CLOEXEC) : -1;
+    if (ret == 0 && (fd < 0 || fsync(fd) != 0))
+        ret = kme_vault_fail(error_r, KME_VAULT_EIO, "cannot sync %s: %s",
+                             dest_path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (ret == 0)
+        ret = kme_vault_fsync_dir(dest_path, error_r);
+    if (ret != 0)
+        unlink(dest_path);
     return ret;
 }

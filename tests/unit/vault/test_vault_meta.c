@@ -150,6 +150,45 @@ static void test_default_limit(void **state)
     kme_vault_close(&v);
 }
 
+/* A backup taken while the vault is open reads like the vault itself,
+ * with the same key file. */
+static void test_backup(void **state)
+{
+    struct vt *t = *state;
+    kme_vault *v = open_ok(t);
+    uint8_t key[32] = {3, 1, 4};
+    struct kme_vault_key_in in = {"k", key, 32};
+    assert_int_equal(kme_vault_keys_put(v, KME_VAULT_SENT, "K", "S", &in, 1,
+                                        NULL),
+                     0);
+    assert_int_equal(kme_vault_meta_put(v, "m", "meta", 4, NULL), 0);
+    char copy[700];
+    snprintf(copy, sizeof(copy), "%s/backup.sqlite", t->dir);
+    char *err = NULL;
+    if (kme_vault_backup(v, copy, &err) != 0)
+        fail_msg("backup: %s", err);
+    assert_int_equal(vt_mode(copy), 0600);
+    assert_int_equal(kme_vault_backup(v, copy, &err), KME_VAULT_EIO);
+    assert_non_null(strstr(err, "backup.sqlite"));
+    free(err);
+    assert_int_equal(kme_vault_meta_put(v, "after", "x", 1, NULL), 0);
+    kme_vault_close(&v);
+
+    t->cfg.path = copy;
+    t->cfg.create_key = false;
+    v = open_ok(t);
+    uint8_t *b = NULL;
+    size_t len = 0;
+    assert_int_equal(kme_vault_key_get(v, "K", "S", "k", &b, &len, NULL), 0);
+    assert_memory_equal(b, key, 32);
+    kme_vault_bytes_free(&b, len);
+    expect(v, "m", "meta", 4);
+    assert_int_equal(kme_vault_meta_get(v, "after", &b, &len, NULL),
+                     KME_VAULT_ENOTFOUND);
+    assert_int_equal(kme_vault_verify(v, NULL, NULL), 0);
+    kme_vault_close(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +196,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
