@@ -246,22 +246,21 @@ struct reader_arg {
     unsigned long calls;
     unsigned long stored;
     unsigned seed;
-    double secs;
-    double worst;
+    double *lat; /* seconds, one per call */
 };
 
 static void *reader(void *p)
 {
     struct reader_arg *a = p;
-    for (unsigned long i = 0; i < a->calls; i++) {
-        double t0 = now_s();
-        get_keys(a->v, "bat", a->stored, 1, 1, &a->seed);
-        double d = now_s() - t0;
-        a->secs += d;
-        if (d > a->worst)
-            a->worst = d;
-    }
+    for (unsigned long i = 0; i < a->calls; i++)
+        a->lat[i] = get_keys(a->v, "bat", a->stored, 1, 1, &a->seed);
     return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
 static volatile int writer_stop;
@@ -285,21 +284,18 @@ static void bench_threads(unsigned readers, bool with_writer)
     writer_stop = 0;
     if (with_writer)
         pthread_create(&w, NULL, writer, v);
+    unsigned long per = quick ? 500 : 20000, calls = per * T;
+    double *lat = calloc(calls, sizeof(*lat));
     double t0 = now_s();
     for (int i = 0; i < T; i++) {
-        a[i] = (struct reader_arg){v, quick ? 500 : 20000, stored,
-                                   (unsigned)i + 1, 0, 0};
+        a[i] = (struct reader_arg){v, per, stored, (unsigned)i + 1,
+                                   lat + per * (unsigned long)i};
         pthread_create(&th[i], NULL, reader, &a[i]);
     }
-    double worst = 0;
-    unsigned long calls = 0;
-    for (int i = 0; i < T; i++) {
+    for (int i = 0; i < T; i++)
         pthread_join(th[i], NULL);
-        calls += a[i].calls;
-        if (a[i].worst > worst)
-            worst = a[i].worst;
-    }
     double secs = now_s() - t0;
+    qsort(lat, calls, sizeof(*lat), cmp_double);
     writer_stop = 1;
     if (with_writer)
         pthread_join(w, NULL);
@@ -308,7 +304,10 @@ static void bench_threads(unsigned readers, bool with_writer)
              readers != KME_VAULT_READERS_NONE ? "4 readers" : "1 connection",
              with_writer ? " + writer" : "");
     report(what, calls, calls, "keys", secs);
-    printf("%-44s worst single get %.1f ms\n", "", worst * 1e3);
+    printf("%-44s get latency p50 %.1f us, p99 %.1f us, p99.9 %.1f us\n", "",
+           lat[calls / 2] * 1e6, lat[calls * 99 / 100] * 1e6,
+           lat[calls * 999 / 1000] * 1e6);
+    free(lat);
     kme_vault_close(&v);
 }
 
