@@ -212,8 +212,12 @@ static int create_key(const char *key_file, char **error_r)
     if (fd >= 0 && close(fd) != 0 && ret == 0)
         ret = fail_errno(error_r, "cannot write", tmp);
     /* Publish: fails with EEXIST when another process got there first,
-     * and then its key is the one (read back by the caller). */
-    if (ret == 0 && link(tmp, key_file) != 0 && errno != EEXIST)
+     * and then its key is the one (read back by the caller). A file
+     * system without hard links gets the same rule from renameat2. */
+    if (ret == 0 && link(tmp, key_file) != 0 && errno != EEXIST &&
+        (errno != EPERM || renameat2(AT_FDCWD, tmp, AT_FDCWD, key_file,
+                                     RENAME_NOREPLACE) != 0) &&
+        errno != EEXIST)
         ret = fail_errno(error_r, "cannot create master key", key_file);
     if (fd >= 0)
         unlink(tmp);
