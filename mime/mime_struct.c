@@ -683,6 +683,8 @@ static void scan_header_line(struct scan *s)
     s->pos = end;
 }
 
+/* A boundary line of b starts at line_start ("--"); the parts inside b's
+ * multipart end where the content before it was attributed. */
 static void finish_at_boundary(struct scan *s, struct boundary *b,
                                uint64_t line_start)
 {
@@ -695,8 +697,8 @@ static void finish_at_boundary(struct scan *s, struct boundary *b,
     lf = memchr(s->buf + line_start, '\n', (size_t)(s->n - line_start));
     s->pos = lf != NULL ? (uint64_t)(lf - s->buf) + 1 : s->n;
     s->part->end = s->pos;
-    if (s->pos >= s->n) {
-        s->state = SCAN_DONE;
+    if (lf == NULL) {
+        s->state = SCAN_DONE; /* the message ends inside the boundary line */
     } else if (s->boundaries == NULL || s->boundaries->part != s->part) {
         s->state = s->boundaries != NULL ? SCAN_TO_BOUNDARY : SCAN_TO_EOF;
         s->first_line = 1;
@@ -730,7 +732,7 @@ static void scan_to_boundary(struct scan *s)
         pos = l + 1;
         if ((b = boundary_line(s, pos)) != NULL) {
             s->part->end = bstart;
-            finish_at_boundary(s, b, bstart);
+            finish_at_boundary(s, b, pos);
             return;
         }
     }
