@@ -77,7 +77,7 @@ class RawImap:
     def ok(self, cmd, literal=None):
         untagged, status = self.command(cmd, literal)
         if not status.startswith(b"OK"):
-            raise RawImapError("%r -> %r" % (cmd, status))
+            raise RawImapError("%r -> %r" % (cmd[:120], status[:200]))
         return untagged, status
 
     # -- helpers ---------------------------------------------------------------
