@@ -643,6 +643,7 @@ static void scan_header_line(struct scan *s)
             s->multipart = 1;
         } else {
             s->part->pub.flags &= ~(unsigned int)MIME_PART_MULTIPART;
+            s->part->pub.flags |= MIME_PART_OVERFLOW;
         }
     }
     b = boundary_line(s, s->pos);
@@ -755,6 +756,7 @@ static void scan_body_init(struct scan *s)
             return;
         }
         p->pub.flags &= ~(unsigned int)MIME_PART_MESSAGE_RFC822;
+        p->pub.flags |= MIME_PART_OVERFLOW;
         s->state = s->boundaries != NULL ? SCAN_TO_BOUNDARY : SCAN_TO_EOF;
     } else {
         s->state = s->boundaries != NULL ? SCAN_TO_BOUNDARY : SCAN_TO_EOF;

@@ -56,6 +56,9 @@ enum mime_part_flag {
     MIME_PART_IS_MIME = 1 << 3,        /* Content-* fields apply */
     MIME_PART_DIGEST = 1 << 4,         /* multipart/digest: children default
                                           to message/rfc822 */
+    MIME_PART_OVERFLOW = 1 << 5,       /* a multipart or message/rfc822 below
+                                          the nesting limit, kept as a leaf
+                                          (IMAP shows application/octet-stream) */
 };
 
 struct mime_param {

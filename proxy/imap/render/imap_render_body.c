@@ -159,6 +159,10 @@ static void leaf_write(struct imap_render_buf *b, const struct mime_part *p,
     if ((p->flags & MIME_PART_MESSAGE_RFC822) != 0) {
         rb_str(b, "\"message\" \"rfc822\"");
         text = 0;
+    } else if ((p->flags & MIME_PART_OVERFLOW) != 0) {
+        /* nested too deep: Dovecot hides the multipart/message type */
+        rb_str(b, "\"application\" \"octet-stream\"");
+        text = 0;
     } else if (p->content_type == NULL) {
         text = 1;
         rb_str(b, "\"text\" \"plain\"");

@@ -135,6 +135,7 @@ void q_for_humans(struct imap_render_buf *b, const char *src)
             modify = 1;
             break;
         case '\t':
+        case '\r': /* a bare CR reads as white space, like a tab */
             modify = 1;
             /* fall through */
         case ' ':
@@ -144,7 +145,6 @@ void q_for_humans(struct imap_render_buf *b, const char *src)
             }
             last_lwsp = 1;
             break;
-        case '\r':
         case '\n':
             remove++;
             modify = 1;
@@ -190,12 +190,12 @@ void q_for_humans(struct imap_render_buf *b, const char *src)
             last_lwsp = 0;
             break;
         case '\t':
+        case '\r':
         case ' ':
             if (!last_lwsp)
                 rb_c(b, ' ');
             last_lwsp = 1;
             break;
-        case '\r':
         case '\n':
             break;
         default:

@@ -44,9 +44,13 @@ static int field_listed(const uint8_t *name, size_t len,
 
 /* The header at [start, end of message): the listed fields (or all but
  * them), each as it stands, then the blank line if the header has one. */
+/* Dovecot answers HEADER.FIELDS of the message itself from its header
+ * cache: every field ends with a CRLF and a blank line follows, even when
+ * the header has none (root_fields). Other filters (HEADER.FIELDS.NOT, and
+ * HEADER.FIELDS of an attached message) pass the header through as it is. */
 static int header_filter(const uint8_t *msg, uint64_t size, uint64_t start,
                          const struct imap_section *sec, int include,
-                         struct imap_render_buf *out)
+                         int root_fields, struct imap_render_buf *out)
 {
     uint64_t pos = start;
     int eoh = 0;
@@ -85,12 +89,14 @@ static int header_filter(const uint8_t *msg, uint64_t size, uint64_t start,
         } else {
             name_len = first;
         }
-        if (field_listed(msg + pos, (size_t)name_len, sec) == include)
+        if (field_listed(msg + pos, (size_t)name_len, sec) == include) {
             rb_add(out, msg + pos, (size_t)(end - pos));
+            if (root_fields && msg[end - 1] != '\n')
+                rb_add(out, "\r\n", 2);
+        }
         pos = end;
     }
-    /* no blank line: Dovecot ends the answer with a CRLF all the same */
-    if (!eoh)
+    if (root_fields && !eoh)
         rb_add(out, "\r\n", 2);
     return out->failed ? IMAP_RENDER_ERR_NOMEM : IMAP_RENDER_OK;
 }
@@ -171,8 +177,9 @@ int imap_render_section(const struct mime_struct *ms,
     case IMAP_SECTION_HEADER_FIELDS:
     case IMAP_SECTION_HEADER_FIELDS_NOT: {
         struct imap_render_buf b = {0};
-        int ret = header_filter(msg, size, part->offset, sec,
-                                sec->kind == IMAP_SECTION_HEADER_FIELDS, &b);
+        int include = sec->kind == IMAP_SECTION_HEADER_FIELDS;
+        int ret = header_filter(msg, size, part->offset, sec, include,
+                                include && sec->path_len == 0, &b);
         if (ret != IMAP_RENDER_OK) {
             imap_render_buf_free(&b);
             return ret;
