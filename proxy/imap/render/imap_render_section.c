@@ -45,8 +45,8 @@ static int field_listed(const uint8_t *name, size_t len,
 /* The header at [start, end of message): the listed fields (or all but
  * them), each as it stands, then the blank line if the header has one. */
 /* Dovecot answers HEADER.FIELDS of the message itself from its header
- * cache: every field ends with a CRLF and a blank line follows, even when
- * the header has none (root_fields). Other filters (HEADER.FIELDS.NOT, and
+ * cache, which ends with one CRLF more when the header has no blank line
+ * (root_fields). Other filters (HEADER.FIELDS.NOT, and
  * HEADER.FIELDS of an attached message) pass the header through as it is. */
 static int header_filter(const uint8_t *msg, uint64_t size, uint64_t start,
                          const struct imap_section *sec, int include,
@@ -89,11 +89,8 @@ static int header_filter(const uint8_t *msg, uint64_t size, uint64_t start,
         } else {
             name_len = first;
         }
-        if (field_listed(msg + pos, (size_t)name_len, sec) == include) {
+        if (field_listed(msg + pos, (size_t)name_len, sec) == include)
             rb_add(out, msg + pos, (size_t)(end - pos));
-            if (root_fields && msg[end - 1] != '\n')
-                rb_add(out, "\r\n", 2);
-        }
         pos = end;
     }
     if (root_fields && !eoh)
