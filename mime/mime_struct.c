@@ -126,6 +126,7 @@ size_t mime_struct_normalize(const void *msg, size_t len, void *out)
 {
     const unsigned char *p = msg, *end = p + len;
     unsigned char *o = out;
+    int nuls = len > 0 && memchr(msg, 0, len) != NULL;
 
     while (p < end) {
         const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
@@ -134,7 +135,8 @@ size_t mime_struct_normalize(const void *msg, size_t len, void *out)
 
         memcpy(o, p, n);
         /* NUL -> 0x80, as Dovecot serves it (IMAP literals carry no NUL) */
-        for (unsigned char *z = o; (z = memchr(z, 0, (size_t)(o + n - z))) != NULL;)
+        for (unsigned char *z = o;
+             nuls && (z = memchr(z, 0, (size_t)(o + n - z))) != NULL;)
             *z++ = 0x80;
         o += n;
         if (lf != NULL) {
@@ -724,7 +726,8 @@ static void scan_to_boundary(struct scan *s)
         return;
     }
     for (;;) {
-        const unsigned char *lf = memchr(s->buf + pos, '\n', (size_t)(s->n - pos));
+        /* only a line starting with "--" can be a boundary line */
+        const unsigned char *lf = memmem(s->buf + pos, (size_t)(s->n - pos), "\n--", 3);
         uint64_t l, bstart;
         if (lf == NULL)
             break;
@@ -829,6 +832,27 @@ static void apply_counts(struct node *p, size_t *i, const uint32_t *tmp)
         apply_counts((struct node *)c, i, tmp);
 }
 
+/* LFs in [p, p + n): eight bytes at a time. */
+static uint32_t count_lf(const unsigned char *p, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    const uint64_t lf = ones * '\n';
+    uint64_t count = 0;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, x;
+        memcpy(&w, p + i, 8);
+        x = w ^ lf; /* zero bytes where LF */
+        /* exact zero-byte mask: high bit set only for zero bytes */
+        x = ~(((x & ~high) + ~high) | x | ~high);
+        count += (uint64_t)__builtin_popcountll(x);
+    }
+    for (; i < n; i++)
+        count += p[i] == '\n';
+    return (uint32_t)count;
+}
+
 static int count_lines(struct mime_struct *ms)
 {
     size_t n = (size_t)ms->n_parts * 3, k = 0, i;
@@ -847,14 +871,9 @@ static int count_lines(struct mime_struct *ms)
     qsort(m, k, sizeof(*m), mark_cmp);
     for (i = 0; i < k; i++) {
         uint64_t to = m[i].pos;
-        while (at < to) {
-            const unsigned char *lf = memchr(buf + at, '\n', (size_t)(to - at));
-            if (lf == NULL) {
-                at = to;
-                break;
-            }
-            lines++;
-            at = (uint64_t)(lf - buf) + 1;
+        if (to > at) {
+            lines += count_lf(buf + at, (size_t)(to - at));
+            at = to;
         }
         *m[i].out = lines;
     }
