@@ -4,7 +4,7 @@
  *
  * The reference is Dovecot 2.3's message parser, because the IMAP proxy
  * must answer for a decrypted message exactly what Dovecot answers for the
- * same plaintext stored directly (see mime/README.md, "Part tree"):
+ * same plaintext stored directly (rules and evidence: mime/STRUCT.md):
  *
  *  - The message is first normalised the way Dovecot stores and serves it:
  *    every LF not preceded by CR becomes CRLF, every NUL becomes 0x80; bare
