@@ -772,7 +772,7 @@ const struct mime_address *ms_parse_addresses(struct ms_arena *a,
 
     if (ms_tok_skip_lwsp(&c.t) > 0) {
         for (;;) {
-            if ((ret = parse_address(&c)) == 0)
+            if (parse_address(&c) == 0)
                 break;
             if (c.t.data >= c.t.end || *c.t.data != ',')
                 break;

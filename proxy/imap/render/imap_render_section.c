@@ -20,9 +20,9 @@ static const struct mime_part *find_part(const struct mime_part *part,
             part = part->children;
             for (; num > 1 && part != NULL; num--)
                 part = part->next;
-        } else if (num != 1) {
-            part = NULL;
-        } else if (more && (part->flags & MIME_PART_MESSAGE_RFC822) == 0) {
+        } else if (num != 1 ||
+                   (more && (part->flags & MIME_PART_MESSAGE_RFC822) == 0)) {
+            /* [1] only, and deeper only inside a message/rfc822 */
             part = NULL;
         }
         if (part != NULL && (part->flags & MIME_PART_MESSAGE_RFC822) != 0 && more)
@@ -253,7 +253,7 @@ int imap_render_section_parse(const char *spec, struct imap_section *sec,
     } else {
         return IMAP_RENDER_ERR_INVALID;
     }
-    strcpy(names, p);
+    memcpy(names, p, strlen(p) + 1); /* names holds strlen(spec) + 1 */
     for (char *n = names; *n != '\0';) {
         char *e;
         while (*n == ' ')
