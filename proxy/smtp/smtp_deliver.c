@@ -108,8 +108,6 @@ static void finish(struct delivery_run *run, bool transport)
     smtp_enter_state(s, SMTP_STATE_READY);
     if (transport)
         smtp_session_schedule_close(s, true);
-    else
-        smtp_resume(s);
     run->finished = true;
     if (run->cb)
         run->cb(s, &res, run->arg);
@@ -140,13 +138,8 @@ static void fail_with(struct delivery_run *run, const struct smtp_client_reply *
         return;                                                               \
     }                                                                         \
     smtp_session *s = (run)->s;                                               \
-    s->busy++
-#define LEAVE(s)                                                              \
-    do {                                                                      \
-        s->busy--;                                                            \
-        if (s->closing && s->busy == 0)                                       \
-            smtp_session_close(s);                                            \
-    } while (0)
+    smtp_session_enter(s)
+#define LEAVE(s) smtp_session_leave(s)
 
 static void start_copy(struct delivery_run *run);
 
@@ -281,7 +274,7 @@ int smtp_session_deliver(smtp_session *s, const struct smtp_delivery *d, size_t 
         run->d[i].rcpt_index = idx;
         run->n = i + 1;
     }
-    s->busy++;
+    smtp_session_enter(s);
     s->run = run;
     smtp_enter_state(s, SMTP_STATE_DELIVERING);
     if (!s->up || !smtp_client_ready(s->up)) {

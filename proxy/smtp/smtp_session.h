@@ -23,10 +23,15 @@
  *    resets it before that reply ends the session at once, and the closed
  *    hook cancels the hook's work (nobody would hear a 250).
  *
- * States (logged on every transition, at debug level):
- *   UPSTREAM -> GREETING -> READY <-> (TLS) ; READY -> AUTH -> READY ;
- *   READY -> MAIL -> RCPT -> DATA|BDAT -> PROCESSING -> DELIVERING -> READY;
- *   any -> CLOSING. */
+ * States (smtp_session_internal.h; logged on every transition, at debug
+ * level):
+ *   UPSTREAM -> HELO -> READY <-> (TLS);
+ *   READY -> AUTH_UPSTREAM <-> AUTH_CLIENT -> READY;
+ *   READY -> MAIL_UPSTREAM -> MAIL -> RCPT_UPSTREAM -> RCPT
+ *         -> DATA | BDAT [-> CHUNKED -> BDAT] -> PROCESSING -> DELIVERING
+ *         -> READY;
+ *   a command state -> SKIP_LINE -> back; BDAT refused: -> BDAT_DISCARD
+ *   -> back; any -> CLOSING. */
 #ifndef QUMAIL_SMTP_SESSION_H
 #define QUMAIL_SMTP_SESSION_H
 
