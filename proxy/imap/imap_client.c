@@ -76,6 +76,8 @@ struct imap_client {
     bool freed;
     bool mid_response;
     bool eof_seen;                /* the upstream closed; input may remain */
+    bool idling;                  /* IDLE in flight */
+    uint64_t cur_timeout;         /* what the connection was given */
     uint32_t tag_seq;
     char tag_prefix[12];
     uint64_t bytes_in, bytes_out;
@@ -83,6 +85,26 @@ struct imap_client {
 
 static void on_conn(net_conn *conn, enum net_event e, void *arg);
 static void process_input(imap_client *c);
+
+/* After setup: a response is due while a command is in flight. */
+static void update_timeout(imap_client *c)
+{
+    if (!c->conn || c->st != IC_READY)
+        return;
+    uint64_t t = c->n_cmds > 0 && !c->idling
+                     ? (c->cfg.command_timeout_ms ? c->cfg.command_timeout_ms : 300000)
+                     : c->cfg.idle_timeout_ms;
+    if (t != c->cur_timeout) {
+        c->cur_timeout = t;
+        net_conn_set_timeout(c->conn, t);
+    }
+}
+
+void imap_client_set_idling(imap_client *c, bool idling)
+{
+    c->idling = idling;
+    update_timeout(c);
+}
 static void check_eof(imap_client *c);
 
 enum imap_status imap_client_greeting_status(const imap_client *c) { return c->greet_status; }
@@ -276,6 +298,7 @@ imap_client_cmd *imap_client_cmd_new(imap_client *c, const char *tag, size_t tag
         c->head = cmd;
     c->tail = cmd;
     c->n_cmds++;
+    update_timeout(c);
     return cmd;
 }
 
@@ -472,7 +495,8 @@ static bool split_addr(const char *addr, char *ip, size_t ip_size, char *port, s
 static void become_ready(imap_client *c)
 {
     c->st = IC_READY;
-    net_conn_set_timeout(c->conn, c->cfg.idle_timeout_ms);
+    c->cur_timeout = UINT64_MAX;
+    update_timeout(c);
     if (c->ev.ready)
         c->ev.ready(c->arg, c, true, NULL);
 }
@@ -647,6 +671,7 @@ static int dispatch(imap_client *c, const struct imap_resp_event *ev)
             return c->ev.response(c->arg, c, ev) ? 1 : 0;
         cmd_unlink(c, cmd);
         forget_cmd(c, cmd);
+        update_timeout(c);
         if (cmd->cb)
             cmd->cb(c, cmd, ev, IMAP_CONT_RELAY, cmd->arg);
         free(cmd);

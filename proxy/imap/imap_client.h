@@ -48,7 +48,10 @@ struct imap_client_config {
     net_tls *tls_ctx;          /* client context; required unless PLAIN */
     const char *server_name;   /* SNI and the name verified; NULL: host */
     uint64_t setup_timeout_ms; /* connect to ready (0: 30 s) */
-    uint64_t idle_timeout_ms;  /* after setup, no input (0: none) */
+    uint64_t command_timeout_ms; /* silence while a command awaits its
+                                    response, IDLE excepted (0: 5 min) */
+    uint64_t idle_timeout_ms;  /* silence with nothing in flight or in
+                                  IDLE (0: none) */
     bool send_client_id;       /* ID with x-originating-ip (the upstream
                                   trusts the proxy's address) */
     const char *client_addr;   /* "ip:port" / "[ip6]:port" for that ID */
@@ -115,6 +118,10 @@ int imap_client_send(imap_client *c, imap_client_cmd *cmd, const void *data, siz
 int imap_client_expect(imap_client *c, imap_client_cmd *cmd, enum imap_cont_mode mode);
 /* Bytes queued for the upstream, held ones included. */
 size_t imap_client_output_pending(const imap_client *c);
+
+/* The command in flight is IDLE: silence is normal (keepalives come
+ * every few minutes at most), idle_timeout applies, not command_timeout. */
+void imap_client_set_idling(imap_client *c, bool idling);
 
 /* Backpressure: stop / restart handing events to the owner. */
 void imap_client_pause(imap_client *c);

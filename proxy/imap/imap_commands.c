@@ -405,6 +405,7 @@ static void proceed_idle(imap_session *s, const struct imap_args *a, size_t firs
     if (!c)
         return;
     imap_client_expect(s->up, c->up, IMAP_CONT_RELAY);
+    imap_client_set_idling(s->up, true);
     imap_enter_state(s, IMAP_STATE_IDLE);
 }
 
@@ -412,6 +413,8 @@ static void done_idle(imap_session *s, struct imap_command *c, const struct imap
 {
     (void)c;
     (void)ev;
+    if (s->up)
+        imap_client_set_idling(s->up, false);
     if (s->state == IMAP_STATE_IDLE) /* ended without DONE (refused) */
         imap_enter_state(s, imap_idle_state(s));
 }

@@ -849,6 +849,7 @@ static bool read_idle(imap_session *s, const char *in, size_t len, size_t *used_
     if (c) {
         imap_client_send(s->up, c->up, text, tl);
         imap_client_send(s->up, c->up, "\r\n", 2);
+        imap_client_set_idling(s->up, false); /* its answer is due now */
     }
     imap_enter_state(s, imap_idle_state(s));
     return true;
