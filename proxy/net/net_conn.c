@@ -63,6 +63,7 @@ struct net_conn {
     bool eof_sent; /* NET_EV_EOF delivered */
     int in_dispatch; /* nesting depth of callbacks running */
     bool deferred;   /* the timer is set for deferred delivery, not idling */
+    bool drain_pending; /* output went out at once: NET_EV_DRAINED is due */
 
     net_conn_cb cb;
     void *cb_arg;
@@ -400,11 +401,29 @@ static void write_done(uv_write_t *req, int status)
     }
 }
 
-/* Hands bytes to libuv (copied). */
+static void schedule_deferred(net_conn *c);
+
+/* Hands bytes to the kernel at once when nothing is queued (no copy: the
+ * common case for a relay), and what it does not take to libuv (copied). */
 static int raw_write(net_conn *c, const void *data, size_t len)
 {
     if (len == 0)
         return 0;
+    if (c->out_pending == 0 && c->state == CONN_OPEN) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n > 0) {
+            data = (const char *)data + n;
+            len -= (size_t)n;
+        }
+        if (len == 0) {
+            /* no write callback will say so: tell on the next turn */
+            c->drain_pending = true;
+            schedule_deferred(c);
+            return 0;
+        }
+        /* EAGAIN or an error: the queued write below reports errors */
+    }
     struct write_req *w = malloc(sizeof(*w) + len);
     if (w == NULL)
         return UV_ENOMEM;
@@ -605,6 +624,11 @@ static void deferred_cb(uv_timer_t *t)
     net_conn *c = t->data;
     c->deferred = false;
     rearm_timer(c);
+    if (c->drain_pending && c->state == CONN_OPEN) {
+        c->drain_pending = false;
+        if (c->out_pending == 0 && c->tls_queued_len == 0)
+            dispatch(c, NET_EV_DRAINED);
+    }
     if (c->state != CONN_OPEN || c->paused)
         return;
     if (c->in_len > 0)
