@@ -81,7 +81,6 @@ struct net_conn {
     bool tls_server;
     char *tls_queued; /* plaintext written before the handshake ended; owned */
     size_t tls_queued_len;
-    char *scratch; /* TLS socket read buffer; owned */
 
     size_t out_pending; /* bytes in uv_write requests not yet completed */
     uint64_t timeout_ms;
@@ -131,7 +130,6 @@ static void conn_maybe_free(net_conn *c)
         OPENSSL_cleanse(c->tls_queued, c->tls_queued_len);
         free(c->tls_queued);
     }
-    free(c->scratch);
     free(c);
 }
 
@@ -672,9 +670,11 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     net_conn *c = h->data;
     (void)suggested;
     if (c->tls != TLS_OFF) {
-        if (c->scratch == NULL)
-            c->scratch = malloc(TLS_READ_CHUNK);
-        *buf = uv_buf_init(c->scratch, c->scratch ? TLS_READ_CHUNK : 0);
+        /* Ciphertext is handed to OpenSSL (copied into its BIO) in the read
+         * callback that follows at once: one buffer per thread serves every
+         * connection of its loop, none is kept per connection. */
+        static _Thread_local char tls_scratch[TLS_READ_CHUNK];
+        *buf = uv_buf_init(tls_scratch, TLS_READ_CHUNK);
         return;
     }
     size_t room = c->max_input > c->in_len ? c->max_input - c->in_len : 0;
