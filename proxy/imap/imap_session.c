@@ -124,12 +124,16 @@ void imap_update_timeout(imap_session *s)
     uint64_t t;
     bool mid = s->rd.phase != RD_TAG || !imap_parser_at_line_start(s->cp) ||
                s->state == IMAP_STATE_APPEND || s->state == IMAP_STATE_APPEND_WAIT;
-    if (!s->authenticated)
-        t = s->cfg.login_timeout_ms;
-    else if (mid)
-        t = s->cfg.command_timeout_ms;
-    else
-        t = s->cfg.idle_timeout_ms;
+    t = mid ? s->cfg.command_timeout_ms : s->cfg.idle_timeout_ms;
+    if (!s->authenticated) {
+        /* login_timeout runs from connect, whatever the client sends: the
+         * inactivity timer is set to what is left of it (recomputed after
+         * each read, so re-arming cannot stretch it) */
+        uint64_t now = now_ms(s), end = s->started_ms + s->cfg.login_timeout_ms;
+        uint64_t left = end > now ? end - now : 1;
+        if (!mid || left < t)
+            t = left;
+    }
     if (t != s->cur_timeout_ms) {
         s->cur_timeout_ms = t;
         net_conn_set_timeout(s->conn, t);
@@ -943,6 +947,13 @@ static bool read_skip(imap_session *s, const char *in, size_t len, size_t *used_
 void imap_process_client_input(imap_session *s)
 {
     while (s->conn && !s->closing && !s->flow_client_paused && s->local_len < LOCAL_OUT_MAX) {
+        if (s->up && imap_client_output_pending(s->up) > s->cfg.output_high_water) {
+            /* the upstream is not keeping up (or holds commands behind a
+             * literal): read no more until its output drains */
+            s->flow_client_paused = true;
+            imap_update_input(s);
+            break;
+        }
         size_t len;
         const char *in = net_conn_input(s->conn, &len);
         if (len == 0)
@@ -1059,6 +1070,13 @@ static void up_batch_end(void *arg, imap_client *c)
     imap_out_flush(s);
     if (!s->conn || s->closing)
         return;
+    /* held output may have been dropped (a command answered before its
+     * literal was taken) without a write that would end in DRAINED */
+    if (s->flow_client_paused &&
+        imap_client_output_pending(s->up) <= s->cfg.output_high_water / 2) {
+        s->flow_client_paused = false;
+        imap_update_input(s);
+    }
     if (net_conn_output_pending(s->conn) > s->cfg.output_high_water && !s->flow_upstream_paused) {
         s->flow_upstream_paused = true;
         imap_client_pause(s->up);

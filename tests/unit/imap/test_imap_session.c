@@ -67,6 +67,11 @@ struct fixture {
     net_listener *front, *up_l;
     struct peer client, upstream;
     bool up_connected;
+    /* a second client and upstream (test_other_clients_unaffected): the
+     * second client connects once the first upstream connection is up */
+    struct peer client2, upstream2;
+    bool two;
+    int ups;
     imap_session *session;
     struct imap_session_config cfg;
     struct imap_session_hooks hooks;
@@ -91,6 +96,8 @@ static void maybe_finish(void *arg)
     struct fixture *fx = arg;
     if (fx->finished || !fx->client.done || (fx->up_connected && !fx->upstream.done) ||
         fx->closed == 0)
+        return;
+    if (fx->two && (!fx->client2.done || (fx->ups > 1 && !fx->upstream2.done) || fx->closed < 2))
         return;
     fx->finished = true;
     net_listener_close(&fx->front);
@@ -124,10 +131,15 @@ static void up_accept(net_listener *l, net_conn *conn, void *arg)
     struct fixture *fx = arg;
     (void)l;
     fx->up_connected = true;
-    fx->upstream.conn = conn;
-    net_conn_set_cb(conn, peer_cb, &fx->upstream);
-    peer_run(&fx->upstream);
-    net_listener_close(&fx->up_l);
+    struct peer *p = fx->ups++ == 0 ? &fx->upstream : &fx->upstream2;
+    p->conn = conn;
+    net_conn_set_cb(conn, peer_cb, p);
+    peer_run(p);
+    if (!fx->two || fx->ups == 2)
+        net_listener_close(&fx->up_l);
+    if (fx->two && fx->ups == 1)
+        fx->client2.conn = net_connect(&fx->loop, "127.0.0.1", net_listener_port(fx->front),
+                                       peer_cb, &fx->client2);
 }
 
 static void front_accept(net_listener *l, net_conn *conn, void *arg)
@@ -146,8 +158,14 @@ static void watchdog_cb(uv_timer_t *t)
     fx->watchdog_fired = true;
     net_conn_close(&fx->client.conn);
     net_conn_close(&fx->upstream.conn);
+    net_conn_close(&fx->client2.conn);
+    net_conn_close(&fx->upstream2.conn);
     peer_finish(&fx->client);
     peer_finish(&fx->upstream);
+    if (fx->two) {
+        peer_finish(&fx->client2);
+        peer_finish(&fx->upstream2);
+    }
     if (fx->session)
         imap_session_close(fx->session, "test over");
     fx->up_connected = false;
@@ -187,7 +205,9 @@ static void run(struct fixture *fx, const char *const *client, const char *const
     assert_false(fx->watchdog_fired);
     assert_false(fx->client.failed);
     assert_false(fx->upstream.failed);
-    assert_int_equal(fx->closed, 1);
+    assert_false(fx->client2.failed);
+    assert_false(fx->upstream2.failed);
+    assert_int_equal(fx->closed, fx->two ? 2 : 1);
     assert_int_equal(uv_loop_close(&fx->loop), 0);
 }
 
@@ -195,6 +215,17 @@ static void fx_free(struct fixture *fx)
 {
     free(fx->client.log);
     free(fx->upstream.log);
+    free(fx->client2.log);
+    free(fx->upstream2.log);
+}
+
+static void set_second(struct fixture *fx, const char *const *client, const char *const *upstream)
+{
+    fx->two = true;
+    fx->client2 = (struct peer){.name = "client2", .loop = &fx->loop, .script = client,
+                                .on_done = maybe_finish, .done_arg = fx};
+    fx->upstream2 = (struct peer){.name = "upstream2", .loop = &fx->loop, .script = upstream,
+                                  .on_done = maybe_finish, .done_arg = fx};
 }
 
 #define GREET_UP                                                                             \
@@ -969,6 +1000,93 @@ static void test_large_literal(void **state)
     fx_free(&fx);
 }
 
+/* One client stalls inside a LOGIN literal and another floods an
+ * over-long line; a third session meanwhile logs in, fetches and logs out
+ * as if they were not there. */
+static void test_other_clients_unaffected(void **state)
+{
+    (void)state;
+    static struct fixture fx;
+    fx_init(&fx);
+    fx.cfg.command_timeout_ms = 1000;
+    static const char *const client[] = {
+        GREET_CLIENT,
+        "> a LOGIN u p",
+        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        "~200",
+        "> b FETCH 1 BODY[]",
+        "< * 1 FETCH (BODY[] {5}",
+        "< hello)",
+        "< b OK done",
+        "> c LOGOUT",
+        "< * BYE bye",
+        "< c OK done",
+        "<$",
+        NULL,
+    };
+    static const char *const upstream[] = {
+        GREET_UP,
+        "< a LOGIN u p",
+        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        "< b FETCH 1 BODY[]",
+        ">>* 1 FETCH (BODY[] {5}\r\nhello)\r\nb OK done\r\n",
+        "< c LOGOUT",
+        "> * BYE bye",
+        "> c OK done",
+        NULL,
+    };
+    static const char *const client2[] = {
+        GREET_CLIENT,
+        "> x LOGIN {100}",
+        "< + OK",
+        ">>only ten",
+        "< * BYE Disconnected for inactivity.",
+        "<$",
+        NULL,
+    };
+    static const char *const upstream2[] = {GREET_UP, "<$", NULL};
+    set_second(&fx, client2, upstream2);
+    run(&fx, client, upstream);
+    fx_free(&fx);
+}
+
+/* The proxy's own APPEND limit is checked before the upstream hears of it. */
+static void test_append_own_limit(void **state)
+{
+    (void)state;
+    static struct fixture fx;
+    fx_init(&fx);
+    fx.cfg.max_append = 1000;
+    static const char *const client[] = {
+        GREET_CLIENT,
+        "> a LOGIN u p",
+        "< a OK [CAPABILITY IMAP4rev1 LITERAL+] Logged in",
+        "> b APPEND INBOX {1001}",
+        "< b NO [TOOBIG] Message too large.",
+        "> c APPEND INBOX {3}",
+        "< + OK",
+        ">>abc\r\n",
+        "< c OK Append completed.",
+        "> d APPEND INBOX {2000+}",
+        "< * BYE Literal size too large",
+        "<$",
+        NULL,
+    };
+    static const char *const upstream[] = {
+        GREET_UP,
+        "< a LOGIN u p",
+        "> a OK [CAPABILITY IMAP4rev1 LITERAL+] Logged in",
+        "< c APPEND INBOX {3}",
+        "> + OK",
+        "< abc",
+        "> c OK Append completed.",
+        "<$",
+        NULL,
+    };
+    run(&fx, client, upstream);
+    fx_free(&fx);
+}
+
 /* ---- TLS -------------------------------------------------------------------------- */
 
 /* STARTTLS offered, LOGINDISABLED until it; a command sent in the clear
@@ -1104,6 +1222,8 @@ int main(void)
         cmocka_unit_test(test_upstream_closes_between_responses),
         cmocka_unit_test(test_upstream_unavailable),
         cmocka_unit_test(test_large_literal),
+        cmocka_unit_test(test_other_clients_unaffected),
+        cmocka_unit_test(test_append_own_limit),
         cmocka_unit_test(test_starttls_logindisabled),
         cmocka_unit_test(test_implicit_tls_upstream_starttls),
         cmocka_unit_test(test_upstream_certificate_refused),
