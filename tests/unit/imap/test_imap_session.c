@@ -1035,8 +1035,13 @@ static void test_other_clients_unaffected(void **state)
         "> c OK done",
         NULL,
     };
-    static const char *const client2[] = {
+    static char flood[70010];
+    memset(flood, 'x', sizeof(flood) - 1);
+    memcpy(flood, "> y NOOP ", 9);
+    static const char *client2[] = {
         GREET_CLIENT,
+        NULL, /* 70 kB of one line */
+        "< y BAD Error in IMAP command: IMAP command line too large",
         "> x LOGIN {100}",
         "< + OK",
         ">>only ten",
@@ -1044,6 +1049,7 @@ static void test_other_clients_unaffected(void **state)
         "<$",
         NULL,
     };
+    client2[1] = flood;
     static const char *const upstream2[] = {GREET_UP, "<$", NULL};
     set_second(&fx, client2, upstream2);
     run(&fx, client, upstream);
