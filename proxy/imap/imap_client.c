@@ -404,7 +404,7 @@ static void release(imap_client *c)
 
 /* The command ended: its pending continuations are void, and bytes of it
  * still held were never sent (the server finished it without them). */
-static void forget_cmd(imap_client *c, imap_client_cmd *cmd)
+static void forget_cmd(imap_client *c, const imap_client_cmd *cmd)
 {
     bool unblock = false;
     size_t j = 0;
@@ -503,7 +503,7 @@ static void become_ready(imap_client *c)
 
 static void setup_id_or_ready(imap_client *c)
 {
-    char ip[64], port[16], lip[64], lport[16];
+    char ip[64], port[16];
     if (c->cfg.send_client_id && imap_client_has_cap(c, "ID") &&
         split_addr(c->cfg.client_addr, ip, sizeof(ip), port, sizeof(port))) {
         imap_client_new_tag(c, c->setup_tag, sizeof(c->setup_tag));
@@ -511,6 +511,7 @@ static void setup_id_or_ready(imap_client *c)
         int n = snprintf(line, sizeof(line),
                          "%s ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%s\"",
                          c->setup_tag, ip, port);
+        char lip[64], lport[16];
         if (split_addr(c->cfg.local_addr, lip, sizeof(lip), lport, sizeof(lport)))
             n += snprintf(line + n, sizeof(line) - (size_t)n,
                           " \"x-connected-ip\" \"%s\" \"x-connected-port\" \"%s\"", lip, lport);

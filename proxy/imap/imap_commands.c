@@ -361,8 +361,7 @@ static void proceed_enable(imap_session *s, const struct imap_args *a, size_t fi
         imap_tagged(s, "OK", "Enabled.");
         return;
     }
-    memcpy(line + n, "\r\n", 2);
-    n += 2;
+    n += (size_t)snprintf(line + n, sizeof(line) - n, "\r\n");
     struct imap_command *c = relay_new(s, s->rd.def);
     if (c)
         imap_client_send(s->up, c->up, line, n);
@@ -424,7 +423,8 @@ static void done_idle(imap_session *s, struct imap_command *c, const struct imap
 static void done_append(imap_session *s, struct imap_command *c, const struct imap_resp_event *ev)
 {
     (void)ev;
-    if (s->append != c)
+    const struct imap_command *ended = c;
+    if (s->append != ended)
         return;
     /* The upstream ended the APPEND while the client is still in it. */
     s->append = NULL;

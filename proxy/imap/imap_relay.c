@@ -98,8 +98,8 @@ static void collect_end(imap_session *s, enum relay_mode mode)
         while (p < end && *p == ' ')
             p++;
     }
-    memcpy(out + n, "\r\n", 2);
-    imap_out_bytes(s, out, n + 2);
+    n += (size_t)snprintf(out + n, sizeof(out) - n, "\r\n");
+    imap_out_bytes(s, out, n);
 }
 
 /* ---- claimed FETCH responses --------------------------------------------------------- */
@@ -234,8 +234,6 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             break;
         case RELAY_CAPS:
         case RELAY_ENABLED:
-            collect_add(s, &ev->tok);
-            break;
         case RELAY_SWALLOW:
             collect_add(s, &ev->tok);
             break;

@@ -34,7 +34,6 @@ struct imap_resp {
     /* Offsets into the caller's input of the pending event's strings: the
      * caller's buffer may move between calls (only its content stays). */
     size_t tag_off, text_off, name_off;
-    bool text_seen;
     /* FETCH item name being assembled / current */
     char item[IMAP_FETCH_ITEM_MAX + 1];
     size_t item_len;
@@ -358,18 +357,13 @@ int imap_resp_next(imap_resp *r, const char *in, size_t len, size_t *used_r,
                         !imap_parser_in_literal(r->p);
             r->pending.tok = t;
             r->pending.item_end = done;
+            /* the event belongs to the item it ends: emit, then move on */
+            rc = emit(r, in, end, IMAP_RESP_DATA_TOKEN, used_r, ev);
             if (done) {
                 r->st = R_FETCH_ITEM;
                 r->item_index++;
             }
-            /* the event belongs to the item it ends */
-            if (done) {
-                unsigned idx = r->item_index - 1;
-                rc = emit(r, in, end, IMAP_RESP_DATA_TOKEN, used_r, ev);
-                ev->item_index = idx;
-                return rc;
-            }
-            return emit(r, in, end, IMAP_RESP_DATA_TOKEN, used_r, ev);
+            return rc;
         }
         case R_FETCH_EOL:
             if (t.type != IMAP_TOK_EOL)

@@ -185,7 +185,8 @@ void imap_local_flush(imap_session *s)
         imap_update_input(s);
 }
 
-static void vreply(imap_session *s, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void vreply(imap_session *s, const char *fmt,
+                                                         va_list ap)
 {
     char line[1024];
     int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
@@ -332,8 +333,12 @@ static void session_destroy(imap_session *s)
     if (s->hooks.closed)
         s->hooks.closed(s->hooks_ctx, s);
     imap_client_free(&s->up);
-    while (s->head)
-        imap_command_free(s, s->head);
+    for (struct imap_command *c = s->head, *next; c; c = next) {
+        next = c->next;
+        OPENSSL_cleanse(c->user, sizeof(c->user));
+        free(c);
+    }
+    s->head = s->tail = NULL;
     imap_parser_free(&s->cp);
     if (s->rd.buf) {
         OPENSSL_cleanse(s->rd.buf, s->rd.cap);
@@ -706,8 +711,7 @@ static bool read_command(imap_session *s, const char *in, size_t len, size_t *us
                 *used_r = off;
                 imap_rd_reset(s);
                 imap_reply(s, "* BAD Error in IMAP command received by server.");
-                if (tok.type != IMAP_TOK_EOL)
-                    imap_enter_state(s, IMAP_STATE_DISCARD);
+                imap_enter_state(s, IMAP_STATE_DISCARD); /* the rest of the line */
                 imap_count_bad(s);
                 return true;
             }

@@ -72,11 +72,13 @@ static void fuzz_line(const struct fuzz_input *in, const char *line, size_t len)
                 if (imap_login_parse(args, n, user, sizeof(user), &err) == 0)
                     CHECK(strlen(user) < sizeof(user));
             } else if (v == IMAP_CMD_AUTHENTICATE) {
-                char mech[64], user[256];
+                char mech[64];
                 const struct imap_arg *ir;
-                if (imap_authenticate_parse(args, n, mech, sizeof(mech), &ir, &err) == 0 && ir)
+                if (imap_authenticate_parse(args, n, mech, sizeof(mech), &ir, &err) == 0 && ir) {
+                    char user[256];
                     if (imap_sasl_user(mech, ir->str, ir->len, user, sizeof(user)))
                         CHECK(strlen(user) > 0 && strlen(user) < sizeof(user));
+                }
             } else if (v == IMAP_CMD_ID) {
                 size_t pairs = 0;
                 (void)imap_id_parse(args, n, id_cb, &pairs, &err);

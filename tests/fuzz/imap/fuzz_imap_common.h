@@ -56,6 +56,7 @@ static inline void bytes_put(struct bytes *b, const void *d, size_t n)
         b->p = np;
         b->cap = cap;
     }
+    CHECK(b->p != NULL);
     memcpy(b->p + b->len, d, n);
     b->len += n;
 }

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     while ((opt = getopt(argc, argv, "dl:u:t:a:n:c:k:irx")) != -1) {
         switch (opt) {
         case 'd': qlog_set_level(QLOG_DEBUG); break;
-        case 'l': port = atoi(optarg); break;
+        case 'l': port = (int)strtol(optarg, NULL, 10); break;
         case 'u': up = optarg; break;
         case 't': uptls = optarg; break;
         case 'a': ca = optarg; break;
@@ -79,7 +79,7 @@ int main(int argc, char **argv)
     }
     *colon = '\0';
     cfg.upstream.host = up;
-    cfg.upstream.port = (uint16_t)atoi(colon + 1);
+    cfg.upstream.port = (uint16_t)strtol(colon + 1, NULL, 10);
     cfg.upstream.server_name = sni;
     cfg.upstream.tls = strcmp(uptls, "starttls") == 0   ? IMAP_UPSTREAM_STARTTLS
                        : strcmp(uptls, "implicit") == 0 ? IMAP_UPSTREAM_IMPLICIT

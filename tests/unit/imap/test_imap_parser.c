@@ -234,42 +234,39 @@ static void test_valid_tables(void **state)
 
 struct invalid_case {
     enum imap_parser_role role;
+    enum imap_parse_error kind;
     const char *in;
     const char *error;
-    enum imap_parse_error kind;
 };
 
 static const struct invalid_case invalid[] = {
-    {IMAP_PARSER_COMMANDS, "a X)\r\n", "Unexpected ')'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X )\r\n", "Unexpected ')'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X (b\r\n", "Missing ')'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X \"b\r\n", "Missing '\"'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X \"b\\\r\n", "Missing '\"'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X a(b\r\n", "Invalid characters in atom", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X a{b\r\n", "Invalid characters in atom", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X a\"b\r\n", "Invalid characters in atom", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X a\tb\r\n", "Invalid characters in atom", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X \x7f\r\n", "Invalid characters in atom", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X \xc3\xa9\r\n", "8bit data in atom", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X\rb\r\n", "CR sent without LF", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X \r \r\n", "CR sent without LF", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {}\r\n", "Invalid literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {+}\r\n", "Invalid literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {1a}\r\n", "Invalid literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {-1}\r\n", "Invalid literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {1+2}\r\n", "Expecting '}' after '+'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {1++}\r\n", "Expecting '}' after '+'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {1} \r\n", "Missing LF after literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {1}\rx\n", "Missing LF after literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {1}x\r\n", "Missing LF after literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X ~{x}\r\n", "Invalid literal size", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_COMMANDS, "a X {18446744073709551616}\r\n", "Literal size too large",
-     IMAP_PARSE_ERR_LITERAL_TOO_BIG},
-    {IMAP_PARSER_COMMANDS, "a X {99999999999999999999999}\r\n", "Literal size too large",
-     IMAP_PARSE_ERR_LITERAL_TOO_BIG},
-    {IMAP_PARSER_RESPONSES, "* 1 FETCH (X))\r\n", "Unexpected ')'", IMAP_PARSE_ERR_SYNTAX},
-    {IMAP_PARSER_RESPONSES, "* 1 FETCH (X \"a\0\")\r\n", "NULs not allowed in strings",
-     IMAP_PARSE_ERR_SYNTAX},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X)\r\n", "Unexpected ')'"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X )\r\n", "Unexpected ')'"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X (b\r\n", "Missing ')'"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X \"b\r\n", "Missing '\"'"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X \"b\\\r\n", "Missing '\"'"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X a(b\r\n", "Invalid characters in atom"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X a{b\r\n", "Invalid characters in atom"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X a\"b\r\n", "Invalid characters in atom"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X a\tb\r\n", "Invalid characters in atom"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X \x7f\r\n", "Invalid characters in atom"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X \xc3\xa9\r\n", "8bit data in atom"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X\rb\r\n", "CR sent without LF"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X \r \r\n", "CR sent without LF"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {}\r\n", "Invalid literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {+}\r\n", "Invalid literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {1a}\r\n", "Invalid literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {-1}\r\n", "Invalid literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {1+2}\r\n", "Expecting '}' after '+'"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {1++}\r\n", "Expecting '}' after '+'"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {1} \r\n", "Missing LF after literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {1}\rx\n", "Missing LF after literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X {1}x\r\n", "Missing LF after literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_SYNTAX, "a X ~{x}\r\n", "Invalid literal size"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_LITERAL_TOO_BIG, "a X {18446744073709551616}\r\n", "Literal size too large"},
+    {IMAP_PARSER_COMMANDS, IMAP_PARSE_ERR_LITERAL_TOO_BIG, "a X {99999999999999999999999}\r\n", "Literal size too large"},
+    {IMAP_PARSER_RESPONSES, IMAP_PARSE_ERR_SYNTAX, "* 1 FETCH (X))\r\n", "Unexpected ')'"},
+    {IMAP_PARSER_RESPONSES, IMAP_PARSE_ERR_SYNTAX, "* 1 FETCH (X \"a\0\")\r\n", "NULs not allowed in strings"},
 };
 
 static void test_invalid_tables(void **state)
@@ -405,17 +402,19 @@ static void test_slow_large_token(void **state)
     (void)state;
     size_t n = 60000;
     char *in = malloc(n + 8);
-    memcpy(in, "a X \"", 5);
-    memset(in + 5, 'x', n - 5);
-    memcpy(in + n, "\"\r\n", 3);
+    memset(in, 'x', n);
+    snprintf(in, 6, "a X \"");
+    in[5] = 'x';
+    snprintf(in + n, 4, "\"\r\n");
     static struct desc d;
     const char *err;
     assert_int_equal(run(IMAP_PARSER_COMMANDS, NULL, in, n + 3, 1, NULL, &d, &err, NULL), 0);
     free(in);
     in = malloc(n + 8);
-    memcpy(in, "a X ", 4);
-    memset(in + 4, 'y', n - 4);
-    memcpy(in + n, "\r\n", 2);
+    memset(in, 'y', n);
+    snprintf(in, 5, "a X ");
+    in[4] = 'y';
+    snprintf(in + n, 3, "\r\n");
     imap_parser *p = imap_parser_new(IMAP_PARSER_COMMANDS, NULL);
     struct imap_token t;
     size_t used, pos = 0, avail = 1, tokens = 0;

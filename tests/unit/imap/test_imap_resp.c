@@ -29,7 +29,7 @@ static void put(struct trace *t, const char *s, size_t len)
     t->out[t->n] = '\0';
 }
 
-static void putf(struct trace *t, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void putf(struct trace *t, const char *fmt, ...)
 {
     char tmp[2048];
     va_list ap;

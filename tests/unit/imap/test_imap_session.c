@@ -791,7 +791,8 @@ static void test_bad_syntax_and_limits(void **state)
     fx.cfg.max_command = 200;
     static char longline[400];
     memset(longline, 'x', sizeof(longline) - 1);
-    memcpy(longline, "> a NOOP ", 9);
+    snprintf(longline, 10, "> a NOOP ");
+    longline[9] = 'x';
     static const char *client[] = {
         GREET_CLIENT,
         NULL, /* the long line */
@@ -962,8 +963,7 @@ static void test_large_literal(void **state)
     char head[128];
     snprintf(head, sizeof(head), ">>* 1 FETCH (BODY[] {%zu}\r\n", n);
     char *up_body = malloc(n + 3);
-    memcpy(up_body, ">>", 2);
-    memcpy(up_body + 2, body, n + 1);
+    snprintf(up_body, n + 3, ">>%s", body);
     static char want_line[120];
     snprintf(want_line, sizeof(want_line), "<~%.*s", 98, body + (lines - 1) * 100);
     const char *client[] = {
@@ -1037,7 +1037,8 @@ static void test_other_clients_unaffected(void **state)
     };
     static char flood[70010];
     memset(flood, 'x', sizeof(flood) - 1);
-    memcpy(flood, "> y NOOP ", 9);
+    snprintf(flood, 10, "> y NOOP ");
+    flood[9] = 'x';
     static const char *client2[] = {
         GREET_CLIENT,
         NULL, /* 70 kB of one line */
