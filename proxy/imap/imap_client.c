@@ -629,6 +629,11 @@ static void setup_event(imap_client *c, const struct imap_resp_event *ev)
             return;
         }
         if (ev->kind == IMAP_RESP_DATA_END) {
+            if (c->collecting_caps && c->caps) {
+                char *fit = realloc(c->caps, c->caps_len + 1); /* not 8 KiB per session */
+                if (fit)
+                    c->caps = fit;
+            }
             c->collecting_caps = false;
             return;
         }

@@ -266,6 +266,10 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             break;
         }
         s->relay = RELAY_NONE;
+        /* rare (CAPABILITY, ENABLED): not kept for the idle session */
+        free(s->collect);
+        s->collect = NULL;
+        s->collect_len = 0;
         imap_local_flush(s);
         return rc;
     }
