@@ -72,6 +72,9 @@ struct net_conn {
     /* Input: plaintext at in[in_off .. in_off+in_len). Owned. */
     char *in;
     size_t in_off, in_len, in_cap, max_input;
+    size_t in_hi; /* bytes of in ever written: what a wipe must cover (a
+                     wipe of the whole capacity would make every idle
+                     buffer's pages resident) */
 
     /* TLS */
     SSL *ssl;
@@ -123,7 +126,7 @@ static void conn_maybe_free(net_conn *c)
     if (c->addrs != NULL)
         uv_freeaddrinfo(c->addrs);
     if (c->in != NULL) {
-        OPENSSL_cleanse(c->in, c->in_cap); /* may hold message text */
+        OPENSSL_cleanse(c->in, c->in_hi); /* may hold message text */
         free(c->in);
     }
     if (c->tls_queued != NULL) {
@@ -656,12 +659,13 @@ static int input_reserve(net_conn *c, size_t want)
         return UV_ENOMEM;
     if (c->in != NULL) {
         memcpy(grown, c->in + c->in_off, c->in_len);
-        OPENSSL_cleanse(c->in, c->in_cap);
+        OPENSSL_cleanse(c->in, c->in_hi);
         free(c->in);
     }
     c->in = grown;
     c->in_off = 0;
     c->in_cap = cap;
+    c->in_hi = c->in_len;
     return 0;
 }
 
@@ -743,6 +747,8 @@ static long tls_read_some(net_conn *c)
         int n = SSL_read(c->ssl, c->in + c->in_off + c->in_len, (int)room);
         if (n > 0) {
             c->in_len += (size_t)n;
+            if (c->in_off + c->in_len > c->in_hi)
+                c->in_hi = c->in_off + c->in_len;
             got += n;
             continue;
         }
@@ -828,6 +834,8 @@ static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
     rearm_timer(c);
     if (c->tls == TLS_OFF) {
         c->in_len += (size_t)nread;
+        if (c->in_off + c->in_len > c->in_hi)
+            c->in_hi = c->in_off + c->in_len;
         update_reading(c);
         if (!c->paused)
             dispatch(c, NET_EV_READ);
