@@ -256,9 +256,11 @@ imap_client *imap_client_new(uv_loop_t *loop, const struct imap_client_config *c
         return NULL;
     }
     net_conn_set_timeout(c->conn, cfg->setup_timeout_ms ? cfg->setup_timeout_ms : 30000);
-    /* the longest response line we must hold whole (a text token) */
+    /* the longest response line we must hold whole (a text token), and at
+     * least 256 KiB: bodies are read in large gulps */
     size_t tok = cfg->limits.max_token ? cfg->limits.max_token : 65536;
-    net_conn_set_max_input(c->conn, 2 * tok + 4096);
+    size_t max_input = 2 * tok + 4096;
+    net_conn_set_max_input(c->conn, max_input > 256 * 1024 ? max_input : 256 * 1024);
     c->st = IC_CONNECTING;
     return c;
 }

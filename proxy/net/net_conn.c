@@ -681,9 +681,9 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(tls_scratch, TLS_READ_CHUNK);
         return;
     }
+    /* One read fills what max_input allows (a relay that raised it reads
+     * in fewer, larger gulps). */
     size_t room = c->max_input > c->in_len ? c->max_input - c->in_len : 0;
-    if (room > DEFAULT_MAX_INPUT)
-        room = DEFAULT_MAX_INPUT;
     if (room == 0 || input_reserve(c, room) < 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
