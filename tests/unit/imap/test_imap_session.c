@@ -1094,6 +1094,127 @@ static void test_append_own_limit(void **state)
     fx_free(&fx);
 }
 
+/* ---- the log ------------------------------------------------------------------------ */
+
+static char logbuf[65536];
+static size_t loglen;
+
+static void log_sink(void *arg, enum qlog_level level, const char *line, size_t len)
+{
+    (void)arg;
+    (void)level;
+    if (loglen + len < sizeof(logbuf)) {
+        memcpy(logbuf + loglen, line, len);
+        loglen += len;
+        logbuf[loglen] = '\0';
+    }
+}
+
+/* Credentials in every form the proxy relays never reach a log line, even
+ * at debug level; every line names the session; the session's one line
+ * at the end says who, from where, how long, how much, how it ended. */
+static void test_secrets_never_logged(void **state)
+{
+    (void)state;
+    static struct fixture fx;
+    fx_init(&fx);
+    loglen = 0;
+    qlog_set_sink(log_sink, NULL);
+    enum qlog_level old = qlog_get_level();
+    qlog_set_level(QLOG_DEBUG);
+    /* PLAIN "\0bob\0Zecret-IR" = AGJvYgBaZWNyZXQtSVI=;
+     * XOAUTH2 "user=dave\1auth=Bearer T0ken-x0\1\1" =
+     * dXNlcj1kYXZlAWF1dGg9QmVhcmVyIFQwa2VuLXgwAQE=;
+     * OAUTHBEARER "n,a=erin,\1auth=Bearer B3arer-y1\1\1" =
+     * bixhPWVyaW4sAWF1dGg9QmVhcmVyIEIzYXJlci15MQEB */
+    static const char *const client[] = {
+        "< * OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER] "
+        "ready",
+        ">>a LOGIN alice {12}\r\n",
+        "< + OK",
+        ">>Pa55-literal\r\n",
+        "< a NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "> b LOGIN alice \"Pa55-quoted\"",
+        "< b NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "> c AUTHENTICATE PLAIN AGJvYgBaZWNyZXQtSVI=",
+        "< c NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "> d AUTHENTICATE XOAUTH2",
+        "< + ",
+        "> dXNlcj1kYXZlAWF1dGg9QmVhcmVyIFQwa2VuLXgwAQE=",
+        "< d NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "> e AUTHENTICATE OAUTHBEARER bixhPWVyaW4sAWF1dGg9QmVhcmVyIEIzYXJlci15MQEB",
+        "< e OK [CAPABILITY IMAP4rev1] Logged in",
+        "> f LOGOUT",
+        "< * BYE bye",
+        "< f OK done",
+        "<$",
+        NULL,
+    };
+    static const char *const upstream[] = {
+        "> * OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN AUTH=XOAUTH2 "
+        "AUTH=OAUTHBEARER] ready",
+        "< a LOGIN alice {12+}",
+        "< Pa55-literal",
+        "> a NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "< b LOGIN alice \"Pa55-quoted\"",
+        "> b NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "< c AUTHENTICATE PLAIN AGJvYgBaZWNyZXQtSVI=",
+        "> c NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "< d AUTHENTICATE XOAUTH2",
+        "> + ",
+        "< dXNlcj1kYXZlAWF1dGg9QmVhcmVyIFQwa2VuLXgwAQE=",
+        "> d NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "< e AUTHENTICATE OAUTHBEARER bixhPWVyaW4sAWF1dGg9QmVhcmVyIEIzYXJlci15MQEB",
+        "> e OK [CAPABILITY IMAP4rev1] Logged in",
+        "< f LOGOUT",
+        "> * BYE bye",
+        "> f OK done",
+        NULL,
+    };
+    run(&fx, client, upstream);
+    qlog_set_sink(NULL, NULL);
+    qlog_set_level(old);
+    assert_string_equal(fx.login_user, "erin");
+    static const char *const secrets[] = {
+        "Pa55", "Zecret", "T0ken", "B3arer", "AGJvYgBa", "dXNlcj1k", "bixhPWVy", NULL};
+    for (size_t i = 0; secrets[i]; i++) {
+        if (strstr(logbuf, secrets[i]))
+            print_error("secret %s in the log:\n%s", secrets[i], logbuf);
+        assert_null(strstr(logbuf, secrets[i]));
+    }
+    /* the identities are logged, the attempts too */
+    assert_non_null(strstr(logbuf, "login failed user=alice method=LOGIN"));
+    assert_non_null(strstr(logbuf, "login failed user=bob method=PLAIN"));
+    assert_non_null(strstr(logbuf, "login failed user=dave method=XOAUTH2"));
+    assert_non_null(strstr(logbuf, "login user=erin method=OAUTHBEARER"));
+    /* every line carries "imap <id>:", and the end line has every field */
+    const char *sid = strstr(logbuf, "imap ");
+    assert_non_null(sid);
+    char id[32];
+    assert_int_equal(sscanf(sid, "imap %31[0-9A-F]:", id), 1);
+    size_t lines = 0;
+    for (const char *l = logbuf; *l; lines++) {
+        const char *nl = strchr(l, '\n');
+        assert_non_null(nl);
+        char want[48];
+        snprintf(want, sizeof(want), "imap %s:", id);
+        char *line = strndup(l, (size_t)(nl - l));
+        if (!strstr(line, want))
+            print_error("line without the session id: %s\n", line);
+        assert_non_null(strstr(line, want));
+        free(line);
+        l = nl + 1;
+    }
+    assert_true(lines > 10);
+    const char *end = strstr(logbuf, "session end user=erin from=127.0.0.1:");
+    assert_non_null(end);
+    assert_non_null(strstr(end, " listener=test duration="));
+    assert_non_null(strstr(end, " commands=6 outcome=logout"));
+    assert_non_null(strstr(end, " in="));
+    assert_non_null(strstr(end, " out="));
+    fx_free(&fx);
+}
+
 /* ---- TLS -------------------------------------------------------------------------- */
 
 /* STARTTLS offered, LOGINDISABLED until it; a command sent in the clear
@@ -1231,6 +1352,7 @@ int main(void)
         cmocka_unit_test(test_large_literal),
         cmocka_unit_test(test_other_clients_unaffected),
         cmocka_unit_test(test_append_own_limit),
+        cmocka_unit_test(test_secrets_never_logged),
         cmocka_unit_test(test_starttls_logindisabled),
         cmocka_unit_test(test_implicit_tls_upstream_starttls),
         cmocka_unit_test(test_upstream_certificate_refused),
