@@ -100,6 +100,11 @@ static void update_timeout(imap_client *c)
     }
 }
 
+void imap_client_relay_rest(imap_client *c)
+{
+    imap_resp_relay_rest(c->resp);
+}
+
 void imap_client_set_idling(imap_client *c, bool idling)
 {
     c->idling = idling;

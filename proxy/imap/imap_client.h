@@ -123,6 +123,10 @@ size_t imap_client_output_pending(const imap_client *c);
  * every few minutes at most), idle_timeout applies, not command_timeout. */
 void imap_client_set_idling(imap_client *c, bool idling);
 
+/* From inside `response` for a DATA_BEGIN: the rest of that response is
+ * only relayed (imap_resp_relay_rest). */
+void imap_client_relay_rest(imap_client *c);
+
 /* Backpressure: stop / restart handing events to the owner. */
 void imap_client_pause(imap_client *c);
 void imap_client_resume(imap_client *c);

@@ -220,6 +220,7 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
         }
         s->relay = RELAY_SPAN;
         imap_out_span(s, ev->raw, ev->raw_len);
+        imap_client_relay_rest(c); /* bytes only from here: the fast path */
         return 0;
     case IMAP_RESP_FETCH_ITEM:
         if (s->relay == RELAY_FETCH)

@@ -24,7 +24,13 @@ enum rstate {
     R_FETCH_NAME_CLOSE, /* the `]...` atom after the field list */
     R_FETCH_VALUE,
     R_FETCH_EOL,       /* after the FETCH list's ')' */
+    R_RAW_LINE,        /* relay_rest: scanning for the line end */
+    R_RAW_LITERAL,     /* relay_rest: literal bytes */
 };
+
+/* relay_rest keeps this many bytes of a line unrelayed until its end is
+ * seen: enough for "~{" 20 digits "+}\r" */
+#define RAW_TAIL 26
 
 struct imap_resp {
     imap_parser *p;
@@ -42,6 +48,8 @@ struct imap_resp {
     unsigned value_depth;    /* list depth at the start of the value */
     bool value_started;
     bool field_literal;      /* a field name given as literal */
+    size_t raw_scan;         /* R_RAW_LINE: bytes of `in` already searched */
+    uint64_t raw_left;       /* R_RAW_LITERAL */
 };
 
 static const char *const status_names[] = {
@@ -170,9 +178,117 @@ static bool needs_field_list(const char *s, size_t len)
     return lb && !memchr(lb, ']', len - (size_t)(lb - s));
 }
 
+void imap_resp_relay_rest(imap_resp *r)
+{
+    if (r->st != R_DATA && r->st != R_FETCH_OPEN)
+        return;
+    r->st = R_RAW_LINE;
+    r->raw_scan = 0;
+}
+
+/* "...{N}" / "~{N}" / "{N+}" ending at p[0, n) (the line without its
+ * break): the literal size. */
+static bool literal_at_end(const char *p, size_t n, uint64_t *size_r)
+{
+    if (n < 3 || p[n - 1] != '}')
+        return false;
+    size_t i = n - 1;
+    if (i > 0 && p[i - 1] == '+')
+        i--;
+    size_t end = i;
+    while (i > 0 && p[i - 1] >= '0' && p[i - 1] <= '9')
+        i--;
+    if (i == end || i == 0 || p[i - 1] != '{' || end - i > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t k = i; k < end; k++) {
+        unsigned d = (unsigned)(p[k] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *size_r = v;
+    return true;
+}
+
+/* The rest of a data response as bytes: a line whose end is not a literal
+ * header ends the response. A valid response cannot end a line with
+ * "{N}" other than as a literal header (quoted strings do not span lines,
+ * atoms hold no '{'), and literal data is counted, never scanned. */
+static int raw_next(imap_resp *r, const char *in, size_t len, size_t *used_r,
+                    struct imap_resp_event *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->fetch = r->in_fetch;
+    ev->raw = in;
+    if (r->st == R_RAW_LITERAL) {
+        if (len == 0) {
+            *used_r = 0;
+            return IMAP_PARSE_MORE;
+        }
+        size_t n = r->raw_left < len ? (size_t)r->raw_left : len;
+        r->raw_left -= n;
+        ev->kind = IMAP_RESP_DATA_TOKEN;
+        ev->tok.type = IMAP_TOK_LITERAL_DATA;
+        ev->tok.str = in;
+        ev->tok.len = n;
+        ev->tok.literal_size = r->raw_left;
+        ev->raw_len = n;
+        if (r->raw_left == 0) {
+            r->st = R_RAW_LINE;
+            r->raw_scan = 0;
+        }
+        *used_r = n;
+        return IMAP_PARSE_TOKEN;
+    }
+    const char *lf = r->raw_scan < len ? memchr(in + r->raw_scan, '\n', len - r->raw_scan) : NULL;
+    if (!lf) {
+        /* relay all but a tail that could still become a literal header */
+        if (len > RAW_TAIL) {
+            ev->kind = IMAP_RESP_DATA_TOKEN;
+            ev->tok.type = IMAP_TOK_TEXT;
+            ev->tok.str = in;
+            ev->tok.len = ev->raw_len = len - RAW_TAIL;
+            r->raw_scan = RAW_TAIL;
+            *used_r = ev->raw_len;
+            return IMAP_PARSE_TOKEN;
+        }
+        r->raw_scan = len;
+        *used_r = 0;
+        return IMAP_PARSE_MORE;
+    }
+    size_t end = (size_t)(lf - in) + 1;
+    size_t n = end - 1;
+    if (n > 0 && in[n - 1] == '\r')
+        n--;
+    uint64_t size;
+    r->raw_scan = 0;
+    ev->raw_len = end;
+    *used_r = end;
+    if (literal_at_end(in, n, &size)) {
+        ev->kind = IMAP_RESP_DATA_TOKEN;
+        ev->tok.type = IMAP_TOK_LITERAL;
+        ev->tok.str = in;
+        ev->tok.len = end;
+        ev->tok.literal_size = size;
+        if (size > 0) {
+            r->st = R_RAW_LITERAL;
+            r->raw_left = size;
+        }
+        return IMAP_PARSE_TOKEN;
+    }
+    ev->kind = IMAP_RESP_DATA_END;
+    r->st = R_LINE_START;
+    r->in_fetch = false;
+    imap_parser_reset(r->p);
+    return IMAP_PARSE_TOKEN;
+}
+
 int imap_resp_next(imap_resp *r, const char *in, size_t len, size_t *used_r,
                    struct imap_resp_event *ev, const char **error_r)
 {
+    if (r->st == R_RAW_LINE || r->st == R_RAW_LITERAL)
+        return raw_next(r, in, len, used_r, ev);
     for (;;) {
         struct imap_token t;
         size_t used = 0;
@@ -365,6 +481,9 @@ int imap_resp_next(imap_resp *r, const char *in, size_t len, size_t *used_r,
             }
             return rc;
         }
+        case R_RAW_LINE:
+        case R_RAW_LITERAL:
+            return bad(r, "internal: raw state", error_r, used_r);
         case R_FETCH_EOL:
             if (t.type != IMAP_TOK_EOL)
                 return bad(r, "Data after the FETCH list", error_r, used_r);

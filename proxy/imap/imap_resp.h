@@ -85,6 +85,12 @@ struct imap_resp_event {
 };
 
 imap_resp *imap_resp_new(const struct imap_parser_limits *limits);
+/* Right after a DATA_BEGIN: the rest of that response is wanted as bytes
+ * only (a relay that passes it on unchanged). It then comes as DATA_TOKEN
+ * events of whole line pieces (TEXT), literal headers (LITERAL, the piece
+ * of line ending with it) and literal data, then DATA_END - found by line
+ * ends and literal sizes alone, at memchr speed. No FETCH_ITEM events. */
+void imap_resp_relay_rest(imap_resp *r);
 void imap_resp_free(imap_resp **r);
 /* Back to the start of a response line (a fresh connection). */
 void imap_resp_reset(imap_resp *r);

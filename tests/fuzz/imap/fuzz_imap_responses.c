@@ -3,7 +3,10 @@
  * chunks and byte by byte: identical event traces, every event's raw bytes
  * exactly the consumed input (so relaying raw bytes reproduces the
  * stream), FETCH item names bounded, item ends only at the item's depth,
- * literal data never beyond its size. */
+ * literal data never beyond its size. Then the relay fast path
+ * (imap_resp_relay_rest after every DATA_BEGIN): the same raw-bytes rule,
+ * cut-independent, and wherever the full parse understood the input, the
+ * responses end at exactly the same offsets. */
 #include "fuzz_imap_common.h"
 
 #include "imap_resp.h"
@@ -53,7 +56,9 @@ static void trace_event(struct bytes *tr, const struct imap_resp_event *ev)
         bytes_put(tr, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
-static void resp_run(const struct fuzz_input *in, int mode, struct bytes *tr)
+/* ends: offsets where responses ended (line events and DATA_END). */
+static void resp_run(const struct fuzz_input *in, int mode, bool fast, struct bytes *tr,
+                     struct bytes *ends)
 {
     imap_resp *r = imap_resp_new(&in->lim);
     CHECK(r != NULL);
@@ -74,14 +79,24 @@ static void resp_run(const struct fuzz_input *in, int mode, struct bytes *tr)
             CHECK(used == ev.raw_len && ev.raw == copy && used <= n);
             CHECK(used > 0 || ev.kind == IMAP_RESP_FETCH_ITEM);
             bytes_put(&raw, ev.raw, ev.raw_len);
-            trace_event(tr, &ev);
+            if (!fast)
+                trace_event(tr, &ev);
+            if (fast && ev.kind == IMAP_RESP_DATA_BEGIN)
+                imap_resp_relay_rest(r);
+            if (ev.kind == IMAP_RESP_DATA_END || ev.kind == IMAP_RESP_TAGGED ||
+                ev.kind == IMAP_RESP_STATUS || ev.kind == IMAP_RESP_CONTINUATION) {
+                size_t off = pos + used;
+                if (ends)
+                    bytes_put(ends, &off, sizeof(off));
+            }
             if (ev.item_end)
                 CHECK(ev.fetch && ev.kind == IMAP_RESP_DATA_TOKEN);
         }
         free(copy);
         if (rc == IMAP_PARSE_ERROR) {
             CHECK(err != NULL && used == 0);
-            bytes_put(tr, "!ERR", 4);
+            if (!fast)
+                bytes_put(tr, "!ERR", 4);
             break;
         }
         if (rc == IMAP_PARSE_MORE) {
@@ -109,14 +124,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     fuzz_tokenizer(IMAP_PARSER_RESPONSES, &in);
     fuzz_args_first_line(IMAP_PARSER_RESPONSES, &in);
-    struct bytes whole = {0}, chunks = {0}, bytes1 = {0};
-    resp_run(&in, 0, &whole);
-    resp_run(&in, 1, &chunks);
+    struct bytes whole = {0}, chunks = {0}, bytes1 = {0}, ends = {0};
+    resp_run(&in, 0, false, &whole, &ends);
+    resp_run(&in, 1, false, &chunks, NULL);
     CHECK(bytes_eq(&whole, &chunks));
     if (in.len <= 4096) {
-        resp_run(&in, 2, &bytes1);
+        resp_run(&in, 2, false, &bytes1, NULL);
         CHECK(bytes_eq(&whole, &bytes1));
     }
+    /* the fast path: cut-independent, and it agrees with the full parse
+     * on every response end the full parse reached */
+    struct bytes f_whole = {0}, f_chunks = {0}, f_ends = {0}, f_ends2 = {0};
+    resp_run(&in, 0, true, &f_whole, &f_ends);
+    resp_run(&in, in.len <= 4096 ? 2 : 1, true, &f_chunks, &f_ends2);
+    CHECK(bytes_eq(&f_ends, &f_ends2));
+    size_t common = ends.len < f_ends.len ? ends.len : f_ends.len;
+    CHECK(common == 0 || memcmp(ends.p, f_ends.p, common) == 0);
+    /* where the full parse read further, the fast one did too */
+    CHECK(f_ends.len >= ends.len);
+    bytes_free(&f_whole);
+    bytes_free(&f_chunks);
+    bytes_free(&f_ends);
+    bytes_free(&f_ends2);
+    bytes_free(&ends);
     bytes_free(&whole);
     bytes_free(&chunks);
     bytes_free(&bytes1);

@@ -254,6 +254,68 @@ static void test_errors(void **state)
     }
 }
 
+/* The relay fast path: after DATA_BEGIN, lines and literals by their
+ * ends and sizes; the same bytes, the same response ends, however cut. */
+static void test_relay_rest(void **state)
+{
+    (void)state;
+    static const char in[] =
+        "* 1 FETCH (UID 7 BODY[HEADER.FIELDS (FROM)] {11}\r\nFrom: a\r\n\r\n ENVELOPE "
+        "(NIL \"x{5}\" {3}\r\nabc NIL) BODY[]<0> {0}\r\n)\r\n"
+        "* 2 EXISTS\r\n"
+        "* SEARCH 1 2 3\n"
+        "t OK done\r\n";
+    for (size_t step = 0; step <= 3; step++) {
+        imap_resp *r = imap_resp_new(NULL);
+        size_t len = sizeof(in) - 1, pos = 0, avail = step ? step : len;
+        char raw[512];
+        size_t raw_n = 0;
+        int ends = 0, begins = 0, lits = 0, tagged = 0;
+        for (;;) {
+            char *copy = malloc(avail - pos + 1);
+            memcpy(copy, in + pos, avail - pos);
+            struct imap_resp_event ev;
+            size_t used;
+            const char *err;
+            int x = imap_resp_next(r, copy, avail - pos, &used, &ev, &err);
+            assert_int_not_equal(x, IMAP_PARSE_ERROR);
+            if (x == IMAP_PARSE_TOKEN) {
+                memcpy(raw + raw_n, ev.raw, ev.raw_len);
+                raw_n += ev.raw_len;
+                if (ev.kind == IMAP_RESP_DATA_BEGIN) {
+                    begins++;
+                    imap_resp_relay_rest(r);
+                }
+                assert_int_not_equal(ev.kind, IMAP_RESP_FETCH_ITEM);
+                if (ev.kind == IMAP_RESP_DATA_END)
+                    ends++;
+                if (ev.kind == IMAP_RESP_TAGGED)
+                    tagged++;
+                if (ev.kind == IMAP_RESP_DATA_TOKEN && ev.tok.type == IMAP_TOK_LITERAL)
+                    lits++;
+            }
+            free(copy);
+            if (x == IMAP_PARSE_MORE) {
+                if (avail == len)
+                    break;
+                avail = step ? (avail + step < len ? avail + step : len) : len;
+                continue;
+            }
+            pos += used;
+            if (avail < pos)
+                avail = pos;
+        }
+        assert_int_equal(raw_n, len);
+        assert_memory_equal(raw, in, len);
+        assert_int_equal(begins, 3);
+        assert_int_equal(ends, 3);
+        assert_int_equal(lits, 3);  /* {11}, {3}, {0}: "x{5}" is a string */
+        assert_int_equal(tagged, 1);
+        assert_true(imap_resp_at_line_start(r));
+        imap_resp_free(&r);
+    }
+}
+
 static void test_resp_code(void **state)
 {
     (void)state;
@@ -279,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_big_literal_streams),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_relay_rest),
         cmocka_unit_test(test_resp_code),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
