@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIME_FORMAT_VERSION 1
+#define MIME_FORMAT_VERSION 2
 
 /* ---- errors ------------------------------------------------------------ */
 

@@ -101,15 +101,16 @@ int mime_cipher_new(enum mime_alg alg, int encrypt,
                     const unsigned char *nonce, const char *control,
                     size_t control_len, struct mime_cipher **c_r,
                     char **error_r);
-/* Transforms n octets (out may equal in). Authenticates the ciphertext. */
+/* Transforms n octets (out may equal in). Authenticates the plaintext (OTP:
+ * the Poly1305 input; AES: GCM's own tag over the ciphertext). */
 int mime_cipher_update(struct mime_cipher *c, const unsigned char *in,
                        unsigned char *out, size_t n);
-/* Decrypt, second pass after a verified first pass: OTP XOR without the
- * MAC; AES decrypts (GCM computes its tag regardless). */
+/* Decrypt, release from a private spill after a verified first pass: OTP
+ * XOR without the MAC; AES decrypts (GCM computes its tag regardless). */
 int mime_cipher_transform_only(struct mime_cipher *c, const unsigned char *in,
                                unsigned char *out, size_t n);
-/* Authenticates ciphertext without producing output (OTP: MAC only; AES:
- * decrypts into an internal scratch buffer that is wiped). */
+/* Authenticates ciphertext without producing output: decrypts into an
+ * internal scratch buffer (wiped) and MACs that (OTP) / lets GCM check. */
 int mime_cipher_auth_only(struct mime_cipher *c, const unsigned char *in,
                           size_t n);
 /* Encrypt: writes the tag. Decrypt: compares the tag (constant time);

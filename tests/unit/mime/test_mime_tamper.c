@@ -230,14 +230,17 @@ static void test_control_edits(void **s)
     }
     expect_edit(&e, "Key: t-1 320", "Key: t-0 320", MIME_ERR_KEY_DUPLICATE);
     /* (a leading CRLF skips the outer X-QKD-* look-alikes) */
-    expect_edit(&e, "\nVersion: 1", "\nVersion: 2",
+    expect_edit(&e, "\nVersion: 2", "\nVersion: 3",
+                MIME_ERR_UNSUPPORTED_VERSION);
+    /* version 1 (its OTP tag did not bind the pad) is not read */
+    expect_edit(&e, "\nVersion: 2", "\nVersion: 1",
                 MIME_ERR_UNSUPPORTED_VERSION);
     expect_edit(&e, "\nAlgorithm: OTP-POLY1305", "\nAlgorithm: ML-KEM-768",
                 MIME_ERR_UNSUPPORTED_ALGORITHM);
     expect_edit(&e, "\nKey-Count: ", "\nKey-Count: 0", MIME_ERR_MALFORMED);
     expect_edit(&e, "\nLength: ", "\nLength: 0", MIME_ERR_MALFORMED);
-    expect_edit(&e, "\nVersion: 1", "\nversion: 1", MIME_ERR_MALFORMED);
-    expect_edit(&e, "\nVersion: 1\r\n", "\nVersion: 1\r\nExtra: x\r\n",
+    expect_edit(&e, "\nVersion: 2", "\nversion: 2", MIME_ERR_MALFORMED);
+    expect_edit(&e, "\nVersion: 2\r\n", "\nVersion: 2\r\nExtra: x\r\n",
                 MIME_ERR_MALFORMED);
     expect_edit(&e, "--BOUNDARY--", "--BOUNDARY", MIME_ERR_MALFORMED);
     expect_edit(&e, "protocol=\"application/x-qkd-encrypted\"",

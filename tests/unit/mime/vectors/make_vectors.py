@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, poly1305
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-HKDF_INFO = b"QuMail QKD-MIME v1 AES-256-GCM message key"
+HKDF_INFO = b"QuMail QKD-MIME v2 AES-256-GCM message key"
 KEPT = {"from", "sender", "reply-to", "to", "cc", "date", "message-id",
         "in-reply-to", "references", "subject", "return-path", "received",
         "delivered-to", "precedence", "auto-submitted"}
@@ -37,7 +37,7 @@ def fields(msg):
     return out
 
 def control_text(alg, kme, master, slave, length, nonce, keys):
-    lines = ["Version: 1", f"Algorithm: {alg}", f"Source-KME-ID: {kme}",
+    lines = ["Version: 2", f"Algorithm: {alg}", f"Source-KME-ID: {kme}",
              f"Master-SAE-ID: {master}", f"Slave-SAE-ID: {slave}",
              f"Length: {length}"]
     if alg == "AES-256-GCM":
@@ -47,9 +47,13 @@ def control_text(alg, kme, master, slave, length, nonce, keys):
         lines.append(f"Key: {kid} {len(kb) * 8}")
     return "".join(l + "\r\n" for l in lines).encode()
 
-def encrypt(alg, msg, keys, nonce):
-    stream = b"".join(k for _, k in keys)
-    return stream
+def pad16(b):
+    return b"\0" * (-len(b) % 16)
+
+def mac_data(ctrl, plaintext):
+    """Poly1305 input (spec 4.2): RFC 8439 2.8 layout, plaintext as data."""
+    return (ctrl + pad16(ctrl) + plaintext + pad16(plaintext) +
+            len(ctrl).to_bytes(8, "little") + len(plaintext).to_bytes(8, "little"))
 
 def build(msg, alg, keys, kme, master, slave, boundary, nonce, placeholder):
     first = msg.split(b"\n", 1)[0]
@@ -60,7 +64,7 @@ def build(msg, alg, keys, kme, master, slave, boundary, nonce, placeholder):
         assert len(stream) == len(msg) + 32
         mac_key, pad = stream[:32], stream[32:]
         ct = bytes(a ^ b for a, b in zip(msg, pad))
-        tag = poly1305.Poly1305.generate_tag(mac_key, ctrl + ct)
+        tag = poly1305.Poly1305.generate_tag(mac_key, mac_data(ctrl, msg))
         data = ct + tag
     else:
         assert len(stream) == 32
@@ -80,12 +84,12 @@ def build(msg, alg, keys, kme, master, slave, boundary, nonce, placeholder):
             b"Content-Type: multipart/encrypted;",
             b'\tprotocol="application/x-qkd-encrypted";',
             b'\tboundary="' + boundary.encode() + b'"',
-            b"X-QKD-Version: 1",
+            b"X-QKD-Version: 2",
             b"X-QKD-Algorithm: " + alg.encode(),
             b"X-QKD-Key-ID: " + keys[0][0].encode(),
             b"X-QKD-Key-Count: " + str(len(keys)).encode(),
             b"",
-            b"This is a QKD-encrypted message (QuMail format 1).",
+            b"This is a QKD-encrypted message (QuMail format 2).",
             b"Read it through a QuMail gateway; the attachment encrypted.qkd",
             b"holds the original message.",
             b"",
