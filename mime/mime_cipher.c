@@ -39,14 +39,14 @@ struct mime_cipher {
 static void ks_take(struct mime_keystream *ks, unsigned char *out, size_t n)
 {
     while (n > 0) {
-        const struct mime_key *k = &ks->keys[ks->idx];
-        size_t avail = k->key_len - ks->off;
+        const struct mime_piece *k = &ks->keys[ks->idx];
+        size_t avail = k->len - ks->off;
         size_t take = n < avail ? n : avail;
-        memcpy(out, k->key + ks->off, take);
+        memcpy(out, k->p + ks->off, take);
         out += take;
         n -= take;
         ks->off += take;
-        if (ks->off == k->key_len) {
+        if (ks->off == k->len) {
             ks->idx++;
             ks->off = 0;
         }
@@ -87,15 +87,15 @@ static void ks_xor(struct mime_keystream *ks, const unsigned char *in,
                    unsigned char *out, size_t n)
 {
     while (n > 0) {
-        const struct mime_key *k = &ks->keys[ks->idx];
-        size_t avail = k->key_len - ks->off;
+        const struct mime_piece *k = &ks->keys[ks->idx];
+        size_t avail = k->len - ks->off;
         size_t take = n < avail ? n : avail;
-        xor_into(out, in, k->key + ks->off, take);
+        xor_into(out, in, k->p + ks->off, take);
         in += take;
         out += take;
         n -= take;
         ks->off += take;
-        if (ks->off == k->key_len) {
+        if (ks->off == k->len) {
             ks->idx++;
             ks->off = 0;
         }
@@ -181,7 +181,7 @@ out:
 }
 
 int mime_cipher_new(enum mime_alg alg, int encrypt,
-                    const struct mime_key *keys, size_t n_keys,
+                    const struct mime_piece *keys, size_t n_keys,
                     const unsigned char *nonce, const char *control,
                     size_t control_len, struct mime_cipher **c_r,
                     char **error_r)

@@ -68,9 +68,10 @@ static void regions(const struct enc *e, size_t *cs, size_t *ce, size_t *ds,
                     size_t *de)
 {
     const char *m = (const char *)e->msg;
-    const char *c = memmem(m, e->len, "QKD control data\r\n\r\n", 20);
+    static const char mark[] = "(not the message itself)\r\n\r\n";
+    const char *c = memmem(m, e->len, mark, sizeof(mark) - 1);
     assert_non_null(c);
-    *cs = (size_t)(c - m) + 20;
+    *cs = (size_t)(c - m) + sizeof(mark) - 1;
     const char *cend = memmem(m + *cs, e->len - *cs, "\r\n--BOUNDARY\r\n", 14);
     assert_non_null(cend);
     *ce = (size_t)(cend - m);
