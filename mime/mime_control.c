@@ -534,17 +534,22 @@ static int find_duplicates(const struct mime_info *info)
     }
     size_t nr = 0;
     int dup = 0;
-    for (size_t k = 0; k < info->n_keys && !dup; k++) {
-        const struct mime_entry *e = &info->keys[k];
-        if (e->kind == MIME_KEY_ETSI004) {
-            ranges[nr++] = e;
-            continue;
+    uint64_t ahead[MIME_HASH_AHEAD];
+    for (size_t k = 0; k < info->n_keys + MIME_HASH_AHEAD && !dup; k++) {
+        if (k < info->n_keys) { /* hash ahead, prefetch the slot */
+            const struct mime_entry *e = &info->keys[k];
+            ahead[k % MIME_HASH_AHEAD] = mime_hash_of(h, e->id, strlen(e->id), 0);
+            mime_hash_prefetch(h, ahead[k % MIME_HASH_AHEAD]);
         }
-        uint64_t hv = mime_hash_of(h, e->id, strlen(e->id), 0);
-        if (mime_hash_find(h, hv, eq_id, info, e->id) != SIZE_MAX)
-            dup = 1;
+        if (k < MIME_HASH_AHEAD)
+            continue;
+        size_t j = k - MIME_HASH_AHEAD;
+        const struct mime_entry *e = &info->keys[j];
+        if (e->kind == MIME_KEY_ETSI004)
+            ranges[nr++] = e;
         else
-            mime_hash_insert(h, hv, k);
+            dup = mime_hash_add(h, ahead[j % MIME_HASH_AHEAD], eq_id, info,
+                                e->id, j) != SIZE_MAX;
     }
     if (!dup && nr > 1) {
         qsort(ranges, nr, sizeof(*ranges), cmp_range);
@@ -709,10 +714,8 @@ int mime_control_parse(const char *text, size_t len, struct mime_info **info_r,
         info->rcpts[k] = a;
         info->n_rcpts = k + 1;
         uint64_t hv = mime_hash_of(rh, a, strlen(a), 0);
-        if (mime_hash_find(rh, hv, eq_rcpt, info, a) != SIZE_MAX)
+        if (mime_hash_add(rh, hv, eq_rcpt, info, a, k) != SIZE_MAX)
             dup_rcpt = 1;
-        else
-            mime_hash_insert(rh, hv, k);
     }
     mime_hash_free(&rh);
 

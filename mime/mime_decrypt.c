@@ -430,11 +430,14 @@ struct key_query {
     uint64_t index;
 };
 
-/* A hash index over a struct mime_key_list, built when the caller's lookup
- * is mime_key_list_lookup: O(1) per key instead of a scan of the list. */
+/* When the caller's lookup is mime_key_list_lookup: O(1) per key instead
+ * of a scan of the list. A list in message order (the usual case: the
+ * keys as the KME gave them) is matched position by position; the first
+ * miss builds a hash index over the whole list. */
 struct list_index {
     const struct mime_key_list *list;
     struct mime_hash *h;
+    size_t next;                 /* the position the next key may be at */
 };
 
 static int list_eq(const void *ctx, size_t value, const void *key)
@@ -442,7 +445,8 @@ static int list_eq(const void *ctx, size_t value, const void *key)
     const struct mime_key *k = &((const struct mime_key_list *)ctx)->keys[value];
     const struct key_query *q = key;
     if (q->kind == MIME_KEY_ETSI014)
-        return k->ksid == NULL && strncmp(k->key_id, q->id, q->id_len) == 0 &&
+        return k->ksid == NULL && k->key_id != NULL &&
+               strncmp(k->key_id, q->id, q->id_len) == 0 &&
                k->key_id[q->id_len] == '\0';
     return k->ksid != NULL && k->index == q->index &&
            strncmp(k->ksid, q->id, q->id_len) == 0 &&
@@ -455,12 +459,9 @@ static uint64_t query_hash(const struct mime_hash *h, const struct key_query *q)
                         q->kind == MIME_KEY_ETSI014 ? UINT64_MAX : q->index);
 }
 
-static int list_index_build(struct list_index *ix,
-                            const struct mime_key_list *list)
+static int list_index_build(struct list_index *ix)
 {
-    ix->list = list;
-    if (list == NULL)
-        return MIME_OK;
+    const struct mime_key_list *list = ix->list;
     if ((ix->h = mime_hash_new(list->n_keys)) == NULL)
         return MIME_ERR_NOMEM;
     for (size_t i = 0; i < list->n_keys; i++) {
@@ -470,31 +471,35 @@ static int list_index_build(struct list_index *ix,
         if (q.id == NULL)
             continue;
         q.id_len = strlen(q.id);
-        uint64_t hv = query_hash(ix->h, &q);
         /* the first of equal entries wins, as in a scan */
-        if (mime_hash_find(ix->h, hv, list_eq, list, &q) == SIZE_MAX)
-            mime_hash_insert(ix->h, hv, i);
+        (void)mime_hash_add(ix->h, query_hash(ix->h, &q), list_eq, list, &q, i);
     }
     return MIME_OK;
 }
 
 /* Finds one key or chunk: through the index, else the caller's lookup
  * with its lookup name. */
-static int find_key(const struct list_index *ix, mime_key_lookup_fn *lookup,
+static int find_key(struct list_index *ix, mime_key_lookup_fn *lookup,
                     void *ctx, const struct key_query *q,
                     const unsigned char **k_r, size_t *len_r)
 {
-    if (ix->h != NULL) {
-        size_t i = mime_hash_find(ix->h, query_hash(ix->h, q), list_eq,
-                                  ix->list, q);
-        if (i == SIZE_MAX)
-            return MIME_ERR_KEY_MISSING;
-        *k_r = ix->list->keys[i].key;
-        *len_r = ix->list->keys[i].key_len;
+    if (lookup == mime_key_list_lookup && ix->list == NULL)
+        return MIME_ERR_KEY_MISSING;
+    if (lookup == mime_key_list_lookup) {
+        const struct mime_key_list *l = ix->list;
+        size_t i = ix->next;
+        if (i >= l->n_keys || !list_eq(l, i, q)) {
+            if (ix->h == NULL && list_index_build(ix) != MIME_OK)
+                return MIME_ERR_NOMEM;
+            i = mime_hash_find(ix->h, query_hash(ix->h, q), list_eq, l, q);
+            if (i == SIZE_MAX)
+                return MIME_ERR_KEY_MISSING;
+        }
+        ix->next = i + 1;
+        *k_r = l->keys[i].key;
+        *len_r = l->keys[i].key_len;
         return MIME_OK;
     }
-    if (ix->list == NULL && lookup == mime_key_list_lookup)
-        return MIME_ERR_KEY_MISSING;
     char name[MIME_MAX_ID_LEN + 32];
     if (q->kind == MIME_KEY_ETSI014)
         snprintf(name, sizeof(name), "%.*s", (int)q->id_len, q->id);
@@ -515,7 +520,7 @@ static void key_text(const struct key_query *q, char *buf, size_t cap)
 }
 
 /* Looks one key or chunk up and checks its size: want_bits octets*8. */
-static int get_piece(struct dec *d, const struct list_index *ix,
+static int get_piece(struct dec *d, struct list_index *ix,
                      mime_key_lookup_fn *lookup, void *ctx,
                      const struct key_query *q, uint64_t want_bits,
                      const unsigned char **k_r, size_t *len_r)
@@ -547,10 +552,10 @@ static int dec_lookup_all(struct dec *d, mime_key_lookup_fn *lookup,
                           void *ctx)
 {
     const struct mime_info *info = d->info;
-    struct list_index ix = {NULL, NULL};
+    struct list_index ix = {NULL, NULL, 0};
     int rc = MIME_OK;
     if (lookup == mime_key_list_lookup)
-        rc = list_index_build(&ix, ctx);
+        ix.list = ctx;
     d->keys = calloc(info->n_pieces ? (size_t)info->n_pieces : 1,
                      sizeof(*d->keys));
     if (rc == MIME_OK && d->keys == NULL)

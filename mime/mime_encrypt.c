@@ -87,17 +87,24 @@ static int plan_keys(const struct mime_key *keys, size_t n, uint64_t needed,
     struct mime_hash *h = mime_hash_new(n);
     if (h == NULL)
         return MIME_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        const struct mime_key *k = &keys[i];
-        const char *id = k->ksid ? k->ksid : k->key_id;
-        uint64_t hv = mime_hash_of(h, id, strlen(id),
-                                   k->ksid ? k->index : UINT64_MAX);
-        if (mime_hash_find(h, hv, eq_key, keys, k) != SIZE_MAX) {
+    uint64_t ahead[MIME_HASH_AHEAD];
+    for (size_t i = 0; i < n + MIME_HASH_AHEAD; i++) {
+        if (i < n) { /* hash ahead, prefetch the slot */
+            const struct mime_key *k = &keys[i];
+            const char *id = k->ksid ? k->ksid : k->key_id;
+            ahead[i % MIME_HASH_AHEAD] = mime_hash_of(
+                h, id, strlen(id), k->ksid ? k->index : UINT64_MAX);
+            mime_hash_prefetch(h, ahead[i % MIME_HASH_AHEAD]);
+        }
+        if (i < MIME_HASH_AHEAD)
+            continue;
+        const struct mime_key *k = &keys[i - MIME_HASH_AHEAD];
+        if (mime_hash_add(h, ahead[(i - MIME_HASH_AHEAD) % MIME_HASH_AHEAD],
+                          eq_key, keys, k, i - MIME_HASH_AHEAD) != SIZE_MAX) {
             mime_hash_free(&h);
             return mime_fail(error_r, MIME_ERR_KEY_DUPLICATE,
                              "%s given twice", key_name(k, buf, sizeof(buf)));
         }
-        mime_hash_insert(h, hv, i);
     }
     mime_hash_free(&h);
     if (total < needed)

@@ -17,11 +17,16 @@
 
 #define P61 ((UINT64_C(1) << 61) - 1)
 
+struct slot {
+    uint64_t hv;      /* hash value, 0 = empty (values are >= 1) */
+    size_t val;       /* the stored value */
+};
+
 struct mime_hash {
     uint64_t point;   /* secret evaluation point, 1 .. P61 - 1 */
     size_t mask;      /* slots - 1 (a power of two minus one) */
-    uint64_t *hv;     /* per slot: hash value, 0 = empty (values are >= 1) */
-    size_t *val;      /* per slot: the stored value */
+    unsigned shift;   /* 64 - log2(slots) */
+    struct slot *slot;
 };
 
 static uint64_t reduce(uint64_t x)
@@ -43,18 +48,20 @@ struct mime_hash *mime_hash_new(size_t n)
     if (h == NULL)
         return NULL;
     size_t slots = 16;
-    while (slots < 2 * n + 2 && slots < SIZE_MAX / 4)
+    unsigned bits = 4;
+    while (slots < n + n / 2 + 2 && slots < SIZE_MAX / 4) { /* load <= 2/3 */
         slots *= 2;
+        bits++;
+    }
     h->mask = slots - 1;
-    h->hv = calloc(slots, sizeof(*h->hv));
-    h->val = malloc(slots * sizeof(*h->val));
+    h->shift = 64 - bits;
+    h->slot = calloc(slots, sizeof(*h->slot));
     do {
         if (RAND_bytes((unsigned char *)&h->point, sizeof(h->point)) != 1)
             h->point = 0;
         h->point = reduce(h->point & P61);
-    } while (h->point == 0 && h->hv != NULL && h->val != NULL &&
-             RAND_status() == 1);
-    if (h->hv == NULL || h->val == NULL || h->point == 0) {
+    } while (h->point == 0 && h->slot != NULL && RAND_status() == 1);
+    if (h->slot == NULL || h->point == 0) {
         mime_hash_free(&h);
         return NULL;
     }
@@ -65,8 +72,7 @@ void mime_hash_free(struct mime_hash **p)
 {
     if (p == NULL || *p == NULL)
         return;
-    free((*p)->hv);
-    free((*p)->val);
+    free((*p)->slot);
     free(*p);
     *p = NULL;
 }
@@ -92,27 +98,40 @@ uint64_t mime_hash_of(const struct mime_hash *h, const void *data, size_t len,
     return acc + 1; /* never 0: 0 marks an empty slot */
 }
 
+/* The top bits of a multiplicative mix: the slot. */
 static size_t slot_of(const struct mime_hash *h, uint64_t hv)
 {
-    return (size_t)((hv * UINT64_C(0x9e3779b97f4a7c15)) >> 20) & h->mask;
+    return (size_t)((hv * UINT64_C(0x9e3779b97f4a7c15)) >> h->shift);
 }
 
 size_t mime_hash_find(const struct mime_hash *h, uint64_t hv,
                       mime_hash_eq_fn *eq, const void *ctx, const void *key)
 {
     for (size_t i = slot_of(h, hv);; i = (i + 1) & h->mask) {
-        if (h->hv[i] == 0)
+        const struct slot *s = &h->slot[i];
+        if (s->hv == 0)
             return SIZE_MAX;
-        if (h->hv[i] == hv && eq(ctx, h->val[i], key))
-            return h->val[i];
+        if (s->hv == hv && eq(ctx, s->val, key))
+            return s->val;
     }
 }
 
-void mime_hash_insert(struct mime_hash *h, uint64_t hv, size_t value)
+size_t mime_hash_add(struct mime_hash *h, uint64_t hv, mime_hash_eq_fn *eq,
+                     const void *ctx, const void *key, size_t value)
 {
-    size_t i = slot_of(h, hv);
-    while (h->hv[i] != 0)
-        i = (i + 1) & h->mask;
-    h->hv[i] = hv;
-    h->val[i] = value;
+    for (size_t i = slot_of(h, hv);; i = (i + 1) & h->mask) {
+        struct slot *s = &h->slot[i];
+        if (s->hv == 0) {
+            s->hv = hv;
+            s->val = value;
+            return SIZE_MAX;
+        }
+        if (s->hv == hv && eq(ctx, s->val, key))
+            return s->val;
+    }
+}
+
+void mime_hash_prefetch(const struct mime_hash *h, uint64_t hv)
+{
+    __builtin_prefetch(&h->slot[slot_of(h, hv)], 1);
 }

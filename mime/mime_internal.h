@@ -101,7 +101,14 @@ typedef int mime_hash_eq_fn(const void *ctx, size_t value, const void *key);
 /* The value stored under hv that eq accepts, or SIZE_MAX. */
 size_t mime_hash_find(const struct mime_hash *h, uint64_t hv,
                       mime_hash_eq_fn *eq, const void *ctx, const void *key);
-void mime_hash_insert(struct mime_hash *h, uint64_t hv, size_t value);
+/* Asks the CPU to fetch hv's slot early: callers going through many keys
+ * hash a few keys ahead, so the (random) slot loads overlap. */
+void mime_hash_prefetch(const struct mime_hash *h, uint64_t hv);
+#define MIME_HASH_AHEAD 8
+/* Stores value under hv unless eq finds key stored already: returns that
+ * value then, SIZE_MAX when it stored. */
+size_t mime_hash_add(struct mime_hash *h, uint64_t hv, mime_hash_eq_fn *eq,
+                     const void *ctx, const void *key, size_t value);
 
 /* ---- base64 (mime_b64.c) ------------------------------------------------- */
 
