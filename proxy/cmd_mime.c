@@ -162,7 +162,7 @@ static int keyset_from_file(const char *path, struct keyset *ks)
             break;
         }
         ks->ids[i] = strdup(id);
-        ks->keys[i] = (struct mime_key){ks->ids[i], ks->bytes[i], (size_t)len};
+        ks->keys[i] = (struct mime_key){.key_id = ks->ids[i], .key = ks->bytes[i], .key_len = (size_t)len};
     }
     json_decref(root);
     return rc;
@@ -176,8 +176,9 @@ static int keyset_from_kme(struct kme_keys *kk, struct keyset *ks)
     if (ks->keys == NULL)
         return -1;
     for (size_t i = 0; i < kk->count; i++)
-        ks->keys[i] = (struct mime_key){kk->keys[i].key_id, kk->keys[i].bytes,
-                                        kk->keys[i].len};
+        ks->keys[i] = (struct mime_key){.key_id = kk->keys[i].key_id,
+                                        .key = kk->keys[i].bytes,
+                                        .key_len = kk->keys[i].len};
     return 0;
 }
 

@@ -16,8 +16,8 @@
 
 static unsigned char k0[32], k1[64];
 static const struct mime_key keys[] = {
-    {"fz-0", k0, sizeof(k0)},
-    {"fz-1", k1, sizeof(k1)},
+    {.key_id = "fz-0", .key = k0, .key_len = sizeof(k0)},
+    {.key_id = "fz-1", .key = k1, .key_len = sizeof(k1)},
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

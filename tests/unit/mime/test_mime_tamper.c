@@ -68,9 +68,10 @@ static void regions(const struct enc *e, size_t *cs, size_t *ce, size_t *ds,
                     size_t *de)
 {
     const char *m = (const char *)e->msg;
-    const char *c = memmem(m, e->len, "QKD control data\r\n\r\n", 20);
+    static const char mark[] = "(not the message itself)\r\n\r\n";
+    const char *c = memmem(m, e->len, mark, sizeof(mark) - 1);
     assert_non_null(c);
-    *cs = (size_t)(c - m) + 20;
+    *cs = (size_t)(c - m) + sizeof(mark) - 1;
     const char *cend = memmem(m + *cs, e->len - *cs, "\r\n--BOUNDARY\r\n", 14);
     assert_non_null(cend);
     *ce = (size_t)(cend - m);
@@ -230,14 +231,17 @@ static void test_control_edits(void **s)
     }
     expect_edit(&e, "Key: t-1 320", "Key: t-0 320", MIME_ERR_KEY_DUPLICATE);
     /* (a leading CRLF skips the outer X-QKD-* look-alikes) */
-    expect_edit(&e, "\nVersion: 1", "\nVersion: 2",
+    expect_edit(&e, "\nVersion: 2", "\nVersion: 3",
+                MIME_ERR_UNSUPPORTED_VERSION);
+    /* version 1 (its OTP tag did not bind the pad) is not read */
+    expect_edit(&e, "\nVersion: 2", "\nVersion: 1",
                 MIME_ERR_UNSUPPORTED_VERSION);
     expect_edit(&e, "\nAlgorithm: OTP-POLY1305", "\nAlgorithm: ML-KEM-768",
                 MIME_ERR_UNSUPPORTED_ALGORITHM);
     expect_edit(&e, "\nKey-Count: ", "\nKey-Count: 0", MIME_ERR_MALFORMED);
     expect_edit(&e, "\nLength: ", "\nLength: 0", MIME_ERR_MALFORMED);
-    expect_edit(&e, "\nVersion: 1", "\nversion: 1", MIME_ERR_MALFORMED);
-    expect_edit(&e, "\nVersion: 1\r\n", "\nVersion: 1\r\nExtra: x\r\n",
+    expect_edit(&e, "\nVersion: 2", "\nversion: 2", MIME_ERR_MALFORMED);
+    expect_edit(&e, "\nVersion: 2\r\n", "\nVersion: 2\r\nExtra: x\r\n",
                 MIME_ERR_MALFORMED);
     expect_edit(&e, "--BOUNDARY--", "--BOUNDARY", MIME_ERR_MALFORMED);
     expect_edit(&e, "protocol=\"application/x-qkd-encrypted\"",
