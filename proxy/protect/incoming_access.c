@@ -259,6 +259,18 @@ static int find_hint(const uint8_t *h, size_t len, char **hint_r)
     return 0;
 }
 
+static bool has_blank_line(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] != '\n')
+            continue;
+        if (i == 0 || (i + 1 < len && p[i + 1] == '\n') ||
+            (i + 2 < len && p[i + 1] == '\r' && p[i + 2] == '\n'))
+            return true;
+    }
+    return len >= 2 && p[0] == '\r' && p[1] == '\n';
+}
+
 int protect_in_classify(const void *hdr, size_t len, char **hint_r)
 {
     if (hint_r != NULL)
@@ -269,7 +281,24 @@ int protect_in_classify(const void *hdr, size_t len, char **hint_r)
      * (FORMAT-SPEC.md 2.6): NOT_ENCRYPTED is a plain message; anything
      * else (the header alone cannot parse as a whole message) claims it. */
     struct mime_info *info = NULL;
-    int ret = mime_inspect_mem(hdr, len, &info, NULL);
+    int ret;
+    if (has_blank_line(hdr, len)) {
+        ret = mime_inspect_mem(hdr, len, &info, NULL);
+    } else {
+        /* mime reads a header only up to its blank line: add one (a
+         * probe's answer has it; a bare header block may not) */
+        uint8_t *copy = malloc(len + 2);
+        if (copy == NULL)
+            return PROTECT_IN_ENOMEM;
+        if (len > 0)
+            memcpy(copy, hdr, len);
+        size_t n = len;
+        if (n > 0 && copy[n - 1] != '\n')
+            copy[n++] = '\n';
+        copy[n++] = '\n';
+        ret = mime_inspect_mem(copy, n, &info, NULL);
+        free(copy);
+    }
     mime_info_free(&info);
     if (ret == MIME_ERR_NOT_ENCRYPTED)
         return 0;
