@@ -325,6 +325,7 @@ static int pair_kme(struct kme_cfg *c, const struct kme_server_kme_params *k,
     if (p->max_key_per_request != 0)
         c->max_key_per_request = p->max_key_per_request;
     c->key_expiry_ms = p->key_expiry_ms;
+    c->redeliver_ms = p->redeliver_ms;
     return bad;
 }
 
