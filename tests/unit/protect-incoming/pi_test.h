@@ -6,6 +6,9 @@
 #ifndef PI_TEST_H
 #define PI_TEST_H
 
+/* Each test binary uses a part of these helpers. */
+#pragma GCC diagnostic ignored "-Wunused-function"
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -247,34 +250,44 @@ static const char PI_POLICY[] =
     "sender example.org link=site master_sae=sae-a\n"
     "sender evil.example link=site master_sae=sae-x\n";
 
-static void pi_reader_open(struct pi_env *e, struct protect_in_config *cfg,
-                           enum kme_vault_sync sync)
+/* Without cmocka asserts, for forked children: 0, or -1 with *err_r. */
+static int pi_reader_try_open(struct pi_env *e, const struct protect_in_config *cfg,
+                              enum kme_vault_sync sync, char **err_r)
 {
-    assert_int_equal(uv_loop_init(&e->loop), 0);
-    char *err = NULL;
-    e->kme = kme_client_new(&e->loop, &e->sb_cfg, &err);
+    *err_r = NULL;
+    if (uv_loop_init(&e->loop) != 0)
+        return -1;
+    e->kme = kme_client_new(&e->loop, &e->sb_cfg, err_r);
     if (e->kme == NULL)
-        fail_msg("kme client: %s", err);
+        return -1;
     char vdir[PATH_LEN];
-    assert_true(strlen(e->dir) + 7 < sizeof(vdir));
+    if (strlen(e->dir) + 7 >= sizeof(vdir))
+        return -1;
     snprintf(vdir, sizeof(vdir), "%s/vault", e->dir);
     mkdir(vdir, 0700);
     struct kme_vault_config vc = {.path = e->vault_path, .key_file = e->vault_key,
                                   .create_key = true, .sync = sync};
-    if (kme_vault_open(&vc, &e->vault, &err) < 0)
-        fail_msg("vault: %s", err);
+    if (kme_vault_open(&vc, &e->vault, err_r) < 0)
+        return -1;
     const char *links[] = {"site", NULL};
     policy *pol = NULL;
     if (policy_load_buffer("test.policy", PI_POLICY, strlen(PI_POLICY), links, &pol,
-                           &err) < 0)
-        fail_msg("policy: %s", err);
+                           err_r) < 0)
+        return -1;
     e->policies = policy_store_new(pol);
     struct protect_in_deps deps = {.loop = &e->loop, .vault = e->vault,
                                    .policies = e->policies, .link = pi_link,
                                    .link_arg = e};
-    e->pi = protect_in_new(&deps, cfg, &err);
-    if (e->pi == NULL)
-        fail_msg("protect_in: %s", err);
+    e->pi = protect_in_new(&deps, cfg, err_r);
+    return e->pi != NULL ? 0 : -1;
+}
+
+static void pi_reader_open(struct pi_env *e, struct protect_in_config *cfg,
+                           enum kme_vault_sync sync)
+{
+    char *err = NULL;
+    if (pi_reader_try_open(e, cfg, sync, &err) < 0)
+        fail_msg("reader: %s", err != NULL ? err : "?");
 }
 
 /* Frees the reading side and checks that no handle was left behind. */
