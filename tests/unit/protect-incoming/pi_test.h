@@ -44,6 +44,9 @@ struct pi_env {
     pid_t kme_pid;
     uint16_t port_a, port_b, link_a, link_b;
     uint64_t redeliver_ms;
+    uint64_t rate_bps;          /* simulated key rate; 0: 20 Mbit/s */
+    int64_t max_key_count;      /* pool bound; 0: 100000 */
+    uint64_t dec_wait_ms;       /* the KME's dec_keys_wait (0: answer at once) */
     char url_a[64], url_b[64];
     char sa_cert[PATH_LEN], sa_key[PATH_LEN], sb_cert[PATH_LEN], sb_key[PATH_LEN];
     struct kme_client_config sa_cfg;   /* the sender (enc_keys at kme-a) */
@@ -112,11 +115,14 @@ static char *kme_json(const struct pi_env *e)
                  "{\"kme_id\":\"%s\",\"port\":%u,"
                  "\"tls\":{\"cert\":\"%s/%s.pem\",\"key\":\"%s/%s.key\",\"ca\":\"%s\"},"
                  "\"database\":\"%s/%s.db\",\"link\":{\"port\":%u,\"peer_kme_id\":\"%s\"},"
-                 "\"secret_key_rate\":20000000,\"max_key_count\":100000,"
-                 "\"dec_keys_wait\":0,\"dec_keys_redeliver\":\"%llums\","
+                 "\"secret_key_rate\":%llu,\"max_key_count\":%lld,"
+                 "\"dec_keys_wait\":\"%llums\",\"dec_keys_redeliver\":\"%llums\","
                  "\"sqlite_synchronous\":\"normal\"}",
                  id, i == 0 ? e->port_a : e->port_b, e->certs, id, e->certs, id,
                  e->ca, e->dir, id, i == 0 ? e->link_a : e->link_b, peer,
+                 (unsigned long long)(e->rate_bps ? e->rate_bps : 20000000),
+                 (long long)(e->max_key_count ? e->max_key_count : 100000),
+                 (unsigned long long)e->dec_wait_ms,
                  (unsigned long long)e->redeliver_ms);
     }
     snprintf(s, 10000, "{\"kmes\":[%s,%s]}", kme[0], kme[1]);
