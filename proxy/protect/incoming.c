@@ -27,12 +27,12 @@ const char *protect_in_strerror(int error)
 void protect_in_config_defaults(struct protect_in_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->cache_max_bytes = 256u << 20;
+    cfg->cache_max_bytes = UINT64_C(256) << 20;
     cfg->cache_max_views = 10000;
     cfg->notice_ttl_ms = 3000;
-    cfg->max_message_size = 64u << 20;
-    cfg->status_ttl_ms = 10 * 60 * 1000;
-    cfg->max_header_keep = 64u << 10;
+    cfg->max_message_size = UINT64_C(64) << 20;
+    cfg->status_ttl_ms = UINT64_C(10) * 60 * 1000;
+    cfg->max_header_keep = (size_t)64 << 10;
     cfg->recipient_check = PROTECT_IN_CHECK_STRICT;
     cfg->release_unbound = false;
 }

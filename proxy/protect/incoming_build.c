@@ -36,7 +36,7 @@
 #include "incoming_internal.h"
 #include "log.h"
 
-#define OUTER_MAX (256u * 1024u) /* outer header block kept for notices */
+#define OUTER_MAX ((size_t)256 * 1024) /* outer header block kept for notices */
 
 static const char *const state_names[] = {
     [PI_S_FETCH] = "FETCH",     [PI_S_INSPECT] = "INSPECT",
@@ -91,8 +91,6 @@ struct pi_build {
     struct pi_waiter *waiters;
     struct pi_waiter *fetcher;   /* the waiter whose fetch is running */
     protect_in_fetch *fetch;     /* running fetch */
-    bool kick;                   /* a fetch call is due (deferred) */
-    bool any_supplied;           /* some waiter's fetch delivered the bytes */
     uv_work_t work;
     uint64_t t_start;
 
@@ -113,7 +111,6 @@ struct pi_build {
     struct pi_binding binding;   /* claimed; authenticated after DECRYPT */
 
     /* CHECK */
-    bool local;                  /* local keys: the vault only */
     char *link_name;
     char *master_rule;           /* the sender rule's master SAE */
     kme_client *kme;
@@ -139,6 +136,9 @@ struct pi_build {
     uint8_t *meta;
     size_t meta_len;
     size_t from_vault, from_kme; /* key counts, for the log and stats */
+    bool kick;                   /* a fetch call is due (deferred) */
+    bool any_supplied;           /* some waiter's fetch delivered the bytes */
+    bool local;                  /* local keys: the vault only */
 };
 
 static void build_enter(struct pi_build *b, enum pi_state next);
@@ -518,7 +518,9 @@ static char *identity_of(const struct mime_info *info)
  * (cut at a line end). */
 static size_t header_block_len(const uint8_t *p, size_t len)
 {
-    size_t lim = len < OUTER_MAX ? len : OUTER_MAX;
+    size_t lim = len;
+    if (lim > OUTER_MAX)
+        lim = OUTER_MAX;
     size_t last_eol = 0;
     for (size_t i = 0; i < lim; i++) {
         if (p[i] != '\n')
@@ -625,7 +627,8 @@ static void check(struct pi_build *b)
     }
     for (size_t i = 0; i < n; i++) {
         struct mime_key_entry e;
-        if (mime_info_key_entry(b->info, i, &e) < 0 || e.kind != MIME_KEY_ETSI014) {
+        if (mime_info_key_entry(b->info, i, &e) < 0 || e.kind != MIME_KEY_ETSI014 ||
+            e.key_id == NULL) {
             build_fail(b, PROTECT_IN_R_KEY_SOURCE, "ETSI 004 key stream");
             return;
         }
@@ -687,8 +690,8 @@ static struct pi_unsaved *unsaved_take(struct pi_build *b)
             continue;
         size_t hit = 0;
         for (size_t i = 0; i < b->n_missing; i++) {
-            for (size_t j = 0; j < u->n; j++) {
-                if (strcmp(u->ids[j], b->missing_ids[i]) == 0) {
+            for (size_t j = 0; j < u->n && b->missing_ids[i] != NULL; j++) {
+                if (u->ids[j] != NULL && strcmp(u->ids[j], b->missing_ids[i]) == 0) {
                     hit++;
                     break;
                 }
@@ -1348,7 +1351,7 @@ void pi_build_join(struct pi_build *b, struct pi_waiter *w)
     }
 }
 
-size_t pi_build_cancel(protect_in *pi, void *arg)
+size_t pi_build_cancel(protect_in *pi, const void *arg)
 {
     size_t n = 0;
     /* collect first: callbacks may open or cancel requests */

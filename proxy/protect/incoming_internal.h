@@ -185,7 +185,7 @@ struct protect_in {
 int pi_build_start(protect_in *pi, const char *hint, struct pi_waiter *w);
 struct pi_build *pi_build_find(protect_in *pi, const char *hint);
 void pi_build_join(struct pi_build *b, struct pi_waiter *w);
-size_t pi_build_cancel(protect_in *pi, void *arg);
+size_t pi_build_cancel(protect_in *pi, const void *arg);
 void pi_builds_close(protect_in *pi);
 size_t pi_builds_count(const protect_in *pi);
 void pi_cancel_all(protect_in *pi); /* every waiter gets ECANCELLED */

@@ -2,7 +2,6 @@
  * load 1) plus a doubly linked LRU list, most recent at the head. */
 #include "viewcache.h"
 
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +52,7 @@ viewcache *viewcache_new(const struct viewcache_ops *ops, uint64_t max_bytes,
     vc->max_bytes = max_bytes;
     vc->max_entries = max_entries;
     vc->n_buckets = 64;
-    vc->buckets = calloc(vc->n_buckets, sizeof(*vc->buckets));
+    vc->buckets = calloc(vc->n_buckets, sizeof(struct entry *));
     if (vc->buckets == NULL) {
         free(vc);
         return NULL;
@@ -96,7 +95,9 @@ static void lru_push_head(viewcache *vc, struct entry *e)
 /* Unlinks e from both structures and releases its object. */
 static void drop(viewcache *vc, struct entry *e)
 {
-    struct entry **pp = find_slot(vc, e->key, e->hash);
+    struct entry **pp = &vc->buckets[e->hash & (vc->n_buckets - 1)];
+    while (*pp != NULL && *pp != e)
+        pp = &(*pp)->chain;
     if (*pp == e)
         *pp = e->chain;
     lru_unlink(vc, e);
@@ -110,7 +111,7 @@ static void drop(viewcache *vc, struct entry *e)
 static void grow(viewcache *vc)
 {
     size_t n = vc->n_buckets * 2;
-    struct entry **b = calloc(n, sizeof(*b));
+    struct entry **b = calloc(n, sizeof(struct entry *));
     if (b == NULL)
         return; /* longer chains, still correct */
     for (size_t i = 0; i < vc->n_buckets; i++) {
@@ -194,8 +195,19 @@ int viewcache_remove(viewcache *vc, const char *key)
 
 void viewcache_clear(viewcache *vc)
 {
-    while (vc->tail != NULL)
-        drop(vc, vc->tail);
+    /* detach everything first: an unref may do anything */
+    struct entry *e = vc->head;
+    vc->head = vc->tail = NULL;
+    memset(vc->buckets, 0, vc->n_buckets * sizeof(struct entry *));
+    vc->count = 0;
+    vc->bytes = 0;
+    while (e != NULL) {
+        struct entry *next = e->next;
+        void *obj = e->obj;
+        free(e);
+        vc->ops.unref(obj);
+        e = next;
+    }
 }
 
 void viewcache_free(viewcache **vcp)
