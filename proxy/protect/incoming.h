@@ -321,7 +321,8 @@ struct protect_in_stats {
     uint64_t notices;        /* builds that ended in a notice */
     uint64_t keys_from_vault, keys_from_kme;
     uint64_t kme_requests;   /* dec_keys calls */
-    uint64_t meta_stored;
+    uint64_t meta_stored;    /* metadata rows written */
+    uint64_t meta_kept;      /* metadata found stored already (no write) */
     size_t cached_views;
     uint64_t cached_bytes;
     uint64_t evictions;
