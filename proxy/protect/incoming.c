@@ -217,12 +217,11 @@ void pi_waiter_free(struct pi_waiter *w)
     free(w);
 }
 
-int protect_in_open(protect_in *pi, protect_in_reader *r, const char *hint,
-                    protect_in_fetch_fn fetch, void *fetch_arg,
-                    protect_in_view_cb cb, void *arg)
+static int open_request(protect_in *pi, protect_in_reader *r, const char *hint,
+                        protect_in_fetch_fn fetch, void *fetch_arg,
+                        protect_in_fetch **supplied_r, protect_in_view_cb cb,
+                        void *arg)
 {
-    if (pi == NULL || r == NULL || fetch == NULL || cb == NULL || pi->closing)
-        return PROTECT_IN_EINVAL;
     struct pi_waiter *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return PROTECT_IN_ENOMEM;
@@ -231,6 +230,7 @@ int protect_in_open(protect_in *pi, protect_in_reader *r, const char *hint,
     w->fetch_arg = fetch_arg;
     w->cb = cb;
     w->arg = arg;
+    w->asked = fetch == NULL; /* a supplying request is never asked */
     pi->stats.opens++;
 
     protect_in_view *v = cached_for(pi, r, hint);
@@ -256,12 +256,32 @@ int protect_in_open(protect_in *pi, protect_in_reader *r, const char *hint,
         pi_build_join(b, w);
         return 0;
     }
-    int ret = pi_build_start(pi, hint, w);
+    int ret = pi_build_start(pi, hint, w, supplied_r);
     if (ret < 0) {
         pi_waiter_free(w);
         return ret;
     }
     return 0;
+}
+
+int protect_in_open(protect_in *pi, protect_in_reader *r, const char *hint,
+                    protect_in_fetch_fn fetch, void *fetch_arg,
+                    protect_in_view_cb cb, void *arg)
+{
+    if (pi == NULL || r == NULL || fetch == NULL || cb == NULL || pi->closing)
+        return PROTECT_IN_EINVAL;
+    return open_request(pi, r, hint, fetch, fetch_arg, NULL, cb, arg);
+}
+
+int protect_in_open_supplied(protect_in *pi, protect_in_reader *r,
+                             const char *hint, protect_in_fetch **fetch_r,
+                             protect_in_view_cb cb, void *arg)
+{
+    if (fetch_r != NULL)
+        *fetch_r = NULL;
+    if (pi == NULL || r == NULL || fetch_r == NULL || cb == NULL || pi->closing)
+        return PROTECT_IN_EINVAL;
+    return open_request(pi, r, hint, NULL, NULL, fetch_r, cb, arg);
 }
 
 size_t protect_in_cancel(protect_in *pi, void *arg)

@@ -274,6 +274,19 @@ int protect_in_open(protect_in *pi, protect_in_reader *r, const char *hint,
                     protect_in_fetch_fn fetch, void *fetch_arg,
                     protect_in_view_cb cb, void *arg);
 
+/* The same for a caller that receives the message's bytes anyway (IMAP:
+ * BODY.PEEK[] added to the client's own FETCH, streamed as it arrives).
+ * *fetch_r: a fetch handle to write them into (protect_in_fetch_write,
+ * then protect_in_fetch_done exactly once, as for a fetch callback) when
+ * this request starts a build; NULL when the answer needs no bytes from
+ * it (from memory, or a build in progress for the same hint, which may in
+ * rare cases - all its fetches fail, or its message is not the one the
+ * hint names - end in a fetch-failed notice for this request). No
+ * callback runs inside the call. */
+int protect_in_open_supplied(protect_in *pi, protect_in_reader *r,
+                             const char *hint, protect_in_fetch **fetch_r,
+                             protect_in_view_cb cb, void *arg);
+
 /* Cancels every request opened with this arg: their callbacks get
  * PROTECT_IN_ECANCELLED before this returns. A fetch already handed out
  * for them stays valid until its protect_in_fetch_done(). Returns how

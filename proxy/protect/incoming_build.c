@@ -275,8 +275,8 @@ static void build_free(struct pi_build *b)
 static struct pi_waiter *waiter_take_unasked(struct pi_build *b)
 {
     for (struct pi_waiter *w = b->waiters; w != NULL; w = w->next) {
-        if (!w->asked)
-            return w;
+        if (!w->asked && w->fetch != NULL)
+            return w; /* (a supplying request has no callback to ask) */
     }
     return NULL;
 }
@@ -346,9 +346,29 @@ void protect_in_fetch_done(protect_in_fetch *f, int error)
 
 /* Asks the next waiter for the message; called from the kick (never inside
  * protect_in_open). */
+/* A fetch handle for waiter w: a private memfd the protocol side fills. */
+static protect_in_fetch *fetch_new(struct pi_build *b, struct pi_waiter *w)
+{
+    protect_in_fetch *f = calloc(1, sizeof(*f));
+    int fd = memfd_create("qumail-in", MFD_CLOEXEC);
+    if (f == NULL || fd < 0) {
+        free(f);
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    f->b = b;
+    f->fd = fd;
+    f->max = b->pi->cfg.max_message_size;
+    w->asked = true;
+    b->fetcher = w;
+    b->fetch = f;
+    b->pi->stats.fetches++;
+    return f;
+}
+
 static void fetch_call(struct pi_build *b)
 {
-    protect_in *pi = b->pi;
     struct pi_waiter *w = waiter_take_unasked(b);
     if (w == NULL) {
         if (b->waiters == NULL) {
@@ -359,22 +379,11 @@ static void fetch_call(struct pi_build *b)
         }
         return;
     }
-    protect_in_fetch *f = calloc(1, sizeof(*f));
-    int fd = memfd_create("qumail-in", MFD_CLOEXEC);
-    if (f == NULL || fd < 0) {
-        free(f);
-        if (fd >= 0)
-            close(fd);
+    protect_in_fetch *f = fetch_new(b, w);
+    if (f == NULL) {
         build_fail(b, PROTECT_IN_R_INTERNAL, "no memory for the message");
         return;
     }
-    f->b = b;
-    f->fd = fd;
-    f->max = pi->cfg.max_message_size;
-    w->asked = true;
-    b->fetcher = w;
-    b->fetch = f;
-    pi->stats.fetches++;
     w->fetch(w->fetch_arg, f);
 }
 
@@ -1227,7 +1236,7 @@ static void done(struct pi_build *b)
         if (!waiter_gets(b, w)) {
             /* another message claimed its hint: read its own */
             w->asked = w->supplied = false;
-            if (pi_build_start(pi, NULL, w) == 0)
+            if (pi_build_start(pi, NULL, w, NULL) == 0)
                 continue;
         }
         protect_in_view *v = NULL;
@@ -1238,7 +1247,7 @@ static void done(struct pi_build *b)
             } else if (r == PROTECT_IN_DECRYPTED) {
                 /* joined after the check found nobody allowed: try again */
                 w->asked = false;
-                if (pi_build_start(pi, NULL, w) == 0)
+                if (pi_build_start(pi, NULL, w, NULL) == 0)
                     continue;
                 v = notice_for(b, PROTECT_IN_R_INTERNAL, NULL);
             } else {
@@ -1316,7 +1325,8 @@ static void build_fail(struct pi_build *b, enum protect_in_reason reason,
 
 /* ---- starting, joining, cancelling --------------------------------------------------- */
 
-int pi_build_start(protect_in *pi, const char *hint, struct pi_waiter *w)
+int pi_build_start(protect_in *pi, const char *hint, struct pi_waiter *w,
+                   protect_in_fetch **supplied_r)
 {
     if (pi->closing)
         return PROTECT_IN_ECANCELLED;
@@ -1337,7 +1347,18 @@ int pi_build_start(protect_in *pi, const char *hint, struct pi_waiter *w)
     b->next = pi->builds;
     pi->builds = b;
     pi->stats.builds++;
-    build_enter(b, PI_S_FETCH);
+    if (supplied_r == NULL) {
+        build_enter(b, PI_S_FETCH);
+        return 0;
+    }
+    /* The caller has the bytes: it gets the fetch at once. */
+    *supplied_r = fetch_new(b, w);
+    if (*supplied_r == NULL) {
+        b->waiters = NULL;
+        build_unlink(b);
+        build_free(b);
+        return PROTECT_IN_ENOMEM;
+    }
     return 0;
 }
 

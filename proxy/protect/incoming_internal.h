@@ -182,7 +182,10 @@ struct protect_in {
 };
 
 /* incoming_build.c */
-int pi_build_start(protect_in *pi, const char *hint, struct pi_waiter *w);
+/* supplied_r NULL: the first waiter's fetch callback is asked (deferred);
+ * else the caller gets the fetch handle at once. */
+int pi_build_start(protect_in *pi, const char *hint, struct pi_waiter *w,
+                   protect_in_fetch **supplied_r);
 struct pi_build *pi_build_find(protect_in *pi, const char *hint);
 void pi_build_join(struct pi_build *b, struct pi_waiter *w);
 size_t pi_build_cancel(protect_in *pi, const void *arg);

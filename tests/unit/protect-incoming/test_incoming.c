@@ -544,6 +544,54 @@ static void test_coalescing(void **state)
     free(c);
 }
 
+/* The bytes arrive with the client's own FETCH: the caller supplies them. */
+static void test_supplied(void **state)
+{
+    (void)state;
+    size_t clen;
+    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
+    char *hint = pi_hint(c, clen);
+    struct protect_in_config cfg;
+    test_config(&cfg);
+    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
+    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    struct pi_answer a1 = {0}, a2 = {0}, a3 = {0};
+    protect_in_fetch *f1 = NULL, *f2 = (protect_in_fetch *)1;
+    assert_int_equal(protect_in_open_supplied(env.pi, alice, hint, &f1, pi_answer_cb, &a1), 0);
+    assert_non_null(f1);
+    /* a second request while the first streams: joins, needs no bytes */
+    assert_int_equal(protect_in_open_supplied(env.pi, alice, hint, &f2, pi_answer_cb, &a2), 0);
+    assert_null(f2);
+    /* the literal arrives in pieces, across loop turns */
+    for (size_t off = 0; off < clen; off += 700) {
+        assert_int_equal(protect_in_fetch_write(f1, c + off, clen - off < 700 ? clen - off : 700), 0);
+        uv_run(&env.loop, UV_RUN_NOWAIT);
+        assert_false(a1.done);
+    }
+    protect_in_fetch_done(f1, 0);
+    pi_run_until(&env.loop, &a1.done);
+    pi_run_until(&env.loop, &a2.done);
+    pi_expect_plain(a1.view, PI_MSG_MIXED);
+    assert_ptr_equal(a1.view, a2.view);
+    protect_in_view_unref(&a1.view);
+    protect_in_view_unref(&a2.view);
+    /* from memory now: no handle, the answer through the loop */
+    f2 = (protect_in_fetch *)1;
+    assert_int_equal(protect_in_open_supplied(env.pi, alice, hint, &f2, pi_answer_cb, &a3), 0);
+    assert_null(f2);
+    assert_false(a3.done);
+    pi_run_until(&env.loop, &a3.done);
+    pi_expect_plain(a3.view, PI_MSG_MIXED);
+    protect_in_view_unref(&a3.view);
+    struct protect_in_stats st;
+    protect_in_get_stats(env.pi, &st);
+    assert_int_equal(st.builds, 1);
+    protect_in_reader_free(&alice);
+    pi_reader_close(&env);
+    free(hint);
+    free(c);
+}
+
 /* A message whose X-QKD-Key-ID header names another message: each reader
  * gets the message its own mailbox holds, never the other one. */
 static void test_mislabeled_hint(void **state)
@@ -714,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_unbound_and_no_rule),
         cmocka_unit_test(test_inner_sender_mismatch),
         cmocka_unit_test(test_coalescing),
+        cmocka_unit_test(test_supplied),
         cmocka_unit_test(test_mislabeled_hint),
         cmocka_unit_test(test_eviction_wipes),
         cmocka_unit_test(test_kme_redelivery),
