@@ -187,6 +187,7 @@ int main(int argc, char **argv)
         n = 3;
     if (n < 1)
         n = 1;
+    pi_test_options(); /* PI_TEST_DEBUG=1: state changes with times */
     static struct pi_env env;
     pi_env_init(&env, "bench");
     env.rate_bps = 100000000;
