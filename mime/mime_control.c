@@ -536,20 +536,20 @@ static int find_duplicates(const struct mime_info *info)
     int dup = 0;
     uint64_t ahead[MIME_HASH_AHEAD];
     for (size_t k = 0; k < info->n_keys + MIME_HASH_AHEAD && !dup; k++) {
+        if (k >= MIME_HASH_AHEAD) { /* entry j, hashed AHEAD steps ago */
+            size_t j = k - MIME_HASH_AHEAD;
+            const struct mime_entry *e = &info->keys[j];
+            if (e->kind == MIME_KEY_ETSI004)
+                ranges[nr++] = e;
+            else
+                dup = mime_hash_add(h, ahead[j % MIME_HASH_AHEAD], eq_id, info,
+                                    e->id, j) != SIZE_MAX;
+        }
         if (k < info->n_keys) { /* hash ahead, prefetch the slot */
             const struct mime_entry *e = &info->keys[k];
             ahead[k % MIME_HASH_AHEAD] = mime_hash_of(h, e->id, strlen(e->id), 0);
             mime_hash_prefetch(h, ahead[k % MIME_HASH_AHEAD]);
         }
-        if (k < MIME_HASH_AHEAD)
-            continue;
-        size_t j = k - MIME_HASH_AHEAD;
-        const struct mime_entry *e = &info->keys[j];
-        if (e->kind == MIME_KEY_ETSI004)
-            ranges[nr++] = e;
-        else
-            dup = mime_hash_add(h, ahead[j % MIME_HASH_AHEAD], eq_id, info,
-                                e->id, j) != SIZE_MAX;
     }
     if (!dup && nr > 1) {
         qsort(ranges, nr, sizeof(*ranges), cmp_range);

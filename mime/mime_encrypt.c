@@ -89,21 +89,22 @@ static int plan_keys(const struct mime_key *keys, size_t n, uint64_t needed,
         return MIME_ERR_NOMEM;
     uint64_t ahead[MIME_HASH_AHEAD];
     for (size_t i = 0; i < n + MIME_HASH_AHEAD; i++) {
+        if (i >= MIME_HASH_AHEAD) { /* key j, hashed AHEAD steps ago */
+            size_t j = i - MIME_HASH_AHEAD;
+            if (mime_hash_add(h, ahead[j % MIME_HASH_AHEAD], eq_key, keys,
+                              &keys[j], j) != SIZE_MAX) {
+                mime_hash_free(&h);
+                return mime_fail(error_r, MIME_ERR_KEY_DUPLICATE,
+                                 "%s given twice",
+                                 key_name(&keys[j], buf, sizeof(buf)));
+            }
+        }
         if (i < n) { /* hash ahead, prefetch the slot */
             const struct mime_key *k = &keys[i];
             const char *id = k->ksid ? k->ksid : k->key_id;
             ahead[i % MIME_HASH_AHEAD] = mime_hash_of(
                 h, id, strlen(id), k->ksid ? k->index : UINT64_MAX);
             mime_hash_prefetch(h, ahead[i % MIME_HASH_AHEAD]);
-        }
-        if (i < MIME_HASH_AHEAD)
-            continue;
-        const struct mime_key *k = &keys[i - MIME_HASH_AHEAD];
-        if (mime_hash_add(h, ahead[(i - MIME_HASH_AHEAD) % MIME_HASH_AHEAD],
-                          eq_key, keys, k, i - MIME_HASH_AHEAD) != SIZE_MAX) {
-            mime_hash_free(&h);
-            return mime_fail(error_r, MIME_ERR_KEY_DUPLICATE,
-                             "%s given twice", key_name(k, buf, sizeof(buf)));
         }
     }
     mime_hash_free(&h);
