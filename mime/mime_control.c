@@ -228,8 +228,12 @@ int mime_address_normalize(const char *addr, char **out_r)
     char *out = malloc(n + 1);
     if (out == NULL)
         return MIME_ERR_NOMEM;
-    for (size_t i = 0; i <= n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* s[0..n) is a C string of length n (the analyzer loses that) */
+        // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
         out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    }
+    out[n] = '\0';
     *out_r = out;
     return MIME_OK;
 }
@@ -368,7 +372,7 @@ int mime_control_build(const struct mime_info *info, char **text_r,
     if (info->alg == MIME_ALG_AES_256_GCM) {
         static const char hex[] = "0123456789abcdef";
         char n[2 * MIME_NONCE_LEN];
-        for (unsigned i = 0; i < MIME_NONCE_LEN; i++) {
+        for (size_t i = 0; i < MIME_NONCE_LEN; i++) {
             n[2 * i] = hex[info->nonce[i] >> 4];
             n[2 * i + 1] = hex[info->nonce[i] & 15];
         }
@@ -416,7 +420,7 @@ int mime_control_build(const struct mime_info *info, char **text_r,
     if (t.len > MIME_CONTROL_LIMIT) {
         free(t.buf);
         return mime_fail(error_r, MIME_ERR_TOO_LARGE,
-                         "control part over %u octets", MIME_CONTROL_LIMIT);
+                         "control part over %zu octets", MIME_CONTROL_LIMIT);
     }
     *text_r = t.buf;
     *len_r = t.len;
@@ -526,7 +530,9 @@ static int cmp_range(const void *a, const void *b)
 static int find_duplicates(const struct mime_info *info)
 {
     struct mime_hash *h = mime_hash_new(info->n_keys);
-    const struct mime_entry **ranges = malloc(info->n_keys * sizeof(*ranges));
+    /* an array of pointers, sorted below */
+    const struct mime_entry **ranges =
+        malloc(info->n_keys * sizeof(*ranges)); // NOLINT(bugprone-sizeof-expression)
     if (h == NULL || ranges == NULL) {
         mime_hash_free(&h);
         free(ranges);
@@ -552,7 +558,7 @@ static int find_duplicates(const struct mime_info *info)
         }
     }
     if (!dup && nr > 1) {
-        qsort(ranges, nr, sizeof(*ranges), cmp_range);
+        qsort(ranges, nr, sizeof(*ranges), cmp_range); // NOLINT(bugprone-sizeof-expression)
         for (size_t k = 1; k < nr && !dup; k++)
             dup = strcmp(ranges[k - 1]->id, ranges[k]->id) == 0 &&
                   ranges[k - 1]->first + ranges[k - 1]->count >
@@ -676,7 +682,7 @@ int mime_control_parse(const char *text, size_t len, struct mime_info **info_r,
     if (info->alg == MIME_ALG_AES_256_GCM) {
         if ((v = field(&c, "Nonce", &vl)) == NULL || vl != 2 * MIME_NONCE_LEN)
             BAD("missing or bad Nonce");
-        for (unsigned i = 0; i < MIME_NONCE_LEN; i++) {
+        for (size_t i = 0; i < MIME_NONCE_LEN; i++) {
             int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
             if (hi < 0 || lo < 0)
                 BAD("bad Nonce");
@@ -700,9 +706,10 @@ int mime_control_parse(const char *text, size_t len, struct mime_info **info_r,
         BAD("out of memory");
     }
     for (size_t k = 0; k < (size_t)num; k++) {
-        char buf[3 * MIME_MAX_ADDRESS_LEN + 1];
+        char buf[(size_t)3 * MIME_MAX_ADDRESS_LEN + 1];
         if ((v = field(&c, "Recipient", &vl)) == NULL || vl == 0 ||
-            vl > 3 * MIME_MAX_ADDRESS_LEN || address_decode(v, vl, buf) != 0) {
+            vl > (size_t)3 * MIME_MAX_ADDRESS_LEN ||
+            address_decode(v, vl, buf) != 0) {
             mime_hash_free(&rh);
             BAD("missing or bad Recipient");
         }

@@ -458,7 +458,7 @@ static int info_keys_and_recipients(struct mime_info *info,
     }
     info->arena_cap = pl->id_bytes + rcpt_bytes + 1;
     info->arena = malloc(info->arena_cap);
-    info->keys = calloc(pl->n_entries, sizeof(*info->keys));
+    info->keys = calloc(pl->n_entries ? pl->n_entries : 1, sizeof(*info->keys));
     info->rcpts = calloc(nr ? nr : 1, sizeof(char *));
     if (rc == MIME_OK && (!info->arena || !info->keys || !info->rcpts))
         rc = MIME_ERR_NOMEM;
@@ -614,7 +614,7 @@ int mime_encrypt_mem(const void *in, size_t in_len,
     struct mime_source src = {-1, in != NULL ? in : (const void *)"", in_len};
     /* Room for the usual case without reallocation: base64 with CRLF lines
      * of the message and tag, the kept headers, control part and framing. */
-    size_t hint = in_len / MIME_B64_LINE * 78u + 78u * 2u +
+    size_t hint = in_len / MIME_B64_LINE * 78 + (size_t)78 * 2 +
                   MIME_OUTER_KEPT_LIMIT / 4u + n_keys * 64u + 4096u;
     if (in_len > SIZE_MAX / 2)
         hint = 0;

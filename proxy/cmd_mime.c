@@ -21,7 +21,7 @@
 #include "mime.h"
 
 #define DEFAULT_AUTO_THRESHOLD 65536u
-#define KEYFILE_LIMIT (256u * 1024u * 1024u)
+#define KEYFILE_LIMIT ((size_t)256 * 1024 * 1024)
 
 static const char usage_text[] =
     "usage: qumail mime <action> [options] [INPUT]\n"
@@ -174,7 +174,7 @@ static char *read_keyfile(const char *path, size_t *len_r)
     }
     close(fd);
     if (rc != 0 || len > KEYFILE_LIMIT) {
-        fprintf(stderr, "qumail mime: %s: cannot read it (at most %u MiB)\n",
+        fprintf(stderr, "qumail mime: %s: cannot read it (at most %zu MiB)\n",
                 path, KEYFILE_LIMIT >> 20);
         if (buf != NULL)
             OPENSSL_cleanse(buf, len);
