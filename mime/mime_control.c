@@ -43,46 +43,46 @@ char *mime_info_arena_add(struct mime_info *info, const char *s, size_t n)
     return d;
 }
 
-unsigned mime_info_version(const struct mime_info *i) { return i->version; }
-enum mime_alg mime_info_algorithm(const struct mime_info *i) { return i->alg; }
-const char *mime_info_source_kme_id(const struct mime_info *i)
+unsigned mime_info_version(const struct mime_info *info) { return info->version; }
+enum mime_alg mime_info_algorithm(const struct mime_info *info) { return info->alg; }
+const char *mime_info_source_kme_id(const struct mime_info *info)
 {
-    return i->source_kme_id;
+    return info->source_kme_id;
 }
-const char *mime_info_master_sae_id(const struct mime_info *i)
+const char *mime_info_master_sae_id(const struct mime_info *info)
 {
-    return i->master_sae_id;
+    return info->master_sae_id;
 }
-const char *mime_info_slave_sae_id(const struct mime_info *i)
+const char *mime_info_slave_sae_id(const struct mime_info *info)
 {
-    return i->slave_sae_id;
+    return info->slave_sae_id;
 }
-uint64_t mime_info_plaintext_length(const struct mime_info *i)
+uint64_t mime_info_plaintext_length(const struct mime_info *info)
 {
-    return i->length;
+    return info->length;
 }
-size_t mime_info_key_count(const struct mime_info *i) { return i->n_keys; }
-const char *mime_info_key_id(const struct mime_info *i, size_t k)
+size_t mime_info_key_count(const struct mime_info *info) { return info->n_keys; }
+const char *mime_info_key_id(const struct mime_info *info, size_t k)
 {
-    return k < i->n_keys && i->keys[k].kind == MIME_KEY_ETSI014
-               ? i->keys[k].id
+    return k < info->n_keys && info->keys[k].kind == MIME_KEY_ETSI014
+               ? info->keys[k].id
                : NULL;
 }
-uint64_t mime_info_key_bits(const struct mime_info *i, size_t k)
+uint64_t mime_info_key_bits(const struct mime_info *info, size_t k)
 {
-    return k < i->n_keys ? i->keys[k].bits : 0;
+    return k < info->n_keys ? info->keys[k].bits : 0;
 }
-uint64_t mime_info_lookup_count(const struct mime_info *i)
+uint64_t mime_info_lookup_count(const struct mime_info *info)
 {
-    return i->n_pieces;
+    return info->n_pieces;
 }
 
-int mime_info_key_entry(const struct mime_info *i, size_t k,
+int mime_info_key_entry(const struct mime_info *info, size_t k,
                         struct mime_key_entry *e_r)
 {
-    if (i == NULL || k >= i->n_keys || e_r == NULL)
+    if (info == NULL || k >= info->n_keys || e_r == NULL)
         return MIME_ERR_INVALID_ARG;
-    const struct mime_entry *e = &i->keys[k];
+    const struct mime_entry *e = &info->keys[k];
     int chunks = e->kind == MIME_KEY_ETSI004;
     *e_r = (struct mime_key_entry){
         .kind = e->kind,
@@ -96,24 +96,24 @@ int mime_info_key_entry(const struct mime_info *i, size_t k,
     return MIME_OK;
 }
 
-size_t mime_info_recipient_count(const struct mime_info *i)
+size_t mime_info_recipient_count(const struct mime_info *info)
 {
-    return i->n_rcpts;
+    return info->n_rcpts;
 }
 
-const char *mime_info_recipient(const struct mime_info *i, size_t k)
+const char *mime_info_recipient(const struct mime_info *info, size_t k)
 {
-    return k < i->n_rcpts ? i->rcpts[k] : NULL;
+    return k < info->n_rcpts ? info->rcpts[k] : NULL;
 }
 
-int mime_info_bound_to(const struct mime_info *i, const char *addr)
+int mime_info_bound_to(const struct mime_info *info, const char *addr)
 {
     char *norm = NULL;
     if (mime_address_normalize(addr, &norm) != MIME_OK)
         return MIME_ERR_INVALID_ARG;
     int found = 0;
-    for (size_t k = 0; k < i->n_rcpts && !found; k++)
-        found = strcmp(i->rcpts[k], norm) == 0;
+    for (size_t k = 0; k < info->n_rcpts && !found; k++)
+        found = strcmp(info->rcpts[k], norm) == 0;
     free(norm);
     return found;
 }
