@@ -21,7 +21,7 @@
 #include "mime_internal.h"
 
 #define MIME_HKDF_INFO "QuMail QKD-MIME v2 AES-256-GCM message key"
-#define SCRATCH_LEN (64u * 1024u)
+#define SCRATCH_LEN ((size_t)64 * 1024)
 
 struct mime_cipher {
     enum mime_alg alg;

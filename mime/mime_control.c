@@ -43,46 +43,46 @@ char *mime_info_arena_add(struct mime_info *info, const char *s, size_t n)
     return d;
 }
 
-unsigned mime_info_version(const struct mime_info *i) { return i->version; }
-enum mime_alg mime_info_algorithm(const struct mime_info *i) { return i->alg; }
-const char *mime_info_source_kme_id(const struct mime_info *i)
+unsigned mime_info_version(const struct mime_info *info) { return info->version; }
+enum mime_alg mime_info_algorithm(const struct mime_info *info) { return info->alg; }
+const char *mime_info_source_kme_id(const struct mime_info *info)
 {
-    return i->source_kme_id;
+    return info->source_kme_id;
 }
-const char *mime_info_master_sae_id(const struct mime_info *i)
+const char *mime_info_master_sae_id(const struct mime_info *info)
 {
-    return i->master_sae_id;
+    return info->master_sae_id;
 }
-const char *mime_info_slave_sae_id(const struct mime_info *i)
+const char *mime_info_slave_sae_id(const struct mime_info *info)
 {
-    return i->slave_sae_id;
+    return info->slave_sae_id;
 }
-uint64_t mime_info_plaintext_length(const struct mime_info *i)
+uint64_t mime_info_plaintext_length(const struct mime_info *info)
 {
-    return i->length;
+    return info->length;
 }
-size_t mime_info_key_count(const struct mime_info *i) { return i->n_keys; }
-const char *mime_info_key_id(const struct mime_info *i, size_t k)
+size_t mime_info_key_count(const struct mime_info *info) { return info->n_keys; }
+const char *mime_info_key_id(const struct mime_info *info, size_t k)
 {
-    return k < i->n_keys && i->keys[k].kind == MIME_KEY_ETSI014
-               ? i->keys[k].id
+    return k < info->n_keys && info->keys[k].kind == MIME_KEY_ETSI014
+               ? info->keys[k].id
                : NULL;
 }
-uint64_t mime_info_key_bits(const struct mime_info *i, size_t k)
+uint64_t mime_info_key_bits(const struct mime_info *info, size_t k)
 {
-    return k < i->n_keys ? i->keys[k].bits : 0;
+    return k < info->n_keys ? info->keys[k].bits : 0;
 }
-uint64_t mime_info_lookup_count(const struct mime_info *i)
+uint64_t mime_info_lookup_count(const struct mime_info *info)
 {
-    return i->n_pieces;
+    return info->n_pieces;
 }
 
-int mime_info_key_entry(const struct mime_info *i, size_t k,
+int mime_info_key_entry(const struct mime_info *info, size_t k,
                         struct mime_key_entry *e_r)
 {
-    if (i == NULL || k >= i->n_keys || e_r == NULL)
+    if (info == NULL || k >= info->n_keys || e_r == NULL)
         return MIME_ERR_INVALID_ARG;
-    const struct mime_entry *e = &i->keys[k];
+    const struct mime_entry *e = &info->keys[k];
     int chunks = e->kind == MIME_KEY_ETSI004;
     *e_r = (struct mime_key_entry){
         .kind = e->kind,
@@ -96,24 +96,24 @@ int mime_info_key_entry(const struct mime_info *i, size_t k,
     return MIME_OK;
 }
 
-size_t mime_info_recipient_count(const struct mime_info *i)
+size_t mime_info_recipient_count(const struct mime_info *info)
 {
-    return i->n_rcpts;
+    return info->n_rcpts;
 }
 
-const char *mime_info_recipient(const struct mime_info *i, size_t k)
+const char *mime_info_recipient(const struct mime_info *info, size_t k)
 {
-    return k < i->n_rcpts ? i->rcpts[k] : NULL;
+    return k < info->n_rcpts ? info->rcpts[k] : NULL;
 }
 
-int mime_info_bound_to(const struct mime_info *i, const char *addr)
+int mime_info_bound_to(const struct mime_info *info, const char *addr)
 {
     char *norm = NULL;
     if (mime_address_normalize(addr, &norm) != MIME_OK)
         return MIME_ERR_INVALID_ARG;
     int found = 0;
-    for (size_t k = 0; k < i->n_rcpts && !found; k++)
-        found = strcmp(i->rcpts[k], norm) == 0;
+    for (size_t k = 0; k < info->n_rcpts && !found; k++)
+        found = strcmp(info->rcpts[k], norm) == 0;
     free(norm);
     return found;
 }
@@ -228,8 +228,12 @@ int mime_address_normalize(const char *addr, char **out_r)
     char *out = malloc(n + 1);
     if (out == NULL)
         return MIME_ERR_NOMEM;
-    for (size_t i = 0; i <= n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* s[0..n) is a C string of length n (the analyzer loses that) */
+        // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
         out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    }
+    out[n] = '\0';
     *out_r = out;
     return MIME_OK;
 }
@@ -368,7 +372,7 @@ int mime_control_build(const struct mime_info *info, char **text_r,
     if (info->alg == MIME_ALG_AES_256_GCM) {
         static const char hex[] = "0123456789abcdef";
         char n[2 * MIME_NONCE_LEN];
-        for (unsigned i = 0; i < MIME_NONCE_LEN; i++) {
+        for (size_t i = 0; i < MIME_NONCE_LEN; i++) {
             n[2 * i] = hex[info->nonce[i] >> 4];
             n[2 * i + 1] = hex[info->nonce[i] & 15];
         }
@@ -416,7 +420,7 @@ int mime_control_build(const struct mime_info *info, char **text_r,
     if (t.len > MIME_CONTROL_LIMIT) {
         free(t.buf);
         return mime_fail(error_r, MIME_ERR_TOO_LARGE,
-                         "control part over %u octets", MIME_CONTROL_LIMIT);
+                         "control part over %zu octets", MIME_CONTROL_LIMIT);
     }
     *text_r = t.buf;
     *len_r = t.len;
@@ -526,7 +530,9 @@ static int cmp_range(const void *a, const void *b)
 static int find_duplicates(const struct mime_info *info)
 {
     struct mime_hash *h = mime_hash_new(info->n_keys);
-    const struct mime_entry **ranges = malloc(info->n_keys * sizeof(*ranges));
+    /* an array of pointers, sorted below */
+    const struct mime_entry **ranges =
+        malloc(info->n_keys * sizeof(*ranges)); // NOLINT(bugprone-sizeof-expression)
     if (h == NULL || ranges == NULL) {
         mime_hash_free(&h);
         free(ranges);
@@ -536,23 +542,23 @@ static int find_duplicates(const struct mime_info *info)
     int dup = 0;
     uint64_t ahead[MIME_HASH_AHEAD];
     for (size_t k = 0; k < info->n_keys + MIME_HASH_AHEAD && !dup; k++) {
+        if (k >= MIME_HASH_AHEAD) { /* entry j, hashed AHEAD steps ago */
+            size_t j = k - MIME_HASH_AHEAD;
+            const struct mime_entry *e = &info->keys[j];
+            if (e->kind == MIME_KEY_ETSI004)
+                ranges[nr++] = e;
+            else
+                dup = mime_hash_add(h, ahead[j % MIME_HASH_AHEAD], eq_id, info,
+                                    e->id, j) != SIZE_MAX;
+        }
         if (k < info->n_keys) { /* hash ahead, prefetch the slot */
             const struct mime_entry *e = &info->keys[k];
             ahead[k % MIME_HASH_AHEAD] = mime_hash_of(h, e->id, strlen(e->id), 0);
             mime_hash_prefetch(h, ahead[k % MIME_HASH_AHEAD]);
         }
-        if (k < MIME_HASH_AHEAD)
-            continue;
-        size_t j = k - MIME_HASH_AHEAD;
-        const struct mime_entry *e = &info->keys[j];
-        if (e->kind == MIME_KEY_ETSI004)
-            ranges[nr++] = e;
-        else
-            dup = mime_hash_add(h, ahead[j % MIME_HASH_AHEAD], eq_id, info,
-                                e->id, j) != SIZE_MAX;
     }
     if (!dup && nr > 1) {
-        qsort(ranges, nr, sizeof(*ranges), cmp_range);
+        qsort(ranges, nr, sizeof(*ranges), cmp_range); // NOLINT(bugprone-sizeof-expression)
         for (size_t k = 1; k < nr && !dup; k++)
             dup = strcmp(ranges[k - 1]->id, ranges[k]->id) == 0 &&
                   ranges[k - 1]->first + ranges[k - 1]->count >
@@ -676,7 +682,7 @@ int mime_control_parse(const char *text, size_t len, struct mime_info **info_r,
     if (info->alg == MIME_ALG_AES_256_GCM) {
         if ((v = field(&c, "Nonce", &vl)) == NULL || vl != 2 * MIME_NONCE_LEN)
             BAD("missing or bad Nonce");
-        for (unsigned i = 0; i < MIME_NONCE_LEN; i++) {
+        for (size_t i = 0; i < MIME_NONCE_LEN; i++) {
             int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
             if (hi < 0 || lo < 0)
                 BAD("bad Nonce");
@@ -700,9 +706,10 @@ int mime_control_parse(const char *text, size_t len, struct mime_info **info_r,
         BAD("out of memory");
     }
     for (size_t k = 0; k < (size_t)num; k++) {
-        char buf[3 * MIME_MAX_ADDRESS_LEN + 1];
+        char buf[(size_t)3 * MIME_MAX_ADDRESS_LEN + 1];
         if ((v = field(&c, "Recipient", &vl)) == NULL || vl == 0 ||
-            vl > 3 * MIME_MAX_ADDRESS_LEN || address_decode(v, vl, buf) != 0) {
+            vl > (size_t)3 * MIME_MAX_ADDRESS_LEN ||
+            address_decode(v, vl, buf) != 0) {
             mime_hash_free(&rh);
             BAD("missing or bad Recipient");
         }

@@ -22,24 +22,16 @@ static int skip_cfws(struct lex *x)
     int depth = 0;
     while (x->p < x->end) {
         unsigned char c = *x->p;
-        if (depth == 0 && (c == ' ' || c == '\t' || c == '\r' || c == '\n')) {
-            x->p++;
-        } else if (c == '(') {
-            if (++depth > COMMENT_DEPTH)
-                return -1;
-            x->p++;
-        } else if (depth > 0 && c == ')') {
+        int ws = c == ' ' || c == '\t' || c == '\r' || c == '\n';
+        if (depth == 0 && !ws && c != '(')
+            break; /* a token or a special */
+        if (c == '(' && ++depth > COMMENT_DEPTH)
+            return -1;
+        if (depth > 0 && c == ')')
             depth--;
-            x->p++;
-        } else if (depth > 0 && c == '\\') {
-            if (x->p + 1 >= x->end)
-                return -1;
-            x->p += 2;
-        } else if (depth > 0) {
-            x->p++;
-        } else {
-            break;
-        }
+        if (depth > 0 && c == '\\' && ++x->p >= x->end)
+            return -1; /* a quoted-pair: skip the quoted octet too */
+        x->p++;
     }
     return depth == 0 ? 0 : -1;
 }

@@ -20,8 +20,8 @@
 
 #include "mime_internal.h"
 
-#define PART_HEADER_LIMIT (64u * 1024u)
-#define STAGE_CAP (256u * 1024u) /* decoded ciphertext staged per flush */
+#define PART_HEADER_LIMIT ((size_t)64 * 1024)
+#define STAGE_CAP ((size_t)256 * 1024) /* decoded ciphertext staged per flush */
 
 enum dec_state {
     ST_HEADERS,      /* outer header block */
@@ -698,7 +698,7 @@ static int dec_step(struct dec *d, struct mime_reader *r)
     int k = mime_reader_line(r, &line, &len, &eol);
     if (k == MIME_ERR_MALFORMED && d->state == ST_HEADERS)
         return mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
-                         "header line beyond %u octets: not a QKD message",
+                         "header line beyond %zu octets: not a QKD message",
                          MIME_LINE_LIMIT);
     if (k < 0)
         return dec_fail(d, k, k == MIME_ERR_IO ? "read error" : "line too long");

@@ -89,21 +89,22 @@ static int plan_keys(const struct mime_key *keys, size_t n, uint64_t needed,
         return MIME_ERR_NOMEM;
     uint64_t ahead[MIME_HASH_AHEAD];
     for (size_t i = 0; i < n + MIME_HASH_AHEAD; i++) {
+        if (i >= MIME_HASH_AHEAD) { /* key j, hashed AHEAD steps ago */
+            size_t j = i - MIME_HASH_AHEAD;
+            if (mime_hash_add(h, ahead[j % MIME_HASH_AHEAD], eq_key, keys,
+                              &keys[j], j) != SIZE_MAX) {
+                mime_hash_free(&h);
+                return mime_fail(error_r, MIME_ERR_KEY_DUPLICATE,
+                                 "%s given twice",
+                                 key_name(&keys[j], buf, sizeof(buf)));
+            }
+        }
         if (i < n) { /* hash ahead, prefetch the slot */
             const struct mime_key *k = &keys[i];
             const char *id = k->ksid ? k->ksid : k->key_id;
             ahead[i % MIME_HASH_AHEAD] = mime_hash_of(
                 h, id, strlen(id), k->ksid ? k->index : UINT64_MAX);
             mime_hash_prefetch(h, ahead[i % MIME_HASH_AHEAD]);
-        }
-        if (i < MIME_HASH_AHEAD)
-            continue;
-        const struct mime_key *k = &keys[i - MIME_HASH_AHEAD];
-        if (mime_hash_add(h, ahead[(i - MIME_HASH_AHEAD) % MIME_HASH_AHEAD],
-                          eq_key, keys, k, i - MIME_HASH_AHEAD) != SIZE_MAX) {
-            mime_hash_free(&h);
-            return mime_fail(error_r, MIME_ERR_KEY_DUPLICATE,
-                             "%s given twice", key_name(k, buf, sizeof(buf)));
         }
     }
     mime_hash_free(&h);
@@ -457,7 +458,7 @@ static int info_keys_and_recipients(struct mime_info *info,
     }
     info->arena_cap = pl->id_bytes + rcpt_bytes + 1;
     info->arena = malloc(info->arena_cap);
-    info->keys = calloc(pl->n_entries, sizeof(*info->keys));
+    info->keys = calloc(pl->n_entries ? pl->n_entries : 1, sizeof(*info->keys));
     info->rcpts = calloc(nr ? nr : 1, sizeof(char *));
     if (rc == MIME_OK && (!info->arena || !info->keys || !info->rcpts))
         rc = MIME_ERR_NOMEM;
@@ -613,7 +614,7 @@ int mime_encrypt_mem(const void *in, size_t in_len,
     struct mime_source src = {-1, in != NULL ? in : (const void *)"", in_len};
     /* Room for the usual case without reallocation: base64 with CRLF lines
      * of the message and tag, the kept headers, control part and framing. */
-    size_t hint = in_len / MIME_B64_LINE * 78u + 78u * 2u +
+    size_t hint = in_len / MIME_B64_LINE * 78 + (size_t)78 * 2 +
                   MIME_OUTER_KEPT_LIMIT / 4u + n_keys * 64u + 4096u;
     if (in_len > SIZE_MAX / 2)
         hint = 0;

@@ -14,17 +14,17 @@
 #define MIME_DATA_DESCRIPTION "Encrypted message: read it through a QuMail gateway"
 #define MIME_KEY_BITS_AES 256u
 #define MIME_KEY_BITS_MAC 256u
-#define MIME_TAG_LEN 16u
-#define MIME_NONCE_LEN 12u
-#define MIME_HEADER_LIMIT (256u * 1024u)      /* outer/inner header block */
-#define MIME_OUTER_KEPT_LIMIT (64u * 1024u)   /* original fields kept outside */
-#define MIME_OUTER_LINE_LIMIT (16u * 1024u)   /* longest kept physical line */
-#define MIME_CONTROL_LIMIT (64u * 1024u * 1024u) /* control part text */
-#define MIME_LINE_LIMIT (64u * 1024u)         /* one line of the outer msg */
-#define MIME_B64_LINE 57u                     /* octets per 76-char line */
-#define MIME_CHUNK (MIME_B64_LINE * 4096u)    /* ~228 KiB streaming chunk */
+#define MIME_TAG_LEN ((size_t)16)
+#define MIME_NONCE_LEN ((size_t)12)
+#define MIME_HEADER_LIMIT ((size_t)256 * 1024)      /* outer/inner header block */
+#define MIME_OUTER_KEPT_LIMIT ((size_t)64 * 1024)   /* original fields kept outside */
+#define MIME_OUTER_LINE_LIMIT ((size_t)16 * 1024)   /* longest kept physical line */
+#define MIME_CONTROL_LIMIT ((size_t)64 * 1024 * 1024) /* control part text */
+#define MIME_LINE_LIMIT ((size_t)64 * 1024)         /* one line of the outer msg */
+#define MIME_B64_LINE ((size_t)57)                    /* octets per 76-char line */
+#define MIME_CHUNK (MIME_B64_LINE * 4096)    /* ~228 KiB streaming chunk */
 #define MIME_MAX_BOUNDARY 70u
-#define MIME_SPILL_DEFAULT (4u * 1024u * 1024u) /* ciphertext kept in memory */
+#define MIME_SPILL_DEFAULT ((size_t)4 * 1024 * 1024) /* ciphertext kept in memory */
 
 /* Stores a malloc'd printf-formatted detail in *error_r (when not NULL) and
  * returns err. */

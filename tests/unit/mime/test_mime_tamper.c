@@ -29,10 +29,15 @@ struct enc {
     struct tu_keys keys;
 };
 
+/* Format 2: bound to two recipients, so the flips cover Recipient lines */
+static const char *const rcpts[] = {"bob@example.net", "J\xc3\xbcrgen@example.de"};
+
 static void make(struct enc *e, enum mime_alg alg, size_t max_key)
 {
     struct mime_encrypt_params p = tu_params(alg);
     p.fixed_boundary = "BOUNDARY";
+    p.recipients = rcpts;
+    p.n_recipients = 2;
     tu_keys_for(&e->keys, alg, strlen(sample), max_key, "t");
     assert_int_equal(mime_encrypt_mem(sample, strlen(sample), &p, e->keys.keys,
                                       e->keys.n, &e->msg, &e->len, NULL), 0);
@@ -115,6 +120,46 @@ static void test_flip_control_and_ciphertext_otp(void **s)
 {
     (void)s;
     flip_all(MIME_ALG_OTP_POLY1305, 100); /* several keys */
+}
+
+/* The same with ETSI 004 chunks in the key list (Key-Chunks lines). */
+static void test_flip_with_004_chunks(void **st)
+{
+    (void)st;
+    struct enc e;
+    make(&e, MIME_ALG_OTP_POLY1305, 100);
+    /* re-encrypt with the keys after the first given as 004 chunks */
+    struct mime_key *keys = calloc(e.keys.n, sizeof(*keys));
+    memcpy(keys, e.keys.keys, e.keys.n * sizeof(*keys));
+    for (size_t i = 1; i < e.keys.n; i++) {
+        keys[i].ksid = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+        keys[i].index = 7 + i;
+    }
+    /* (the last key may be shorter: it then forms its own entry) */
+    struct mime_encrypt_params p = tu_params(MIME_ALG_OTP_POLY1305);
+    p.fixed_boundary = "BOUNDARY";
+    p.recipients = rcpts;
+    p.n_recipients = 2;
+    free(e.msg);
+    assert_int_equal(mime_encrypt_mem(sample, strlen(sample), &p, keys,
+                                      e.keys.n, &e.msg, &e.len, NULL), 0);
+    assert_non_null(memmem(e.msg, e.len, "Key-Chunks: ", 12));
+    memcpy(e.keys.keys, keys, e.keys.n * sizeof(*keys));
+    free(keys);
+    assert_int_equal(try_decrypt(&e, e.msg, e.len), 0);
+    size_t cs, ce, ds, de;
+    regions(&e, &cs, &ce, &ds, &de);
+    unsigned char *m = malloc(e.len);
+    for (size_t i = cs; i < ce; i++) {
+        for (int b = 0; b < 8; b++) {
+            memcpy(m, e.msg, e.len);
+            m[i] ^= (unsigned char)(1u << b);
+            if (try_decrypt(&e, m, e.len) == 0)
+                fail_msg("flip at %zu bit %d not detected", i, b);
+        }
+    }
+    free(m);
+    unmake(&e);
 }
 
 static void test_flip_control_and_ciphertext_aes(void **s)
@@ -409,6 +454,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flip_control_and_ciphertext_otp),
         cmocka_unit_test(test_flip_control_and_ciphertext_aes),
+        cmocka_unit_test(test_flip_with_004_chunks),
         cmocka_unit_test(test_binary_flips_otp),
         cmocka_unit_test(test_binary_flips_aes),
         cmocka_unit_test(test_control_edits),

@@ -614,7 +614,9 @@ static void assert_protected(const struct txn *t)
     assert_true(t->complete);
     assert_null(strstr(t->body, SECRET));
     assert_null(strstr(t->body, "Subject: plans"));
-    assert_non_null(strstr(t->body, "X-QKD-Version: 1\r\n"));
+    assert_non_null(strstr(t->body, "X-QKD-Version: 2\r\n"));
+    /* bound to its envelope recipients (format 2) */
+    assert_non_null(strstr(t->body, "\r\nRecipient: "));
 }
 
 /* ---- the tests ----------------------------------------------------------------------- */
