@@ -261,10 +261,19 @@ static void learn_ehlo(smtp_client *c, const struct smtp_reply *r)
                 size_t s = i;
                 while (i < alen && args[i] != ' ')
                     i++;
-                if (i - s == 5 && strncasecmp(args + s, "PLAIN", 5) == 0)
-                    c->ext |= SMTP_EXT_AUTH_PLAIN;
-                if (i - s == 5 && strncasecmp(args + s, "LOGIN", 5) == 0)
-                    c->ext |= SMTP_EXT_AUTH_LOGIN;
+                static const struct {
+                    const char *name;
+                    unsigned ext;
+                } mechs[] = {
+                    {"PLAIN", SMTP_EXT_AUTH_PLAIN},
+                    {"LOGIN", SMTP_EXT_AUTH_LOGIN},
+                    {"XOAUTH2", SMTP_EXT_AUTH_XOAUTH2},
+                    {"OAUTHBEARER", SMTP_EXT_AUTH_OAUTHBEARER},
+                };
+                for (size_t m = 0; m < sizeof(mechs) / sizeof(mechs[0]); m++)
+                    if (i - s == strlen(mechs[m].name) &&
+                        strncasecmp(args + s, mechs[m].name, i - s) == 0)
+                        c->ext |= mechs[m].ext;
             }
         }
     }
