@@ -10,8 +10,8 @@
 
 #include "smtp_proto.h"
 
-#define BODY_CHUNK 65536
-#define BODY_HIGH_WATER (256 * 1024) /* pause reading the fd above this */
+#define BODY_CHUNK ((size_t)64 * 1024)
+#define BODY_HIGH_WATER ((size_t)256 * 1024) /* pause reading the fd above this */
 
 enum smtpc_state {
     SMTPC_CONNECTING,
@@ -551,7 +551,8 @@ int smtp_client_command(smtp_client *c, const char *line, unsigned flags,
         return -1;
     }
     memcpy(op->line, line, len);
-    memcpy(op->line + len, "\r\n", 3);
+    memcpy(op->line + len, "\r\n", 2);
+    op->line[len + 2] = '\0';
     op->line_len = len + 2;
     op->flags = flags;
     op->cb = cb;

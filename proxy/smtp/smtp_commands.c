@@ -326,7 +326,7 @@ static void proceed_mail(smtp_session *s, const struct smtp_cmd *cmd)
     char line[SMTP_PATH_MAX + sizeof(s->mail_params) + 64];
     if (cmd->has_size)
         snprintf(line, sizeof(line), "MAIL FROM:<%s> SIZE=%llu%s", cmd->path,
-                 (unsigned long long)(cmd->size + cmd->size / 19 * 7 + 65536), s->mail_params);
+                 (unsigned long long)cmd->size + cmd->size / 19 * 7 + 65536, s->mail_params);
     else
         snprintf(line, sizeof(line), "MAIL FROM:<%s>%s", cmd->path, s->mail_params);
     smtp_enter_state(s, SMTP_STATE_MAIL_UPSTREAM);

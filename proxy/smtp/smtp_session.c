@@ -98,7 +98,7 @@ static void random_id(char *out, size_t bytes)
 
 uint64_t smtp_size_after_expansion(uint64_t upstream_size, uint64_t own_limit)
 {
-    const uint64_t overhead = 64 * 1024;
+    const uint64_t overhead = (uint64_t)64 * 1024;
     if (upstream_size == 0)
         return own_limit;
     if (upstream_size <= overhead)
@@ -269,7 +269,7 @@ void smtp_reply(smtp_session *s, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     /* "ddd x.y.z text" */
-    int code = atoi(buf);
+    int code = (int)strtol(buf, NULL, 10);
     const char *p = buf + 3;
     while (*p == ' ')
         p++;
@@ -510,7 +510,7 @@ static void process_input(smtp_session *s)
         /* One line buffer per session: max_line_length + 1 bytes, grown
          * for a long AUTH line (wiped after every line, so nothing is
          * copied when it grows). */
-        if (len + 1 > s->line_cap) {
+        if (len + 1 > s->line_cap || !s->line_buf) {
             size_t cap = len + 1 > (size_t)s->cfg.max_line_length + 1
                              ? len + 1
                              : (size_t)s->cfg.max_line_length + 1;

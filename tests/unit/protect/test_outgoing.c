@@ -323,9 +323,9 @@ static void client_write_cb(uv_write_t *w, int status)
 static void client_send(struct client *c, const char *text)
 {
     size_t n = strlen(text);
-    char *copy = malloc(n);
+    char *copy = malloc(n + 1);
     assert_non_null(copy);
-    memcpy(copy, text, n);
+    memcpy(copy, text, n + 1);
     uv_write_t *w = malloc(sizeof(*w));
     assert_non_null(w);
     w->data = copy;

@@ -756,11 +756,11 @@ static void test_auth_oauth_pass_through(void **state)
     (void)state;
     /* "user=u@x.test\1auth=Bearer <token>\1\1", base64: a long token */
     static char xoauth2[12100], oauthbearer[5000], up_x[12200], up_o[5100];
-    memcpy(xoauth2, "> AUTH XOAUTH2 ", 15);
+    memcpy(xoauth2, "> AUTH XOAUTH2 ", 15); /* NOLINT(bugprone-not-null-terminated-result) */
     for (size_t i = 15; i < sizeof(xoauth2) - 1; i++)
         xoauth2[i] = "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"[i % 39];
     snprintf(up_x, sizeof(up_x), "< %s", xoauth2 + 2);
-    memcpy(oauthbearer, "> AUTH OAUTHBEARER ", 19);
+    memcpy(oauthbearer, "> AUTH OAUTHBEARER ", 19); /* NOLINT(bugprone-not-null-terminated-result) */
     for (size_t i = 19; i < sizeof(oauthbearer) - 1; i++)
         oauthbearer[i] = "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"[i % 42];
     snprintf(up_o, sizeof(up_o), "< %s", oauthbearer + 2);
