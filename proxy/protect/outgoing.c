@@ -48,6 +48,9 @@ struct rcpt_info {
 struct copy {
     size_t *idx;                    /* recipient indices (owned) */
     size_t n;
+    const char **bound;             /* protected: the addresses the copy is
+                                       bound to (array owned, strings the
+                                       job's addrs) */
     const struct policy_rule *rule; /* NULL for the plain copy */
     bool protect;
     bool bcc;
@@ -270,6 +273,7 @@ static void job_free(struct job *job)
         struct copy *c = &job->copies[i];
         kme_keys_free(&c->keys);
         free(c->idx);
+        free(c->bound);
         free(c->kme_message);
         free(c->enc_message);
         if (c->out_fd >= 0)
@@ -402,6 +406,12 @@ static void encrypt_work(uv_work_t *w)
         .slave_sae_id = c->rule->slave_sae,
         .protect_subject = c->rule->protect_subject,
         .subject_placeholder = c->rule->placeholder,
+        /* Format 2 binds the copy to its envelope recipients, so that a
+         * reading proxy decrypts it only for them. A Bcc copy names its
+         * one recipient; a group copy names recipients visible in To/Cc
+         * anyway. */
+        .recipients = c->bound,
+        .n_recipients = c->n,
     };
     const char *dir = getenv("TMPDIR");
     c->out_fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -455,6 +465,13 @@ static void job_encrypt(struct job *job)
         if (!c->protect)
             continue;
         c->ids = ids_find(job->po, c->rule->link, c->rule->slave_sae);
+        c->bound = calloc(c->n ? c->n : 1, sizeof(char *));
+        if (!c->bound) {
+            c->enc_error = MIME_ERR_NOMEM; /* fails the message (fail closed) */
+            continue;
+        }
+        for (size_t k = 0; k < c->n; k++)
+            c->bound[k] = job->addrs[c->idx[k]];
         c->work.data = c;
         job->pending++;
         if (uv_queue_work(job->po->loop, &c->work, encrypt_work, encrypt_done) < 0) {
