@@ -48,9 +48,6 @@ struct rcpt_info {
 struct copy {
     size_t *idx;                    /* recipient indices (owned) */
     size_t n;
-    const char **bound;             /* protected: the addresses the copy is
-                                       bound to (array owned, strings the
-                                       job's addrs) */
     const struct policy_rule *rule; /* NULL for the plain copy */
     bool protect;
     bool bcc;
@@ -273,7 +270,6 @@ static void job_free(struct job *job)
         struct copy *c = &job->copies[i];
         kme_keys_free(&c->keys);
         free(c->idx);
-        free(c->bound);
         free(c->kme_message);
         free(c->enc_message);
         if (c->out_fd >= 0)
@@ -389,11 +385,18 @@ static void encrypt_work(uv_work_t *w)
     struct job *job = c->job;
     const struct kme_ids *ids = c->ids;
     struct mime_key *keys = calloc(c->keys->count, sizeof(*keys));
-    if (!keys || !ids) {
+    /* The copy is bound to its envelope recipients (format 2, section
+     * 3.5): a reading proxy decrypts it only for them. Pointers only: the
+     * addresses are the job's. */
+    const char **rcpts = calloc(c->n ? c->n : 1, sizeof(*rcpts));
+    if (!keys || !ids || !rcpts) {
         free(keys);
+        free(rcpts);
         c->enc_error = MIME_ERR_NOMEM;
         return;
     }
+    for (size_t i = 0; i < c->n; i++)
+        rcpts[i] = job->addrs[c->idx[i]];
     for (size_t i = 0; i < c->keys->count; i++) {
         keys[i].key_id = c->keys->keys[i].key_id;
         keys[i].key = c->keys->keys[i].bytes;
@@ -406,11 +409,7 @@ static void encrypt_work(uv_work_t *w)
         .slave_sae_id = c->rule->slave_sae,
         .protect_subject = c->rule->protect_subject,
         .subject_placeholder = c->rule->placeholder,
-        /* Format 2 binds the copy to its envelope recipients, so that a
-         * reading proxy decrypts it only for them. A Bcc copy names its
-         * one recipient; a group copy names recipients visible in To/Cc
-         * anyway. */
-        .recipients = c->bound,
+        .recipients = rcpts,
         .n_recipients = c->n,
     };
     const char *dir = getenv("TMPDIR");
@@ -419,11 +418,13 @@ static void encrypt_work(uv_work_t *w)
         c->enc_error = MIME_ERR_IO;
         c->enc_message = strdup(strerror(errno));
         free(keys);
+        free(rcpts);
         return;
     }
     c->enc_error = mime_encrypt_fd(job->fd, c->out_fd, &p, keys, c->keys->count,
                                    &c->out_size, &c->enc_message);
     free(keys); /* pointers only; the material is wiped by kme_keys_free */
+    free(rcpts);
 }
 
 static void job_encrypted_all(struct job *job)
@@ -465,13 +466,6 @@ static void job_encrypt(struct job *job)
         if (!c->protect)
             continue;
         c->ids = ids_find(job->po, c->rule->link, c->rule->slave_sae);
-        c->bound = calloc(c->n ? c->n : 1, sizeof(char *));
-        if (!c->bound) {
-            c->enc_error = MIME_ERR_NOMEM; /* fails the message (fail closed) */
-            continue;
-        }
-        for (size_t k = 0; k < c->n; k++)
-            c->bound[k] = job->addrs[c->idx[k]];
         c->work.data = c;
         job->pending++;
         if (uv_queue_work(job->po->loop, &c->work, encrypt_work, encrypt_done) < 0) {
