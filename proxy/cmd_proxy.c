@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "mime.h"
+#include "service.h"
 
 static void usage(FILE *out)
 {
@@ -20,13 +21,15 @@ static void usage(FILE *out)
             "quantum keys and relay it to the upstream server (proxy/README.md).\n"
             "\n"
             "  -c, --config FILE     daemon configuration (JSON, config/README.md)\n"
-            "  -l, --log-level LEVEL error, warn, info (default) or debug;\n"
+            "      --log-level LEVEL error, warn, info (default) or debug;\n"
             "                        overrides the configuration's log_level\n"
             "  -h, --help            this text\n"
             "\n"
             "Signals: SIGHUP reloads the configuration and the policy file\n"
             "(listeners, upstream, limits; KME links need a restart);\n"
-            "SIGINT/SIGTERM stop.\n");
+            "SIGINT/SIGTERM stop.\n"
+            "Exit status: 0 stopped by a signal, 1 could not start (reason on\n"
+            "stderr), 2 usage error.\n");
 }
 
 int cmd_proxy(int argc, char **argv)
@@ -42,8 +45,7 @@ int cmd_proxy(int argc, char **argv)
             config_path = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             config_path = argv[i] + 9;
-        } else if ((strcmp(argv[i], "-l") == 0 || strcmp(argv[i], "--log-level") == 0) &&
-                   i + 1 < argc) {
+        } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
             level_name = argv[++i];
         } else {
             fprintf(stderr, "qumail proxy: unknown or incomplete option '%s'\n", argv[i]);
@@ -85,6 +87,13 @@ int cmd_proxy(int argc, char **argv)
         return 1;
     }
 
+    if (service_prepare_state_dir(cfg->state_dir, &err) < 0) {
+        qlog_error("%s", err);
+        free(err);
+        qumail_config_free(&cfg);
+        return 1;
+    }
+
     uv_loop_t loop;
     uv_loop_init(&loop);
     proxy_daemon *d = proxy_daemon_new(&loop, cfg, &err);
@@ -95,6 +104,7 @@ int cmd_proxy(int argc, char **argv)
         status = 1;
     } else {
         qlog_info("qumail proxy ready (pid %d)", (int)getpid());
+        service_notify("READY=1"); /* listeners are bound: Type=notify */
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     proxy_daemon_free(&d);
