@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -87,6 +88,9 @@ int cmd_proxy(int argc, char **argv)
         return 1;
     }
 
+    /* State files (simulator pools, vault) are the daemon's alone, however
+     * it was started (the unit says UMask=0077 too). */
+    umask(077);
     if (service_prepare_state_dir(cfg->state_dir, &err) < 0) {
         qlog_error("%s", err);
         free(err);
