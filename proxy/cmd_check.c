@@ -56,6 +56,18 @@ static int check_file(const char *cfgname, const char *key, const char *path)
     return 1;
 }
 
+/* dirname(3) without modifying its argument: "a/b" -> "a", "/a" -> "/",
+ * "a" -> ".". Caller frees; NULL when out of memory. */
+static char *parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
 /* A folder the daemon writes in: it must exist (or be creatable, for
  * state_dir, which the daemon creates) and be writable. */
 static int check_dir(const char *cfgname, const char *key, const char *path, bool creatable)
@@ -80,29 +92,24 @@ static int check_dir(const char *cfgname, const char *key, const char *path, boo
     }
     /* Missing: the daemon creates it (mkdir -p) if the nearest existing
      * ancestor is writable. */
-    char *copy = strdup(path);
+    char *dir = parent_dir(path);
     int bad = 0;
-    while (copy) {
-        char *slash = strrchr(copy, '/');
-        if (!slash) {
-            strcpy(copy, ".");
-        } else if (slash == copy) {
-            slash[1] = '\0';
-        } else {
-            *slash = '\0';
-        }
-        if (stat(copy, &st) == 0) {
-            if (!S_ISDIR(st.st_mode) || access(copy, W_OK | X_OK) != 0) {
+    while (dir) {
+        if (stat(dir, &st) == 0) {
+            if (!S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
                 fprintf(stderr, "%s: key '%s': %s does not exist and cannot be created "
-                        "(%s is not writable)\n", cfgname, key, path, copy);
+                        "(%s is not writable)\n", cfgname, key, path, dir);
                 bad = 1;
             }
             break;
         }
-        if (strcmp(copy, "/") == 0 || strcmp(copy, ".") == 0)
+        if (strcmp(dir, "/") == 0 || strcmp(dir, ".") == 0)
             break;
+        char *up = parent_dir(dir);
+        free(dir);
+        dir = up;
     }
-    free(copy);
+    free(dir);
     return bad;
 }
 
@@ -111,16 +118,9 @@ static int check_dir(const char *cfgname, const char *key, const char *path, boo
 static int check_state_file(const char *cfgname, const char *key, const char *path,
                             const char *state_dir)
 {
-    char *dir = strdup(path);
+    char *dir = parent_dir(path);
     if (!dir)
         return 1;
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        strcpy(dir, ".");
     int bad = 0;
     /* Inside state_dir (the default), state_dir's own check covers it. */
     if (!(state_dir && strcmp(dir, state_dir) == 0))
