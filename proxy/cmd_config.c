@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 
 #include "commands.h"
-#include "config.h"
+#include "settings.h"
 
 static void usage(FILE *out)
 {
@@ -84,11 +84,11 @@ static void set_str(json_t *o, const char *key, const char *value)
         json_object_set_new(o, key, json_string(value));
 }
 
-static json_t *smtp_json(const struct qumail_smtp *s)
+static json_t *listeners_json(const struct qumail_listener *ls, size_t n)
 {
     json_t *listeners = json_array();
-    for (size_t i = 0; i < s->n_listeners; i++) {
-        const struct qumail_smtp_listener *l = &s->listeners[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct qumail_listener *l = &ls[i];
         json_t *o = json_pack("{s:s, s:s, s:i, s:s}", "name", l->name, "address",
                               l->address, "port", (int)l->port, "tls",
                               qumail_listen_tls_name(l->tls));
@@ -97,7 +97,11 @@ static json_t *smtp_json(const struct qumail_smtp *s)
         json_object_set_new(o, "require_tls_for_auth", json_boolean(l->require_tls_for_auth));
         json_array_append_new(listeners, o);
     }
-    const struct qumail_smtp_upstream *u = &s->upstream;
+    return listeners;
+}
+
+static json_t *upstream_json(const struct qumail_upstream *u, bool imap)
+{
     json_t *up = json_pack("{s:s, s:i, s:s, s:b}", "host", u->host, "port", (int)u->port,
                            "tls", qumail_upstream_tls_name(u->tls), "verify", u->verify);
     set_str(up, "ca_file", u->ca_file);
@@ -105,6 +109,24 @@ static json_t *smtp_json(const struct qumail_smtp *s)
     set_str(up, "client_cert_file", u->client_cert_file);
     set_str(up, "client_key_file", u->client_key_file);
     json_object_set_new(up, "timeout", duration(u->timeout_ms));
+    if (imap)
+        json_object_set_new(up, "trust_id", json_boolean(u->trust_id));
+    return up;
+}
+
+static void conn_limits(json_t *limits, const struct qumail_conn_limits *c)
+{
+    json_object_set_new(limits, "max_connections", json_integer(c->max_connections));
+    /* a per-address default above max_connections has no effect, and a
+     * file may not say so: write the value in force */
+    uint32_t per = c->max_connections_per_address;
+    json_object_set_new(limits, "max_connections_per_address",
+                        json_integer(per > c->max_connections ? c->max_connections : per));
+    json_object_set_new(limits, "listen_backlog", json_integer(c->listen_backlog));
+}
+
+static json_t *smtp_json(const struct qumail_smtp *s)
+{
     json_t *nets = json_array();
     for (size_t i = 0; i < s->n_trusted_networks; i++)
         json_array_append_new(nets, cidr(&s->trusted_networks[i]));
@@ -115,15 +137,32 @@ static json_t *smtp_json(const struct qumail_smtp *s)
     json_object_set_new(limits, "max_line_length", json_integer(lim->max_line_length));
     json_object_set_new(limits, "command_timeout", duration(lim->command_timeout_ms));
     json_object_set_new(limits, "data_timeout", duration(lim->data_timeout_ms));
-    json_object_set_new(limits, "max_connections", json_integer(lim->max_connections));
+    conn_limits(limits, &lim->conn);
     json_t *o = json_object();
     json_object_set_new(o, "mode", json_string(qumail_smtp_mode_name(s->mode)));
     set_str(o, "hostname", s->hostname);
-    json_object_set_new(o, "listeners", listeners);
-    json_object_set_new(o, "upstream", up);
+    json_object_set_new(o, "listeners", listeners_json(s->listeners, s->n_listeners));
+    json_object_set_new(o, "upstream", upstream_json(&s->upstream, false));
     json_object_set_new(o, "trusted_networks", nets);
     json_object_set_new(o, "limits", limits);
     json_object_set_new(o, "trace_header", json_boolean(s->trace_header));
+    return o;
+}
+
+static json_t *imap_json(const struct qumail_imap *m)
+{
+    const struct qumail_imap_limits *lim = &m->limits;
+    json_t *limits = json_object();
+    json_object_set_new(limits, "max_line_length", json_integer(lim->max_line_length));
+    json_object_set_new(limits, "max_literal_size", size(lim->max_literal_size));
+    json_object_set_new(limits, "login_timeout", duration(lim->login_timeout_ms));
+    json_object_set_new(limits, "command_timeout", duration(lim->command_timeout_ms));
+    json_object_set_new(limits, "idle_timeout", duration(lim->idle_timeout_ms));
+    conn_limits(limits, &lim->conn);
+    json_t *o = json_object();
+    json_object_set_new(o, "listeners", listeners_json(m->listeners, m->n_listeners));
+    json_object_set_new(o, "upstream", upstream_json(&m->upstream, true));
+    json_object_set_new(o, "limits", limits);
     return o;
 }
 
@@ -141,6 +180,8 @@ static json_t *config_json(const struct qumail_config *c)
     json_object_set_new(root, "log_level", json_string(level_names[c->log_level]));
     set_str(root, "state_dir", c->state_dir);
     json_object_set_new(root, "smtp", smtp_json(&c->smtp));
+    if (c->imap.enabled) /* absent: no IMAP side */
+        json_object_set_new(root, "imap", imap_json(&c->imap));
     json_t *links = json_object();
     for (size_t i = 0; i < c->n_kme_links; i++) {
         const struct qumail_kme_link *l = &c->kme_links[i];

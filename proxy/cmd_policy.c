@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "commands.h"
-#include "config.h"
+#include "settings.h"
 #include "policy.h"
 
 static void usage(FILE *out)

@@ -1,5 +1,5 @@
 /* service: state folder creation and sd_notify over $NOTIFY_SOCKET. */
-#include "service.h"
+#include "service_env.h"
 
 #include <errno.h>
 #include <stddef.h>

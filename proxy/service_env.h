@@ -1,8 +1,8 @@
-/* service: what `qumail proxy` does for its service manager and its files
+/* service_env: what `qumail proxy` does for its service manager and its files
  * before and while it serves (no libsystemd: the protocol is one datagram).
  */
-#ifndef QUMAIL_SERVICE_H
-#define QUMAIL_SERVICE_H
+#ifndef QUMAIL_SERVICE_ENV_H
+#define QUMAIL_SERVICE_ENV_H
 
 /* Creates the state folder (and missing parents) with mode 0700 when it
  * does not exist, so a first start needs no manual mkdir; an existing one
