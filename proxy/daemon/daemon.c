@@ -49,7 +49,10 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     proxy_daemon *d = h->data;
     if (signum == SIGHUP) {
-        proxy_daemon_reload(d);
+        int rc = proxy_daemon_reload(d);
+        proxy_ops__reload_count(d, rc == 0);
+        if (rc == 0)
+            proxy_ops__reloaded(d, d->first_cfg);
         return;
     }
     qlog_info("signal %d: stopping", signum);
@@ -127,9 +130,14 @@ proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
     d->n_protos = n;
     for (size_t i = 0; i < n; i++)
         d->protos[i].p = protocols[i];
+    if (proxy_ops__init(d) < 0) {
+        proxy_daemon_free(&d);
+        *error_r = strdup("out of memory");
+        return NULL;
+    }
     if (load_policy(d, error_r) < 0 || proxy_kme__start(d, error_r) < 0 ||
         init_protocols(d, error_r) < 0 || !(d->gen = proxy_gen__new(d, cfg, NULL, error_r)) ||
-        proxy_listener__open_all(d, error_r) < 0) {
+        proxy_listener__open_all(d, error_r) < 0 || proxy_ops__start(d, error_r) < 0) {
         /* Handles close on the next loop run; the caller runs it. */
         proxy_daemon_stop(d);
         proxy_daemon_free(&d);
@@ -156,6 +164,7 @@ void proxy_daemon_stop(proxy_daemon *d)
         d->listeners = l->next;
         proxy_listener__close(l);
     }
+    proxy_ops__stop(d);
     proxy_registry__close_all(d);
     proxy_kme__stop(d);
     if (d->signals_on) {
@@ -186,5 +195,6 @@ void proxy_daemon_free(proxy_daemon **dp)
     free(d->links);
     policy_store_free(&d->policies);
     free(d->link_names);
+    proxy_ops__free(d);
     free(d);
 }

@@ -43,6 +43,7 @@
 #include <uv.h>
 
 #include "kme_client.h"
+#include "metrics.h"
 #include "net.h"
 #include "policy.h"
 #include "settings.h"
@@ -141,5 +142,10 @@ policy *proxy_daemon_policy(proxy_daemon *d);
 kme_client *proxy_daemon_kme_link(proxy_daemon *d, const char *name);
 /* Live sessions of a protocol (all protocols: NULL). */
 size_t proxy_daemon_sessions(const proxy_daemon *d, const char *protocol);
+/* The process's metrics registry (proxy/admin/metrics.h): protocols
+ * declare and update their metrics in it; /metrics renders it. */
+metrics *proxy_daemon_metrics(proxy_daemon *d);
+/* Bound port of the admin listener, 0 when there is none. */
+uint16_t proxy_daemon_admin_port(const proxy_daemon *d);
 
 #endif

@@ -79,7 +79,9 @@ static void finish(struct delivery_run *run, bool transport)
     } else if (ok) {
         snprintf(run->enh, sizeof(run->enh), "2.0.0");
         run->code = 250;
-        snprintf(text, sizeof(text), "Ok: %zu protected copies queued upstream (id %s)",
+        /* neutral: a copy may have gone plain (action none, or prefer
+         * without keys) */
+        snprintf(text, sizeof(text), "Ok: %zu copies queued upstream (id %s)",
                  run->n, s->msg_id);
     } else if (transport) {
         snprintf(text, sizeof(text), "Upstream connection lost%s",
