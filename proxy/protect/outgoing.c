@@ -23,6 +23,8 @@ struct kme_ids {
 
 struct protect_out {
     uv_loop_t *loop;
+    metric *m_messages, *m_copies, *m_rcpt_refused, *m_key_bits, *m_kme_seconds,
+        *m_kme_errors;            /* NULL without a registry: no-ops */
     protect_out_link_fn find_link;
     void *link_arg;
     struct kme_ids *ids;
@@ -63,6 +65,7 @@ struct copy {
     uint64_t out_size;
     int enc_error;
     char *enc_message;              /* owned, may be NULL */
+    uint64_t kme_started_ms;        /* the request in flight, for latency */
     uv_work_t work;
     struct job *job;
 };
@@ -208,6 +211,26 @@ static kme_client *find_link(const protect_out *po, const char *name)
 
 /* ---- RCPT ---------------------------------------------------------------- */
 
+void protect_out_set_metrics(protect_out *po, metrics *reg)
+{
+    po->m_messages = metrics_counter(reg, "qumail_smtp_messages_total",
+                                     "Messages by outcome (protected, relayed, deferred, "
+                                     "refused) and reason of a failure.", 2, "outcome", "reason");
+    po->m_copies = metrics_counter(reg, "qumail_smtp_copies_total",
+                                   "Copies accepted upstream, by protection level.", 1, "level");
+    po->m_rcpt_refused = metrics_counter(reg, "qumail_smtp_recipients_refused_total",
+                                         "Recipients refused at RCPT by the policy.", 1,
+                                         "reason");
+    po->m_key_bits = metrics_counter(reg, "qumail_kme_key_bits_total",
+                                     "Key bits fetched from each KME link.", 1, "link");
+    po->m_kme_seconds = metrics_histogram(reg, "qumail_kme_request_seconds",
+                                          "KME request latency (enc_keys, status).",
+                                          metrics_latency_buckets,
+                                          metrics_latency_buckets_count, 2, "link", "call");
+    po->m_kme_errors = metrics_counter(reg, "qumail_kme_errors_total",
+                                       "Key requests that failed, per KME link.", 1, "link");
+}
+
 static void out_rcpt(void *ctx, smtp_session *s, const char *addr,
                      struct smtp_rcpt_verdict *v)
 {
@@ -215,6 +238,8 @@ static void out_rcpt(void *ctx, smtp_session *s, const char *addr,
     (void)s;
     const struct policy_rule *rule = policy_lookup(ps->pol, addr);
     if (rule->action == POLICY_REFUSE) {
+        metric_add(ps->po->m_rcpt_refused, 1,
+                   rule->kind == POLICY_KIND_BUILTIN ? "no_rule" : "policy");
         v->accept = false;
         v->code = 550;
         snprintf(v->enh, sizeof(v->enh), "5.7.1");
@@ -230,6 +255,7 @@ static void out_rcpt(void *ctx, smtp_session *s, const char *addr,
     bool protect = policy_rule_protects(rule);
     if (protect && (!rule->link || !rule->slave_sae || !find_link(ps->po, rule->link))) {
         if (rule->action == POLICY_REQUIRE) {
+            metric_add(ps->po->m_rcpt_refused, 1, "no_link");
             v->accept = false;
             v->code = 451;
             snprintf(v->enh, sizeof(v->enh), "4.3.5");
@@ -334,13 +360,41 @@ static void job_log(struct job *job, int code, const char *enh, const char *what
  * session may end inside smtp_session_fail (a client that left waits only
  * for this reply), and its closed hook must not find the job. text must
  * not point into the job. */
-static void job_fail(struct job *job, int code, const char *enh, const char *text)
+/* The message metrics: outcome from the reply, reason from the step. */
+static void job_count(struct job *job, int code, const char *reason, size_t done)
 {
+    protect_out *po = job->po;
+    if (code >= 200 && code < 300) {
+        bool any = false;
+        for (size_t i = 0; i < job->n_copies; i++) {
+            const struct copy *c = &job->copies[i];
+            any |= c->protect;
+            metric_add(po->m_copies, 1, c->protect ? copy_level(c) : "none");
+        }
+        metric_add(po->m_messages, 1, any ? "protected" : "relayed", "");
+        return;
+    }
+    for (size_t i = 0; i < done && i < job->n_copies; i++) {
+        const struct copy *c = &job->copies[i];
+        metric_add(po->m_copies, 1, c->protect ? copy_level(c) : "none");
+    }
+    metric_add(po->m_messages, 1, code >= 500 ? "refused" : "deferred", reason);
+}
+
+static void job_fail_reason(struct job *job, int code, const char *enh, const char *text,
+                            const char *reason)
+{
+    job_count(job, code, reason, 0);
     job_log(job, code, enh, text, 0);
     smtp_session *s = job->s;
     job_free(job);
     if (s)
         smtp_session_fail(s, code, enh, text);
+}
+
+static void job_fail(struct job *job, int code, const char *enh, const char *text)
+{
+    job_fail_reason(job, code, enh, text, "local");
 }
 
 /* ---- DELIVER ------------------------------------------------------------------ */
@@ -349,6 +403,7 @@ static void delivered(smtp_session *s, const struct smtp_delivery_result *res, v
 {
     struct job *job = arg;
     (void)s;
+    job_count(job, res->code, "upstream", res->n_done);
     job_log(job, res->code, res->enh, res->code == 250 ? "accepted upstream" : res->text,
             res->n_done);
     job_free(job);
@@ -424,7 +479,8 @@ static void job_encrypted_all(struct job *job)
             qlog_error("msg %s: encryption failed: %s%s%s", job->id,
                        mime_strerror(c->enc_error), c->enc_message ? ": " : "",
                        c->enc_message ? c->enc_message : "");
-            job_fail(job, 451, "4.3.0", "Local error protecting the message, try again later");
+            job_fail_reason(job, 451, "4.3.0",
+                            "Local error protecting the message, try again later", "encryption");
             return;
         }
     }
@@ -491,7 +547,7 @@ static void keys_done_all(struct job *job)
                  "key link '%s' (%s)%s",
                  job->addrs[c->idx[0]], c->rule->link, kme_client_strerror(c->kme_error),
                  defer ? "; try again later" : "; policy refuses to send it unprotected");
-        job_fail(job, defer ? 451 : 554, defer ? "4.7.5" : "5.7.5", text);
+        job_fail_reason(job, defer ? 451 : 554, defer ? "4.7.5" : "5.7.5", text, "keys");
         return;
     }
     job_encrypt(job);
@@ -502,13 +558,25 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
 {
     struct copy *c = arg;
     struct job *job = c->job;
+    protect_out *po = job->po;
+    if (c->kme_started_ms && res->error != KME_ECANCELLED)
+        metric_observe(po->m_kme_seconds,
+                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
+                       "enc_keys");
+    c->kme_started_ms = 0;
     if (res->error != KME_OK) {
+        if (res->error != KME_ECANCELLED)
+            metric_add(po->m_kme_errors, 1, c->rule->link);
         c->kme_error = res->error;
         free(c->kme_message);
         c->kme_message = strdup(res->message); /* for the log; NULL is fine */
     } else {
         c->keys = keys;
         c->n_keys = keys->count;
+        uint64_t bits = 0;
+        for (size_t i = 0; i < keys->count; i++)
+            bits += (uint64_t)keys->keys[i].len * 8;
+        metric_add(po->m_key_bits, (double)bits, c->rule->link);
     }
     if (--job->pending > 0)
         return;
@@ -521,6 +589,7 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
 
 static void copy_fetch_keys(struct copy *c)
 {
+    c->kme_started_ms = uv_now(c->job->po->loop);
     int rc = kme_client_enc_bits(c->kme, c->rule->slave_sae, c->bits, copy_keys_cb, c);
     if (rc < 0) {
         struct kme_result r = {rc, 0, kme_client_strerror(rc)};
@@ -532,6 +601,12 @@ static void copy_status_cb(const struct kme_result *res, const struct kme_status
                            void *arg)
 {
     struct copy *c = arg;
+    protect_out *po = c->job->po;
+    if (c->kme_started_ms && res->error != KME_ECANCELLED)
+        metric_observe(po->m_kme_seconds,
+                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
+                       "status");
+    c->kme_started_ms = 0;
     if (res->error != KME_OK || !st) {
         copy_keys_cb(res, NULL, c);
         return;
@@ -562,6 +637,7 @@ static void job_fetch_keys(struct job *job)
         if (ids_find(job->po, c->rule->link, c->rule->slave_sae)) {
             copy_fetch_keys(c);
         } else {
+            c->kme_started_ms = uv_now(job->po->loop);
             int rc = kme_client_status(c->kme, c->rule->slave_sae, copy_status_cb, c);
             if (rc < 0) {
                 struct kme_result r = {rc, 0, kme_client_strerror(rc)};

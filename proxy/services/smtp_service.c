@@ -50,6 +50,7 @@ static int smtp_init(proxy_daemon *d, void **svc_r, char **error_r)
         return -1;
     }
     svc->d = d;
+    protect_out_set_metrics(svc->po, proxy_daemon_metrics(d));
     *svc_r = svc;
     return 0;
 }
