@@ -6,6 +6,7 @@
 
 #include "daemon_internal.h"
 #include "log.h"
+#include "service_env.h"
 
 const struct qumail_config *proxy_daemon__cfg(const proxy_daemon *d) { return d->gen->cfg; }
 
@@ -55,8 +56,72 @@ static void on_signal(uv_signal_t *h, int signum)
             proxy_ops__reloaded(d, d->first_cfg);
         return;
     }
+    if (signum == SIGTERM && !d->draining) {
+        proxy_daemon_drain(d);
+        return;
+    }
     qlog_info("signal %d: stopping", signum);
     proxy_daemon_stop(d);
+}
+
+static bool session_busy(const proxy_daemon *d, const proxy_session *s)
+{
+    const struct proxy_protocol *p = d->protos[s->proto].p;
+    return p->busy && p->busy(s->impl);
+}
+
+/* Closes the idle sessions (close_idle), returns how many are busy. A
+ * close may end any number of sessions: start over from the head each
+ * time, as proxy_registry__close_all does. */
+static size_t busy_sessions(proxy_daemon *d, bool close_idle)
+{
+    while (close_idle) {
+        proxy_session *s = d->sessions;
+        while (s && (s->close_sent || session_busy(d, s)))
+            s = s->next;
+        if (!s)
+            break;
+        s->close_sent = true;
+        d->protos[s->proto].p->close(s->impl);
+    }
+    size_t busy = 0;
+    for (const proxy_session *s = d->sessions; s; s = s->next)
+        busy += !s->close_sent && session_busy(d, s);
+    return busy;
+}
+
+static void drain_tick(uv_timer_t *t)
+{
+    proxy_daemon *d = t->data;
+    /* idle again after finishing: close it too */
+    size_t busy = busy_sessions(d, true);
+    if (busy == 0 || uv_now(d->loop) >= d->drain_deadline) {
+        if (busy)
+            qlog_warn("drain: %zu session%s still busy after %u s: closing", busy,
+                      busy == 1 ? "" : "s", PROXY_DRAIN_MS / 1000);
+        else
+            qlog_info("drain: every session finished");
+        uv_timer_stop(t);
+        proxy_daemon_stop(d);
+    }
+}
+
+void proxy_daemon_drain(proxy_daemon *d)
+{
+    if (d->stopping || d->draining)
+        return;
+    d->draining = true;
+    service_notify("STOPPING=1");
+    while (d->listeners) {
+        struct proxy_listener *l = d->listeners;
+        d->listeners = l->next;
+        proxy_listener__close(l);
+    }
+    size_t busy = busy_sessions(d, true);
+    qlog_info("SIGTERM: no new connections; %zu session%s finishing (at most %u s)", busy,
+              busy == 1 ? "" : "s", PROXY_DRAIN_MS / 1000);
+    d->drain_deadline = uv_now(d->loop) + PROXY_DRAIN_MS;
+    uv_timer_start(&d->drain_timer, drain_tick, 0, 100);
 }
 
 static int load_policy(proxy_daemon *d, char **error_r)
@@ -143,6 +208,8 @@ proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
         proxy_daemon_free(&d);
         return NULL;
     }
+    uv_timer_init(loop, &d->drain_timer);
+    d->drain_timer.data = d;
     uv_signal_init(loop, &d->sig_hup);
     uv_signal_init(loop, &d->sig_int);
     uv_signal_init(loop, &d->sig_term);
@@ -168,6 +235,8 @@ void proxy_daemon_stop(proxy_daemon *d)
     proxy_registry__close_all(d);
     proxy_kme__stop(d);
     if (d->signals_on) {
+        uv_timer_stop(&d->drain_timer);
+        uv_close((uv_handle_t *)&d->drain_timer, NULL);
         uv_close((uv_handle_t *)&d->sig_hup, NULL);
         uv_close((uv_handle_t *)&d->sig_int, NULL);
         uv_close((uv_handle_t *)&d->sig_term, NULL);

@@ -85,6 +85,9 @@ struct proxy_daemon {
     size_t n_addr_buckets;
     size_t n_addrs;
     bool stopping;
+    bool draining;
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline;
     /* operator.c */
     metrics *metrics;
     struct proxy_ops *ops;

@@ -248,7 +248,7 @@ static bool ready(void *arg, char **why_r)
         if (off < sizeof(buf))                                                            \
             off += (size_t)snprintf(buf + off, sizeof(buf) - off, __VA_ARGS__);          \
     } while (0)
-    if (d->stopping)
+    if (d->stopping || d->draining)
         WHY("stopping\n");
     for (const struct proxy_listener *l = d->listeners; l; l = l->next)
         if (!l->listener)
@@ -313,7 +313,7 @@ static json_t *status(void *arg)
     const struct qumail_config *cfg = proxy_daemon__cfg(d);
     return json_pack("{s:i, s:I, s:b, s:s?, s:o, s:o, s:o, s:o}", "pid", (int)getpid(),
                      "uptime_seconds", (json_int_t)((uv_now(d->loop) - ops->started_at) / 1000),
-                     "stopping", d->stopping, "config", cfg->file, "sessions", sessions,
+                     "stopping", d->stopping || d->draining, "config", cfg->file, "sessions", sessions,
                      "listeners", listeners, "kme_links", links, "upstreams", upstreams);
 }
 

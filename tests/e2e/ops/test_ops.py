@@ -9,6 +9,7 @@ is unreachable. Needs root (the mail stack)."""
 
 import json
 import os
+import signal
 import smtplib
 import socket
 import subprocess
@@ -156,21 +157,49 @@ def main():
             m = px.metrics()
             check(metric(m, "qumail_reloads_total", outcome="applied") == 1, "metrics: reload")
 
-            # SIGTERM with a client connected: exit 0, client disconnected
-            c = socket.create_connection(("127.0.0.1", px.ports["plain"]), timeout=30)
-            c.recv(512)
-            c.sendall(b"EHLO ops\r\n")
-            c.recv(4096)
+            # SIGTERM drains: an idle client is disconnected at once, a
+            # client in the middle of a transaction finishes it, new
+            # connections are refused, then the process exits 0
+            idle = socket.create_connection(("127.0.0.1", px.ports["plain"]), timeout=30)
+            idle.recv(512)
+            idle.sendall(b"EHLO ops\r\n")
+            idle.recv(4096)
+            busy = smtplib.SMTP("127.0.0.1", px.ports["plain"], timeout=60)
+            busy.login(*login)
+            busy.mail("alice@example.org")
             t0 = time.time()
-            status = px.stop()
-            check(status == 0, "SIGTERM with a live session: exit 0 (%s)" % status)
-            check(time.time() - t0 < 15, "stopped in %.1f s" % (time.time() - t0))
+            px.proc.send_signal(signal.SIGTERM)
             try:
-                rest = c.recv(512)
+                rest = idle.recv(512)
             except OSError:
                 rest = b""
-            check(rest == b"" or rest.startswith(b"421"), "the client is disconnected (%r)" % rest)
-            c.close()
+            check(rest == b"" or rest.startswith(b"421"),
+                  "SIGTERM: the idle client is disconnected at once (%r)" % rest)
+            idle.close()
+            time.sleep(0.3)
+            try:
+                socket.create_connection(("127.0.0.1", px.ports["plain"]), timeout=5).close()
+                refused = False
+            except OSError:
+                refused = True
+            check(refused, "SIGTERM: no new connections")
+            check(px.proc.poll() is None, "SIGTERM: still running while a transaction is open")
+            code, _ = busy.rcpt("bob@example.org")
+            code, _ = busy.data(MSG.replace("ops-1", "ops-3").encode())
+            check(code == 250, "SIGTERM: the open transaction completes (%s)" % code)
+            try:
+                busy.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            try:
+                status = px.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                status = None
+            check(status == 0, "SIGTERM: exit 0 once drained (%s) in %.1f s"
+                  % (status, time.time() - t0))
+            check("SIGTERM: no new connections; 1 session finishing" in px.log_text() and
+                  "drain: every session finished" in px.log_text(), "drain logged")
+            px.stop()
 
         # the KME unreachable: not ready, and the reason names the link
         dead = M.free_ports(1)[0]
