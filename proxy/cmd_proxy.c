@@ -17,12 +17,15 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: qumail proxy --config FILE [--log-level LEVEL]\n"
+            "usage: qumail proxy --config FILE [--log-level LEVEL] [--log-target TARGET]\n"
             "\n"
             "Runs the mail proxy: SMTP listeners that protect outgoing mail with\n"
             "quantum keys and relay it to the upstream server (proxy/README.md).\n"
             "\n"
             "  -c, --config FILE     daemon configuration (JSON, config/README.md)\n"
+            "      --log-target T    auto (default: journal when stderr is the journal,\n"
+            "                        else stderr), stderr, journal (<N> priority\n"
+            "                        prefixes) or syslog (facility mail)\n"
             "      --log-level LEVEL error, warn, info (default) or debug;\n"
             "                        overrides the configuration's log_level\n"
             "  -h, --help            this text\n"
@@ -38,6 +41,7 @@ int cmd_proxy(int argc, char **argv)
 {
     const char *config_path = NULL;
     const char *level_name = NULL;
+    const char *target_name = "auto";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
@@ -49,6 +53,8 @@ int cmd_proxy(int argc, char **argv)
             config_path = argv[i] + 9;
         } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
             level_name = argv[++i];
+        } else if (strcmp(argv[i], "--log-target") == 0 && i + 1 < argc) {
+            target_name = argv[++i];
         } else {
             fprintf(stderr, "qumail proxy: unknown or incomplete option '%s'\n", argv[i]);
             usage(stderr);
@@ -61,6 +67,13 @@ int cmd_proxy(int argc, char **argv)
         return 2;
     }
     qlog_set_ident("qumail-proxy");
+    enum qlog_target target;
+    if (qlog_target_parse(target_name, &target) < 0) {
+        fprintf(stderr, "qumail proxy: --log-target: '%s' is not auto, stderr, journal or "
+                "syslog\n", target_name);
+        return 2;
+    }
+    qlog_set_target(target);
     struct qumail_config *cfg = NULL;
     char *err = NULL;
     if (qumail_config_load(config_path, &cfg, &err) < 0) {

@@ -9,6 +9,7 @@ is unreachable. Needs root (the mail stack)."""
 
 import json
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -156,6 +157,21 @@ def main():
             s.quit()
             m = px.metrics()
             check(metric(m, "qumail_reloads_total", outcome="applied") == 1, "metrics: reload")
+            # a refused reload: every error on a line of its own
+            with open(os.path.join(px.dir, "policy"), "w") as f:
+                f.write("example.org action=sometimes\nexample.net level=purple\n")
+            line = px.sighup()
+            log = px.log_text()
+            check("refused" in line and
+                  " qumail-proxy error:   " in log and "policy:2: level" in log,
+                  "refused reload: each error on its own (indented) line",
+                  log[-1500:])
+            with open(os.path.join(px.dir, "policy"), "w") as f:
+                f.write(P.DEFAULT_POLICY)
+            px.sighup()
+            m = px.metrics()
+            check(metric(m, "qumail_reloads_total", outcome="refused") == 1,
+                  "metrics: refused reload")
 
             # SIGTERM drains: an idle client is disconnected at once, a
             # client in the middle of a transaction finishes it, new
@@ -163,7 +179,12 @@ def main():
             idle = socket.create_connection(("127.0.0.1", px.ports["plain"]), timeout=30)
             idle.recv(512)
             idle.sendall(b"EHLO ops\r\n")
-            idle.recv(4096)
+            reply = b""
+            while not re.search(rb"(^|\r\n)250 [^\r\n]*\r\n$", reply):
+                chunk = idle.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
             busy = smtplib.SMTP("127.0.0.1", px.ports["plain"], timeout=60)
             busy.login(*login)
             busy.mail("alice@example.org")

@@ -102,6 +102,30 @@ assert o["action"] == "require" and o["level"] == "otp" and o["on_no_key"] == "r
 assert o["line"] == 12 and o["link"] == "local", o' && echo "ok: policy query --json" ||
     { echo "FAIL: policy query --json"; fail=1; }
 
+# --- log targets: journal priorities, auto-detected from JOURNAL_STREAM --------
+printf '{"state_dir": "%s/lt", "smtp": {"listeners": [{"name": "x", "port": 0}]},
+ "policy_file": "/nonexistent/qumail.policy"}\n' "$tmp" >"$tmp/lt.json"
+"$Q" proxy --config "$tmp/lt.json" --log-target journal 2>"$tmp/err"
+if grep -q '^<3>error: policy: /nonexistent/qumail.policy' "$tmp/err"; then
+    echo "ok: --log-target journal: <3> priority prefix"
+else
+    echo "FAIL: --log-target journal:"; cat "$tmp/err"; fail=1
+fi
+: >"$tmp/journal"
+JOURNAL_STREAM="$(stat -c %d:%i "$tmp/journal")" "$Q" proxy --config "$tmp/lt.json" 2>>"$tmp/journal"
+if grep -q '^<3>error: ' "$tmp/journal"; then
+    echo "ok: auto target: stderr connected to the journal gets <N> prefixes"
+else
+    echo "FAIL: auto journal:"; cat "$tmp/journal"; fail=1
+fi
+"$Q" proxy --config "$tmp/lt.json" 2>"$tmp/err"
+if grep -q '^[0-9-]*T[0-9:.]*Z qumail-proxy error: policy' "$tmp/err"; then
+    echo "ok: auto target: plain stderr keeps timestamps"
+else
+    echo "FAIL: stderr target:"; cat "$tmp/err"; fail=1
+fi
+expect 2 "\-\-log-target: 'purple'" "$Q" proxy --config "$tmp/lt.json" --log-target purple
+
 # --- check --files: the state folder; "ok" never beside an error --------------
 if [ "$(id -u)" -ne 0 ]; then
     echo "skip: check --files permission cases need root"
