@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -85,6 +86,10 @@ struct job {
     policy *pol;              /* own reference: rules stay valid */
     char id[16];
     char *from;               /* owned copies of the message's envelope */
+    char session_id[16];      /* the client connection (smtp_session_id) */
+    char peer[64];
+    bool authenticated;
+    char message_id[128];     /* from the header, "" when none */
     char **addrs;             /* n_rcpts entries, or NULL */
     struct rcpt_info **infos; /* n_rcpts entries, or NULL */
     size_t n_rcpts;
@@ -326,9 +331,44 @@ static const char *copy_level(const struct copy *c)
     return c->alg == MIME_ALG_OTP_POLY1305 ? "otp" : "aes";
 }
 
-/* The one log line per message. */
+/* The Message-ID of a header block (for the log), "" when absent or not
+ * kept (headers NULL: larger than the session keeps). Unfolded, at most
+ * cap-1 characters, control characters left to the logger. */
+static void header_message_id(const char *h, size_t len, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; h && i + 11 < len; i++) {
+        if ((i == 0 || h[i - 1] == '\n') && strncasecmp(h + i, "Message-ID:", 11) == 0) {
+            size_t j = i + 11, o = 0;
+            while (j < len && (h[j] == ' ' || h[j] == '\t'))
+                j++;
+            while (j < len && o + 1 < cap) {
+                if (h[j] == '\r' || h[j] == '\n') {
+                    /* folded: the next line starts with white space */
+                    size_t k = j + (h[j] == '\r' && j + 1 < len && h[j + 1] == '\n' ? 2 : 1);
+                    if (k < len && (h[k] == ' ' || h[k] == '\t')) {
+                        j = k;
+                        continue;
+                    }
+                    break;
+                }
+                out[o++] = h[j++];
+            }
+            out[o] = '\0';
+            return;
+        }
+    }
+}
+
+/* The log lines of a message: one summary line (info when accepted, warn
+ * when deferred or refused), then one line per recipient with its copy and
+ * status, like an MTA's delivery lines:
+ *   msg ID: from=<..> session=S client=A auth=yes message-id=<..> rcpts=N
+ *       size=B copies=N [...] queued_as=Q1,Q2 delivered=d/n outcome=250 2.0.0 (...) in T ms
+ *   msg ID: to=<addr>, copy=1 (otp, link=site), status=sent
+ * Never key material, message text or passwords. */
 static void job_log(struct job *job, int code, const char *enh, const char *what,
-                    size_t done)
+                    size_t done, const char *queue_ids)
 {
     char copies[1024];
     size_t n = 0;
@@ -349,17 +389,33 @@ static void job_log(struct job *job, int code, const char *enh, const char *what
             n = sizeof(copies) - 1;
     }
     uint64_t ms = uv_now(job->po->loop) - job->started_ms;
-    qlog_info("msg %s: from=<%s> rcpts=%zu size=%llu copies=%zu %s delivered=%zu/%zu "
-              "outcome=%d %s (%s) in %llu ms",
-              job->id, job->from ? job->from : "?", job->n_rcpts,
-              (unsigned long long)job->size, job->n_copies, copies, done, job->n_copies,
-              code, enh, what, (unsigned long long)ms);
+    enum qlog_level lvl = code >= 200 && code < 300 ? QLOG_INFO : QLOG_WARN;
+    qlog(lvl, "msg %s: from=<%s> session=%s client=%s auth=%s message-id=%s rcpts=%zu "
+              "size=%llu copies=%zu %s queued_as=%s delivered=%zu/%zu outcome=%d %s (%s) "
+              "in %llu ms",
+         job->id, job->from ? job->from : "?", job->session_id, job->peer,
+         job->authenticated ? "yes" : "no", job->message_id[0] ? job->message_id : "-",
+         job->n_rcpts, (unsigned long long)job->size, job->n_copies, copies,
+         queue_ids && queue_ids[0] ? queue_ids : "-", done, job->n_copies, code, enh, what,
+         (unsigned long long)ms);
+    if (!job->addrs)
+        return;
+    for (size_t i = 0; i < job->n_copies; i++) {
+        const struct copy *c = &job->copies[i];
+        /* copies go in order: those before `done` were accepted upstream;
+         * for the others the client got the failure (and retries on 4xx) */
+        const char *status = code >= 200 && code < 300 ? "sent"
+                             : i < done               ? "sent"
+                             : code >= 500            ? "bounced"
+                                                      : "deferred";
+        for (size_t k = 0; k < c->n; k++)
+            qlog(lvl == QLOG_INFO ? QLOG_INFO : QLOG_WARN,
+                 "msg %s: to=<%s>, copy=%zu (%s%s%s), status=%s", job->id,
+                 job->addrs[c->idx[k]], i + 1, copy_level(c), c->kme && c->rule->link
+                 ? ", link=" : "", c->kme && c->rule->link ? c->rule->link : "", status);
+    }
 }
 
-/* Answers the client and ends the job. The job is freed first: the
- * session may end inside smtp_session_fail (a client that left waits only
- * for this reply), and its closed hook must not find the job. text must
- * not point into the job. */
 /* The message metrics: outcome from the reply, reason from the step. */
 static void job_count(struct job *job, int code, const char *reason, size_t done)
 {
@@ -385,7 +441,7 @@ static void job_fail_reason(struct job *job, int code, const char *enh, const ch
                             const char *reason)
 {
     job_count(job, code, reason, 0);
-    job_log(job, code, enh, text, 0);
+    job_log(job, code, enh, text, 0, NULL);
     smtp_session *s = job->s;
     job_free(job);
     if (s)
@@ -405,7 +461,7 @@ static void delivered(smtp_session *s, const struct smtp_delivery_result *res, v
     (void)s;
     job_count(job, res->code, "upstream", res->n_done);
     job_log(job, res->code, res->enh, res->code == 250 ? "accepted upstream" : res->text,
-            res->n_done);
+            res->n_done, res->queue_ids);
     job_free(job);
 }
 
@@ -806,6 +862,10 @@ static void out_message(void *ctx, smtp_session *s, const struct smtp_message *m
     job->state = JOB_NEW;
     job->started_ms = uv_now(po->loop);
     snprintf(job->id, sizeof(job->id), "%s", m->id);
+    snprintf(job->session_id, sizeof(job->session_id), "%s", smtp_session_id(s));
+    snprintf(job->peer, sizeof(job->peer), "%s", m->peer ? m->peer : "?");
+    job->authenticated = m->authenticated;
+    header_message_id(m->headers, m->headers_len, job->message_id, sizeof(job->message_id));
     job->size = m->size;
     if (job_copy_message(job, m) < 0) {
         job_fail(job, 451, "4.3.0", "Insufficient system resources");
@@ -843,7 +903,7 @@ static void out_closed(void *ctx, smtp_session *s)
         case JOB_DELIVER:
             /* The session's delivery run is being cancelled with it; the
              * delivered callback will not come. */
-            job_log(job, 421, "4.4.2", "client session closed during delivery", 0);
+            job_log(job, 421, "4.4.2", "client session closed during delivery", 0, NULL);
             job_free(job);
             break;
         case JOB_KEYS:

@@ -132,6 +132,9 @@ struct smtp_delivery_result {
     int code;              /* the reply the client got */
     char enh[16];
     const char *text;
+    const char *queue_ids; /* upstream's queue ids of the accepted copies, in
+                              order, comma-separated ("queued as X" in its
+                              250); "" when it named none */
 };
 
 typedef void (*smtp_delivered_cb)(smtp_session *s,

@@ -120,6 +120,16 @@ def main():
                 check(code == 550, "policy refusal at RCPT (%s)" % code)
                 s.rset()
             ms.wait_for_delivery("bob@example.org", 1, timeout=60)
+            log = px.log_text()
+            check(re.search(r"info: msg [0-9A-F]+: from=<alice@example\.org> session=\S+ "
+                            r"client=127\.0\.0\.1:\d+ auth=yes message-id=<ops-1@example\.org> "
+                            r"rcpts=2 .* queued_as=[0-9A-Z]+,[0-9A-Z]+ delivered=2/2 outcome=250",
+                            log), "message line: session, client, auth, Message-ID, upstream "
+                  "queue ids", log[-2000:])
+            check(re.search(r"msg [0-9A-F]+: to=<bob@example\.org>, copy=\d \(otp, link=site\), "
+                            r"status=sent", log) and
+                  re.search(r"msg [0-9A-F]+: to=<erin@sub\.example\.org>, copy=\d \(none\), "
+                            r"status=sent", log), "per-recipient lines with copy and status")
             m = px.metrics()
             check(metric(m, "qumail_smtp_messages_total", outcome="protected", reason="") == 1,
                   "metrics: one message protected")
@@ -232,6 +242,24 @@ def main():
                   "/readyz 503 names the unreachable KME link", body)
             check("kme link 'site': status for slave SAE 'SAE_B' failed" in px.log_text(),
                   "start-up probe warned in the log")
+            with smtplib.SMTP("127.0.0.1", px.ports["plain"], timeout=60) as s:
+                s.login(*login)
+                try:
+                    s.sendmail("alice@example.org", ["bob@example.org"], MSG.encode())
+                    code = 250
+                except smtplib.SMTPDataError as e:
+                    code = e.smtp_code
+            check(code == 451, "KME down: 451 (%s)" % code)
+            log = px.log_text()
+            check(re.search(r"warn: msg [0-9A-F]+: from=<alice@example\.org> .*outcome=451 4\.7\.5",
+                            log) and
+                  re.search(r"warn: msg [0-9A-F]+: to=<bob@example\.org>, copy=1 \(otp, "
+                            r"link=site\), status=deferred", log),
+                  "a deferral is logged at warning, per recipient", log[-1500:])
+            m = px.metrics()
+            check(metric(m, "qumail_smtp_messages_total", outcome="deferred", reason="keys") == 1
+                  and metric(m, "qumail_kme_errors_total", link="site") >= 1,
+                  "metrics: deferred for keys, KME errors")
     print("%d passed, %d failed" % (len(PASSES), len(FAILS)))
     return 1 if FAILS else 0
 
