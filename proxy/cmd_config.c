@@ -217,6 +217,12 @@ static json_t *config_json(const struct qumail_config *c)
     set_str(vault, "path", c->vault.path);
     set_str(vault, "key_file", c->vault.key_file);
     json_object_set_new(root, "vault", vault);
+    if (c->admin.enabled) { /* absent: no admin listener */
+        json_t *admin = json_pack("{s:s, s:i}", "address", c->admin.address, "port",
+                                  (int)c->admin.port);
+        set_str(admin, "mail_host", c->admin.mail_host);
+        json_object_set_new(root, "admin", admin);
+    }
     set_str(root, "policy_file", c->policy_file);
     return root;
 }

@@ -131,6 +131,15 @@ def serve(root):
                 "/etc/qumail/tls/ca.pem")
     check(r.returncode == 0 and '"slave_SAE_ID": "sae-b"' in r.stdout,
           "embedded KME answers with the installed certificates", r.stdout + r.stderr)
+    try:
+        with socket.create_connection(("127.0.0.1", 9587), timeout=10) as c:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.settimeout(10)
+            head = c.recv(256)
+    except OSError as e:
+        head = str(e).encode()
+    check(head.startswith(b"HTTP/1.1 200"), "admin listener 127.0.0.1:9587: /healthz 200 (%r)"
+          % head[:40])
     r = in_root(root, "sh", "-c", "stat -c '%n %a %U' /var/lib/qumail/*")
     lines = r.stdout.split("\n")
     check(any("kme-sim.sqlite" in l for l in lines) and

@@ -146,11 +146,16 @@ def containerfile():
 
 
 def healthcheck(hc):
-    """Run the HEALTHCHECK's command against a real proxy on 2587 (the
-    image's port) inside a network namespace, then against nothing."""
+    """Run the HEALTHCHECK's command and the Pod's probe commands against a
+    real proxy with its admin listener on 9587 (the images' configuration)
+    inside a network namespace, and against nothing."""
     m = re.search(r'CMD (\[.*\])', hc)
     import json
     cmd = json.loads(m.group(1)) if m else []
+    pod = yaml.safe_load(open(os.path.join(CONT, "pod.yaml")))
+    q = {c["name"]: c for c in pod["spec"]["containers"]}["qumail"]
+    live = q["livenessProbe"]["exec"]["command"]
+    ready = q["readinessProbe"]["exec"]["command"]
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("bash"):
         print("skip: the HEALTHCHECK run needs root (network namespace)")
         return
@@ -158,16 +163,23 @@ def healthcheck(hc):
     cfg = os.path.join(work, "q.json")
     with open(cfg, "w") as f:
         f.write('{"state_dir": "%s", "smtp": {"listeners": [{"name": "pod", "port": 2587}],'
-                ' "upstream": {"host": "127.0.0.1", "port": 9, "tls": "none"}}}' % work)
+                ' "upstream": {"host": "127.0.0.1", "port": 9, "tls": "none"}},'
+                ' "admin": {"port": 9587}}' % work)
     script = ('ip link set lo up; "$0" -c "$1" ; echo "nothing=$?"; '
               '"$2" proxy --config "$3" 2>/dev/null & p=$!; '
-              'for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/2587) 2>/dev/null && break; sleep 0.1; done; '
-              '"$0" -c "$1"; echo "serving=$?"; kill $p; wait $p; echo "proxy=$?"')
-    r = subprocess.run(["unshare", "-n", "bash", "-c", script, cmd[0], cmd[-1], QUMAIL, cfg],
-                       capture_output=True, text=True, timeout=60)
+              'for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9587) 2>/dev/null && break; sleep 0.1; done; '
+              '"$0" -c "$1"; echo "serving=$?"; '
+              '"$0" -c "$4"; echo "live=$?"; "$0" -c "$5"; echo "ready=$?"; '
+              'kill $p; wait $p; echo "proxy=$?"')
+    r = subprocess.run(["unshare", "-n", "bash", "-c", script, cmd[0], cmd[-1], QUMAIL, cfg,
+                        live[-1], ready[-1]], capture_output=True, text=True, timeout=60)
     out = r.stdout
     check("nothing=1" in out, "HEALTHCHECK fails with nothing listening", out + r.stderr)
-    check("serving=0" in out, "HEALTHCHECK passes against a serving proxy", out + r.stderr)
+    check("serving=0" in out, "HEALTHCHECK passes against a serving proxy (/healthz)",
+          out + r.stderr)
+    check("live=0" in out, "Pod livenessProbe passes (/healthz)", out + r.stderr)
+    check("ready=1" in out, "Pod readinessProbe fails while upstream is down (/readyz 503)",
+          out + r.stderr)
     check("proxy=0" in out, "the proxy exits 0 on SIGTERM", out + r.stderr)
     shutil.rmtree(work, ignore_errors=True)
 
