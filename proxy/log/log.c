@@ -41,8 +41,15 @@ static bool stderr_is_journal(void)
 {
     const char *js = getenv("JOURNAL_STREAM");
     struct stat st;
-    unsigned long long dev, ino;
-    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+    char *end;
+    if (!js || fstat(STDERR_FILENO, &st) < 0)
+        return false;
+    unsigned long long dev = strtoull(js, &end, 10);
+    if (end == js || *end != ':')
+        return false;
+    const char *i = end + 1;
+    unsigned long long ino = strtoull(i, &end, 10);
+    if (end == i || *end != '\0')
         return false;
     return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
