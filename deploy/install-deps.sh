@@ -28,8 +28,18 @@ apt-get install -y -q --no-install-recommends \
     postfix dovecot-imapd dovecot-lmtpd \
     libclang-rt-14-dev
 
+# IMAP rig (tests/e2e/imap, tests/bench/imap): imaptest is built from the
+# snapshot in tests/tools/imaptest against libdovecot (dovecot-dev, with
+# autoconf automake libtool); real clients mbsync (isync), neomutt, msmtp;
+# nginx's mail proxy (libnginx-mod-mail) as the benchmark's reference proxy.
+apt-get install -y -q --no-install-recommends \
+    dovecot-dev autoconf automake libtool \
+    isync neomutt msmtp nginx libnginx-mod-mail
+
 # Debian starts packaged daemons on install; the tests run their own
 # instances on their own ports, so stop any the package started.
 if command -v postfix >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
 if command -v doveadm >/dev/null 2>&1; then doveadm stop >/dev/null 2>&1 || true; fi
+# nginx's package starts the default site on :80; the benchmark runs its own.
+if [ -s /run/nginx.pid ] && command -v nginx >/dev/null 2>&1; then nginx -s quit >/dev/null 2>&1 || true; fi
 exit 0
