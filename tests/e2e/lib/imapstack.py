@@ -321,14 +321,19 @@ class ProxyUnavailable(RuntimeError):
 
 def proxy_config(workdir, certs, upstream_port, upstream_tls, ports, smtp_port,
                  smtp_upstream_port, log_level="info", extra_imap=None,
-                 kme=None):
+                 kme=None, extra_smtp=None, with_imap=True):
     """The `qumail proxy` configuration of the rig. The `imap` keys follow
     issue 11 and the smtp section's shape (listeners with tls
     none|starttls|implicit; upstream host/port/tls/verify/ca_file/
     server_name); config/README.md is the reference once the daemon's IMAP
     side lands: adapt here, in one place. An smtp listener on a free port
     is configured too (the default one would take 2587 and collide with
-    parallel runs); its policy passes everything (nothing is sent)."""
+    parallel runs); its policy passes everything (nothing is sent) unless
+    the caller gives one. kme: top-level keys (kme_links, kme_simulator,
+    vault, ...) merged in; extra_smtp: keys merged into smtp (mode,
+    trace_header, ...); with_imap=False leaves the imap section out (the
+    SMTP side and the KMEs alone, e.g. to encrypt mail before the IMAP
+    side exists)."""
     lh_cert, lh_key = certs["localhost"]
     listeners = []
     for kind, port in ports.items():
@@ -350,8 +355,11 @@ def proxy_config(workdir, certs, upstream_port, upstream_tls, ports, smtp_port,
         "smtp": {"listeners": [{"name": "smtp-plain", "address": HOST, "port": smtp_port,
                                 "tls": "none"}],
                  "upstream": {"host": HOST, "port": smtp_upstream_port, "tls": "none"}},
-        "imap": imap,
     }
+    if with_imap:
+        cfg["imap"] = imap
+    if extra_smtp:
+        cfg["smtp"].update(extra_smtp)
     if kme:
         cfg.update(kme)
     return cfg
@@ -365,7 +373,7 @@ class ImapProxy:
     def __init__(self, certs, upstream_port, upstream_tls="implicit",
                  smtp_upstream_port=587, listeners=("plain", "starttls", "implicit"),
                  workdir=None, log_level="info", extra_imap=None, kme=None,
-                 policy="* action=none\n", env=None):
+                 policy="* action=none\n", env=None, extra_smtp=None, with_imap=True):
         self.certs = certs
         self.upstream_port = upstream_port
         self.upstream_tls = upstream_tls
@@ -376,6 +384,8 @@ class ImapProxy:
         self.kme = kme
         self.policy = policy
         self.env = env or {}
+        self.extra_smtp = extra_smtp
+        self.with_imap = with_imap
         self.host = HOST
         self.ports = {}
         self.proc = None
@@ -385,11 +395,12 @@ class ImapProxy:
 
     def start(self):
         ports = free_ports(len(self.listener_kinds) + 1)
-        self.ports = dict(zip(self.listener_kinds, ports))
+        self.ports = dict(zip(self.listener_kinds, ports)) if self.with_imap else {}
         self.smtp_port = ports[-1]
         cfg = proxy_config(self.dir, self.certs, self.upstream_port, self.upstream_tls,
                            self.ports, self.smtp_port, self.smtp_upstream_port,
-                           self.log_level, self.extra_imap, self.kme)
+                           self.log_level, self.extra_imap, self.kme, self.extra_smtp,
+                           self.with_imap)
         self.config_path = os.path.join(self.dir, "qumail.json")
         with open(self.config_path, "w") as f:
             json.dump(cfg, f, indent=2)
@@ -411,8 +422,8 @@ class ImapProxy:
         self._reaper = Reaper()
         self._reaper.watch(pid=self.proc.pid, session=self.proc.pid)
         try:
-            for port in self.ports.values():
-                wait_port(port, 30, None, proc=self.proc, what="qumail proxy (imap)")
+            for port in list(self.ports.values()) + [self.smtp_port]:
+                wait_port(port, 30, None, proc=self.proc, what="qumail proxy")
         except BaseException:
             sys.stderr.write(self.log_text()[-4000:])
             self.stop()
@@ -448,8 +459,8 @@ class ImapProxy:
         self._reaper = Reaper()
         self._reaper.watch(pid=self.proc.pid, session=self.proc.pid)
         register(self)
-        for port in self.ports.values():
-            wait_port(port, 30, None, proc=self.proc, what="qumail proxy (imap)")
+        for port in list(self.ports.values()) + [self.smtp_port]:
+            wait_port(port, 30, None, proc=self.proc, what="qumail proxy")
 
     def stop(self, remove=True):
         status = None
