@@ -55,7 +55,7 @@ sys.path.insert(0, HERE)
 
 import imapstack as I  # noqa: E402
 import loadgen as L  # noqa: E402
-import nginxmail as N  # noqa: E402
+import nginxmail as N  # noqa: E402 (tests/e2e/lib)
 
 USER = "bench@example.org"
 PASSWORD = "bench-secret"

@@ -60,9 +60,9 @@ def compliance(target, tests):
     if counts is None or (counts[1] and os.environ.get("IMAPTEST_VERBOSE")):
         sys.stdout.write(out[-6000:] + err[-3000:])
     elif counts[1]:
-        # the failing groups' own lines (imaptest prints them before the summary)
-        bad = [l for l in out.splitlines() if "failed" in l.lower() or "error" in l.lower()]
-        sys.stdout.write("\n".join(bad[-60:]) + "\n")
+        # imaptest names each failing command on stderr ("Error: ...")
+        bad = [l[:400] for l in err.splitlines() if l.startswith(("Error", "Panic", "Fatal"))]
+        sys.stdout.write("\n".join(bad[-40:]) + "\n")
     return lines, counts
 
 

@@ -17,6 +17,11 @@ Which side a test talks to (the switch):
       `qumail proxy`; the proxy arm is skipped with a printed reason while
       the daemon has no IMAP side. proxy: the proxy arm only (exit 77 if it
       cannot run). direct: Dovecot only.
+  QUMAIL_IMAP_STANDIN=nginx
+      a check of the rig itself, not of qumail: the proxy arms run through
+      nginx's mail proxy (a byte pump after login) in front of the rig's
+      Dovecot, so the proxy code paths of every test can be exercised before
+      qumail has an IMAP side. Its results say nothing about qumail.
   QUMAIL_IMAP_PROXY=HOST:PORT[:none|starttls|implicit]
       use an IMAP proxy that is already running (started by hand, with its
       upstream pointing at... a Dovecot of its own) instead of starting one:
@@ -78,6 +83,8 @@ def proxy_support(qumail=None):
     daemon does not accept (keys renamed) shows up here too, with
     `qumail check`'s own words."""
     global _support
+    if os.environ.get("QUMAIL_IMAP_STANDIN") or os.environ.get("QUMAIL_IMAP_PROXY"):
+        return (True, "")
     if _support is not None:
         return _support
     qumail = qumail or QUMAIL
@@ -183,6 +190,7 @@ class ImapRig:
         self.mailstack_args = mailstack_args
         self.ms = None
         self.px = None
+        self.standin = None
         self.dir = None
 
     def __enter__(self):
@@ -204,6 +212,9 @@ class ImapRig:
         return self
 
     def stop(self):
+        if self.standin is not None:
+            self.standin.stop()
+            self.standin = None
         if self.px is not None:
             self.px.stop()
             self.px = None
@@ -237,6 +248,14 @@ class ImapRig:
         return self.px
 
     def proxied(self, tls="none"):
+        if os.environ.get("QUMAIL_IMAP_STANDIN") == "nginx":
+            if self.standin is None:
+                import nginxmail
+                self.standin = nginxmail.NginxMail(self.dir, self.ms.imap_port,
+                                                   tls=self.certs["localhost"])
+                self.standin.start()
+            return Target("proxy", HOST, self.standin.ports[{"none": "plain"}.get(tls, tls)],
+                          tls, self.certs["ca"], self.ms.users)
         ext = os.environ.get("QUMAIL_IMAP_PROXY")
         if ext:
             parts = ext.split(":")

@@ -6,6 +6,10 @@ needs (nginx asks it where to send each login; this one always answers
     with NginxMail(workdir, upstream_port=rig.ms.imap_port,
                    proxy_buffer="256k") as ng:     # or None: nginx's default (4k/8k)
         ... connect to 127.0.0.1:ng.port ...
+    NginxMail(..., tls=(cert, key))   # also .ports["starttls"], .ports["implicit"]
+
+Used by tests/bench/imap (the reference proxy) and as a stand-in proxy
+that checks the rig's own proxy arms (imapstack: QUMAIL_IMAP_STANDIN=nginx).
 
 nginx 1.22 speaks plain IMAP to its upstream (no TLS there), so the rig
 compares every proxy on a plain upstream. One worker process unless told
@@ -21,9 +25,6 @@ import sys
 import tempfile
 import threading
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests", "e2e", "lib"))
 from procutil import HOST, Reaper, free_ports, register, unregister, wait_port  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -51,7 +52,23 @@ mail {{
         protocol imap;
         proxy on;
     }}
-}}
+{tls_servers}}}
+"""
+TLS_SERVERS = """    server {{
+        listen 127.0.0.1:{starttls};
+        protocol imap;
+        proxy on;
+        starttls on;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+    }}
+    server {{
+        listen 127.0.0.1:{implicit} ssl;
+        protocol imap;
+        proxy on;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+    }}
 """
 
 
@@ -80,7 +97,9 @@ class _Auth(http.server.BaseHTTPRequestHandler):
 
 
 class NginxMail:
-    def __init__(self, workdir, upstream_port, proxy_buffer=None, workers=1, conns=19000):
+    def __init__(self, workdir, upstream_port, proxy_buffer=None, workers=1, conns=19000,
+                 tls=None):
+        self.tls = tls
         self.upstream_port = upstream_port
         self.proxy_buffer = proxy_buffer
         self.workers = workers
@@ -98,7 +117,13 @@ class NginxMail:
         return False
 
     def start(self):
-        self.port, auth_port = free_ports(2)
+        self.port, auth_port, starttls, implicit = free_ports(4)
+        self.ports = {"plain": self.port}
+        tls_servers = ""
+        if self.tls:
+            self.ports.update(starttls=starttls, implicit=implicit)
+            tls_servers = TLS_SERVERS.format(starttls=starttls, implicit=implicit,
+                                             cert=self.tls[0], key=self.tls[1])
         handler = type("Auth", (_Auth,), {"upstream": self.upstream_port})
         # nginx opens one auth request per login: a burst of logins needs a
         # deeper listen queue than http.server's 5
@@ -112,6 +137,7 @@ class NginxMail:
             f.write(CONF.format(module=MODULE, workers=self.workers, dir=self.dir,
                                 conns=self.conns, nofile=_nofile(2 * self.conns + 100),
                                 auth_port=auth_port, port=self.port,
+                                tls_servers=tls_servers,
                                 buffer="proxy_buffer %s;" % self.proxy_buffer
                                 if self.proxy_buffer else ""))
         register(self)
