@@ -172,6 +172,51 @@ def run_fetch(host, port, user, password, mailbox, command, clients, sample,
             "samples": samples}
 
 
+def find_imap_load():
+    """The C load generator (target imap_load), or None."""
+    cands = [os.environ.get("IMAP_LOAD", "")]
+    build = os.environ.get("QUMAIL_BUILD")
+    if build:
+        cands.append(os.path.join(build, "imap_load"))
+    for c in cands:
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def run_fetch_c(exe, host, port, user, password, mailbox, command, clients, sample):
+    """As run_fetch, with the C load generator imap_load."""
+    import subprocess
+    p = subprocess.Popen([exe, host, str(port), user, password, mailbox, str(clients),
+                          command.decode()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    samples = []
+    try:
+        ready = p.stdout.readline().split()
+        if not ready or ready[0] != "READY":
+            raise RuntimeError("imap_load: %r %s" % (ready, p.stderr.read()[-500:]))
+        samples.append(sample())
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        done = p.stdout.readline().split()
+        samples.append(sample())
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        p.wait(120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = p.stderr.read()
+    if not done or done[0] != "DONE":
+        return {"seconds": 0, "responses": 0, "literal_octets": 0,
+                "errors": ["imap_load: %r %s" % (done, err[-300:])], "samples": samples}
+    secs, resp, octets, errors = float(done[1]), int(done[2]), int(done[3]), int(done[4])
+    return {"seconds": secs, "responses": resp, "literal_octets": octets,
+            "errors": [err[-300:] or "errors"] * errors if errors else [],
+            "samples": samples}
+
+
 class IdleHolder:
     """Open `count` connections, LOGIN, SELECT, IDLE; held until close().
     One process, epoll; .idle is how many reached "+ idling"."""
