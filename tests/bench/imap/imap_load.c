@@ -263,15 +263,19 @@ int main(int argc, char **argv)
     g_box = argv[5];
     g_cmd = argv[7];
     g_n = (unsigned)strtoul(argv[6], NULL, 10);
-    if (g_n == 0 || g_n > 20000)
+    long port = strtol(argv[2], NULL, 10);
+    if (g_n == 0 || g_n > 20000 || port <= 0 || port > 65535)
         return 2;
     g_cs = calloc(g_n, sizeof(*g_cs));
-    char *rbuf = malloc(READ_CHUNK);
+    char *rbuf = malloc(READ_CHUNK); /* owned: freed at the end */
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (!g_cs || !rbuf || ep < 0)
+    if (!g_cs || !rbuf || ep < 0) {
+        free(rbuf);
+        free(g_cs);
         return 1;
+    }
     for (unsigned i = 0; i < g_n; i++) {
-        g_cs[i].fd = connect_to(argv[1], atoi(argv[2]));
+        g_cs[i].fd = connect_to(argv[1], (int)port);
         if (g_cs[i].fd < 0) {
             g_cs[i].state = C_FAILED;
             continue;
@@ -283,7 +287,7 @@ int main(int argc, char **argv)
     printf("READY %u\n", g_ready);
     fflush(stdout);
     if (wait_line_on_stdin() < 0)
-        return 1;
+        g_n = 0; /* the caller went away: close everything below */
     double t0 = now();
     for (unsigned i = 0; i < g_n; i++) {
         struct client *c = &g_cs[i];
