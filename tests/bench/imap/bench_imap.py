@@ -219,11 +219,14 @@ class Arms:
         ok, reason = I.proxy_support()
         self.px = None
         if ok and "qumail" in args.arms:
+            # thousands of connections from one address (config/README.md
+            # imap.limits: 1,000 and 100 per address by default)
+            extra = {"limits": {"max_connections": 20000, "max_connections_per_address": 0}}
+            if args.imap_extra:
+                extra.update(json.loads(args.imap_extra))
             self.px = I.ImapProxy(rig.certs, rig.ms.imap_port, upstream_tls="none",
                                   smtp_upstream_port=rig.ms.submission_port, workdir=rig.dir,
-                                  log_level="warn", listeners=("plain",),
-                                  extra_imap=json.loads(args.imap_extra) if args.imap_extra
-                                  else None)
+                                  log_level="warn", listeners=("plain",), extra_imap=extra)
             self.px.start()
             rig.px = self.px
             self.list.append(("qumail", I.HOST, self.px.ports["plain"],

@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -77,11 +78,12 @@ _support = None
 
 
 def proxy_support(qumail=None):
-    """(True, "") when `qumail check` accepts a configuration with an
-    `imap` section (the daemon's IMAP side exists); else (False, reason).
-    The probe is the same configuration ImapProxy writes, so a schema the
-    daemon does not accept (keys renamed) shows up here too, with
-    `qumail check`'s own words."""
+    """(True, "") when the daemon has an IMAP side: `qumail check` accepts
+    a configuration with an `imap` section, and `qumail proxy` started with
+    one opens its IMAP listener; else (False, reason). The check uses the
+    same configuration ImapProxy writes, so a schema the daemon does not
+    accept (keys renamed) shows up here too, with `qumail check`'s own
+    words. Cached per process."""
     global _support
     if os.environ.get("QUMAIL_IMAP_STANDIN") or os.environ.get("QUMAIL_IMAP_PROXY"):
         return (True, "")
@@ -107,7 +109,7 @@ def proxy_support(qumail=None):
                            timeout=30)
         text = (r.stdout + r.stderr).decode("utf-8", "replace").strip()
         if r.returncode == 0:
-            _support = (True, "")
+            _support = _listener_probe(qumail, d)
         elif "key 'imap': unknown key" in text:
             _support = (False, "qumail proxy has no IMAP side yet (`qumail check` "
                                "does not know the 'imap' section: issue 11)")
@@ -118,6 +120,56 @@ def proxy_support(qumail=None):
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return _support
+
+
+def _listener_probe(qumail, d):
+    """The configuration is accepted; does the daemon open an IMAP
+    listener? (A build may know the section before it has the proxy.)
+    Starts `qumail proxy` with one plain IMAP listener (its upstream is not
+    contacted before a client logs in) and waits for the port, the
+    process's exit, or a log line saying there is no IMAP proxy."""
+    port, smtp_port, up = free_ports(3)
+    cfg = {"log_level": "info", "state_dir": d, "policy_file": os.path.join(d, "policy"),
+           "smtp": {"listeners": [{"name": "smtp-plain", "address": HOST, "port": smtp_port,
+                                   "tls": "none"}],
+                    "upstream": {"host": HOST, "port": up, "tls": "none"}},
+           "imap": {"listeners": [{"name": "imap-plain", "address": HOST, "port": port,
+                                   "tls": "none"}],
+                    "upstream": {"host": HOST, "port": up, "tls": "none"}}}
+    path = os.path.join(d, "listen-probe.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    log_path = os.path.join(d, "probe.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([qumail, "proxy", "--config", path], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                return (True, "")
+            except OSError:
+                pass
+            with open(log_path, "r", errors="replace") as f:
+                text = f.read()
+            no_imap = [l for l in text.splitlines() if "no IMAP proxy" in l]
+            if no_imap:
+                return (False, "qumail proxy accepts the imap section but opens no IMAP "
+                               "listener (issue 11): " + no_imap[0].split(": ", 1)[-1])
+            if proc.poll() is not None:
+                return (False, "qumail proxy with an imap section exited %s: %s"
+                        % (proc.returncode, text[-600:].replace(d, "<probe>")))
+            time.sleep(0.1)
+        return (False, "qumail proxy opened no IMAP listener within 20 s (issue 11)")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # -- certificates -----------------------------------------------------------
@@ -341,11 +393,11 @@ class ProxyUnavailable(RuntimeError):
 def proxy_config(workdir, certs, upstream_port, upstream_tls, ports, smtp_port,
                  smtp_upstream_port, log_level="info", extra_imap=None,
                  kme=None, extra_smtp=None, with_imap=True):
-    """The `qumail proxy` configuration of the rig. The `imap` keys follow
-    issue 11 and the smtp section's shape (listeners with tls
-    none|starttls|implicit; upstream host/port/tls/verify/ca_file/
-    server_name); config/README.md is the reference once the daemon's IMAP
-    side lands: adapt here, in one place. An smtp listener on a free port
+    """The `qumail proxy` configuration of the rig. The `imap` keys are
+    those of config/README.md (`imap.listeners[]` as smtp's; `imap.upstream`
+    host/port/tls/verify/ca_file/server_name; `imap.limits` through
+    extra_imap), as engineer daemon documented them: adapt here, in one
+    place, if they change. An smtp listener on a free port
     is configured too (the default one would take 2587 and collide with
     parallel runs); its policy passes everything (nothing is sent) unless
     the caller gives one. kme: top-level keys (kme_links, kme_simulator,
