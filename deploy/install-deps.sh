@@ -30,11 +30,12 @@ apt-get install -y -q --no-install-recommends \
 
 # IMAP rig (tests/e2e/imap, tests/bench/imap): imaptest is built from the
 # snapshot in tests/tools/imaptest against libdovecot (dovecot-dev, with
-# autoconf automake libtool); real clients mbsync (isync), neomutt, msmtp;
-# nginx's mail proxy (libnginx-mod-mail) as the benchmark's reference proxy.
+# autoconf automake libtool); real clients mbsync (isync) and msmtp (neomutt
+# is above); nginx's mail proxy (libnginx-mod-mail) as the benchmark's
+# reference proxy.
 apt-get install -y -q --no-install-recommends \
     dovecot-dev autoconf automake libtool \
-    isync neomutt msmtp nginx libnginx-mod-mail
+    isync msmtp nginx libnginx-mod-mail
 
 # Debian starts packaged daemons on install; the tests run their own
 # instances on their own ports, so stop any the package started.

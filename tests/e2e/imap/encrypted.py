@@ -102,24 +102,46 @@ class KeyedProxy:
         rig.px = self.px  # the rig stops it
         self._wait_keys()
 
-    def _wait_keys(self, timeout=30):
+    def _wait_keys(self, timeout=60, keys=256):
+        """Until the simulated link delivered some key material (ETSI 014
+        status of KME_A for SAE_A -> SAE_B)."""
+        import http.client
+        import json
+        import ssl
+        certs = self.rig.certs
+        ctx = ssl.create_default_context(cafile=certs["ca"])
+        ctx.load_cert_chain(*certs["SAE_A"])
         deadline = time.time() + timeout
         while time.time() < deadline:
-            log = self.px.log_text()
-            if "KME_A: link to KME_B up" in log and "KME_B: link to KME_A up" in log:
-                time.sleep(0.5)  # some key material
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the simulated KMEs did not link up:\n" + self.px.log_text()[-2000:])
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", self.kme_ports[0], context=ctx,
+                                                   timeout=10)
+                conn.request("GET", "/api/v1/keys/SAE_B/status")
+                r = conn.getresponse()
+                body = r.read()
+                conn.close()
+                if r.status == 200 and json.loads(body).get("stored_key_count", 0) >= keys:
+                    return
+            except (OSError, ValueError, http.client.HTTPException):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the simulated KME has no key material after %d s:\n%s"
+                           % (timeout, self.px.log_text()[-2000:]))
 
-    def encrypt(self, raw, level="auto"):
+    def encrypt(self, raw, level="auto", recipient=USER, retry=20):
+        """The message encrypted for SAE_B with keys from KME_A, bound to
+        `recipient` (format 2: the reader the IMAP side lets decrypt)."""
         certs = self.rig.certs
         r = subprocess.run(
             [I.QUMAIL, "mime", "encrypt", "-l", level, "--kme",
              "https://127.0.0.1:%d" % self.kme_ports[0], "--cert", certs["SAE_A"][0],
              "--key", certs["SAE_A"][1], "--ca", certs["ca"], "--kme-id", "KME_A",
-             "--slave-sae", "SAE_B", "--subject", "[protected]"],
+             "--slave-sae", "SAE_B", "--subject", "[protected]"] +
+            (["--recipient", recipient] if recipient else []),
             input=raw, capture_output=True, timeout=120)
+        if r.returncode != 0 and b"not enough key material" in r.stderr and retry:
+            time.sleep(1)  # the simulated link makes key material at key_rate
+            return self.encrypt(raw, level, recipient, retry - 1)
         if r.returncode != 0:
             raise RuntimeError("qumail mime encrypt: %s" % r.stderr.decode(errors="replace"))
         return r.stdout

@@ -24,7 +24,8 @@ APPENDs ciphertext and must read back, search and sort the plaintext. The
 summary must equal the same groups' run on plaintext directly. Skipped
 (77) until the proxy decrypts on FETCH. (Who may read: imaptest logs in as
 alice; if issue 12's recipient binding refuses her the test mailboxes'
-messages, configure the rig's proxy for shared reading there.) Long stress runs:
+messages, configure the rig's proxy for shared reading there; the copies
+are bound to alice with `mime encrypt --recipient`.) Long stress runs:
 IMAPTEST_STRESS_SECS, IMAPTEST_STRESS_CLIENTS (defaults 8 s, 10 clients).
 Exit 0 pass, 1 fail, 77 skipped (not root, imaptest not built).
 """
@@ -147,7 +148,8 @@ def encrypted_mode(tests):
         target = rig.require_proxy()
         probe_box = "Probe"
         rig.load("alice@example.org", probe_box,
-                 [kp.encrypt(b"From: a@example.org\r\nSubject: probe\r\n\r\nprobe\r\n")])
+                 [kp.encrypt(b"From: a@example.org\r\nSubject: probe\r\n\r\nprobe\r\n",
+                             recipient="alice@example.org")])
         c = target.connect("alice@example.org")
         c.select(probe_box, readonly=True)
         u, _ = c.command(b"UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])")
@@ -165,7 +167,7 @@ def encrypted_mode(tests):
                     if os.path.exists(os.path.join(tests, f)):
                         shutil.copy(os.path.join(tests, f), plain_dir)
             enc_dir = encrypted_tests(tests, groups, os.path.join(work, "enc-" + str(len(groups))),
-                                      kp.encrypt)
+                                      lambda m: kp.encrypt(m, recipient="alice@example.org"))
             ref_lines, ref = compliance_dir(rig.direct(), plain_dir)
             got_lines, got = compliance_dir(target, enc_dir)
             check(ref is not None and ref[1] == 0,
