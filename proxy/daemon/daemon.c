@@ -519,7 +519,7 @@ static struct listener_state *listener_open(proxy_daemon *d,
         }
     }
     char *err = NULL;
-    ls->listener = net_listen(d->loop, lc->address, lc->port, on_accept, ls, &err);
+    ls->listener = net_listen(d->loop, lc->address, lc->port, 0, on_accept, ls, &err);
     if (!ls->listener) {
         char msg[1024];
         snprintf(msg, sizeof(msg), "listener %s (%s:%u): %s", lc->name, lc->address, lc->port,

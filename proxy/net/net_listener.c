@@ -34,7 +34,7 @@ static char *errorf(const char *host, uint16_t port, const char *what, int rc)
 }
 
 net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
-                         net_accept_cb cb, void *arg, char **error_r)
+                         int backlog, net_accept_cb cb, void *arg, char **error_r)
 {
     struct sockaddr_storage ss;
     int rc;
@@ -60,7 +60,8 @@ net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
         *error_r = errorf(host, port, "bind", rc);
         goto fail;
     }
-    if ((rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection)) < 0) {
+    if ((rc = uv_listen((uv_stream_t *)&l->tcp,
+                        backlog > 0 ? backlog : NET_LISTEN_BACKLOG, on_connection)) < 0) {
         *error_r = errorf(host, port, "listen", rc);
         goto fail;
     }

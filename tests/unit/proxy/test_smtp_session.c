@@ -279,7 +279,7 @@ static void run(enum mode mode, const char *const *client_script,
     char *err = NULL;
     up->peer.name = "upstream";
     up->peer.script = upstream_script;
-    up->l = net_listen(&f->loop, "127.0.0.1", 0, up_accept, up, &err);
+    up->l = net_listen(&f->loop, "127.0.0.1", 0, 0, up_accept, up, &err);
     assert_non_null(up->l);
     uint16_t up_port = net_listener_port(up->l);
     if (upstream_down) {
@@ -298,7 +298,7 @@ static void run(enum mode mode, const char *const *client_script,
         .upstream = {.host = "127.0.0.1", .port = up_port, .tls = SMTP_UPSTREAM_PLAIN,
                      .helo_name = "proxy.test", .timeout_ms = upstream_timeout_ms},
     };
-    f->front = net_listen(&f->loop, "127.0.0.1", 0, front_accept, f, &err);
+    f->front = net_listen(&f->loop, "127.0.0.1", 0, 0, front_accept, f, &err);
     assert_non_null(f->front);
     client->name = "client";
     client->loop = &f->loop;
