@@ -120,6 +120,7 @@ smtp_session *smtp_session_new(uv_loop_t *loop, net_conn *conn,
         smtp_enter_state(s, SMTP_STATE_TLS);
         if (net_conn_start_tls(conn, s->cfg.tls_ctx, NULL) < 0)
             goto fail;
+        smtp_phase_start(s, SMTP_PHASE_TLS);
     }
     return s;
 fail:
@@ -323,6 +324,7 @@ void smtp_body_end(smtp_session *s)
 {
     smtp_hdrfilter_finish(&s->filter);
     smtp_spool_finish(s->spool);
+    smtp_phase_end(s, SMTP_PHASE_DATA);
     net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms);
     const char *reject = NULL;
     if (smtp_spool_overflow(s->spool))
@@ -392,6 +394,7 @@ static void process_data(smtp_session *s)
     const char *err = NULL;
     enum smtp_parse_result pr = smtp_data_feed(&s->reader, in, avail, &used, &err);
     net_conn_consume(s->conn, used);
+    smtp_phase_progress(s, used);
     if (pr == SMTP_DONE)
         smtp_body_end(s);
     else if (pr == SMTP_ERR) {
@@ -410,14 +413,18 @@ static void process_bdat(smtp_session *s)
             smtp_hdrfilter_feed(&s->filter, in, n);
         net_conn_consume(s->conn, n);
         s->bdat_left -= n;
+        smtp_phase_progress(s, n);
     }
     if (s->bdat_left == 0)
         smtp_bdat_chunk_done(s);
 }
 
+/* Dispatches buffered input while the client reads its replies: once the
+ * queued output passes the connection's high-water mark it stops, and the
+ * connection offers the rest again (NET_EV_READ) when the client caught up. */
 static void process_input(smtp_session *s)
 {
-    while (s->conn && !s->closing && !s->waiting) {
+    while (s->conn && !s->closing && !s->waiting && !net_conn_output_blocked(s->conn)) {
         if (s->state == SMTP_STATE_DATA) {
             size_t avail;
             net_conn_input(s->conn, &avail);
@@ -441,6 +448,10 @@ static void process_input(smtp_session *s)
         size_t avail;
         const char *in = net_conn_input(s->conn, &avail);
         if (len == 0) {
+            /* A command line is awaited: it has command_timeout in all,
+             * however slowly its bytes come. */
+            if (!smtp_phase_running(s, SMTP_PHASE_LINE))
+                smtp_phase_start(s, SMTP_PHASE_LINE);
             if (avail >= s->cfg.max_line_length) {
                 if (!s->skip_line)
                     smtp_reply(s, "500 5.5.2 Line too long");
@@ -449,6 +460,7 @@ static void process_input(smtp_session *s)
             }
             return;
         }
+        smtp_phase_end(s, SMTP_PHASE_LINE);
         if (s->skip_line) {
             s->skip_line = false;
             net_conn_consume(s->conn, len);
@@ -488,6 +500,7 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
 {
     switch (ev) {
     case NET_EV_TLS_READY:
+        smtp_phase_end(s, SMTP_PHASE_TLS);
         if (s->state != SMTP_STATE_TLS)
             return;
         if (s->cfg.implicit_tls && !s->helo && s->up && smtp_client_ready(s->up)) {
@@ -519,6 +532,16 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         }
         return;
     case NET_EV_TIMEOUT:
+        if (net_conn_error_code(s->conn) == NET_EDEADLINE) {
+            const char *phase = smtp_phase_expired(s);
+            if (phase == NULL)
+                return; /* extended meanwhile */
+            smtp_reply(s, "421 4.4.2 %s Timeout, closing", s->hostname);
+            qlog_info("smtp %s: %s took too long (state %s), closing", s->id, phase,
+                      state_names[s->state]);
+            smtp_session_schedule_close(s, true);
+            return;
+        }
         if (s->waiting || s->state == SMTP_STATE_PROCESSING ||
             s->state == SMTP_STATE_DELIVERING || s->state == SMTP_STATE_UPSTREAM) {
             net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms); /* re-arm */
