@@ -3,6 +3,11 @@
  * bounded request, keep-alive, one request at a time per connection
  * (pipelined requests wait in the input buffer), one log line per request.
  *
+ * Before authentication a connection costs no authenticated slot: it waits
+ * in the handshake queue (max_handshakes, the oldest dropped for a
+ * newcomer) with a deadline of handshake_timeout; at TLS_READY it takes
+ * one of max_connections or is closed.
+ *
  * State machine per connection:
  *   HANDSHAKE --tls ready--> READING --request complete--> WAITING
  *   WAITING --response written, keep-alive--> READING
@@ -32,6 +37,9 @@ struct http_conn {
     uint64_t id;
     enum hc_state state;
     struct http_conn *prev, *next;
+    struct http_conn *hs_prev, *hs_next; /* handshake queue (HANDSHAKE only) */
+    bool in_hs_queue;
+    bool counted;            /* holds one of max_connections */
     char sae_id[ETSI014_ID_MAX + 1];
     llhttp_t parser;
     char target[MAX_TARGET + 1];
@@ -63,16 +71,50 @@ static void hc_enter(struct http_conn *hc, enum hc_state st)
     hc->state = st;
 }
 
+static void hs_unlink(struct http_conn *hc)
+{
+    struct kme *k = hc->kme;
+    if (!hc->in_hs_queue)
+        return;
+    if (hc->hs_prev != NULL)
+        hc->hs_prev->hs_next = hc->hs_next;
+    else
+        k->hs_first = hc->hs_next;
+    if (hc->hs_next != NULL)
+        hc->hs_next->hs_prev = hc->hs_prev;
+    else
+        k->hs_last = hc->hs_prev;
+    hc->hs_prev = hc->hs_next = NULL;
+    hc->in_hs_queue = false;
+    k->hs_count--;
+}
+
+static void hs_append(struct http_conn *hc)
+{
+    struct kme *k = hc->kme;
+    hc->hs_prev = k->hs_last;
+    hc->hs_next = NULL;
+    if (k->hs_last != NULL)
+        k->hs_last->hs_next = hc;
+    else
+        k->hs_first = hc;
+    k->hs_last = hc;
+    hc->in_hs_queue = true;
+    k->hs_count++;
+}
+
 static void hc_free(struct http_conn *hc)
 {
     struct kme *k = hc->kme;
+    hs_unlink(hc);
     if (hc->prev != NULL)
         hc->prev->next = hc->next;
     else if (k->conns == hc)
         k->conns = hc->next;
     if (hc->next != NULL)
         hc->next->prev = hc->prev;
-    k->conn_count--;
+    if (hc->counted)
+        k->conn_count--;
     free(hc->body);
     free(hc);
 }
@@ -403,6 +445,19 @@ static void on_conn_event(net_conn *conn, enum net_event ev, void *arg)
     (void)conn;
     switch (ev) {
     case NET_EV_TLS_READY: {
+        struct kme *k = hc->kme;
+        hs_unlink(hc);
+        net_conn_set_deadline(hc->conn, 0);
+        if (k->conn_count >= k->cfg.max_connections) {
+            qlog_warn("kme %s conn=%llu %s: refused after TLS: %zu authenticated "
+                      "connections (max_connections)", k->cfg.kme_id,
+                      (unsigned long long)hc->id, net_conn_peer_addr(hc->conn),
+                      k->conn_count);
+            hc_close(hc);
+            return;
+        }
+        k->conn_count++;
+        hc->counted = true;
         int n = net_conn_peer_subject(hc->conn, hc->kme->cfg.sae_id_field,
                                       hc->sae_id, sizeof(hc->sae_id));
         if (n <= 0) {
@@ -426,6 +481,10 @@ static void on_conn_event(net_conn *conn, enum net_event ev, void *arg)
     case NET_EV_TIMEOUT:
         if (hc->state == HC_WAITING)
             return;
+        if (hc->state == HC_HANDSHAKE)
+            qlog_info("kme %s conn=%llu %s: TLS handshake not done in time (%s)",
+                      hc->kme->cfg.kme_id, (unsigned long long)hc->id,
+                      net_conn_peer_addr(hc->conn), net_conn_error(hc->conn));
         hc_close(hc);
         return;
     case NET_EV_ERROR:
@@ -445,12 +504,19 @@ void kme_http_accept(net_listener *l, net_conn *conn, void *arg)
 {
     struct kme *k = arg;
     (void)l;
-    if (k->stopping || k->conn_count >= k->cfg.max_connections) {
-        qlog_warn("kme %s: refusing connection from %s (%s)", k->cfg.kme_id,
-                  net_conn_peer_addr(conn),
-                  k->stopping ? "stopping" : "max_connections reached");
+    if (k->stopping) {
         net_conn_close(&conn);
         return;
+    }
+    if (k->hs_count >= k->cfg.max_handshakes && k->hs_first != NULL) {
+        /* A flood of half-open handshakes: the oldest makes room. A real
+         * SAE's handshake takes milliseconds; it loses its place only if
+         * max_handshakes newcomers arrive meanwhile. */
+        if (k->hs_evicted++ % 1000 == 0)
+            qlog_warn("kme %s: %zu TLS handshakes under way (max_handshakes): "
+                      "dropping the oldest (%llu dropped so far)", k->cfg.kme_id,
+                      k->hs_count, (unsigned long long)k->hs_evicted);
+        hc_close(k->hs_first);
     }
     struct http_conn *hc = calloc(1, sizeof(*hc));
     if (hc == NULL) {
@@ -468,9 +534,10 @@ void kme_http_accept(net_listener *l, net_conn *conn, void *arg)
     if (k->conns != NULL)
         k->conns->prev = hc;
     k->conns = hc;
-    k->conn_count++;
+    hs_append(hc);
     net_conn_set_cb(conn, on_conn_event, hc);
     net_conn_set_timeout(conn, k->cfg.idle_timeout_ms);
+    net_conn_set_deadline(conn, k->cfg.handshake_timeout_ms);
     net_conn_set_max_input(conn, k->cfg.max_body + MAX_TARGET + 16384);
     if (net_conn_start_tls(conn, k->tls_server, NULL) < 0)
         hc_close(hc);

@@ -48,7 +48,9 @@ struct kme_cfg {
     bool sync_full;             /* PRAGMA synchronous=FULL (else NORMAL) */
     uint64_t idle_timeout_ms;
     uint64_t max_body;          /* request body limit, bytes */
-    uint64_t max_connections;
+    uint64_t max_connections;   /* authenticated (TLS done) connections */
+    uint64_t handshake_timeout_ms; /* a TLS handshake must end within */
+    uint64_t max_handshakes;    /* handshakes at once; the oldest goes */
 };
 
 struct kme_server_config {
@@ -264,7 +266,14 @@ struct kme {
     struct kme_parked *parked;   /* dec_keys waiting for keys (api.c) */
     size_t parked_count;
     struct http_conn *conns;     /* list of open HTTPS connections */
-    size_t conn_count;
+    size_t conn_count;           /* authenticated ones (max_connections) */
+    /* Connections still in the TLS handshake, oldest first: they hold no
+     * authenticated slot, and when max_handshakes are under way the
+     * oldest is dropped for a newcomer (a flood of half-open handshakes
+     * cannot lock real SAEs out). */
+    struct http_conn *hs_first, *hs_last;
+    size_t hs_count;
+    uint64_t hs_evicted;         /* handshakes dropped, for the log */
     uint64_t next_conn_id;
 };
 
