@@ -77,7 +77,7 @@ void smtp_phase_start(smtp_session *s, enum smtp_phase p)
 
 bool smtp_phase_running(const smtp_session *s, enum smtp_phase p)
 {
-    return s->guard.end[p] != 0;
+    return s->guard.end[p] != 0 || s->guard.left[p] != 0;
 }
 
 void smtp_phase_progress(smtp_session *s, size_t bytes)
@@ -93,10 +93,41 @@ void smtp_phase_progress(smtp_session *s, size_t bytes)
 
 void smtp_phase_end(smtp_session *s, enum smtp_phase p)
 {
+    s->guard.left[p] = 0;
     if (s->guard.end[p] == 0)
         return;
     s->guard.end[p] = 0;
     guard_arm(s);
+}
+
+void smtp_phase_suspend(smtp_session *s)
+{
+    uint64_t now = now_ms(s);
+    bool any = false;
+    for (int p = 0; p < SMTP_PHASE_COUNT; p++) {
+        if (s->guard.end[p] == 0)
+            continue;
+        s->guard.left[p] = s->guard.end[p] > now ? s->guard.end[p] - now : 1;
+        s->guard.end[p] = 0;
+        any = true;
+    }
+    if (any)
+        guard_arm(s);
+}
+
+void smtp_phase_continue(smtp_session *s)
+{
+    uint64_t now = now_ms(s);
+    bool any = false;
+    for (int p = 0; p < SMTP_PHASE_COUNT; p++) {
+        if (s->guard.left[p] == 0)
+            continue;
+        s->guard.end[p] = now + s->guard.left[p];
+        s->guard.left[p] = 0;
+        any = true;
+    }
+    if (any)
+        guard_arm(s);
 }
 
 const char *smtp_phase_expired(smtp_session *s)

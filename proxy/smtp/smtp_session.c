@@ -244,6 +244,7 @@ void smtp_reply(smtp_session *s, const char *fmt, ...)
 void smtp_wait_upstream(smtp_session *s)
 {
     s->waiting = true;
+    smtp_phase_suspend(s);
     if (s->conn)
         net_conn_pause(s->conn);
 }
@@ -251,6 +252,7 @@ void smtp_wait_upstream(smtp_session *s)
 void smtp_resume(smtp_session *s)
 {
     s->waiting = false;
+    smtp_phase_continue(s);
     if (s->conn && !s->closing)
         net_conn_resume(s->conn);
 }
@@ -537,8 +539,8 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
             if (phase == NULL)
                 return; /* extended meanwhile */
             smtp_reply(s, "421 4.4.2 %s Timeout, closing", s->hostname);
-            qlog_info("smtp %s: %s took too long (state %s), closing", s->id, phase,
-                      state_names[s->state]);
+            qlog_info("smtp %s: timeout in state %s (%s deadline)", s->id,
+                      state_names[s->state], phase);
             smtp_session_schedule_close(s, true);
             return;
         }

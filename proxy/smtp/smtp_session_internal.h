@@ -37,6 +37,7 @@ enum smtp_phase {
 
 struct smtp_guard {
     uint64_t end[SMTP_PHASE_COUNT]; /* loop time each must end by; 0: idle */
+    uint64_t left[SMTP_PHASE_COUNT]; /* suspended while upstream works */
     uint64_t data_start, data_bytes; /* DATA: extends with data_min_rate */
     unsigned hide_lines;   /* lines kept out of the log after a refused AUTH */
     bool hide_until_dot;   /* message lines after a refused DATA */
@@ -123,6 +124,10 @@ void smtp_phase_start(smtp_session *s, enum smtp_phase p);
 void smtp_phase_progress(smtp_session *s, size_t bytes); /* DATA/BDAT bytes */
 void smtp_phase_end(smtp_session *s, enum smtp_phase p);
 bool smtp_phase_running(const smtp_session *s, enum smtp_phase p);
+/* While upstream works on a command the clock of the client's phases
+ * stops (upstream's own timeout covers it), and runs on after. */
+void smtp_phase_suspend(smtp_session *s);
+void smtp_phase_continue(smtp_session *s);
 /* The deadline fired: name of the phase that ran out, or NULL if none has
  * (re-armed then). */
 const char *smtp_phase_expired(smtp_session *s);
