@@ -68,7 +68,7 @@ run_one() { # BINARY
 }
 
 echo "fuzzing $(echo "$targets" | wc -l) targets for ${seconds}s each; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-26s %7s %12s %8s %6s %7s %12s %7s  %s\n' target time execs exec/s cov ft seeds->corp rss status
+printf '%-26s %7s %12s %8s %6s %7s %12s %7s  %s\n' target time execs exec/s cov ft 'seeds->corp' rss status
 tmp=$(mktemp)
 n=0
 for bin in $targets; do
