@@ -187,13 +187,13 @@ int kme_init(struct kme *k, struct kme_server *srv, uv_loop_t *loop,
         k->out_applied = meta.out_applied;
         k->in_committed_tail = k->in.tail;
         k->in_committed_head = k->in.head;
-        k->api_listener = net_listen(loop, k->cfg.listen_host, k->cfg.listen_port, 0,
+        k->api_listener = net_listen(loop, k->cfg.listen_host, k->cfg.listen_port,
                                      kme_http_accept, k, error_r);
         if (k->api_listener == NULL)
             ret = KME_SERVER_ELISTEN;
     }
     if (ret == 0) {
-        k->link_listener = net_listen(loop, k->cfg.link_host, k->cfg.link_port, 0,
+        k->link_listener = net_listen(loop, k->cfg.link_host, k->cfg.link_port,
                                       kme_link_accept, k, error_r);
         if (k->link_listener == NULL)
             ret = KME_SERVER_ELISTEN;

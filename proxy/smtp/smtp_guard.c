@@ -152,7 +152,8 @@ enum smtp_log_view smtp_log_view(const struct smtp_guard *g, enum smtp_state st,
 {
     /* By state: an AUTH exchange; the lines a client sends blindly after
      * its AUTH or DATA was refused (passwords, message text). */
-    if (st == SMTP_STATE_AUTH || st == SMTP_STATE_DATA || st == SMTP_STATE_BDAT ||
+    if (st == SMTP_STATE_AUTH_UPSTREAM || st == SMTP_STATE_AUTH_CLIENT ||
+        st == SMTP_STATE_DATA || st == SMTP_STATE_BDAT || st == SMTP_STATE_BDAT_DISCARD ||
         g->hide_lines > 0 || g->hide_until_dot)
         return SMTP_LOG_NOTHING;
     /* By content: a line that is no command can be anything (a base64

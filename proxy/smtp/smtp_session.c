@@ -12,13 +12,25 @@
 
 #include "log.h"
 
-static const char *const state_names[] = {
-    [SMTP_STATE_UPSTREAM] = "UPSTREAM",   [SMTP_STATE_TLS] = "TLS",
-    [SMTP_STATE_HELO] = "HELO",           [SMTP_STATE_READY] = "READY",
-    [SMTP_STATE_AUTH] = "AUTH",           [SMTP_STATE_MAIL] = "MAIL",
-    [SMTP_STATE_RCPT] = "RCPT",           [SMTP_STATE_DATA] = "DATA",
-    [SMTP_STATE_BDAT] = "BDAT",           [SMTP_STATE_PROCESSING] = "PROCESSING",
-    [SMTP_STATE_DELIVERING] = "DELIVERING", [SMTP_STATE_CLOSING] = "CLOSING",
+static const char *const state_names[SMTP_STATE_COUNT] = {
+    [SMTP_STATE_UPSTREAM] = "UPSTREAM",
+    [SMTP_STATE_TLS] = "TLS",
+    [SMTP_STATE_HELO] = "HELO",
+    [SMTP_STATE_READY] = "READY",
+    [SMTP_STATE_AUTH_UPSTREAM] = "AUTH_UPSTREAM",
+    [SMTP_STATE_AUTH_CLIENT] = "AUTH_CLIENT",
+    [SMTP_STATE_MAIL_UPSTREAM] = "MAIL_UPSTREAM",
+    [SMTP_STATE_MAIL] = "MAIL",
+    [SMTP_STATE_RCPT_UPSTREAM] = "RCPT_UPSTREAM",
+    [SMTP_STATE_RCPT] = "RCPT",
+    [SMTP_STATE_DATA] = "DATA",
+    [SMTP_STATE_BDAT] = "BDAT",
+    [SMTP_STATE_BDAT_DISCARD] = "BDAT_DISCARD",
+    [SMTP_STATE_CHUNKED] = "CHUNKED",
+    [SMTP_STATE_SKIP_LINE] = "SKIP_LINE",
+    [SMTP_STATE_PROCESSING] = "PROCESSING",
+    [SMTP_STATE_DELIVERING] = "DELIVERING",
+    [SMTP_STATE_CLOSING] = "CLOSING",
 };
 
 static const char *const dropped_headers[] = {"Bcc", NULL};
@@ -27,12 +39,50 @@ const char *smtp_state_name(enum smtp_state st) { return state_names[st]; }
 const char *smtp_session_id(const smtp_session *s) { return s->id; }
 const char *smtp_session_peer(const smtp_session *s) { return s->peer; }
 
+/* A relayed command is with upstream: the client's next commands wait in
+ * the input buffer, in order. */
+static bool holds_input(enum smtp_state st)
+{
+    return st == SMTP_STATE_AUTH_UPSTREAM || st == SMTP_STATE_MAIL_UPSTREAM ||
+           st == SMTP_STATE_RCPT_UPSTREAM;
+}
+
+/* The message is with the hook or upstream: input is read (so that a client
+ * that leaves is noticed) but not dispatched. */
+static bool ignores_input(enum smtp_state st)
+{
+    return st == SMTP_STATE_PROCESSING || st == SMTP_STATE_DELIVERING;
+}
+
 void smtp_enter_state(smtp_session *s, enum smtp_state st)
 {
-    if (s->state == st)
+    enum smtp_state old = s->state;
+    if (old == st || old == SMTP_STATE_CLOSING)
         return;
-    qlog_debug("smtp %s: %s -> %s", s->id, state_names[s->state], state_names[st]);
+    qlog_debug("smtp %s: %s -> %s", s->id, state_names[old], state_names[st]);
     s->state = st;
+    if (!s->conn || st == SMTP_STATE_CLOSING)
+        return;
+    /* While upstream answers, the clock of the client's phase stops. */
+    if (holds_input(st) && !holds_input(old))
+        smtp_phase_suspend(s);
+    else if (holds_input(old) && !holds_input(st))
+        smtp_phase_continue(s);
+    if (holds_input(st) && !holds_input(old)) {
+        net_conn_pause(s->conn);
+    } else if ((holds_input(old) || ignores_input(old)) && !holds_input(st) &&
+               !ignores_input(st)) {
+        /* Commands may be waiting in the buffer: offer them again (resume
+         * re-delivers buffered input on the next loop turn). */
+        if (ignores_input(old))
+            net_conn_pause(s->conn);
+        net_conn_resume(s->conn);
+    }
+}
+
+void smtp_session_enter(smtp_session *s)
+{
+    s->busy++;
 }
 
 static void session_on_event(net_conn *conn, enum net_event ev, void *arg);
@@ -154,18 +204,17 @@ static void session_destroy(smtp_session *s)
     free(s);
 }
 
-static void maybe_destroy(smtp_session *s)
+void smtp_session_leave(smtp_session *s)
 {
-    if (s->closing && s->busy == 0)
+    if (--s->busy == 0 && s->state == SMTP_STATE_CLOSING)
         session_destroy(s);
 }
 
 void smtp_session_schedule_close(smtp_session *s, bool after_write)
 {
-    if (s->closing)
+    if (s->state == SMTP_STATE_CLOSING)
         return;
     smtp_enter_state(s, SMTP_STATE_CLOSING);
-    s->closing = true;
     if (s->conn) {
         if (after_write)
             net_conn_close_after_write(&s->conn);
@@ -177,10 +226,9 @@ void smtp_session_schedule_close(smtp_session *s, bool after_write)
 
 void smtp_session_close(smtp_session *s)
 {
-    s->busy++;
+    smtp_session_enter(s);
     smtp_session_schedule_close(s, false);
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }
 
 /* ---- replies ---------------------------------------------------------- */
@@ -211,7 +259,8 @@ void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *tex
         p = nl + 1;
     }
     if (qlog_get_level() >= QLOG_DEBUG) {
-        bool secret = s->state == SMTP_STATE_AUTH;
+        bool secret = code == 334 || s->state == SMTP_STATE_AUTH_UPSTREAM ||
+                      s->state == SMTP_STATE_AUTH_CLIENT;
         qlog_debug("smtp %s: >>> %d%s%s %s", s->id, code, enh ? " " : "", enh ? enh : "",
                    secret ? "<redacted>" : (text ? text : ""));
     }
@@ -240,22 +289,6 @@ void smtp_reply(smtp_session *s, const char *fmt, ...)
 }
 
 /* ---- input ---------------------------------------------------------------- */
-
-void smtp_wait_upstream(smtp_session *s)
-{
-    s->waiting = true;
-    smtp_phase_suspend(s);
-    if (s->conn)
-        net_conn_pause(s->conn);
-}
-
-void smtp_resume(smtp_session *s)
-{
-    s->waiting = false;
-    smtp_phase_continue(s);
-    if (s->conn && !s->closing)
-        net_conn_resume(s->conn);
-}
 
 bool smtp_upstream_usable(smtp_session *s)
 {
@@ -343,8 +376,10 @@ void smtp_body_end(smtp_session *s)
         smtp_enter_state(s, SMTP_STATE_READY);
         return;
     }
+    /* Input is not paused while the message is processed: it stays
+     * buffered (the connection stops reading when its buffer is full), and
+     * a client that leaves is noticed at once, which cancels the message. */
     smtp_enter_state(s, SMTP_STATE_PROCESSING);
-    smtp_wait_upstream(s);
     struct smtp_message m = {
         .id = s->msg_id,
         .from = s->from ? s->from : "",
@@ -376,11 +411,9 @@ void smtp_txn_reset(smtp_session *s)
     }
     s->n_rcpts = 0;
     s->txn_upstream = false;
-    s->bdat_used = false;
-    s->bdat_reject = false;
-    s->bdat_error = NULL;
-    s->bdat_left = 0;
-    s->bdat_last = false;
+    s->chunk_left = 0;
+    s->chunk_last = false;
+    s->discard_reply = NULL;
     s->msg_id[0] = '\0';
     free(s->hdr_buf); /* reallocated by the next message's body */
     s->hdr_buf = NULL;
@@ -405,20 +438,29 @@ static void process_data(smtp_session *s)
     }
 }
 
-static void process_bdat(smtp_session *s)
+/* A BDAT chunk's bytes (BDAT: to the message; BDAT_DISCARD: dropped). */
+static void process_chunk(smtp_session *s)
 {
     size_t avail;
     const char *in = net_conn_input(s->conn, &avail);
-    size_t n = avail < s->bdat_left ? avail : (size_t)s->bdat_left;
+    size_t n = avail < s->chunk_left ? avail : (size_t)s->chunk_left;
     if (n > 0) {
-        if (!s->bdat_reject)
+        if (s->state == SMTP_STATE_BDAT)
             smtp_hdrfilter_feed(&s->filter, in, n);
         net_conn_consume(s->conn, n);
-        s->bdat_left -= n;
+        s->chunk_left -= n;
         smtp_phase_progress(s, n);
     }
-    if (s->bdat_left == 0)
+    if (s->chunk_left == 0)
         smtp_bdat_chunk_done(s);
+}
+
+/* States in which a command line is read. */
+static bool reads_commands(enum smtp_state st)
+{
+    return st == SMTP_STATE_HELO || st == SMTP_STATE_READY || st == SMTP_STATE_AUTH_CLIENT ||
+           st == SMTP_STATE_MAIL || st == SMTP_STATE_RCPT || st == SMTP_STATE_CHUNKED ||
+           st == SMTP_STATE_SKIP_LINE;
 }
 
 /* Dispatches buffered input while the client reads its replies: once the
@@ -426,46 +468,43 @@ static void process_bdat(smtp_session *s)
  * connection offers the rest again (NET_EV_READ) when the client caught up. */
 static void process_input(smtp_session *s)
 {
-    while (s->conn && !s->closing && !s->waiting && !net_conn_output_blocked(s->conn)) {
+    while (s->conn && !net_conn_output_blocked(s->conn)) {
+        size_t avail;
+        const char *in = net_conn_input(s->conn, &avail);
         if (s->state == SMTP_STATE_DATA) {
-            size_t avail;
-            net_conn_input(s->conn, &avail);
             if (avail == 0)
                 return;
             process_data(s);
             continue;
         }
-        if (s->state == SMTP_STATE_BDAT) {
-            size_t avail;
-            net_conn_input(s->conn, &avail);
-            if (avail == 0 && s->bdat_left > 0)
+        if (s->state == SMTP_STATE_BDAT || s->state == SMTP_STATE_BDAT_DISCARD) {
+            if (avail == 0 && s->chunk_left > 0)
                 return;
-            process_bdat(s);
+            process_chunk(s);
             continue;
         }
-        if (s->state == SMTP_STATE_UPSTREAM || s->state == SMTP_STATE_TLS ||
-            s->state == SMTP_STATE_PROCESSING || s->state == SMTP_STATE_DELIVERING)
-            return;
+        if (!reads_commands(s->state))
+            return; /* UPSTREAM, TLS, *_UPSTREAM, PROCESSING, DELIVERING, CLOSING */
         size_t len = net_conn_line_len(s->conn);
-        size_t avail;
-        const char *in = net_conn_input(s->conn, &avail);
         if (len == 0) {
             /* A command line is awaited: it has command_timeout in all,
              * however slowly its bytes come. */
             if (!smtp_phase_running(s, SMTP_PHASE_LINE))
                 smtp_phase_start(s, SMTP_PHASE_LINE);
             if (avail >= s->cfg.max_line_length) {
-                if (!s->skip_line)
+                if (s->state != SMTP_STATE_SKIP_LINE) {
                     smtp_reply(s, "500 5.5.2 Line too long");
-                s->skip_line = true;
+                    s->resume = s->state;
+                    smtp_enter_state(s, SMTP_STATE_SKIP_LINE);
+                }
                 net_conn_consume(s->conn, avail);
             }
             return;
         }
         smtp_phase_end(s, SMTP_PHASE_LINE);
-        if (s->skip_line) {
-            s->skip_line = false;
+        if (s->state == SMTP_STATE_SKIP_LINE) {
             net_conn_consume(s->conn, len);
+            smtp_enter_state(s, s->resume);
             continue;
         }
         if (len > s->cfg.max_line_length) {
@@ -494,7 +533,6 @@ static void send_greeting(smtp_session *s)
     char text[300];
     snprintf(text, sizeof(text), "%s ESMTP qumail", s->hostname);
     smtp_reply_code(s, 220, NULL, text); /* the greeting carries no enhanced code */
-    s->waiting = false;
     process_input(s); /* anything sent early */
 }
 
@@ -515,7 +553,6 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
             s->helo = NULL;
             s->esmtp = false;
             smtp_enter_state(s, SMTP_STATE_HELO);
-            smtp_resume(s);
         }
         return;
     case NET_EV_READ:
@@ -525,13 +562,13 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         return;
     case NET_EV_EOF:
         process_input(s);
-        if (!s->closing && s->state != SMTP_STATE_PROCESSING &&
-            s->state != SMTP_STATE_DELIVERING)
-            smtp_session_schedule_close(s, false);
-        else if (!s->closing) {
-            /* The client left while we work: finish quietly, then close. */
-            s->close_after_reply = true;
-        }
+        if (ignores_input(s->state))
+            /* The client left before the reply to its message: nobody
+             * would hear a 250, so nothing is sent (the hook's work for
+             * it is cancelled by the closed hook). */
+            qlog_info("smtp %s: client left during %s: message %s cancelled", s->id,
+                      state_names[s->state], s->msg_id);
+        smtp_session_schedule_close(s, false);
         return;
     case NET_EV_TIMEOUT:
         if (net_conn_error_code(s->conn) == NET_EDEADLINE) {
@@ -544,8 +581,8 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
             smtp_session_schedule_close(s, true);
             return;
         }
-        if (s->waiting || s->state == SMTP_STATE_PROCESSING ||
-            s->state == SMTP_STATE_DELIVERING || s->state == SMTP_STATE_UPSTREAM) {
+        if (holds_input(s->state) || ignores_input(s->state) ||
+            s->state == SMTP_STATE_UPSTREAM) {
             net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms); /* re-arm */
             return;
         }
@@ -554,7 +591,9 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         smtp_session_schedule_close(s, true);
         return;
     case NET_EV_ERROR:
-        qlog_info("smtp %s: %s", s->id, net_conn_error(s->conn));
+        qlog_info("smtp %s: %s%s%s", s->id, net_conn_error(s->conn),
+                  ignores_input(s->state) ? ": message cancelled " : "",
+                  ignores_input(s->state) ? s->msg_id : "");
         smtp_session_schedule_close(s, false);
         return;
     case NET_EV_CONNECTED:
@@ -566,11 +605,10 @@ static void session_on_event(net_conn *conn, enum net_event ev, void *arg)
 {
     smtp_session *s = arg;
     (void)conn;
-    s->busy++;
-    if (!s->closing)
+    smtp_session_enter(s);
+    if (s->state != SMTP_STATE_CLOSING)
         session_handle_event(s, ev);
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }
 
 static void upstream_ready(smtp_client *c, const struct smtp_client_reply *r, void *arg)
@@ -579,7 +617,7 @@ static void upstream_ready(smtp_client *c, const struct smtp_client_reply *r, vo
     (void)c;
     if (r->cancelled)
         return;
-    s->busy++;
+    smtp_session_enter(s);
     if (r->code != 250) {
         qlog_warn("smtp %s: upstream unavailable: %d %s %s", s->id, r->code, r->enh, r->text);
         if (s->state == SMTP_STATE_TLS) {
@@ -594,23 +632,17 @@ static void upstream_ready(smtp_client *c, const struct smtp_client_reply *r, vo
     } else if (s->state == SMTP_STATE_UPSTREAM) {
         send_greeting(s);
     }
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }
 
 /* Hooks' answers (entry points from the daemon). */
 void smtp_session_fail(smtp_session *s, int code, const char *enh, const char *text)
 {
-    s->busy++;
+    smtp_session_enter(s);
     smtp_reply_code(s, code, enh, text);
     if (s->txn_upstream && s->up && smtp_client_ready(s->up))
         smtp_client_command(s->up, "RSET", 0, NULL, NULL);
     smtp_txn_reset(s);
     smtp_enter_state(s, SMTP_STATE_READY);
-    if (s->close_after_reply)
-        smtp_session_schedule_close(s, true);
-    else
-        smtp_resume(s);
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }

@@ -4,8 +4,8 @@
 # one line per target: executions, executions per second, coverage
 # (libFuzzer's cov: edges and ft: features), corpus size, peak RSS, and the
 # load average. Targets are found, not listed: every tests/fuzz/<dir>/
-# whose CMakeLists.txt calls qumail_fuzz_target() is built (target
-# fuzz_all), and every fuzz_* executable it yields is run with
+# with a CMakeLists.txt is configured, every build target named fuzz_* is
+# built, and every fuzz_* executable it yields is run with
 # tests/fuzz/<dir>/seeds.
 #
 # usage: tests/fuzz/run-fuzz.sh [-t SECONDS] [-b BUILD_DIR] [-j JOBS] [TARGET...]
@@ -31,7 +31,12 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 
 CC=${CC:-clang} cmake -S "$src" -B "$build" -DQUMAIL_FUZZ=ON -DQUMAIL_TESTS=ON \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-nice cmake --build "$build" --target fuzz_all -j2 >"$build/fuzz-build.log" 2>&1 || {
+# Every target named fuzz_* (qumail_fuzz_target() ones and any other).
+names=$(cmake --build "$build" --target help | sed -n 's/^\.\.\. \(fuzz_[A-Za-z0-9_]*\).*/\1/p' |
+    grep -v '^fuzz_all$' | grep -v '_regress$' | sort -u)
+[ -n "$names" ] || { echo "no fuzz targets configured" >&2; exit 1; }
+# shellcheck disable=SC2086
+nice cmake --build "$build" --target $names -j2 >"$build/fuzz-build.log" 2>&1 || {
     tail -30 "$build/fuzz-build.log" >&2
     exit 1
 }

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "config.h"
+#include "settings.h"
 #include "kme_server.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -201,7 +201,7 @@ static void accept_cb(net_listener *l, net_conn *c, void *arg)
 static uint16_t server_start(uv_loop_t *loop, struct server *s)
 {
     char *err = NULL;
-    s->listener = net_listen(loop, "127.0.0.1", 0, 0, accept_cb, s, &err);
+    s->listener = net_listen(loop, "127.0.0.1", 0, accept_cb, s, &err);
     if (s->listener == NULL)
         fail_msg("listen: %s", err);
     return net_listener_port(s->listener);
@@ -525,7 +525,7 @@ static void test_idle_timeout(void **state)
     arm_guard(&loop, &guard, 10000);
     struct timeout_server ts = {0};
     char *err = NULL;
-    ts.listener = net_listen(&loop, "127.0.0.1", 0, 0, timeout_accept, &ts, &err);
+    ts.listener = net_listen(&loop, "127.0.0.1", 0, timeout_accept, &ts, &err);
     assert_non_null(ts.listener);
     struct client k = {.send_first = ""};
     k.conn = net_connect(&loop, "127.0.0.1", net_listener_port(ts.listener), client_cb, &k);
@@ -566,12 +566,12 @@ static void test_listen_errors(void **state)
     uv_loop_t loop;
     uv_loop_init(&loop);
     char *err = NULL;
-    assert_null(net_listen(&loop, "not-an-address", 0, 0, accept_cb, NULL, &err));
+    assert_null(net_listen(&loop, "not-an-address", 0, accept_cb, NULL, &err));
     assert_non_null(strstr(err, "numeric"));
     free(err);
     struct server s = {0};
     uint16_t port = server_start(&loop, &s);
-    assert_null(net_listen(&loop, "127.0.0.1", port, 0, accept_cb, NULL, &err));
+    assert_null(net_listen(&loop, "127.0.0.1", port, accept_cb, NULL, &err));
     assert_non_null(strstr(err, "address already in use"));
     free(err);
     net_listener_close(&s.listener);
@@ -668,7 +668,7 @@ static void test_output_bound_holds_input(void **state)
     struct flood *f = calloc(1, sizeof(*f));
     memset(f->reply, 'x', sizeof(f->reply));
     char *err = NULL;
-    f->listener = net_listen(&loop, "127.0.0.1", 0, 0, flood_accept, f, &err);
+    f->listener = net_listen(&loop, "127.0.0.1", 0, flood_accept, f, &err);
     assert_non_null(f->listener);
     f->client = net_connect(&loop, "127.0.0.1", net_listener_port(f->listener),
                             flood_client_cb, f);
@@ -746,7 +746,7 @@ static void test_deadline_beats_trickle(void **state)
     arm_guard(&loop, &guard, 20000);
     struct trickle t = {0};
     char *err = NULL;
-    t.listener = net_listen(&loop, "127.0.0.1", 0, 0, trickle_accept, &t, &err);
+    t.listener = net_listen(&loop, "127.0.0.1", 0, trickle_accept, &t, &err);
     assert_non_null(t.listener);
     t.client = net_connect(&loop, "127.0.0.1", net_listener_port(t.listener),
                            trickle_client_cb, &t);
@@ -805,7 +805,7 @@ static void test_stalled_handshake_closes(void **state)
     arm_guard(&loop, &guard, 15000);
     struct stall s = {.tls = make_tls(true, false, "localhost.pem", "localhost.key")};
     char *err = NULL;
-    s.listener = net_listen(&loop, "127.0.0.1", 0, 0, stall_accept, &s, &err);
+    s.listener = net_listen(&loop, "127.0.0.1", 0, stall_accept, &s, &err);
     assert_non_null(s.listener);
     /* A plain client that sends half a ClientHello header and waits. */
     struct client k = {.send_first = "\x16\x03\x01"};
@@ -887,7 +887,7 @@ static void test_close_after_write_to_deaf_peer_is_bounded(void **state)
     arm_guard(&loop, &guard, 60000);
     struct deaf *d = calloc(1, sizeof(*d));
     char *err = NULL;
-    d->listener = net_listen(&loop, "127.0.0.1", 0, 0, deaf_accept, d, &err);
+    d->listener = net_listen(&loop, "127.0.0.1", 0, deaf_accept, d, &err);
     assert_non_null(d->listener);
     d->client = net_connect(&loop, "127.0.0.1", net_listener_port(d->listener),
                             deaf_client_cb, d);

@@ -17,9 +17,9 @@
 #include "smtp_session.h"
 
 /* ---- a scripted peer ------------------------------------------------------
- * Steps: "> text" sends text + CRLF; "< prefix" waits for a line starting
- * with prefix (continuation lines "ddd-" are skipped); "<." waits for the
- * end of a DATA body; "~ms" pauses. Every line received is appended to
+ * Steps: "> text" sends text + CRLF; "= text" sends text alone; "< prefix"
+ * waits for a line starting with prefix (continuation lines "ddd-" are
+ * skipped); "<." waits for the end of a DATA body; "~ms" pauses. Every line received is appended to
  * log. */
 struct peer {
     const char *name;
@@ -47,7 +47,8 @@ static void peer_timer_cb(uv_timer_t *t)
 static void peer_run(struct peer *p)
 {
     while (p->conn && p->script[p->step] &&
-           (p->script[p->step][0] == '>' || p->script[p->step][0] == '~')) {
+           (p->script[p->step][0] == '>' || p->script[p->step][0] == '~' ||
+            p->script[p->step][0] == '=')) {
         if (p->script[p->step][0] == '~') {
             if (!p->timer_on) {
                 uv_timer_init(p->loop, &p->timer);
@@ -57,7 +58,10 @@ static void peer_run(struct peer *p)
             uv_timer_start(&p->timer, peer_timer_cb, strtoull(p->script[p->step] + 1, NULL, 10), 0);
             return;
         }
-        net_conn_printf(p->conn, "%s\r\n", p->script[p->step] + 2);
+        if (p->script[p->step][0] == '=')
+            net_conn_printf(p->conn, "%s", p->script[p->step] + 2);
+        else
+            net_conn_printf(p->conn, "%s\r\n", p->script[p->step] + 2);
         p->step++;
     }
     if (!p->script[p->step] && !p->done) {
@@ -160,7 +164,7 @@ static void up_accept(net_listener *l, net_conn *conn, void *arg)
 
 /* ---- the proxy side: a session per accepted client --------------------- */
 
-enum mode { DELIVER_ONE, DELIVER_TWO, FAIL_451 };
+enum mode { DELIVER_ONE, DELIVER_TWO, FAIL_451, DELIVER_BAD_INDEX };
 
 struct fixture {
     uv_loop_t loop;
@@ -228,6 +232,25 @@ static void h_message(void *ctx, smtp_session *s, const struct smtp_message *m)
     }
     static size_t all[2] = {0, 1}, first[1] = {0}, second[1] = {1};
     struct smtp_delivery d[2];
+    if (f->mode == DELIVER_BAD_INDEX) {
+        /* The caller's arrays stay the caller's when deliver refuses: a
+         * valid first copy, an out-of-range index in the second. Heap
+         * arrays, so that ASan sees a double free if the session freed
+         * them. */
+        size_t *one = malloc(sizeof(*one)), *bad = malloc(sizeof(*bad));
+        assert_non_null(one);
+        assert_non_null(bad);
+        *one = 0;
+        *bad = m->n_rcpts;
+        d[0] = (struct smtp_delivery){one, 1, m->fd, m->size};
+        d[1] = (struct smtp_delivery){bad, 1, m->fd, m->size};
+        assert_int_equal(smtp_session_deliver(s, d, 2, h_delivered, f), -1);
+        assert_int_equal(smtp_session_deliver(s, d, 0, h_delivered, f), -1);
+        free(one);
+        free(bad);
+        smtp_session_fail(s, 451, "4.3.0", "local error");
+        return;
+    }
     if (f->mode == DELIVER_ONE) {
         d[0] = (struct smtp_delivery){all, m->n_rcpts, m->fd, m->size};
         assert_int_equal(smtp_session_deliver(s, d, 1, h_delivered, f), 0);
@@ -279,7 +302,7 @@ static void run(enum mode mode, const char *const *client_script,
     char *err = NULL;
     up->peer.name = "upstream";
     up->peer.script = upstream_script;
-    up->l = net_listen(&f->loop, "127.0.0.1", 0, 0, up_accept, up, &err);
+    up->l = net_listen(&f->loop, "127.0.0.1", 0, up_accept, up, &err);
     assert_non_null(up->l);
     uint16_t up_port = net_listener_port(up->l);
     if (upstream_down) {
@@ -298,7 +321,7 @@ static void run(enum mode mode, const char *const *client_script,
         .upstream = {.host = "127.0.0.1", .port = up_port, .tls = SMTP_UPSTREAM_PLAIN,
                      .helo_name = "proxy.test", .timeout_ms = upstream_timeout_ms},
     };
-    f->front = net_listen(&f->loop, "127.0.0.1", 0, 0, front_accept, f, &err);
+    f->front = net_listen(&f->loop, "127.0.0.1", 0, front_accept, f, &err);
     assert_non_null(f->front);
     client->name = "client";
     client->loop = &f->loop;
@@ -586,6 +609,127 @@ static void test_idle_upstream_does_not_time_out(void **state)
     upstream_timeout_ms = 10000;
 }
 
+static void test_deliver_refused_keeps_caller_arrays(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250 up.test",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RSET",
+        "> 250 2.0.0 Ok",
+        "< QUIT",
+        "> 221 Bye",
+        NULL,
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> DATA",
+        "< 354",
+        "> A: b\r\n\r\nbody\r\n.",
+        "< 451 4.3.0 local error",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_BAD_INDEX, client, upstream, false, true, &f, &c, &up);
+    assert_int_equal(f.delivered, 0);
+}
+
+/* The states that used to be flags: an overlong line discarded to its end
+ * (SKIP_LINE), a refused BDAT consumed then answered (BDAT_DISCARD), the
+ * AUTH exchange with two challenges (AUTH_UPSTREAM / AUTH_CLIENT), RCPT
+ * and DATA refused between chunks (CHUNKED), and a QUIT pipelined right
+ * after the last chunk, answered after the message's reply (input is
+ * offered again when PROCESSING and DELIVERING end). */
+static void test_states_and_pipelining(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH LOGIN",
+        "< AUTH LOGIN",
+        "> 334 VXNlcm5hbWU6",
+        "< dXNlcg==",
+        "> 334 UGFzc3dvcmQ6",
+        "< cGFzcw==",
+        "> 235 2.7.0 Authentication successful",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< DATA",
+        "> 354 go ahead",
+        "<.",
+        "> 250 2.0.0 Ok: queued as XYZ",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    static char longline[1600];
+    memset(longline, 'x', sizeof(longline) - 1);
+    longline[0] = '=';
+    longline[1] = ' ';
+    static const char *client[] = {
+        "< 220 proxy.test ESMTP",
+        "> EHLO c.test",
+        "< 250 ",
+        NULL, /* longline: 1598 bytes without a line end */
+        "< 500 5.5.2 Line too long",
+        "> rest of the long line",
+        "> NOOP",
+        "< 250 2.0.0 Ok",
+        "> BDAT 5\r\nabc", /* the chunk is "abc" CRLF */
+        "< 503 5.5.1 Need RCPT command first",
+        "> AUTH LOGIN",
+        "< 334 VXNlcm5hbWU6",
+        "> dXNlcg==",
+        "< 334 UGFzc3dvcmQ6",
+        "> cGFzcw==",
+        "< 235 2.7.0 Authentication successful",
+        "> MAIL FROM:<a@x.test>",
+        "< 250 2.1.0 Ok",
+        "> RCPT TO:<b@y.test>",
+        "< 250 2.1.5 Ok",
+        "> BDAT 6\r\nA: b",
+        "< 250 2.0.0 Chunk received",
+        "> RCPT TO:<c@y.test>",
+        "< 503 5.5.1 RCPT not allowed after BDAT",
+        "> DATA",
+        "< 503 5.5.1 DATA not allowed after BDAT",
+        "> BDAT 8 LAST\r\n\r\nbody\r\nQUIT",
+        "< 250 2.0.0 Ok: queued as XYZ",
+        "< 221",
+        NULL,
+    };
+    client[3] = longline;
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    assert_int_equal(f.spooled_len, strlen("A: b\r\n\r\nbody\r\n"));
+    assert_memory_equal(f.spooled, "A: b\r\n\r\nbody\r\n", f.spooled_len);
+    assert_int_equal(f.delivered, 1);
+    /* the 500 came once for the long line */
+    const char *first = strstr(c.log, "500 5.5.2");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "500 5.5.2"));
+}
+
 static void test_upstream_down(void **state)
 {
     (void)state;
@@ -608,6 +752,8 @@ int main(void)
         cmocka_unit_test(test_fail_resets_upstream),
         cmocka_unit_test(test_upstream_lost_during_copies),
         cmocka_unit_test(test_idle_upstream_does_not_time_out),
+        cmocka_unit_test(test_deliver_refused_keeps_caller_arrays),
+        cmocka_unit_test(test_states_and_pipelining),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
