@@ -65,6 +65,7 @@ class Hostile(unittest.TestCase):
                                       "max_connections": 2000})
         cls.px.start()
         cls.proc = H.Proc(cls.px.proc.pid)
+        cls.proc.exclude_ports = tuple(cls.px.kme_ports)
 
     @classmethod
     def tearDownClass(cls):
@@ -314,6 +315,26 @@ class Hostile(unittest.TestCase):
         figure("kme_handshake_flood_1100", sae_status_worst_s=max(times),
                sae_status_idle_s=t_before, peak_mb=peak, normal_worst_s=normal.worst())
 
+    # -- defect 3 (second half): one address cannot take every slot ---------------------
+
+    def test_12_per_address_limit(self):
+        # max_connections_per_address (default 50; engineer daemon's registry):
+        # a crowd of idle or slow clients from one address gets 421 4.7.0
+        # beyond it, and a client from another address is still served.
+        limit = 50
+        def attack():
+            socks = H.idle_connections(self.px.ports["plain"], limit + 10)
+            greeted, refused = H.count_greeted(socks, 20)
+            t, code = H.normal_send(self.px.ports["plain"])
+            H.close_all(socks)
+            return greeted, refused, t, code
+        (greeted, refused, t, code), normal, peak = self.under_attack("per address", attack)
+        self.assertEqual((greeted, refused), (limit, 10))
+        self.assertEqual(code, 250)
+        self.assert_no_fd_left("per address")
+        figure("per_address_limit", greeted=greeted, refused=refused, normal_s=t,
+               normal_worst_s=normal.worst())
+
 
 class IdleConnections(unittest.TestCase):
     """Many idle connections through a gateway proxy in front of smtp-sink
@@ -328,8 +349,10 @@ class IdleConnections(unittest.TestCase):
                 P.ProxyStack(certs, sink.port, workdir=work, mode="gateway",
                              listeners=("plain",), trusted_networks=["127.0.0.0/8"],
                              limits={"max_connections": self.COUNT + 500,
+                                     "max_connections_per_address": 0,
                                      "command_timeout": "60s"}) as px:
             proc = H.Proc(px.proc.pid)
+            proc.exclude_ports = tuple(px.kme_ports)
             H.normal_send(px.ports["plain"], login=None)  # opens its KME connections
             time.sleep(0.3)
             fds0, rss0 = proc.fds(), proc.rss_mb()
