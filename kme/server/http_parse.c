@@ -21,6 +21,8 @@ static int on_message_begin(llhttp_t *p)
     hp->target_len = 0;
     hp->target[0] = '\0';
     hp->body_len = 0;
+    if (hp->body != NULL)
+        hp->body[0] = '\0'; /* a request without a body after one with */
     hp->header_count = 0;
     hp->header_bytes = 0;
     hp->method[0] = '\0';
