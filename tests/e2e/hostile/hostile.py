@@ -217,6 +217,13 @@ def command(sock, line, timeout=10):
     return read_reply(sock, timeout)
 
 
+def readable(sock, timeout):
+    """poll(2), not select(2): descriptors above 1024 are common here."""
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLIN)
+    return bool(p.poll(timeout * 1000))
+
+
 def wait_closed(sock, timeout):
     """Reads (and discards) until the peer closes; returns
     (seconds until EOF or reset, bytes read) or (None, bytes) on timeout."""
@@ -224,8 +231,7 @@ def wait_closed(sock, timeout):
     got = b""
     sock.setblocking(False)
     while time.time() - t0 < timeout:
-        r, _, _ = select.select([sock], [], [], 0.1)
-        if not r:
+        if not readable(sock, 0.1):
             continue
         try:
             chunk = sock.recv(65536)
@@ -258,7 +264,9 @@ def flood_unread(port, seconds, login=None):
         try:
             sent += s.send(chunk)
         except BlockingIOError:
-            select.select([], [s], [], 0.05)
+            p = select.poll()
+            p.register(s.fileno(), select.POLLOUT)
+            p.poll(50)
     return sent, s
 
 
@@ -279,8 +287,7 @@ def slow_bytes(sock, data, interval, until):
             except BlockingIOError:
                 pass
             i += 1
-        r, _, _ = select.select([sock], [], [], interval)
-        if r:
+        if readable(sock, interval):
             try:
                 chunk = sock.recv(65536)
             except (ConnectionResetError, OSError):
@@ -338,8 +345,7 @@ def count_greeted(socks, timeout):
     refused = 0
     deadline = time.time() + timeout
     while pending and time.time() < deadline:
-        fds = list(pending)[:1000]
-        r, _, _ = select.select(fds, [], [], 0.05) if len(fds) < 1000 else (poll_ready(fds), 0, 0)
+        r = poll_ready(list(pending))
         for fd in r:
             s = pending[fd]
             try:
