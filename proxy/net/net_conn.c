@@ -471,7 +471,8 @@ void net_conn_set_timeout(net_conn *c, uint64_t idle_ms)
 static void deadline_cb(uv_timer_t *t)
 {
     net_conn *c = t->data;
-    if (c->state != CONN_OPEN)
+    /* Also while resolving or connecting: a connect has a deadline too. */
+    if (c->state == CONN_CLOSED || c->state == CONN_DRAINING || c->state == CONN_LINGER)
         return;
     snprintf(c->error, sizeof(c->error), "deadline of %llu ms passed",
              (unsigned long long)c->deadline_ms);
@@ -512,9 +513,9 @@ static void output_shrank(net_conn *c)
     if (!c->out_blocked || (c->out_high > 0 && output_cost(c) > c->out_low))
         return;
     c->out_blocked = false;
+    update_reading(c);
     if (c->state != CONN_OPEN)
         return;
-    update_reading(c);
     if (!c->paused && (c->in_len > 0 || tls_has_buffered(c) || (c->eof && !c->eof_sent)))
         schedule_deferred(c);
 }
@@ -682,9 +683,13 @@ size_t net_conn_line_len(const net_conn *c)
 static void update_reading(net_conn *c)
 {
     /* A handshake reads on even when output is held: it needs the input. */
+    /* Closing: input is read and discarded so that the kernel does not
+     * answer RST while the peer still reads - not from a peer that does
+     * not read at all (output held), which would only cost CPU. */
     bool want = (c->state == CONN_OPEN && !c->eof && c->in_len < c->max_input &&
                  (!input_held(c) || c->tls == TLS_HANDSHAKE)) ||
-                ((c->state == CONN_DRAINING || c->state == CONN_LINGER) && !c->eof);
+                (c->state == CONN_DRAINING && !c->eof && !c->out_blocked) ||
+                (c->state == CONN_LINGER && !c->eof);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, conn_read_cb) == 0)
             c->reading = true;

@@ -77,11 +77,12 @@ class Attack:
 
 def flood(px, seconds):
     with Attack(px) as a:
-        sent, sock = H.flood_unread(a.port, seconds)
+        sent, sock, closed = H.flood_unread(a.port, seconds)
         sock.close()
     fds = a.settle()
     row("flood %ds" % seconds, a.proc, a.rss0, a.fds0, a.sampler, a.normal,
-        "%.1f MB of NOOP sent" % (sent / 1e6), fds)
+        "%.1f MB of NOOP sent; %s" % (sent / 1e6, "closed by the proxy after %.1f s" % closed
+                                      if closed else "still open"), fds)
 
 
 def long_lines(px, count):

@@ -249,7 +249,8 @@ def wait_closed(sock, timeout):
 
 def flood_unread(port, seconds, login=None):
     """Pipelines NOOP as fast as the proxy takes them and never reads a
-    reply. Returns (bytes sent, socket) - the caller closes the socket."""
+    reply. Returns (bytes sent, socket, seconds until the proxy closed it
+    or None) - the caller closes the socket."""
     s = connect(port)
     read_reply(s)
     command(s, b"EHLO flood.example")
@@ -259,15 +260,20 @@ def flood_unread(port, seconds, login=None):
     s.setblocking(False)
     chunk = b"NOOP\r\n" * 2000
     sent = 0
-    end = time.time() + seconds
+    t0 = time.time()
+    end = t0 + seconds
     while time.time() < end:
         try:
             sent += s.send(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            # The proxy gave up on a client that does not read (its idle
+            # timeout, then the bounded close).
+            return sent, s, time.time() - t0
         except BlockingIOError:
             p = select.poll()
             p.register(s.fileno(), select.POLLOUT)
             p.poll(50)
-    return sent, s
+    return sent, s, None
 
 
 def slow_bytes(sock, data, interval, until):
