@@ -385,11 +385,18 @@ static void encrypt_work(uv_work_t *w)
     struct job *job = c->job;
     const struct kme_ids *ids = c->ids;
     struct mime_key *keys = calloc(c->keys->count, sizeof(*keys));
-    if (!keys || !ids) {
+    /* The copy is bound to its envelope recipients (format 2, section
+     * 3.5): a reading proxy decrypts it only for them. Pointers only: the
+     * addresses are the job's. */
+    const char **rcpts = calloc(c->n ? c->n : 1, sizeof(*rcpts));
+    if (!keys || !ids || !rcpts) {
         free(keys);
+        free(rcpts);
         c->enc_error = MIME_ERR_NOMEM;
         return;
     }
+    for (size_t i = 0; i < c->n; i++)
+        rcpts[i] = job->addrs[c->idx[i]];
     for (size_t i = 0; i < c->keys->count; i++) {
         keys[i].key_id = c->keys->keys[i].key_id;
         keys[i].key = c->keys->keys[i].bytes;
@@ -402,6 +409,8 @@ static void encrypt_work(uv_work_t *w)
         .slave_sae_id = c->rule->slave_sae,
         .protect_subject = c->rule->protect_subject,
         .subject_placeholder = c->rule->placeholder,
+        .recipients = rcpts,
+        .n_recipients = c->n,
     };
     const char *dir = getenv("TMPDIR");
     c->out_fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -409,11 +418,13 @@ static void encrypt_work(uv_work_t *w)
         c->enc_error = MIME_ERR_IO;
         c->enc_message = strdup(strerror(errno));
         free(keys);
+        free(rcpts);
         return;
     }
     c->enc_error = mime_encrypt_fd(job->fd, c->out_fd, &p, keys, c->keys->count,
                                    &c->out_size, &c->enc_message);
     free(keys); /* pointers only; the material is wiped by kme_keys_free */
+    free(rcpts);
 }
 
 static void job_encrypted_all(struct job *job)
@@ -502,8 +513,8 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
 {
     struct copy *c = arg;
     struct job *job = c->job;
-    if (res->error != KME_OK) {
-        c->kme_error = res->error;
+    if (res->error != KME_OK || !keys) {
+        c->kme_error = res->error != KME_OK ? res->error : KME_EBADRESPONSE;
         free(c->kme_message);
         c->kme_message = strdup(res->message); /* for the log; NULL is fine */
     } else {
@@ -697,8 +708,8 @@ static int job_copy_message(struct job *job, const struct smtp_message *m)
 {
     job->from = strdup(m->from);
     job->n_rcpts = m->n_rcpts;
-    job->addrs = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(*job->addrs));
-    job->infos = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(*job->infos));
+    job->addrs = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(char *));
+    job->infos = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(struct rcpt_info *));
     job->fd = dup(m->fd);
     if (!job->from || !job->addrs || !job->infos || job->fd < 0)
         return -1;
