@@ -37,6 +37,26 @@ static int owner_ok(const struct stat *st)
     return st->st_uid == geteuid() || st->st_uid == 0;
 }
 
+/* mkdir -p for the folders above dir: each missing one is created 0700
+ * (a relative state path in an example configuration points into a folder
+ * of the checkout that a clean tree does not have yet). */
+static int make_parents(const char *dir)
+{
+    char *path = strdup(dir);
+    if (!path)
+        return -1;
+    for (char *p = path + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+            free(path);
+            return -1;
+        }
+        *p = '/';
+    }
+    free(path);
+    return 0;
+}
+
 int statefile_dir(const char *dir, char **warning_r, char **error_r)
 {
     *warning_r = NULL;
@@ -46,7 +66,10 @@ int statefile_dir(const char *dir, char **warning_r, char **error_r)
         if (errno != ENOENT)
             return failf(error_r, "state folder %s: %s", dir, strerror(errno));
         /* mkdir's mode is masked by the umask: 0700 is only narrowed. */
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        int rc = mkdir(dir, 0700);
+        if (rc < 0 && errno == ENOENT && make_parents(dir) == 0)
+            rc = mkdir(dir, 0700);
+        if (rc < 0 && errno != EEXIST)
             return failf(error_r, "cannot create state folder %s: %s", dir, strerror(errno));
         if (lstat(dir, &st) < 0)
             return failf(error_r, "state folder %s: %s", dir, strerror(errno));
