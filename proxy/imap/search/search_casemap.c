@@ -85,9 +85,10 @@ static void put_utf8(struct sbuf *b, uint32_t c)
     sbuf_add(b, u, n);
 }
 
-/* One character at p (at most left bytes), Dovecot's way: a lead byte
- * announces the length, every following byte must be 10xxxxxx (no check
- * for overlong forms or surrogates). Returns its length, 0 when invalid. */
+/* One character at p (at most left bytes), Dovecot 2.3's way: a lead byte
+ * announces the length, every following byte must be 10xxxxxx, the value
+ * at most U+10FFFF, not a surrogate and not overlong. Returns its length, 0
+ * when invalid. */
 static size_t get_utf8(const unsigned char *p, size_t left, uint32_t *c_r)
 {
     unsigned char c = p[0];
@@ -105,17 +106,11 @@ static size_t get_utf8(const unsigned char *p, size_t left, uint32_t *c_r)
     } else if (c < 0xf0) {
         len = 3;
         v = c & 0x0f;
-    } else if (c < 0xf8) {
+    } else if (c < 0xf5) {
         len = 4;
         v = c & 0x07;
-    } else if (c < 0xfc) {
-        len = 5;
-        v = c & 0x03;
-    } else if (c < 0xfe) {
-        len = 6;
-        v = c & 0x01;
     } else {
-        return 0;
+        return 0; /* beyond U+10FFFF (Dovecot 2.3: invalid) */
     }
     if (len > left)
         return 0;
@@ -124,6 +119,9 @@ static size_t get_utf8(const unsigned char *p, size_t left, uint32_t *c_r)
             return 0;
         v = (v << 6) | (p[i] & 0x3f);
     }
+    static const uint32_t lowest[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (v < lowest[len] || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
     *c_r = v;
     return len;
 }
@@ -135,6 +133,26 @@ static void add_replacement(struct sbuf *b)
     sbuf_add(b, replacement, 3);
 }
 
+void search_utf8_valid(struct sbuf *b, const void *in, size_t len)
+{
+    const unsigned char *p = in;
+    while (len > 0) {
+        uint32_t c;
+        size_t n = p[0] == '\0' ? 0 : get_utf8(p, len, &c);
+        if (n == 0 && p[0] != '\0') {
+            add_replacement(b);
+            p++;
+            len--;
+            continue;
+        }
+        if (n == 0)
+            n = 1;
+        sbuf_add(b, p, n);
+        p += n;
+        len -= n;
+    }
+}
+
 static int key_cmp(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -144,7 +162,7 @@ static int key_cmp(const void *a, const void *b)
 void sbuf_casemap(struct sbuf *b, const void *in, size_t len)
 {
     const unsigned char *p = in;
-    while (len > 0 && *p != '\0') {
+    while (len > 0) {
         uint32_t c;
         size_t n = get_utf8(p, len, &c);
         if (n == 0) {
@@ -155,10 +173,6 @@ void sbuf_casemap(struct sbuf *b, const void *in, size_t len)
         }
         p += n;
         len -= n;
-        if (c > 0x10ffff) { /* 5/6-byte forms: no mapping, bytes kept */
-            sbuf_add(b, p - n, n);
-            continue;
-        }
         if (c < 0x80 && !(c >= 'a' && c <= 'z')) {
             sbuf_addc(b, (char)c);
             continue;

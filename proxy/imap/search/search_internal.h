@@ -19,6 +19,8 @@ void sbuf_addc(struct sbuf *b, char c);
 void sbuf_adds(struct sbuf *b, const char *s);
 const char *sbuf_c(struct sbuf *b); /* NUL-terminated view ("" on failure) */
 void sbuf_free(struct sbuf *b);
+/* Valid UTF-8 of in appended as is, invalid bytes as U+FFFD (one per run). */
+void search_utf8_valid(struct sbuf *b, const void *in, size_t len);
 /* Casemapped append (imap_search_casemap into b). */
 void sbuf_casemap(struct sbuf *b, const void *p, size_t n);
 

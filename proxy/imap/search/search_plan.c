@@ -51,12 +51,12 @@ static enum bound approx(const struct imap_search_node *n, bool upper, struct sb
             sbuf_free(&parts);
             return is_and ? B_ALL : B_NONE;
         }
-        if (is_and) {
+        if (is_and && n_expr > 1) {
             sbuf_addc(out, '(');
             sbuf_add(out, parts.d, parts.len);
             sbuf_addc(out, ')');
         } else if (n_expr == 1) {
-            sbuf_add(out, parts.d, parts.len);
+            sbuf_add(out, parts.d, parts.len); /* one left: no parentheses */
         } else {
             /* OR is binary: both children were expressions */
             sbuf_adds(out, "OR ");

@@ -210,8 +210,9 @@ void search_header_decode(struct sbuf *out, const char *value, size_t len)
                 struct sbuf conv = {0};
                 if (iconv_to_utf8(&conv, charset, text.d, text.len))
                     sbuf_casemap(out, conv.d != NULL ? conv.d : "", conv.len);
-                else /* unknown charset: its bytes, valid UTF-8 kept */
-                    sbuf_casemap(out, text.d, text.len);
+                else /* unknown charset: its bytes as they are (Dovecot
+                        does not casemap them), invalid UTF-8 -> U+FFFD */
+                    search_utf8_valid(out, text.d, text.len);
                 sbuf_free(&conv);
             }
         }
