@@ -116,7 +116,7 @@ static void compress_lwsp(struct sbuf *out, const char *s, size_t len)
     bool prev = true;
     for (size_t i = 0; i < len; i++) {
         char ch = s[i];
-        if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n') {
+        if (ch == ' ' || ch == '\t') { /* Dovecot's IS_LWSP: not CR/LF */
             if (!prev) {
                 prev = true;
                 sbuf_addc(out, ' ');
@@ -128,18 +128,6 @@ static void compress_lwsp(struct sbuf *out, const char *s, size_t len)
     }
 }
 
-static const struct mime_address *envelope_list(const struct mime_envelope *e,
-                                                enum imap_search_op op)
-{
-    if (e == NULL)
-        return NULL;
-    switch (op) {
-    case IMAP_SEARCH_FROM: return e->from;
-    case IMAP_SEARCH_TO: return e->to;
-    case IMAP_SEARCH_CC: return e->cc;
-    default: return e->bcc;
-    }
-}
 
 /* HEADER / SUBJECT / FROM / TO / CC / BCC on the message's own header. */
 static int eval_header(struct ectx *c, const struct imap_search_node *n)
@@ -174,7 +162,9 @@ static int eval_header(struct ectx *c, const struct imap_search_node *n)
                 break;
             case IMAP_SEARCH_FROM: case IMAP_SEARCH_TO: case IMAP_SEARCH_CC:
             case IMAP_SEARCH_BCC:
-                search_address_write(&tmp, envelope_list(root->envelope, n->op));
+                /* every occurrence of the field counts */
+                if (!search_field_addresses(c->m->ms, root, i, &tmp))
+                    hay.failed = true;
                 search_header_decode(&hay, tmp.d != NULL ? tmp.d : "", tmp.len);
                 break;
             default:

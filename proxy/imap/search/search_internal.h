@@ -56,6 +56,17 @@ void search_field_free(struct search_field *f);
 
 /* Dovecot's message_address_write() of a parsed list. */
 void search_address_write(struct sbuf *out, const struct mime_address *a);
+/* Field i of part parsed as an address list (Dovecot's parser, with its
+ * fill-ins, as mime_struct's envelope has it) and written back with
+ * search_address_write into out. False on ENOMEM. */
+bool search_field_addresses(const struct mime_struct *ms, const struct mime_part *part,
+                            size_t i, struct sbuf *out);
+/* The first address of field i of part (parsed as above) as a small tree
+ * the caller frees with mime_struct_free; *addr_r is NULL when the field
+ * holds none. */
+bool search_field_first_address(const struct mime_struct *ms, const struct mime_part *part,
+                                size_t i, struct mime_struct **tmp_r,
+                                const struct mime_address **addr_r);
 
 /* Body text of a leaf part as message-search reads it (NULL: the part's
  * body is not searched: not text/ or message/, or an unknown transfer

@@ -207,12 +207,24 @@ static char *casemapped(const char *s)
     return b.d;
 }
 
-static const struct mime_address *first_address(const struct mime_struct *ms, bool to, bool cc)
+/* The first address of the first field called name (Dovecot sorts by
+ * mail_get_first_header), parsed on its own; *tmp_r keeps it alive. */
+static const struct mime_address *first_address(const struct mime_struct *ms, const char *name,
+                                                struct mime_struct **tmp_r)
 {
-    const struct mime_envelope *e = mime_struct_root(ms)->envelope;
-    if (e == NULL)
-        return NULL;
-    return cc ? e->cc : to ? e->to : e->from;
+    const struct mime_part *root = mime_struct_root(ms);
+    *tmp_r = NULL;
+    for (size_t i = 0; i < root->n_fields; i++) {
+        const struct mime_field *mf = &root->fields[i];
+        const char *p = (const char *)mime_struct_data(ms) + mf->offset;
+        if (mf->name_len != strlen(name) || strncasecmp(p, name, mf->name_len) != 0)
+            continue;
+        const struct mime_address *a = NULL;
+        if (!search_field_first_address(ms, root, i, tmp_r, &a))
+            return NULL;
+        return a;
+    }
+    return NULL;
 }
 
 static char *mailbox_key(const struct mime_address *a)
@@ -270,11 +282,18 @@ int imap_sort_keys_compute(const struct imap_search_msg *m, struct imap_sort_key
                 k->date = 0;
             search_field_free(&f);
         }
-        k->from = mailbox_key(first_address(m->ms, false, false));
-        k->to = mailbox_key(first_address(m->ms, true, false));
-        k->cc = mailbox_key(first_address(m->ms, false, true));
-        k->display_from = display_key(first_address(m->ms, false, false));
-        k->display_to = display_key(first_address(m->ms, true, false));
+        struct mime_struct *tf = NULL, *tt = NULL, *tc = NULL;
+        const struct mime_address *from = first_address(m->ms, "From", &tf);
+        const struct mime_address *to = first_address(m->ms, "To", &tt);
+        const struct mime_address *cc = first_address(m->ms, "Cc", &tc);
+        k->from = mailbox_key(from);
+        k->to = mailbox_key(to);
+        k->cc = mailbox_key(cc);
+        k->display_from = display_key(from);
+        k->display_to = display_key(to);
+        mime_struct_free(&tf);
+        mime_struct_free(&tt);
+        mime_struct_free(&tc);
     } else {
         k->subject = strdup("");
         k->from = strdup("");

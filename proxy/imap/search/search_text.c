@@ -381,6 +381,56 @@ void search_address_write(struct sbuf *out, const struct mime_address *a)
     }
 }
 
+/* The field's value parsed by mime_struct's address parser (Dovecot's, as
+ * ENVELOPE uses it): a one-field message "From: <value>" whose envelope
+ * From is the list. Used for every occurrence of an address field, since
+ * the envelope keeps only the last one. */
+static bool parse_field_addresses(const struct mime_struct *ms, const struct mime_part *part,
+                                  size_t i, struct mime_struct **tmp_r,
+                                  const struct mime_address **list_r)
+{
+    const struct mime_field *mf = &part->fields[i];
+    const char *p = (const char *)mime_struct_data(ms) + mf->offset;
+    size_t k = mf->name_len;
+    while (k < mf->size && p[k] != ':')
+        k++;
+    if (k < mf->size)
+        k++;
+    struct sbuf b = {0};
+    sbuf_adds(&b, "From:");
+    sbuf_add(&b, p + k, (size_t)mf->size - k);
+    sbuf_adds(&b, "\r\n\r\n");
+    *tmp_r = NULL;
+    *list_r = NULL;
+    if (b.failed || mime_struct_parse(b.d, b.len, 0, tmp_r, NULL) != 0) {
+        sbuf_free(&b);
+        return false;
+    }
+    sbuf_free(&b);
+    const struct mime_envelope *e = mime_struct_root(*tmp_r)->envelope;
+    *list_r = e != NULL ? e->from : NULL;
+    return true;
+}
+
+bool search_field_addresses(const struct mime_struct *ms, const struct mime_part *part,
+                            size_t i, struct sbuf *out)
+{
+    struct mime_struct *tmp = NULL;
+    const struct mime_address *list = NULL;
+    if (!parse_field_addresses(ms, part, i, &tmp, &list))
+        return false;
+    search_address_write(out, list);
+    mime_struct_free(&tmp);
+    return !out->failed;
+}
+
+bool search_field_first_address(const struct mime_struct *ms, const struct mime_part *part,
+                                size_t i, struct mime_struct **tmp_r,
+                                const struct mime_address **addr_r)
+{
+    return parse_field_addresses(ms, part, i, tmp_r, addr_r);
+}
+
 /* ---- bodies ---------------------------------------------------------------- */
 
 enum cte { CTE_78BIT, CTE_BASE64, CTE_QP, CTE_UNKNOWN };

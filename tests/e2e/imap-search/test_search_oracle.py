@@ -132,6 +132,47 @@ Euro =80 sign and quote =93smart=94 end.
 """),
 ]
 
+# Edge cases: repeated fields, broken encodings, unknown transfer encoding,
+# a nested message's header, bare CR, NUL, LF line ends.
+OWN += [
+    crlf(b"""From: first@example.com
+From: second@example.com
+Subject: two froms
+Subject: second subject
+Date: garbage date
+X-Folded: alpha
+  beta	gamma
+
+body
+"""),
+    crlf(b"""From: qp@example.com
+Subject: =?utf-8?q?split?= =?utf-8?q?_word?= plain =?utf-8?b?d29yZA==?=
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: quoted-printable
+
+broken =ZZ seq and =3D equals and =C3=A9 and trailing=20
+trailing spaces   
+=
+joined
+"""),
+    crlf(b"""From: uu@example.com
+Subject: unknown cte
+Content-Type: text/plain
+Content-Transfer-Encoding: x-uuencode
+
+hidden-uu-word
+"""),
+    crlf(b"""From: b64@example.com
+Subject: broken base64
+Content-Type: text/plain
+Content-Transfer-Encoding: base64
+
+aGVsbG8gd29y!!bGQ=
+"""),
+    b"From: cr@example.com\r\nSubject: bare\rCR subject\r\n\r\nbody with \x00 nul and bare\rcr\r\n",
+    b"From: lf2@example.com\nSubject: lf\n\tfolded\n\nlf body\nsecond line\n",
+]
+
 DATES = ["15-Mar-2020 12:00:00 +0000", "01-Jan-2021 00:00:00 +0000",
          "07-Dec-2026 10:00:00 +0100", "31-Dec-2021 23:59:59 -0800",
          "10-Jun-2024 06:30:00 +0000"]
@@ -170,6 +211,14 @@ CRITERIA = [
     'UNANSWERED', 'DELETED', 'DRAFT', 'KEYWORD $label1', 'UNKEYWORD $label1',
     'OR BODY fox (SEEN SUBJECT café)', 'BODY the', 'TEXT content-type', 'TEXT multipart',
     'BODY "="', 'TEXT "boundary="', 'BODY attachment', 'TEXT "from:"', 'BODY "from:"',
+    'FROM second', 'FROM first', 'SUBJECT "second subject"', 'SUBJECT "two froms"',
+    'HEADER X-Folded "alpha beta"', 'HEADER X-Folded "beta gamma"', 'HEADER X-Folded "alpha  beta"',
+    'SENTON 1-Jan-1970 FROM first', 'SUBJECT "split word"', 'SUBJECT "plain word"',
+    'SUBJECT "splitword"', 'BODY "=zz seq"', 'BODY "= equals"', 'BODY "trailing\"',
+    'BODY "spaces joined"', 'BODY hidden-uu-word', 'TEXT hidden-uu-word', 'BODY "hello wor"',
+    'BODY "hello world"', 'SUBJECT "bare cr"', 'BODY "bare"',
+    'BODY "nul"', 'SUBJECT "lf folded"', 'BODY "lf body"', 'HEADER Subject "inner"',
+    'HEADER Received ""', 'TEXT "x-folded: alpha"',
 ]
 
 SORTS = ['(SUBJECT)', '(REVERSE SUBJECT)', '(FROM)', '(TO)', '(CC)', '(DATE)',
@@ -265,6 +314,15 @@ def main():
                 fh.write(data)
             paths.append(p)
         conn.ok(b"SELECT INBOX")
+        # What the server serves for each message is its canonical form
+        # (LF -> CRLF, NUL -> 0x80): protect_append encrypts exactly that.
+        for uid, data in enumerate(msgs, 1):
+            raw = conn.fetch(uid, b"BODY.PEEK[]")
+            served = raw[raw.index(b"}\r\n") + 3:]
+            canon = re.sub(rb"(?<!\r)\n", b"\r\n", data).replace(b"\x00", b"\x80")
+            if served != canon:
+                failures.append(("F", "BODY[] of message %d" % uid, served[:80], canon[:80],
+                                 b"canonical form"))
         conn.ok(b"UID STORE 1 +FLAGS (\\Seen)")
         conn.ok(b"UID STORE 2 +FLAGS (\\Flagged \\Seen)")
         conn.ok(b"UID STORE 3 +FLAGS (\\Answered)")
@@ -319,6 +377,7 @@ def main():
         if theirs != mine_ids:
             failures.append((kind, crit, theirs, mine_ids, status))
     for kind, crit, theirs, mine, status in failures:
+        status = status if isinstance(status, bytes) else b""
         print("MISMATCH %s %s\n  dovecot: %s %s\n  ours:    %s" % (
             kind, crit, theirs, status[:80], mine))
     n = len(expected)
