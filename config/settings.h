@@ -144,6 +144,24 @@ struct qumail_imap_limits {
                                       least 30m (RFC 3501 5.4) */
 };
 
+/* imap.decrypt: decrypt on read (proxy/protect/INCOMING.md). */
+struct qumail_imap_address {
+    char *login;                   /* as the IMAP server accepts it */
+    char *address;                 /* a mail address this login reads for */
+};
+struct qumail_imap_decrypt {
+    uint64_t cache_size;           /* decrypted views in memory; default 256 MiB */
+    uint32_t cache_views;          /* default 10000 */
+    uint64_t notice_ttl_ms;        /* notice reuse, KME link hold-off;
+                                      default 3s; 0: every read retries */
+    uint64_t max_message_size;     /* encrypted message; default 64 MiB */
+    bool recipient_check;          /* "strict" (true, default) or "off" */
+    bool release_unbound;          /* default false */
+    char *default_domain;          /* logins without '@'; default NULL */
+    struct qumail_imap_address *addresses; /* login -> extra address */
+    size_t n_addresses;
+};
+
 /* The IMAP side. Absent from the file: enabled false, no listeners. */
 struct qumail_imap {
     bool enabled;                       /* the file has an "imap" section */
@@ -152,6 +170,7 @@ struct qumail_imap {
     size_t n_listeners;
     struct qumail_upstream upstream;    /* tls none, starttls or implicit */
     struct qumail_imap_limits limits;
+    struct qumail_imap_decrypt decrypt;
 };
 
 /* One ETSI GS QKD 014 KME this side talks to, as an SAE (mutual TLS). */
@@ -198,6 +217,9 @@ struct qumail_kme_simulator {
     uint32_t max_key_size;          /* default 65536 */
     uint32_t max_keys_per_request;  /* default 128 */
     uint64_t key_expiry_ms;         /* uncollected keys; default 1h */
+    uint64_t redeliver_ms;          /* dec_keys_redeliver: a collected key
+                                       stays collectable by its reader this
+                                       long (kill -9 safety); default 5m */
 };
 
 struct qumail_vault {

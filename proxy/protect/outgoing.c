@@ -513,8 +513,8 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
 {
     struct copy *c = arg;
     struct job *job = c->job;
-    if (res->error != KME_OK) {
-        c->kme_error = res->error;
+    if (res->error != KME_OK || !keys) {
+        c->kme_error = res->error != KME_OK ? res->error : KME_EBADRESPONSE;
         free(c->kme_message);
         c->kme_message = strdup(res->message); /* for the log; NULL is fine */
     } else {
@@ -708,8 +708,8 @@ static int job_copy_message(struct job *job, const struct smtp_message *m)
 {
     job->from = strdup(m->from);
     job->n_rcpts = m->n_rcpts;
-    job->addrs = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(*job->addrs));
-    job->infos = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(*job->infos));
+    job->addrs = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(char *));
+    job->infos = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(struct rcpt_info *));
     job->fd = dup(m->fd);
     if (!job->from || !job->addrs || !job->infos || job->fd < 0)
         return -1;

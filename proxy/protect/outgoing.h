@@ -16,7 +16,9 @@
  *                    copy. Keys per protected copy from its link's KME:
  *                    exactly the bits the algorithm needs, never shared;
  *           ENCRYPT  each protected copy encrypted on the thread pool into
- *                    a private temporary file (keys wiped right after);
+ *                    a private temporary file (keys wiped right after),
+ *                    bound to its envelope recipients (format 2: a
+ *                    reading proxy decrypts it only for them);
  *           DELIVER  the copies handed to the session
  *                    (smtp_session_deliver) for upstream delivery.
  *   Fail closed: if any "require" copy cannot get keys, nothing is sent and

@@ -37,9 +37,33 @@ static bool tls_ok_for_auth(const smtp_session *s)
     return !s->cfg.require_tls_for_auth || (s->conn && net_conn_is_tls(s->conn));
 }
 
+/* The SASL mechanisms passed through, when upstream offers them. The
+ * proxy only relays the lines (it stores and logs no credential), so any
+ * line-based mechanism works the same way; these are the ones clients
+ * use: PLAIN and LOGIN with a password, XOAUTH2 and OAUTHBEARER (RFC 7628)
+ * with an OAuth token (Gmail and Microsoft 365 accept only those). */
+static const struct {
+    const char *name;
+    unsigned ext;
+} auth_mechs[] = {
+    {"PLAIN", SMTP_EXT_AUTH_PLAIN},
+    {"LOGIN", SMTP_EXT_AUTH_LOGIN},
+    {"XOAUTH2", SMTP_EXT_AUTH_XOAUTH2},
+    {"OAUTHBEARER", SMTP_EXT_AUTH_OAUTHBEARER},
+};
+#define N_AUTH_MECHS (sizeof(auth_mechs) / sizeof(auth_mechs[0]))
+
+static unsigned auth_mech_mask(void)
+{
+    unsigned m = 0;
+    for (size_t i = 0; i < N_AUTH_MECHS; i++)
+        m |= auth_mechs[i].ext;
+    return m;
+}
+
 static bool auth_offered(const smtp_session *s)
 {
-    return !s->cfg.gateway && (up_ext(s) & (SMTP_EXT_AUTH_PLAIN | SMTP_EXT_AUTH_LOGIN));
+    return !s->cfg.gateway && (up_ext(s) & auth_mech_mask());
 }
 
 /* Upstream transaction (live MAIL) is dropped with RSET, pipelined. */
@@ -103,10 +127,9 @@ static void proceed_helo(smtp_session *s, const struct smtp_cmd *cmd)
         ADD("\nSTARTTLS");
     if (auth_offered(s) && tls_ok_for_auth(s) && !s->authenticated) {
         ADD("\nAUTH");
-        if (ext & SMTP_EXT_AUTH_PLAIN)
-            ADD(" PLAIN");
-        if (ext & SMTP_EXT_AUTH_LOGIN)
-            ADD(" LOGIN");
+        for (size_t i = 0; i < N_AUTH_MECHS; i++)
+            if (ext & auth_mechs[i].ext)
+                ADD(" %s", auth_mechs[i].name);
     }
 #undef ADD
     /* EHLO's reply lines carry no enhanced code (RFC 2034 3). */
@@ -191,9 +214,11 @@ static bool check_auth(smtp_session *s, const struct smtp_cmd *cmd)
     while (m < cmd->arg_len && cmd->arg[m] != ' ')
         m++;
     unsigned ext = up_ext(s);
-    bool plain = m == 5 && strncasecmp(cmd->arg, "PLAIN", 5) == 0 && (ext & SMTP_EXT_AUTH_PLAIN);
-    bool login = m == 5 && strncasecmp(cmd->arg, "LOGIN", 5) == 0 && (ext & SMTP_EXT_AUTH_LOGIN);
-    if (!plain && !login) {
+    bool known = false;
+    for (size_t i = 0; i < N_AUTH_MECHS && !known; i++)
+        known = m == strlen(auth_mechs[i].name) &&
+                strncasecmp(cmd->arg, auth_mechs[i].name, m) == 0 && (ext & auth_mechs[i].ext);
+    if (!known) {
         smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
         return false;
     }
@@ -301,7 +326,7 @@ static void proceed_mail(smtp_session *s, const struct smtp_cmd *cmd)
     char line[SMTP_PATH_MAX + sizeof(s->mail_params) + 64];
     if (cmd->has_size)
         snprintf(line, sizeof(line), "MAIL FROM:<%s> SIZE=%llu%s", cmd->path,
-                 (unsigned long long)(cmd->size + cmd->size / 19 * 7 + 65536), s->mail_params);
+                 (unsigned long long)cmd->size + cmd->size / 19 * 7 + 65536, s->mail_params);
     else
         snprintf(line, sizeof(line), "MAIL FROM:<%s>%s", cmd->path, s->mail_params);
     smtp_enter_state(s, SMTP_STATE_MAIL_UPSTREAM);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "log.h"
@@ -97,7 +98,7 @@ static void random_id(char *out, size_t bytes)
 
 uint64_t smtp_size_after_expansion(uint64_t upstream_size, uint64_t own_limit)
 {
-    const uint64_t overhead = 64 * 1024;
+    const uint64_t overhead = (uint64_t)64 * 1024;
     if (upstream_size == 0)
         return own_limit;
     if (upstream_size <= overhead)
@@ -268,7 +269,7 @@ void smtp_reply(smtp_session *s, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     /* "ddd x.y.z text" */
-    int code = atoi(buf);
+    int code = (int)strtol(buf, NULL, 10);
     const char *p = buf + 3;
     while (*p == ' ')
         p++;
@@ -446,6 +447,16 @@ static void process_chunk(smtp_session *s)
         smtp_bdat_chunk_done(s);
 }
 
+/* The longest line accepted now: AUTH lines may be longer than commands. */
+static size_t line_limit(const smtp_session *s, const char *in, size_t avail)
+{
+    size_t limit = s->cfg.max_line_length;
+    bool auth = s->state == SMTP_STATE_AUTH_CLIENT ||
+                (s->state == SMTP_STATE_SKIP_LINE && s->resume == SMTP_STATE_AUTH_CLIENT) ||
+                (avail >= 5 && strncasecmp(in, "AUTH ", 5) == 0);
+    return auth && limit < SMTP_AUTH_LINE_MAX ? SMTP_AUTH_LINE_MAX : limit;
+}
+
 /* States in which a command line is read. */
 static bool reads_commands(enum smtp_state st)
 {
@@ -474,8 +485,9 @@ static void process_input(smtp_session *s)
         if (!reads_commands(s->state))
             return; /* UPSTREAM, TLS, *_UPSTREAM, PROCESSING, DELIVERING, CLOSING */
         size_t len = net_conn_line_len(s->conn);
+        size_t limit = line_limit(s, in, avail);
         if (len == 0) {
-            if (avail >= s->cfg.max_line_length) {
+            if (avail >= limit) {
                 if (s->state != SMTP_STATE_SKIP_LINE) {
                     smtp_reply(s, "500 5.5.2 Line too long");
                     s->resume = s->state;
@@ -490,16 +502,26 @@ static void process_input(smtp_session *s)
             smtp_enter_state(s, s->resume);
             continue;
         }
-        if (len > s->cfg.max_line_length) {
+        if (len > limit) {
             net_conn_consume(s->conn, len);
             smtp_reply(s, "500 5.5.2 Line too long");
             continue;
         }
-        /* One line buffer per session, max_line_length + 1 bytes. */
-        if (!s->line_buf && !(s->line_buf = malloc((size_t)s->cfg.max_line_length + 1))) {
-            smtp_reply(s, "421 4.3.0 Insufficient system resources");
-            smtp_session_schedule_close(s, true);
-            return;
+        /* One line buffer per session: max_line_length + 1 bytes, grown
+         * for a long AUTH line (wiped after every line, so nothing is
+         * copied when it grows). */
+        if (len + 1 > s->line_cap || !s->line_buf) {
+            size_t cap = len + 1 > (size_t)s->cfg.max_line_length + 1
+                             ? len + 1
+                             : (size_t)s->cfg.max_line_length + 1;
+            free(s->line_buf);
+            s->line_cap = 0;
+            if (!(s->line_buf = malloc(cap))) {
+                smtp_reply(s, "421 4.3.0 Insufficient system resources");
+                smtp_session_schedule_close(s, true);
+                return;
+            }
+            s->line_cap = cap;
         }
         memcpy(s->line_buf, in, len);
         s->line_buf[len] = '\0';

@@ -40,6 +40,10 @@ enum smtp_state {
 struct delivery_run; /* smtp_deliver.c */
 
 #define SMTP_HEADER_KEEP 16384 /* header block handed to the message hook */
+/* RFC 4954 4: an AUTH command with its initial response, and each line of
+ * the exchange, may be 12288 octets (OAuth bearer tokens are long), more
+ * than max_line_length allows other commands. */
+#define SMTP_AUTH_LINE_MAX 12288
 
 struct smtp_session {
     uv_loop_t *loop;
@@ -55,7 +59,8 @@ struct smtp_session {
 
     /* session facts */
     char *helo;
-    char *line_buf;          /* current command line (max_line_length + 1) */
+    char *line_buf;          /* current command line (line_cap bytes) */
+    size_t line_cap;
     char *hdr_buf;           /* header block of the current message */
     bool esmtp;
     bool authenticated;
