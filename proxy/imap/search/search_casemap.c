@@ -38,8 +38,38 @@ void sbuf_add(struct sbuf *b, const void *p, size_t n)
     b->d[b->len] = '\0';
 }
 
+/* Room for n more bytes (and the NUL); false after a failure. */
+bool sbuf_reserve(struct sbuf *b, size_t n)
+{
+    if (b->failed)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    size_t cap = b->cap != 0 ? b->cap : 64;
+    while (cap < b->len + n + 1) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    char *d = realloc(b->d, cap);
+    if (d == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->d = d;
+    b->cap = cap;
+    return true;
+}
+
 void sbuf_addc(struct sbuf *b, char c)
 {
+    if (b->len + 2 <= b->cap && !b->failed) {
+        b->d[b->len++] = c;
+        b->d[b->len] = '\0';
+        return;
+    }
     sbuf_add(b, &c, 1);
 }
 
@@ -171,16 +201,26 @@ void sbuf_casemap(struct sbuf *b, const void *in, size_t len)
             len--;
             continue;
         }
+        if (c < 0x80) {
+            /* a run of ASCII: upper-cased in one go */
+            size_t run = 1;
+            while (run < len && p[run] < 0x80)
+                run++;
+            if (!sbuf_reserve(b, run))
+                return;
+            char *o = b->d + b->len;
+            for (size_t i = 0; i < run; i++) {
+                unsigned char ch = p[i];
+                o[i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
+            }
+            b->len += run;
+            b->d[b->len] = '\0';
+            p += run;
+            len -= run;
+            continue;
+        }
         p += n;
         len -= n;
-        if (c < 0x80 && !(c >= 'a' && c <= 'z')) {
-            sbuf_addc(b, (char)c);
-            continue;
-        }
-        if (c >= 'a' && c <= 'z') {
-            sbuf_addc(b, (char)(c - 32));
-            continue;
-        }
         const uint32_t *hit = bsearch(&c, casemap_keys, CASEMAP_COUNT, sizeof(uint32_t), key_cmp);
         if (hit != NULL) {
             uint32_t v = casemap_vals[hit - casemap_keys];

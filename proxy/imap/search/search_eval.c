@@ -11,7 +11,7 @@ struct part_text {
     const struct mime_part *part;
     struct sbuf header; /* TEXT: the header lines as the decoder gives them */
     struct sbuf body;   /* decoded body; empty when not searched */
-    bool built;
+    bool header_built, body_built;
 };
 
 struct ectx {
@@ -29,11 +29,18 @@ static void list_parts(struct ectx *c, const struct mime_part *p)
     }
 }
 
-static void build_part(struct ectx *c, struct part_text *pt)
+static void build_body(struct ectx *c, struct part_text *pt)
+{
+    pt->body_built = true;
+    if (pt->part->children == NULL)
+        (void)search_part_body_text(c->m->ms, pt->part, &pt->body);
+}
+
+static void build_header(struct ectx *c, struct part_text *pt)
 {
     const struct mime_struct *ms = c->m->ms;
     const struct mime_part *p = pt->part;
-    pt->built = true;
+    pt->header_built = true;
     uint64_t fields_size = 0;
     for (size_t i = 0; i < p->n_fields; i++) {
         struct search_field f;
@@ -51,8 +58,6 @@ static void build_part(struct ectx *c, struct part_text *pt)
     }
     if (p->header_size > fields_size)
         sbuf_add(&pt->header, "\r\n", 2); /* the blank line */
-    if (p->children == NULL)
-        (void)search_part_body_text(ms, p, &pt->body);
 }
 
 static bool ensure_parts(struct ectx *c)
@@ -88,8 +93,10 @@ static int eval_text(struct ectx *c, const struct imap_search_node *n, bool with
         goto out;
     for (size_t i = 0; i < c->n_parts && r == 0; i++) {
         struct part_text *pt = &c->parts[i];
-        if (!pt->built)
-            build_part(c, pt);
+        if (!pt->body_built)
+            build_body(c, pt);
+        if (with_headers && !pt->header_built)
+            build_header(c, pt);
         if (with_headers) {
             /* header and body are one stream in Dovecot's matcher */
             struct sbuf both = {0};

@@ -16,6 +16,7 @@ struct sbuf {
 };
 void sbuf_add(struct sbuf *b, const void *p, size_t n);
 void sbuf_addc(struct sbuf *b, char c);
+bool sbuf_reserve(struct sbuf *b, size_t n);
 void sbuf_adds(struct sbuf *b, const char *s);
 const char *sbuf_c(struct sbuf *b); /* NUL-terminated view ("" on failure) */
 void sbuf_free(struct sbuf *b);

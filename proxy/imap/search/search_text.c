@@ -112,6 +112,8 @@ static int b64val(unsigned char c)
  * any other invalid character ends it too (what was decoded stays). */
 static void b64_decode(struct sbuf *out, const unsigned char *p, size_t len)
 {
+    if (!sbuf_reserve(out, len / 4 * 3 + 3))
+        return;
     unsigned acc = 0;
     int bits = 0;
     for (size_t i = 0; i < len; i++) {
@@ -467,6 +469,8 @@ static bool is_text_type(const char *v)
 static void qp_decode(struct sbuf *out, const unsigned char *p, size_t len)
 {
     size_t i = 0;
+    if (!sbuf_reserve(out, len + 2))
+        return;
     while (i < len) {
         /* one line, without its line end */
         size_t e = i;
