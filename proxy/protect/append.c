@@ -14,8 +14,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#define CHUNK (64u * 1024u)
-#define VAULT_MAX_KEY_LEN 65536u           /* kme_vault: bytes per key */
+#define CHUNK ((size_t)64 * 1024)
+#define VAULT_MAX_KEY_LEN ((size_t)65536)  /* kme_vault: bytes per key */
 #define VAULT_MAX_PUT ((uint64_t)256 << 20) /* kme_vault: bytes per call */
 
 const char *protect_append_strerror(int err)
@@ -50,6 +50,7 @@ const char *protect_append_imap_code(int err)
     }
 }
 
+__attribute__((format(printf, 3, 4)))
 static int fail(char **error_r, int code, const char *fmt, ...)
 {
     if (error_r != NULL && *error_r == NULL) {
@@ -94,9 +95,10 @@ int protect_append_owner_id(const char *address, char *out, size_t out_size)
             free(norm);
             return PROTECT_APPEND_ECRYPTO;
         }
-        memcpy(out, "u-", 2);
+        out[0] = 'u';
+        out[1] = '-';
         for (unsigned i = 0; i < 32; i++)
-            (void)snprintf(out + 2 + 2 * i, 3, "%02x", md[i]);
+            (void)snprintf(out + 2 + (size_t)2 * i, 3, "%02x", md[i]);
     }
     free(norm);
     return 0;
@@ -226,7 +228,7 @@ static int encrypt_copy(const struct protect_append_params *p, int canon_fd, uin
         return rc;
     size_t n_keys = (parts[0] != NULL ? parts[0]->count : 0) +
                     (parts[1] != NULL ? parts[1]->count : 0);
-    struct mime_key *keys = calloc(n_keys, sizeof(*keys));
+    struct mime_key *keys = n_keys != 0 ? calloc(n_keys, sizeof(*keys)) : NULL;
     if (keys == NULL) {
         rc = PROTECT_APPEND_ENOMEM;
         goto out;

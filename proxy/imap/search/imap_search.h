@@ -105,7 +105,8 @@ struct imap_search_node {
     size_t n_children;
     const struct imap_search_range *ranges; /* SEQSET / UIDSET */
     size_t n_ranges;
-    const char *field;   /* HEADER: the field name */
+    const char *field;   /* HEADER: the field name; FLAG: "KEYWORD" for a
+                            keyword, NULL for a system flag */
     const char *value;   /* UTF-8 (converted from the CHARSET); FLAG: name */
     bool set;            /* FLAG: true for SEEN etc., false for UNSEEN etc. */
     uint64_t number;     /* LARGER/SMALLER/MODSEQ/OLDER/YOUNGER */

@@ -226,7 +226,7 @@ void sbuf_casemap(struct sbuf *b, const void *in, size_t len)
             uint32_t v = casemap_vals[hit - casemap_keys];
             const uint8_t *out = casemap_pool + (v >> 8);
             size_t olen = v & 0xff;
-            uint32_t first;
+            uint32_t first = 0;
             /* A titlecased Hangul syllable is decomposed algorithmically. */
             if (get_utf8(out, olen, &first) == olen && first >= HANGUL_FIRST &&
                 first <= HANGUL_LAST)

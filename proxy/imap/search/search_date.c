@@ -169,7 +169,7 @@ int imap_search_date_parse(const char *value, size_t len, int64_t *t_r, int *tz_
     if (month == 1 && day == 29 && !((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
         return 0;
     int64_t ts = search_days_from_civil(year, (unsigned)month + 1, (unsigned)day) * 86400 +
-                 hour * 3600 + min * 60 + sec;
+                 (int64_t)hour * 3600 + (int64_t)min * 60 + sec;
     *t_r = ts - (int64_t)tz * 60;
     *tz_r = tz;
     return 1;

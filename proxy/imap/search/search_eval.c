@@ -264,7 +264,12 @@ static int eval_node(struct ectx *c, const struct imap_search_node *n)
     case IMAP_SEARCH_SEQSET: return in_set(n, m->seq, m->max_seq);
     case IMAP_SEARCH_UIDSET: return in_set(n, m->uid, m->max_uid);
     case IMAP_SEARCH_SAVED: return 0; /* the session substitutes "$" */
-    case IMAP_SEARCH_FLAG: return has_flag(m, n->value) == n->set;
+    case IMAP_SEARCH_FLAG:
+        /* a keyword spelled like a system flag exists nowhere (Dovecot:
+         * an invalid keyword never matches) */
+        if (n->field != NULL && n->value[0] == '\\')
+            return !n->set;
+        return has_flag(m, n->value) == n->set;
     case IMAP_SEARCH_BEFORE: case IMAP_SEARCH_ON: case IMAP_SEARCH_SINCE:
         return date_cmp(n->op, m->internaldate + (int64_t)m->internaldate_tz * 60, n->date);
     case IMAP_SEARCH_OLDER: /* Dovecot: BEFORE now-n+1 */

@@ -279,7 +279,7 @@ static struct imap_search_node *parse_and(struct pctx *c, const struct imap_sear
     struct imap_search_node *n = new_node(c, IMAP_SEARCH_AND);
     if (n == NULL)
         return NULL;
-    const struct imap_search_node **kids = s_alloc(c, count * sizeof(*kids));
+    const struct imap_search_node **kids = s_alloc(c, count * sizeof(struct imap_search_node *));
     if (kids == NULL) {
         fail(c, IMAP_SEARCH_ENOMEM, "Out of memory");
         return NULL;
@@ -340,7 +340,7 @@ static struct imap_search_node *parse_key(struct pctx *c, const struct imap_sear
         n = new_node(c, IMAP_SEARCH_AND);
         struct imap_search_node *r = new_node(c, IMAP_SEARCH_FLAG);
         struct imap_search_node *u = new_node(c, IMAP_SEARCH_FLAG);
-        const struct imap_search_node **kids = s_alloc(c, 2 * sizeof(*kids));
+        const struct imap_search_node **kids = s_alloc(c, 2 * sizeof(struct imap_search_node *));
         if (n == NULL || r == NULL || u == NULL || kids == NULL) {
             fail(c, IMAP_SEARCH_ENOMEM, "Out of memory");
             return NULL;
@@ -365,6 +365,7 @@ static struct imap_search_node *parse_key(struct pctx *c, const struct imap_sear
         if (n == NULL)
             return NULL;
         n->value = dup_bytes(c, args[*i].str, args[*i].len);
+        n->field = "KEYWORD"; /* a keyword, even when it looks like \Seen */
         n->set = set;
         (*i)++;
         return n->value != NULL ? n : NULL;
@@ -455,7 +456,7 @@ static struct imap_search_node *parse_key(struct pctx *c, const struct imap_sear
     }
     if (atom_is(a, "NOT")) {
         n = new_node(c, IMAP_SEARCH_NOT);
-        const struct imap_search_node **kids = s_alloc(c, sizeof(*kids));
+        const struct imap_search_node **kids = s_alloc(c, sizeof(struct imap_search_node *));
         if (n == NULL || kids == NULL)
             return NULL;
         if ((kids[0] = parse_key(c, args, count, i, depth + 1)) == NULL)
@@ -466,7 +467,7 @@ static struct imap_search_node *parse_key(struct pctx *c, const struct imap_sear
     }
     if (atom_is(a, "OR")) {
         n = new_node(c, IMAP_SEARCH_OR);
-        const struct imap_search_node **kids = s_alloc(c, 2 * sizeof(*kids));
+        const struct imap_search_node **kids = s_alloc(c, 2 * sizeof(struct imap_search_node *));
         if (n == NULL || kids == NULL)
             return NULL;
         if ((kids[0] = parse_key(c, args, count, i, depth + 1)) == NULL ||
@@ -669,7 +670,7 @@ static void write_node(struct sbuf *b, const struct imap_search_node *n, bool to
     case IMAP_SEARCH_SEQSET: write_set(b, n); break;
     case IMAP_SEARCH_UIDSET: sbuf_adds(b, "UID "); write_set(b, n); break;
     case IMAP_SEARCH_FLAG:
-        if (n->value[0] == '\\') {
+        if (n->field == NULL) {
             /* \Recent unset is OLD; the others UN<flag> */
             if (strcasecmp(n->value, "\\Recent") == 0 && !n->set) {
                 sbuf_adds(b, "OLD");

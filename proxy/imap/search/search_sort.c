@@ -43,11 +43,9 @@ static bool remove_leader(const char *buf, size_t *start)
     while (*d == '[')
         if (!remove_blob(&d))
             return ret;
-    if (strncmp(d, "RE", 2) == 0)
-        d += 2;
-    else if (strncmp(d, "FWD", 3) == 0)
+    if (strncmp(d, "FWD", 3) == 0)
         d += 3;
-    else if (strncmp(d, "FW", 2) == 0)
+    else if (strncmp(d, "RE", 2) == 0 || strncmp(d, "FW", 2) == 0)
         d += 2;
     else
         return ret;

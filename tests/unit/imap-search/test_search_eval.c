@@ -60,6 +60,7 @@ static void test_parse_and_write(void **state)
         {"5:2", "2:5"},
         {"NEW", "(RECENT UNSEEN)"},
         {"OLD UNKEYWORD $x KEYWORD Junk", "OLD UNKEYWORD $x KEYWORD Junk"},
+        {"KEYWORD \\Seen", "KEYWORD \\Seen"},
         {"SENTSINCE 1-Feb-1994 BEFORE 01-Jan-2021", "SENTSINCE 1-Feb-1994 BEFORE 1-Jan-2021"},
         {"LARGER 100 SMALLER 200 MODSEQ 7 OLDER 60 YOUNGER 5",
          "LARGER 100 SMALLER 200 MODSEQ 7 OLDER 60 YOUNGER 5"},
@@ -161,6 +162,7 @@ static void test_eval(void **state)
         int want;
     } cases[] = {
         {"ALL", 1}, {"SEEN", 1}, {"UNSEEN", 0}, {"KEYWORD $label1", 1}, {"FLAGGED", 0},
+        {"KEYWORD \\Seen", 0}, {"UNKEYWORD \\Seen", 1},
         {"3", 1}, {"4:*", 0}, {"*", 0}, {"UID 30", 1}, {"UID 31:*", 0}, {"UID 50:*", 0},
         {"ON 7-Dec-2026", 1}, {"ON 8-Dec-2026", 0}, /* the server's zone decides */
         {"BEFORE 8-Dec-2026", 1}, {"SINCE 8-Dec-2026", 0},
