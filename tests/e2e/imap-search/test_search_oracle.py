@@ -209,6 +209,7 @@ CRITERIA = [
     'UID 1:5', 'UID 3,7:*', '2:4', 'NOT UID 1:3', '*', 'UID *',
     'SEEN', 'UNSEEN', 'FLAGGED', 'OR SEEN FLAGGED', 'NEW', 'OLD', 'RECENT', 'ANSWERED',
     'UNANSWERED', 'DELETED', 'DRAFT', 'KEYWORD $label1', 'UNKEYWORD $label1',
+    'KEYWORD \\Seen', 'UNKEYWORD \\Seen', 'KEYWORD $LABEL1',
     'OR BODY fox (SEEN SUBJECT café)', 'BODY the', 'TEXT content-type', 'TEXT multipart',
     'BODY "="', 'TEXT "boundary="', 'BODY attachment', 'TEXT "from:"', 'BODY "from:"',
     'FROM second', 'FROM first', 'SUBJECT "second subject"', 'SUBJECT "two froms"',
