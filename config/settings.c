@@ -220,6 +220,8 @@ void qumail_config_free(struct qumail_config **cfgp)
     free(k->state_path);
     free(c->vault.path);
     free(c->vault.key_file);
+    free(c->admin.address);
+    free(c->admin.mail_host);
     free(c->policy_file);
     free(c);
 }

@@ -227,6 +227,19 @@ struct qumail_vault {
     char *key_file;  /* at-rest key; default <state_dir>/vault.key */
 };
 
+/* The operator's HTTP listener (proxy/admin): /healthz, /readyz,
+ * /metrics, /status, mail client autoconfiguration. Absent from the file:
+ * no admin listener. */
+struct qumail_admin {
+    bool enabled;        /* the file has an "admin" section */
+    char *address;       /* numeric IP; default "127.0.0.1" */
+    uint16_t port;       /* default 9587; 0 = a free port (tests) */
+    char *mail_host;     /* the host name the autoconfig documents give mail
+                            clients for the SMTP and IMAP listeners; NULL:
+                            each listener's address (smtp.hostname for a
+                            wildcard address) */
+};
+
 struct qumail_config {
     char *file;                       /* path loaded; NULL for built-ins */
     enum qumail_log_level log_level;  /* default info */
@@ -237,6 +250,7 @@ struct qumail_config {
     size_t n_kme_links;
     struct qumail_kme_simulator kme_simulator;
     struct qumail_vault vault;
+    struct qumail_admin admin;
     char *policy_file;                /* NULL: the daemon refuses every
                                          recipient (fail closed) */
 };

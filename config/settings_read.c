@@ -240,6 +240,9 @@ static void read_root(struct qumail_rd *r, qcfg_node *root)
     qcfg_path(qcfg_member(vault, "path", 0), 0, &c->vault.path);
     qcfg_path(qcfg_member(vault, "key_file", 0), 0, &c->vault.key_file);
     qcfg_done(vault);
+    qcfg_node *admin = qcfg_object(qcfg_member(root, "admin", 0));
+    if (admin)
+        qumail_config__read_admin(r, admin);
     qcfg_path(qcfg_member(root, "policy_file", 0), 0, &c->policy_file);
     qcfg_done(root);
 }
