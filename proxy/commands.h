@@ -8,5 +8,7 @@ int cmd_kme(int argc, char **argv);        /* ETSI 014 KME simulator */
 int cmd_kme_client(int argc, char **argv); /* talk to any ETSI 014 KME */
 int cmd_check(int argc, char **argv);      /* validate config and policy */
 int cmd_mime(int argc, char **argv);       /* offline encrypt/decrypt/inspect */
+int cmd_config(int argc, char **argv);     /* config dump */
+int cmd_policy(int argc, char **argv);     /* policy query */
 
 #endif

@@ -27,6 +27,8 @@ static void cfg_defaults(struct kme_cfg *c)
     c->idle_timeout_ms = 60000;
     c->max_body = 64 * 1024;
     c->max_connections = 1024;
+    c->handshake_timeout_ms = 5000;
+    c->max_handshakes = 64;
 }
 
 uint64_t kme_cfg_pool_bytes(const struct kme_cfg *c)
@@ -124,6 +126,8 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     qcfg_duration(qcfg_member(o, "key_expiry", 0), 0, UINT64_C(1) << 50,
                   &c->key_expiry_ms);
     qcfg_duration(qcfg_member(o, "dec_keys_wait", 0), 0, 60000, &c->dec_wait_ms);
+    qcfg_duration(qcfg_member(o, "dec_keys_redeliver", 0), 0, 86400000,
+                  &c->redeliver_ms);
     static const char *const syncs[] = {"normal", "full", NULL};
     int sync = c->sync_full ? 1 : 0;
     qcfg_enum(qcfg_member(o, "sqlite_synchronous", 0), syncs, &sync);
@@ -134,6 +138,11 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     int64_t mc = (int64_t)c->max_connections;
     qcfg_int(qcfg_member(o, "max_connections", 0), 1, 1000000, &mc);
     c->max_connections = (uint64_t)mc;
+    qcfg_duration(qcfg_member(o, "handshake_timeout", 0), 100, 600000,
+                  &c->handshake_timeout_ms);
+    int64_t mh = (int64_t)c->max_handshakes;
+    qcfg_int(qcfg_member(o, "max_handshakes", 0), 1, 100000, &mh);
+    c->max_handshakes = (uint64_t)mh;
 
     if ((n = qcfg_member(o, "key_size", 0)) == NULL)
         n = o;
@@ -323,6 +332,7 @@ static int pair_kme(struct kme_cfg *c, const struct kme_server_kme_params *k,
     if (p->max_key_per_request != 0)
         c->max_key_per_request = p->max_key_per_request;
     c->key_expiry_ms = p->key_expiry_ms;
+    c->redeliver_ms = p->redeliver_ms;
     return bad;
 }
 

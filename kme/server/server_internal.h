@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <llhttp.h>
 #include <uv.h>
 
 #include "etsi014.h"
@@ -45,10 +46,14 @@ struct kme_cfg {
     uint64_t rate_bps;          /* secret key rate, bits per second */
     uint64_t key_expiry_ms;     /* held keys; 0: never expire */
     uint64_t dec_wait_ms;       /* dec_keys wait for keys in transit */
+    uint64_t redeliver_ms;      /* a collected key stays collectable by
+                                   the same slave this long; 0: deleted */
     bool sync_full;             /* PRAGMA synchronous=FULL (else NORMAL) */
     uint64_t idle_timeout_ms;
     uint64_t max_body;          /* request body limit, bytes */
-    uint64_t max_connections;
+    uint64_t max_connections;   /* authenticated (TLS done) connections */
+    uint64_t handshake_timeout_ms; /* a TLS handshake must end within */
+    uint64_t max_handshakes;    /* handshakes at once; the oldest goes */
 };
 
 struct kme_server_config {
@@ -95,6 +100,11 @@ struct kme_held {
     char *master;
     char **slaves;              /* slaves that have not collected it yet */
     size_t slave_count;
+    /* Slaves that collected it within the redelivery grace (redeliver_ms):
+     * they may collect it again until delivered_ms + redeliver_ms. */
+    char **delivered;
+    uint64_t *delivered_ms;     /* unix ms */
+    size_t delivered_count;
     uint8_t *key;
     size_t key_len;             /* bytes */
     uint64_t expires_ms;        /* unix ms; 0: never */
@@ -118,8 +128,19 @@ struct kme_held *kme_held_new(const char *key_id, const char *master,
                               uint64_t expires_ms);
 /* Index of slave in h->slaves or -1. */
 int kme_held_slave_index(const struct kme_held *h, const char *slave);
-/* Removes slave from h (collected); when none remain, unlinks and frees h
- * (key wiped). Returns true when h was freed. */
+/* Moves slave slave_index of h to the delivered list at now_ms (the
+ * redelivery grace). -1 when out of memory (nothing changed). */
+int kme_held_deliver(struct kme_held *h, size_t slave_index, uint64_t now_ms);
+/* Index of slave in h->delivered or -1. */
+int kme_held_delivered_index(const struct kme_held *h, const char *slave);
+/* Drops delivered entry i (its grace ended); when no slave remains,
+ * unlinks and frees h. Returns true when h was freed. The slave string is
+ * handed to *slave_r (caller frees) when slave_r is not NULL. */
+bool kme_held_undeliver(struct kme_held_table *t, struct kme_held *h, size_t i,
+                        char **slave_r);
+/* Removes slave from h (collected); when none remain (delivered ones
+ * included), unlinks and frees h (key wiped). Returns true when h was
+ * freed. */
 bool kme_held_collect(struct kme_held_table *t, struct kme_held *h,
                       size_t slave_index);
 void kme_held_destroy(struct kme_held_table *t, struct kme_held *h);
@@ -264,7 +285,14 @@ struct kme {
     struct kme_parked *parked;   /* dec_keys waiting for keys (api.c) */
     size_t parked_count;
     struct http_conn *conns;     /* list of open HTTPS connections */
-    size_t conn_count;
+    size_t conn_count;           /* authenticated ones (max_connections) */
+    /* Connections still in the TLS handshake, oldest first: they hold no
+     * authenticated slot, and when max_handshakes are under way the
+     * oldest is dropped for a newcomer (a flood of half-open handshakes
+     * cannot lock real SAEs out). */
+    struct http_conn *hs_first, *hs_last;
+    size_t hs_count;
+    uint64_t hs_evicted;         /* handshakes dropped, for the log */
     uint64_t next_conn_id;
 };
 
@@ -314,6 +342,44 @@ uint64_t kme_out_available(const struct kme *k);
  * link listener (peer_host NULL in the config). */
 void kme_server_peer_addr(struct kme_server *srv, const char *kme_id,
                           const char **host_r, uint16_t *port_r);
+
+/* ---- HTTP request parser (http_parse.c) -------------------------------- */
+
+#define KME_HTTP_MAX_TARGET 4096
+#define KME_HTTP_MAX_HEADERS 64
+#define KME_HTTP_MAX_HEADER_BYTES 16384 /* field names and values together */
+
+enum kme_http_parse {
+    KME_HTTP_MORE,    /* all input consumed, the request goes on */
+    KME_HTTP_REQUEST, /* a request is complete: handle it, then _next() */
+    KME_HTTP_BAD,     /* malformed or over a limit: answer limit_status, close */
+};
+
+/* One request at a time; the strings are NUL-terminated. */
+struct kme_http_parser {
+    llhttp_t parser;          /* first: its data points back here */
+    uint64_t max_body;
+    char target[KME_HTTP_MAX_TARGET + 1];
+    size_t target_len;
+    char *body;               /* owned; NULL until a body byte came */
+    size_t body_len, body_cap;
+    char method[16];
+    int limit_status;         /* 413/414/431/503, or 400 when malformed */
+    size_t header_count, header_bytes;
+    char hname[16], hvalue[16]; /* current field, only to spot Expect */
+    size_t hname_len, hvalue_len;
+    bool expect_continue;
+    bool continue_due;        /* headers asked for 100 Continue: send it */
+    bool keep_alive;
+};
+
+void kme_http_parser_init(struct kme_http_parser *hp, uint64_t max_body);
+void kme_http_parser_clear(struct kme_http_parser *hp);
+/* Consumes input (*used_r bytes; less than len only at a request's end). */
+enum kme_http_parse kme_http_parser_feed(struct kme_http_parser *hp, const char *data,
+                                         size_t len, size_t *used_r);
+/* After a request was handled: parse the next one (keep-alive). */
+void kme_http_parser_next(struct kme_http_parser *hp);
 
 /* ---- HTTPS (http.c) ---------------------------------------------------- */
 

@@ -68,7 +68,7 @@ static struct addr_count **addr_slot(proxy_daemon *d, size_t proto, int family,
 static int addr_grow(proxy_daemon *d)
 {
     size_t n = d->n_addr_buckets ? d->n_addr_buckets * 2 : 256;
-    struct addr_count **b = calloc(n, sizeof(*b));
+    struct addr_count **b = calloc(n, sizeof(struct addr_count *));
     if (!b)
         return -1;
     for (size_t i = 0; i < d->n_addr_buckets; i++) {
@@ -156,6 +156,7 @@ proxy_session *proxy_registry__add(proxy_daemon *d, size_t proto, struct proxy_l
     d->sessions = s;
     d->n_sessions++;
     d->protos[proto].n_sessions++;
+    proxy_ops__session_count(d, proto, true, false);
     return s;
 }
 
@@ -174,6 +175,7 @@ void proxy_session_end(proxy_session **sp)
         s->next->prev = s->prev;
     d->n_sessions--;
     d->protos[s->proto].n_sessions--;
+    proxy_ops__session_count(d, s->proto, false, false);
     if (--s->addr->count == 0) {
         struct addr_count **slot = addr_slot(d, s->proto, s->addr->family, s->addr->addr);
         *slot = s->addr->next;
@@ -202,11 +204,11 @@ void proxy_registry__close_all(proxy_daemon *d)
 
 void proxy_registry__free(proxy_daemon *d)
 {
-    while (d->sessions) {
+    proxy_session *next;
+    for (proxy_session *s = d->sessions; s; s = next) {
+        next = s->next;
         /* Only a protocol that broke its contract leaves one behind. */
-        qlog_error("daemon: a %s session was never ended",
-                   d->protos[d->sessions->proto].p->name);
-        proxy_session *s = d->sessions;
+        qlog_error("daemon: a %s session was never ended", d->protos[s->proto].p->name);
         proxy_session_end(&s);
     }
     free(d->addr_buckets);
@@ -233,10 +235,10 @@ int proxy_registry__peer_sockaddr(const char *peer, struct sockaddr_storage *ss)
         return -1;
     memcpy(host, h, (size_t)(hend - h));
     host[hend - h] = '\0';
-    int port = colon ? atoi(colon + 1) : 0;
+    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
     if (port < 0 || port > 65535)
         port = 0;
     if (peer[0] == '[')
-        return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
-    return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+        return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss);
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
 }

@@ -193,7 +193,7 @@ int proxy_daemon_reload(proxy_daemon *d)
         size_t n;
         const struct qumail_conn_limits *lim;
         proxy_daemon__settings(d, p, nc, &ls, &n, &lim);
-        for (size_t i = 0; i < n; i++, l = l->next, n_listeners++) {
+        for (size_t i = 0; i < n && l; i++, l = l->next, n_listeners++) {
             l->cfg = &ls[i];
             l->fresh = false;
         }

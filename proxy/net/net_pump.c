@@ -7,8 +7,8 @@
 
 #include "net.h"
 
-#define PUMP_CHUNK (64 * 1024)
-#define PUMP_HIGH_WATER (256 * 1024)
+#define PUMP_CHUNK ((size_t)64 * 1024)
+#define PUMP_HIGH_WATER ((size_t)256 * 1024)
 
 struct net_pump {
     net_conn *conn;            /* the caller's */

@@ -10,8 +10,8 @@
 
 #include "smtp_proto.h"
 
-#define BODY_CHUNK 65536
-#define BODY_HIGH_WATER (256 * 1024) /* pause reading the fd above this */
+#define BODY_CHUNK ((size_t)64 * 1024)
+#define BODY_HIGH_WATER ((size_t)256 * 1024) /* pause reading the fd above this */
 
 enum smtpc_state {
     SMTPC_CONNECTING,
@@ -261,10 +261,19 @@ static void learn_ehlo(smtp_client *c, const struct smtp_reply *r)
                 size_t s = i;
                 while (i < alen && args[i] != ' ')
                     i++;
-                if (i - s == 5 && strncasecmp(args + s, "PLAIN", 5) == 0)
-                    c->ext |= SMTP_EXT_AUTH_PLAIN;
-                if (i - s == 5 && strncasecmp(args + s, "LOGIN", 5) == 0)
-                    c->ext |= SMTP_EXT_AUTH_LOGIN;
+                static const struct {
+                    const char *name;
+                    unsigned ext;
+                } mechs[] = {
+                    {"PLAIN", SMTP_EXT_AUTH_PLAIN},
+                    {"LOGIN", SMTP_EXT_AUTH_LOGIN},
+                    {"XOAUTH2", SMTP_EXT_AUTH_XOAUTH2},
+                    {"OAUTHBEARER", SMTP_EXT_AUTH_OAUTHBEARER},
+                };
+                for (size_t m = 0; m < sizeof(mechs) / sizeof(mechs[0]); m++)
+                    if (i - s == strlen(mechs[m].name) &&
+                        strncasecmp(args + s, mechs[m].name, i - s) == 0)
+                        c->ext |= mechs[m].ext;
             }
         }
     }
@@ -542,7 +551,8 @@ int smtp_client_command(smtp_client *c, const char *line, unsigned flags,
         return -1;
     }
     memcpy(op->line, line, len);
-    memcpy(op->line + len, "\r\n", 3);
+    memcpy(op->line + len, "\r\n", 2);
+    op->line[len + 2] = '\0';
     op->line_len = len + 2;
     op->flags = flags;
     op->cb = cb;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "log.h"
@@ -39,6 +40,19 @@ const char *smtp_state_name(enum smtp_state st) { return state_names[st]; }
 const char *smtp_session_id(const smtp_session *s) { return s->id; }
 const char *smtp_session_peer(const smtp_session *s) { return s->peer; }
 
+bool smtp_session_busy(const smtp_session *s)
+{
+    switch (s->state) {
+    case SMTP_STATE_MAIL_UPSTREAM: case SMTP_STATE_MAIL: case SMTP_STATE_RCPT_UPSTREAM:
+    case SMTP_STATE_RCPT: case SMTP_STATE_DATA: case SMTP_STATE_BDAT:
+    case SMTP_STATE_BDAT_DISCARD: case SMTP_STATE_CHUNKED: case SMTP_STATE_PROCESSING:
+    case SMTP_STATE_DELIVERING:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* A relayed command is with upstream: the client's next commands wait in
  * the input buffer, in order. */
 static bool holds_input(enum smtp_state st)
@@ -63,6 +77,11 @@ void smtp_enter_state(smtp_session *s, enum smtp_state st)
     s->state = st;
     if (!s->conn || st == SMTP_STATE_CLOSING)
         return;
+    /* While upstream answers, the clock of the client's phase stops. */
+    if (holds_input(st) && !holds_input(old))
+        smtp_phase_suspend(s);
+    else if (holds_input(old) && !holds_input(st))
+        smtp_phase_continue(s);
     if (holds_input(st) && !holds_input(old)) {
         net_conn_pause(s->conn);
     } else if ((holds_input(old) || ignores_input(old)) && !holds_input(st) &&
@@ -97,7 +116,7 @@ static void random_id(char *out, size_t bytes)
 
 uint64_t smtp_size_after_expansion(uint64_t upstream_size, uint64_t own_limit)
 {
-    const uint64_t overhead = 64 * 1024;
+    const uint64_t overhead = (uint64_t)64 * 1024;
     if (upstream_size == 0)
         return own_limit;
     if (upstream_size <= overhead)
@@ -165,6 +184,7 @@ smtp_session *smtp_session_new(uv_loop_t *loop, net_conn *conn,
         smtp_enter_state(s, SMTP_STATE_TLS);
         if (net_conn_start_tls(conn, s->cfg.tls_ctx, NULL) < 0)
             goto fail;
+        smtp_phase_start(s, SMTP_PHASE_TLS);
     }
     return s;
 fail:
@@ -268,7 +288,7 @@ void smtp_reply(smtp_session *s, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     /* "ddd x.y.z text" */
-    int code = atoi(buf);
+    int code = (int)strtol(buf, NULL, 10);
     const char *p = buf + 3;
     while (*p == ' ')
         p++;
@@ -353,6 +373,7 @@ void smtp_body_end(smtp_session *s)
 {
     smtp_hdrfilter_finish(&s->filter);
     smtp_spool_finish(s->spool);
+    smtp_phase_end(s, SMTP_PHASE_DATA);
     net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms);
     const char *reject = NULL;
     if (smtp_spool_overflow(s->spool))
@@ -422,6 +443,7 @@ static void process_data(smtp_session *s)
     const char *err = NULL;
     enum smtp_parse_result pr = smtp_data_feed(&s->reader, in, avail, &used, &err);
     net_conn_consume(s->conn, used);
+    smtp_phase_progress(s, used);
     if (pr == SMTP_DONE)
         smtp_body_end(s);
     else if (pr == SMTP_ERR) {
@@ -441,9 +463,20 @@ static void process_chunk(smtp_session *s)
             smtp_hdrfilter_feed(&s->filter, in, n);
         net_conn_consume(s->conn, n);
         s->chunk_left -= n;
+        smtp_phase_progress(s, n);
     }
     if (s->chunk_left == 0)
         smtp_bdat_chunk_done(s);
+}
+
+/* The longest line accepted now: AUTH lines may be longer than commands. */
+static size_t line_limit(const smtp_session *s, const char *in, size_t avail)
+{
+    size_t limit = s->cfg.max_line_length;
+    bool auth = s->state == SMTP_STATE_AUTH_CLIENT ||
+                (s->state == SMTP_STATE_SKIP_LINE && s->resume == SMTP_STATE_AUTH_CLIENT) ||
+                (avail >= 5 && strncasecmp(in, "AUTH ", 5) == 0);
+    return auth && limit < SMTP_AUTH_LINE_MAX ? SMTP_AUTH_LINE_MAX : limit;
 }
 
 /* States in which a command line is read. */
@@ -454,9 +487,12 @@ static bool reads_commands(enum smtp_state st)
            st == SMTP_STATE_SKIP_LINE;
 }
 
+/* Dispatches buffered input while the client reads its replies: once the
+ * queued output passes the connection's high-water mark it stops, and the
+ * connection offers the rest again (NET_EV_READ) when the client caught up. */
 static void process_input(smtp_session *s)
 {
-    while (s->conn) {
+    while (s->conn && !net_conn_output_blocked(s->conn)) {
         size_t avail;
         const char *in = net_conn_input(s->conn, &avail);
         if (s->state == SMTP_STATE_DATA) {
@@ -474,8 +510,13 @@ static void process_input(smtp_session *s)
         if (!reads_commands(s->state))
             return; /* UPSTREAM, TLS, *_UPSTREAM, PROCESSING, DELIVERING, CLOSING */
         size_t len = net_conn_line_len(s->conn);
+        size_t limit = line_limit(s, in, avail);
         if (len == 0) {
-            if (avail >= s->cfg.max_line_length) {
+            /* A command line is awaited: it has command_timeout in all,
+             * however slowly its bytes come. */
+            if (!smtp_phase_running(s, SMTP_PHASE_LINE))
+                smtp_phase_start(s, SMTP_PHASE_LINE);
+            if (avail >= limit) {
                 if (s->state != SMTP_STATE_SKIP_LINE) {
                     smtp_reply(s, "500 5.5.2 Line too long");
                     s->resume = s->state;
@@ -485,21 +526,32 @@ static void process_input(smtp_session *s)
             }
             return;
         }
+        smtp_phase_end(s, SMTP_PHASE_LINE);
         if (s->state == SMTP_STATE_SKIP_LINE) {
             net_conn_consume(s->conn, len);
             smtp_enter_state(s, s->resume);
             continue;
         }
-        if (len > s->cfg.max_line_length) {
+        if (len > limit) {
             net_conn_consume(s->conn, len);
             smtp_reply(s, "500 5.5.2 Line too long");
             continue;
         }
-        /* One line buffer per session, max_line_length + 1 bytes. */
-        if (!s->line_buf && !(s->line_buf = malloc((size_t)s->cfg.max_line_length + 1))) {
-            smtp_reply(s, "421 4.3.0 Insufficient system resources");
-            smtp_session_schedule_close(s, true);
-            return;
+        /* One line buffer per session: max_line_length + 1 bytes, grown
+         * for a long AUTH line (wiped after every line, so nothing is
+         * copied when it grows). */
+        if (len + 1 > s->line_cap || !s->line_buf) {
+            size_t cap = len + 1 > (size_t)s->cfg.max_line_length + 1
+                             ? len + 1
+                             : (size_t)s->cfg.max_line_length + 1;
+            free(s->line_buf);
+            s->line_cap = 0;
+            if (!(s->line_buf = malloc(cap))) {
+                smtp_reply(s, "421 4.3.0 Insufficient system resources");
+                smtp_session_schedule_close(s, true);
+                return;
+            }
+            s->line_cap = cap;
         }
         memcpy(s->line_buf, in, len);
         s->line_buf[len] = '\0';
@@ -523,6 +575,7 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
 {
     switch (ev) {
     case NET_EV_TLS_READY:
+        smtp_phase_end(s, SMTP_PHASE_TLS);
         if (s->state != SMTP_STATE_TLS)
             return;
         if (s->cfg.implicit_tls && !s->helo && s->up && smtp_client_ready(s->up)) {
@@ -553,6 +606,16 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         smtp_session_schedule_close(s, false);
         return;
     case NET_EV_TIMEOUT:
+        if (net_conn_error_code(s->conn) == NET_EDEADLINE) {
+            const char *phase = smtp_phase_expired(s);
+            if (phase == NULL)
+                return; /* extended meanwhile */
+            smtp_reply(s, "421 4.4.2 %s Timeout, closing", s->hostname);
+            qlog_info("smtp %s: timeout in state %s (%s deadline)", s->id,
+                      state_names[s->state], phase);
+            smtp_session_schedule_close(s, true);
+            return;
+        }
         if (holds_input(s->state) || ignores_input(s->state) ||
             s->state == SMTP_STATE_UPSTREAM) {
             net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms); /* re-arm */

@@ -58,8 +58,14 @@ struct smtp_session_config {
     uint64_t max_message_size;   /* what we accept from the client */
     uint32_t max_recipients;
     uint32_t max_line_length;    /* command lines and DATA lines, with CRLF */
-    uint64_t command_timeout_ms;
-    uint64_t data_timeout_ms;
+    uint64_t command_timeout_ms;  /* idle, and the whole of a command line
+                                     or of an AUTH exchange */
+    uint64_t data_timeout_ms;     /* idle in DATA/BDAT, and the grace of a
+                                     body before data_min_rate applies */
+    uint64_t handshake_timeout_ms; /* TLS handshake; 0: 30 s (at most
+                                      command_timeout) */
+    uint64_t data_min_rate;       /* bytes/s a body must average after the
+                                     grace; 0: 1024 */
     const char *spool_dir;       /* NULL: $TMPDIR */
     struct smtp_client_config upstream;
 };
@@ -132,6 +138,9 @@ struct smtp_delivery_result {
     int code;              /* the reply the client got */
     char enh[16];
     const char *text;
+    const char *queue_ids; /* upstream's queue ids of the accepted copies, in
+                              order, comma-separated ("queued as X" in its
+                              250); "" when it named none */
 };
 
 typedef void (*smtp_delivered_cb)(smtp_session *s,
@@ -173,6 +182,9 @@ void smtp_session_fail(smtp_session *s, int code, const char *enh,
                        const char *text);
 
 const char *smtp_session_id(const smtp_session *s);     /* connection id */
+/* A transaction is open (MAIL given, or a message being read, protected or
+ * delivered): closing now would cut it. Used to drain on SIGTERM. */
+bool smtp_session_busy(const smtp_session *s);
 const char *smtp_session_peer(const smtp_session *s);
 
 /* Largest message the proxy accepts given upstream's SIZE (0: unknown) and

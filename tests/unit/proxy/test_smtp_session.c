@@ -13,8 +13,24 @@
 
 #include <cmocka.h>
 
+#include "log.h"
 #include "net.h"
 #include "smtp_session.h"
+
+/* Every log line of a test, when captured (to look for secrets). */
+static char logged[1 << 20];
+static size_t logged_len;
+
+static void capture_log(void *arg, enum qlog_level level, const char *line, size_t len)
+{
+    (void)arg;
+    (void)level;
+    if (logged_len + len < sizeof(logged)) {
+        memcpy(logged + logged_len, line, len);
+        logged_len += len;
+        logged[logged_len] = '\0';
+    }
+}
 
 /* ---- a scripted peer ------------------------------------------------------
  * Steps: "> text" sends text + CRLF; "= text" sends text alone; "< prefix"
@@ -31,7 +47,7 @@ struct peer {
     size_t step;
     bool done;
     bool failed;
-    char log[65536];
+    char log[131072];
     size_t log_len;
 };
 
@@ -118,7 +134,7 @@ static void peer_cb(net_conn *conn, enum net_event ev, void *arg)
         while (p->conn && (len = net_conn_line_len(p->conn)) > 0) {
             size_t avail;
             const char *in = net_conn_input(p->conn, &avail);
-            char line[4096];
+            char line[16384];
             size_t n = len < sizeof(line) ? len : sizeof(line) - 1;
             memcpy(line, in, n);
             net_conn_consume(p->conn, len);
@@ -730,6 +746,85 @@ static void test_states_and_pipelining(void **state)
     assert_null(strstr(first + 1, "500 5.5.2"));
 }
 
+/* AUTH XOAUTH2 and OAUTHBEARER (RFC 7628) pass through like PLAIN: with an
+ * initial response longer than max_line_length (an OAuth token; RFC 4954
+ * allows 12288), the error challenge and the client's empty answer
+ * relayed, and no token in any log line, at debug level. Upstream offers
+ * only the OAuth mechanisms (as Gmail and Microsoft 365 do). */
+static void test_auth_oauth_pass_through(void **state)
+{
+    (void)state;
+    /* "user=u@x.test\1auth=Bearer <token>\1\1", base64: a long token */
+    static char xoauth2[12100], oauthbearer[5000], up_x[12200], up_o[5100];
+    memcpy(xoauth2, "> AUTH XOAUTH2 ", 15); /* NOLINT(bugprone-not-null-terminated-result) */
+    for (size_t i = 15; i < sizeof(xoauth2) - 1; i++)
+        xoauth2[i] = "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"[i % 39];
+    snprintf(up_x, sizeof(up_x), "< %s", xoauth2 + 2);
+    memcpy(oauthbearer, "> AUTH OAUTHBEARER ", 19); /* NOLINT(bugprone-not-null-terminated-result) */
+    for (size_t i = 19; i < sizeof(oauthbearer) - 1; i++)
+        oauthbearer[i] = "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"[i % 42];
+    snprintf(up_o, sizeof(up_o), "< %s", oauthbearer + 2);
+    static const char *upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250-PIPELINING\r\n250-AUTH XOAUTH2 OAUTHBEARER\r\n250 SIZE 0",
+        NULL, /* up_x */
+        "> 334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=",
+        "< ",  /* the client's empty answer */
+        "> 535 5.7.8 Username and Password not accepted",
+        NULL, /* up_o */
+        "> 235 2.7.0 Accepted",
+        "< MAIL FROM:<u@x.test>",
+        "> 250 2.1.0 Ok",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    upstream[3] = up_x;
+    upstream[7] = up_o;
+    static const char *client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> AUTH PLAIN AGFAeABw",
+        "< 504 5.5.4 Unrecognized authentication type",
+        NULL, /* xoauth2 */
+        "< 334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=",
+        "> ",
+        "< 535 5.7.8 Username and Password not accepted",
+        NULL, /* oauthbearer */
+        "< 235 2.7.0 Accepted",
+        "> MAIL FROM:<u@x.test>",
+        "< 250 2.1.0 Ok",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    client[5] = xoauth2;
+    client[9] = oauthbearer;
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    enum qlog_level was = qlog_get_level();
+    qlog_set_level(QLOG_DEBUG);
+    logged_len = 0;
+    qlog_set_sink(capture_log, NULL);
+    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    qlog_set_sink(NULL, NULL);
+    qlog_set_level(was);
+    assert_non_null(strstr(c.log, "250 AUTH XOAUTH2 OAUTHBEARER\r\n"));
+    assert_null(strstr(c.log, "PLAIN"));
+    /* the exchange is in the log, the credentials are not */
+    assert_non_null(strstr(logged, "<<< AUTH <redacted>"));
+    assert_null(strstr(logged, "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"));
+    assert_null(strstr(logged, "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"));
+    assert_null(strstr(logged, "eyJzdGF0dXMiOiI0MDEi"));
+    assert_non_null(strstr(logged, "authenticated by upstream"));
+    /* upstream got the whole initial responses and the empty answer */
+    assert_non_null(strstr(up.peer.log, xoauth2 + 2));
+    assert_non_null(strstr(up.peer.log, "\r\n\r\nAUTH OAUTHBEARER "));
+}
+
 static void test_upstream_down(void **state)
 {
     (void)state;
@@ -754,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_idle_upstream_does_not_time_out),
         cmocka_unit_test(test_deliver_refused_keeps_caller_arrays),
         cmocka_unit_test(test_states_and_pipelining),
+        cmocka_unit_test(test_auth_oauth_pass_through),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
