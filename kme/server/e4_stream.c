@@ -222,7 +222,7 @@ int e4_qos_from_json(json_t *a, struct etsi004_qos *q, bool any)
         !u32_at(a, 1, &q->max_bps) || !u32_at(a, 2, &q->min_bps) ||
         !u32_at(a, 3, &q->jitter) || !u32_at(a, 4, &q->priority) ||
         !u32_at(a, 5, &q->timeout) || !u32_at(a, 6, &q->ttl) ||
-        (!any && q->key_chunk_size == 0) || q->key_chunk_size > ETSI004_MAX_CHUNK)
+        (!any && (q->key_chunk_size == 0 || q->key_chunk_size > ETSI004_MAX_CHUNK)))
         return -1;
     memcpy(q->metadata_mimetype, m, strlen(m) + 1);
     return 0;
