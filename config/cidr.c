@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "settings.h"
 
 int qumail_cidr_parse(const char *text, struct qumail_cidr *cidr_r,
                       const char **why_r)

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "internal.h"
+#include "qcfg_internal.h"
 
 const char *qcfg_strerror(int code)
 {

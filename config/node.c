@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "internal.h"
+#include "qcfg_internal.h"
 
 static const char *type_name(const json_t *j)
 {

@@ -11,7 +11,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include "internal.h"
+#include "qcfg_internal.h"
 
 struct scan {
     struct qcfg *doc;

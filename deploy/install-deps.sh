@@ -24,7 +24,7 @@ apt-get install -y -q --no-install-recommends \
     build-essential cmake pkg-config ca-certificates clang \
     libuv1-dev libssl-dev libjansson-dev libgmime-3.0-dev libcmocka-dev \
     libsqlite3-dev sqlite3 node-llhttp openssl \
-    python3 curl swaks procps psmisc \
+    python3 python3-cryptography curl swaks procps psmisc neomutt \
     postfix dovecot-imapd dovecot-lmtpd \
     libclang-rt-14-dev
 

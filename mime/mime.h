@@ -32,7 +32,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIME_FORMAT_VERSION 1
+#define MIME_FORMAT_VERSION 2 /* written and read; version 1 is not read */
+
+/* The outer Subject when params->subject_placeholder is NULL. */
+#define MIME_DEFAULT_SUBJECT "Encrypted message (QuMail QKD)"
+
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -57,6 +61,15 @@ enum mime_error {
 
 /* Static English text for an error code; never NULL. */
 const char *mime_strerror(int err);
+
+/* Printable form of octets taken from a message, for a terminal or a log:
+ * printable ASCII and valid UTF-8 text stay as they are; every other octet
+ * (C0 controls, ESC, BEL, DEL, invalid UTF-8, 0xFF...), the UTF-8 of C1
+ * controls, of U+2028/U+2029 and of the bidirectional controls
+ * (U+061C, U+200E/F, U+202A-E, U+2066-9) becomes \xHH, and a backslash
+ * becomes \\. Returns a malloc'd NUL-terminated string (NULL only when
+ * out of memory). mime's own error texts pass message values through it. */
+char *mime_escape(const void *s, size_t len);
 
 /* Optional: initialise GMime and check OpenSSL algorithms. Idempotent and
  * thread-safe; every other function calls it itself. */
@@ -100,37 +113,83 @@ enum mime_alg mime_level_algorithm(enum mime_level level,
 int mime_key_bits_needed(enum mime_alg alg, uint64_t message_size,
                          uint64_t *bits_r);
 
-/* Hard limits of this implementation. */
+/* Hard limits of the format (FORMAT-SPEC.md 3.1). */
 #define MIME_MAX_MESSAGE_SIZE ((uint64_t)1 << 36)  /* 64 GiB plaintext */
-#define MIME_MAX_KEYS 100000                     /* keys per message */
-#define MIME_MAX_ID_LEN 255                      /* key_ID, KME and SAE ids */
+#define MIME_MAX_KEYS 1048576  /* key entries; also keys + 004 chunks in all */
+#define MIME_MAX_ID_LEN 255    /* key_ID, KME and SAE ids */
 
 /* ---- keys ---------------------------------------------------------------- */
 
-/* One QKD key. key_id: 1..MIME_MAX_ID_LEN visible ASCII characters
- * (0x21-0x7E), e.g. an ETSI 014 UUID. key_len: any size >= 1 octet. */
+/* One QKD key, in key-stream order.
+ *
+ * An ETSI GS QKD 014 key (ksid == NULL, the default): key_id is its key_ID,
+ * 1..MIME_MAX_ID_LEN visible ASCII characters (0x21-0x7E), e.g. a UUID;
+ * key_len any size >= 1 octet; all of it is used.
+ *
+ * An ETSI GS QKD 004 chunk (ksid != NULL): ksid is the Key_stream_ID as a
+ * lowercase UUID string (MIME_KSID_LEN characters), index the chunk's
+ * index in that stream, key_len the stream's Key_chunk_size; key_id is
+ * ignored. Consecutive chunks of one stream with consecutive indices and
+ * equal size form one Key-Chunks entry of the control part. Only the last
+ * key of a list may be used in part, and only when it is a 004 chunk
+ * (chunks cannot be split, FORMAT-SPEC.md 3.4). */
 struct mime_key {
     const char *key_id;
     const unsigned char *key;
     size_t key_len;
+    const char *ksid;   /* NULL: ETSI 014 key */
+    uint64_t index;     /* 004: chunk index, 0 .. 2^32 - 1 */
 };
 
-/* Decrypt-side key lookup. Return 0 and set *key_r / *key_len_r to the key
- * bytes (borrowed: they must stay valid until the mime_decrypt*() call
- * returns; mime never frees them), or MIME_ERR_KEY_MISSING when unknown (any
- * other negative value aborts decryption with that code). Called once per
- * key_ID, in message order, before any ciphertext is processed. */
-typedef int mime_key_lookup_fn(void *ctx, const char *key_id,
+#define MIME_KSID_LEN 36 /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
+
+/* Decrypt-side key lookup, called once per key and per 004 chunk, in
+ * key-stream order, after the message's structure (up to the ciphertext
+ * part's headers) parsed and before any ciphertext is processed.
+ *
+ * name is the key's lookup name: the key_ID of a 014 key, or for a 004
+ * chunk "<KSID> <index>" (the stream ID, one space, the index in decimal
+ * without leading zeros; a key_ID never contains a space, so the two kinds
+ * cannot be confused). mime_key_name_parse() splits a chunk name.
+ *
+ * Return 0 and set *key_r / *key_len_r to the key bytes (borrowed: they
+ * must stay valid until the mime_decrypt*() call returns; mime never frees
+ * them), or MIME_ERR_KEY_MISSING when unknown (any other negative value
+ * aborts decryption with that code). A 004 chunk must be returned whole
+ * (Key_chunk_size octets) even when the message uses only part of it. */
+typedef int mime_key_lookup_fn(void *ctx, const char *name,
                                const unsigned char **key_r,
                                size_t *key_len_r);
 
-/* A ready-made lookup over an array; ctx is a struct mime_key_list *. */
+/* 1: name is a 004 chunk name (ksid_r gets the KSID, NUL-terminated, and
+ * *index_r the index); 0: name is a 014 key_ID; MIME_ERR_INVALID_ARG:
+ * neither. */
+int mime_key_name_parse(const char *name, char ksid_r[MIME_KSID_LEN + 1],
+                        uint64_t *index_r);
+
+/* A ready-made lookup over an array; ctx is a struct mime_key_list *.
+ * Inside mime_decrypt_*() the list is indexed once in a hash table (the
+ * engine recognises this function), so decrypting a message of n keys
+ * costs O(n + n_keys); called directly, it scans the list. */
 struct mime_key_list {
     const struct mime_key *keys;
     size_t n_keys;
 };
-int mime_key_list_lookup(void *ctx, const char *key_id,
+int mime_key_list_lookup(void *ctx, const char *name,
                          const unsigned char **key_r, size_t *key_len_r);
+
+/* ---- recipient binding ----------------------------------------------------- */
+
+/* The normalised form of an envelope address, as a copy's control part
+ * binds it (FORMAT-SPEC.md 3.5): ASCII letters A-Z lower-cased, everything
+ * else unchanged; must be valid UTF-8 of 1..MIME_MAX_ADDRESS_LEN octets
+ * without control characters (C0, DEL, C1), spaces allowed only inside
+ * (a quoted local part). *out_r is malloc'd. MIME_ERR_INVALID_ARG when
+ * the address does not qualify. */
+int mime_address_normalize(const char *addr, char **out_r);
+
+#define MIME_MAX_ADDRESS_LEN 254  /* RFC 5321 path without the brackets */
+#define MIME_MAX_RECIPIENTS 10000 /* bound addresses per copy */
 
 /* ---- encrypt ------------------------------------------------------------- */
 
@@ -140,7 +199,16 @@ struct mime_encrypt_params {
     const char *master_sae_id;   /* required (the sender's SAE) */
     const char *slave_sae_id;    /* required (the receiver's SAE) */
     int protect_subject;         /* non-zero: outer Subject = placeholder */
-    const char *subject_placeholder; /* NULL: "[...]"; UTF-8 allowed */
+    const char *subject_placeholder; /* NULL: MIME_DEFAULT_SUBJECT; UTF-8,
+                                        1..500 octets, no control chars */
+    /* Envelope recipients this copy is for (RCPT TO addresses, without
+     * the angle brackets); written normalised, duplicates dropped, in the
+     * authenticated control part, so that a reading proxy can refuse to
+     * decrypt the copy for anyone else (mime_info_bound_to). NULL / 0: an
+     * unbound copy (FORMAT-SPEC.md 3.5: readers serving several users
+     * should not release it on the strength of a binding). */
+    const char *const *recipients;
+    size_t n_recipients;
     /* Deterministic output, for test vectors only. NULL: random. */
     const unsigned char *fixed_nonce; /* 12 octets (AES-256-GCM) */
     const char *fixed_boundary;       /* 1..70 chars [A-Za-z0-9_=.-] */
@@ -185,10 +253,45 @@ const char *mime_info_master_sae_id(const struct mime_info *info);
 const char *mime_info_slave_sae_id(const struct mime_info *info);
 /* Octets of the original message (what decryption yields). */
 uint64_t mime_info_plaintext_length(const struct mime_info *info);
+/* Key entries (control part lines Key / Key-Chunks), in key-stream order. */
 size_t mime_info_key_count(const struct mime_info *info);
-/* i < mime_info_key_count(); NULL / 0 otherwise. */
+/* i < mime_info_key_count(): the key_ID of a 014 entry, NULL for a 004
+ * entry (use mime_info_key_entry) or when out of range. */
 const char *mime_info_key_id(const struct mime_info *info, size_t i);
+/* Bits the message takes from entry i (0 when out of range). */
 uint64_t mime_info_key_bits(const struct mime_info *info, size_t i);
+
+enum mime_key_kind {
+    MIME_KEY_ETSI014 = 0, /* a key named by its key_ID */
+    MIME_KEY_ETSI004 = 1, /* chunks first_index .. + count - 1 of a stream */
+};
+struct mime_key_entry {
+    enum mime_key_kind kind;
+    const char *key_id;    /* 014: the key_ID; 004: NULL */
+    const char *ksid;      /* 004: the Key_stream_ID; 014: NULL */
+    uint64_t first_index;  /* 004: first chunk index; 014: 0 */
+    uint64_t count;        /* 004: number of chunks; 014: 1 */
+    uint64_t chunk_bits;   /* 004: Key_chunk_size * 8; 014: the key's bits */
+    uint64_t bits;         /* bits the message takes from the entry */
+};
+/* Fills *e_r (strings owned by info). MIME_ERR_INVALID_ARG when i is out
+ * of range. */
+int mime_info_key_entry(const struct mime_info *info, size_t i,
+                        struct mime_key_entry *e_r);
+/* Number of lookups decryption makes: 014 keys plus 004 chunks. */
+uint64_t mime_info_lookup_count(const struct mime_info *info);
+
+/* Recipient binding (FORMAT-SPEC.md 3.5). Authenticated only once
+ * mime_decrypt*() succeeded: decide on the info it returns (info_r), or
+ * check again after it - inspect alone reads claims an attacker can edit.
+ * Count 0: an unbound copy. */
+size_t mime_info_recipient_count(const struct mime_info *info);
+/* i < count: the bound address, normalised (mime_address_normalize). */
+const char *mime_info_recipient(const struct mime_info *info, size_t i);
+/* 1 when addr, normalised, is one of the bound addresses; 0 when it is
+ * not, or the copy is unbound; MIME_ERR_INVALID_ARG for an address that
+ * cannot be normalised. */
+int mime_info_bound_to(const struct mime_info *info, const char *addr);
 void mime_info_free(struct mime_info **info);
 
 /* ---- decrypt ------------------------------------------------------------- */

@@ -2,7 +2,11 @@
  *
  * OTP-POLY1305: key stream = the keys' octets in list order. Octets 0..31
  * are the one-time Poly1305 key; octet 32 onward is XORed with the
- * plaintext. Tag = Poly1305(control text || ciphertext).
+ * plaintext. Tag = Poly1305 over the RFC 8439 section 2.8 layout with the
+ * control text as AAD and the PLAINTEXT in the ciphertext's place:
+ *   control || pad16 || plaintext || pad16 || le64(|control|) || le64(|pt|)
+ * so every pad octet is bound too: a wrong key octet anywhere changes the
+ * decrypted plaintext and so the tag (FORMAT-SPEC.md 4.2).
  * AES-256-GCM: key = HKDF-SHA256(IKM = the 256-bit QKD key, no salt,
  * info = MIME_HKDF_INFO); nonce from the control part; AAD = control text. */
 #include <stdlib.h>
@@ -16,16 +20,18 @@
 
 #include "mime_internal.h"
 
-#define MIME_HKDF_INFO "QuMail QKD-MIME v1 AES-256-GCM message key"
-#define SCRATCH_LEN (64u * 1024u)
+#define MIME_HKDF_INFO "QuMail QKD-MIME v2 AES-256-GCM message key"
+#define SCRATCH_LEN ((size_t)64 * 1024)
 
 struct mime_cipher {
     enum mime_alg alg;
     int encrypt;
     struct mime_keystream ks;     /* OTP: positioned after the MAC key */
     EVP_MAC_CTX *mac;             /* OTP */
+    uint64_t control_len;         /* OTP: MAC length block */
+    uint64_t text_len;            /* OTP: plaintext octets MACed so far */
     EVP_CIPHER_CTX *gcm;          /* AES */
-    unsigned char *scratch;       /* AES auth_only output, wiped */
+    unsigned char *scratch;       /* auth_only plaintext, wiped */
     size_t scratch_used;          /* the most of it ever written */
 };
 
@@ -33,14 +39,14 @@ struct mime_cipher {
 static void ks_take(struct mime_keystream *ks, unsigned char *out, size_t n)
 {
     while (n > 0) {
-        const struct mime_key *k = &ks->keys[ks->idx];
-        size_t avail = k->key_len - ks->off;
+        const struct mime_piece *k = &ks->keys[ks->idx];
+        size_t avail = k->len - ks->off;
         size_t take = n < avail ? n : avail;
-        memcpy(out, k->key + ks->off, take);
+        memcpy(out, k->p + ks->off, take);
         out += take;
         n -= take;
         ks->off += take;
-        if (ks->off == k->key_len) {
+        if (ks->off == k->len) {
             ks->idx++;
             ks->off = 0;
         }
@@ -81,15 +87,15 @@ static void ks_xor(struct mime_keystream *ks, const unsigned char *in,
                    unsigned char *out, size_t n)
 {
     while (n > 0) {
-        const struct mime_key *k = &ks->keys[ks->idx];
-        size_t avail = k->key_len - ks->off;
+        const struct mime_piece *k = &ks->keys[ks->idx];
+        size_t avail = k->len - ks->off;
         size_t take = n < avail ? n : avail;
-        xor_into(out, in, k->key + ks->off, take);
+        xor_into(out, in, k->p + ks->off, take);
         in += take;
         out += take;
         n -= take;
         ks->off += take;
-        if (ks->off == k->key_len) {
+        if (ks->off == k->len) {
             ks->idx++;
             ks->off = 0;
         }
@@ -108,10 +114,13 @@ static int otp_init(struct mime_cipher *c, const char *control,
     if (c->mac == NULL)
         return mime_fail(error_r, MIME_ERR_NOMEM, "Poly1305 context");
     ks_take(&c->ks, mac_key, sizeof(mac_key));
+    static const unsigned char zeros[16];
     int ok = EVP_MAC_init(c->mac, mac_key, sizeof(mac_key), NULL);
     OPENSSL_cleanse(mac_key, sizeof(mac_key));
-    if (!ok || !EVP_MAC_update(c->mac, (const unsigned char *)control,
-                               control_len))
+    c->control_len = control_len;
+    if (!ok ||
+        !EVP_MAC_update(c->mac, (const unsigned char *)control, control_len) ||
+        !EVP_MAC_update(c->mac, zeros, (16 - control_len % 16) % 16))
         return mime_fail(error_r, MIME_ERR_CRYPTO, "Poly1305 init");
     return MIME_OK;
 }
@@ -172,7 +181,7 @@ out:
 }
 
 int mime_cipher_new(enum mime_alg alg, int encrypt,
-                    const struct mime_key *keys, size_t n_keys,
+                    const struct mime_piece *keys, size_t n_keys,
                     const unsigned char *nonce, const char *control,
                     size_t control_len, struct mime_cipher **c_r,
                     char **error_r)
@@ -219,10 +228,13 @@ int mime_cipher_update(struct mime_cipher *c, const unsigned char *in,
 {
     if (c->alg == MIME_ALG_AES_256_GCM)
         return gcm_update(c, in, out, n);
-    if (!c->encrypt && EVP_MAC_update(c->mac, in, n) != 1)
+    /* The MAC is over the plaintext: in before the XOR when encrypting
+     * (in may equal out), out after it when decrypting. */
+    c->text_len += n;
+    if (c->encrypt && EVP_MAC_update(c->mac, in, n) != 1)
         return MIME_ERR_CRYPTO;
     ks_xor(&c->ks, in, out, n);
-    if (c->encrypt && EVP_MAC_update(c->mac, out, n) != 1)
+    if (!c->encrypt && EVP_MAC_update(c->mac, out, n) != 1)
         return MIME_ERR_CRYPTO;
     return MIME_OK;
 }
@@ -239,15 +251,15 @@ int mime_cipher_transform_only(struct mime_cipher *c, const unsigned char *in,
 int mime_cipher_auth_only(struct mime_cipher *c, const unsigned char *in,
                           size_t n)
 {
-    if (c->alg == MIME_ALG_OTP_POLY1305)
-        return EVP_MAC_update(c->mac, in, n) == 1 ? MIME_OK : MIME_ERR_CRYPTO;
+    /* Both algorithms need the plaintext for the tag: decrypt into a
+     * scratch buffer that is wiped when the cipher is freed. */
     if (c->scratch == NULL && (c->scratch = malloc(SCRATCH_LEN)) == NULL)
         return MIME_ERR_NOMEM;
     while (n > 0) {
         size_t chunk = n < SCRATCH_LEN ? n : SCRATCH_LEN;
         if (chunk > c->scratch_used)
             c->scratch_used = chunk;
-        int rc = gcm_update(c, in, c->scratch, chunk);
+        int rc = mime_cipher_update(c, in, c->scratch, chunk);
         if (rc != MIME_OK)
             return rc;
         in += chunk;
@@ -259,9 +271,16 @@ int mime_cipher_auth_only(struct mime_cipher *c, const unsigned char *in,
 int mime_cipher_final(struct mime_cipher *c, unsigned char tag[MIME_TAG_LEN])
 {
     if (c->alg == MIME_ALG_OTP_POLY1305) {
-        unsigned char mac[MIME_TAG_LEN];
+        static const unsigned char zeros[16];
+        unsigned char lens[16], mac[MIME_TAG_LEN];
         size_t outl = 0;
-        if (EVP_MAC_final(c->mac, mac, &outl, sizeof(mac)) != 1 ||
+        for (unsigned i = 0; i < 8; i++) { /* le64 lengths */
+            lens[i] = (unsigned char)(c->control_len >> (8 * i));
+            lens[8 + i] = (unsigned char)(c->text_len >> (8 * i));
+        }
+        if (EVP_MAC_update(c->mac, zeros, (16 - c->text_len % 16) % 16) != 1 ||
+            EVP_MAC_update(c->mac, lens, sizeof(lens)) != 1 ||
+            EVP_MAC_final(c->mac, mac, &outl, sizeof(mac)) != 1 ||
             outl != MIME_TAG_LEN)
             return MIME_ERR_CRYPTO;
         int rc = MIME_OK;

@@ -144,19 +144,75 @@ int mime_key_bits_needed(enum mime_alg alg, uint64_t message_size,
     return MIME_ERR_UNSUPPORTED_ALGORITHM;
 }
 
-int mime_key_list_lookup(void *ctx, const char *key_id,
+/* The lookup name of list entry k: its key_ID, or "<KSID> <index>". */
+int mime_key_list_match(const struct mime_key *k, const char *name)
+{
+    if (k->ksid == NULL)
+        return k->key_id != NULL && strcmp(k->key_id, name) == 0;
+    char ksid[MIME_KSID_LEN + 1];
+    uint64_t index;
+    return mime_key_name_parse(name, ksid, &index) == 1 &&
+           strcmp(k->ksid, ksid) == 0 && k->index == index;
+}
+
+int mime_key_list_lookup(void *ctx, const char *name,
                          const unsigned char **key_r, size_t *key_len_r)
 {
     const struct mime_key_list *list = ctx;
-    for (size_t i = 0; list != NULL && i < list->n_keys; i++) {
-        if (list->keys[i].key_id != NULL &&
-            strcmp(list->keys[i].key_id, key_id) == 0) {
+    for (size_t i = 0; list != NULL && name != NULL && i < list->n_keys; i++) {
+        if (mime_key_list_match(&list->keys[i], name)) {
             *key_r = list->keys[i].key;
             *key_len_r = list->keys[i].key_len;
             return MIME_OK;
         }
     }
     return MIME_ERR_KEY_MISSING;
+}
+
+/* 1 for the code points mime_escape() hides although they are valid UTF-8:
+ * C1 controls, line/paragraph separators, bidirectional controls. */
+static int hidden_cp(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+           cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+char *mime_escape(const void *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = data != NULL ? data : (const unsigned char *)"";
+    if (len > (SIZE_MAX - 1) / 4)
+        return NULL;
+    char *out = malloc(len * 4 + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = 0;
+        size_t l = mime_utf8_seq(s + i, len - i, &cp);
+        if (l == 1 && cp >= 0x20 && cp < 0x7f && cp != '\\') {
+            *o++ = (char)cp;
+        } else if (l == 1 && cp == '\\') {
+            *o++ = '\\';
+            *o++ = '\\';
+        } else if (l > 1 && !hidden_cp(cp)) {
+            memcpy(o, s + i, l);
+            o += l;
+        } else {
+            size_t n = l > 1 ? l : 1;
+            for (size_t k = 0; k < n; k++) {
+                *o++ = '\\';
+                *o++ = 'x';
+                *o++ = hex[s[i + k] >> 4];
+                *o++ = hex[s[i + k] & 15];
+            }
+            i += n;
+            continue;
+        }
+        i += l;
+    }
+    *o = '\0';
+    return out;
 }
 
 void mime_plaintext_free(unsigned char **p, size_t len)

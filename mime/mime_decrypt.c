@@ -11,17 +11,17 @@
  *                  - from the ciphertext spill (memory, then a temp file);
  *   large message on a seekable input
  *                  - a second decoding pass straight to the output fd. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <gmime/gmime.h>
 #include <openssl/crypto.h>
 
 #include "mime_internal.h"
 
-#define PART_HEADER_LIMIT (64u * 1024u)
-#define STAGE_CAP (256u * 1024u) /* decoded ciphertext staged per flush */
+#define PART_HEADER_LIMIT ((size_t)64 * 1024)
+#define STAGE_CAP ((size_t)256 * 1024) /* decoded ciphertext staged per flush */
 
 enum dec_state {
     ST_HEADERS,      /* outer header block */
@@ -62,7 +62,8 @@ struct dec {
                                   it in pass 1, take it back on failure */
     struct mime_writer *out;   /* plaintext destination (not owned) */
     uint64_t data_start;       /* reader offset of the base64 text */
-    struct mime_key *keys;
+    struct mime_piece *keys;   /* the key stream, borrowed key octets */
+    size_t n_pieces;
     struct mime_cipher *cipher;
     struct mime_spill *spill;
     struct mime_b64_dec b64;
@@ -110,32 +111,54 @@ static int block_add(struct dec *d, const char *line, size_t len, size_t limit)
     return rc;
 }
 
-/* Parses the Content-Type field of the collected block; NULL if absent. */
-static GMimeContentType *block_content_type(struct dec *d, char **cte_r)
+/* The Content-Type and Content-Transfer-Encoding fields of a collected
+ * header block (FORMAT-SPEC.md 2.6, 2.8). */
+struct part_head {
+    unsigned n_ct, n_cte;
+    int claims_qkd;          /* some Content-Type field claims QKD-MIME */
+    struct mime_ctype ct;    /* the first Content-Type field */
+    char cte[32];            /* the first CTE value, lower case; "" absent */
+    int cte_bad;             /* the first CTE value is not one token */
+};
+
+static int read_block(struct dec *d, struct part_head *h)
 {
     size_t len;
     unsigned char *text = mime_writer_take(d->block, &len);
     mime_writer_free(&d->block);
     struct mime_field *fields = NULL;
     size_t n = 0;
-    GMimeContentType *ct = NULL;
-    if (text != NULL && mime_fields_split((char *)text, len, &fields, &n) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            if (ct == NULL && mime_field_is(&fields[i], "Content-Type")) {
-                char *v = mime_field_unfold(&fields[i]);
-                if (v != NULL)
-                    ct = g_mime_content_type_parse(NULL, v);
-                free(v);
-            } else if (cte_r != NULL && *cte_r == NULL &&
-                       mime_field_is(&fields[i],
-                                     "Content-Transfer-Encoding")) {
-                *cte_r = mime_field_unfold(&fields[i]);
-            }
+    memset(h, 0, sizeof(*h));
+    if (text == NULL || mime_fields_split((char *)text, len, &fields, &n) != 0) {
+        free(text);
+        return MIME_ERR_NOMEM;
+    }
+    int rc = MIME_OK;
+    for (size_t i = 0; i < n && rc == MIME_OK; i++) {
+        int is_ct = mime_field_is(&fields[i], "Content-Type");
+        if (!is_ct && !mime_field_is(&fields[i], "Content-Transfer-Encoding"))
+            continue;
+        char *v = mime_field_unfold(&fields[i]);
+        if (v == NULL) {
+            rc = MIME_ERR_NOMEM;
+            break;
         }
+        if (is_ct) {
+            struct mime_ctype ct;
+            mime_ctype_parse(v, strlen(v), &ct);
+            h->claims_qkd |= mime_ctype_claims_qkd(&ct, v, strlen(v));
+            if (h->n_ct++ == 0)
+                h->ct = ct;
+            else
+                mime_ctype_clear(&ct);
+        } else if (h->n_cte++ == 0) {
+            h->cte_bad = mime_cte_parse(v, strlen(v), h->cte, sizeof(h->cte));
+        }
+        free(v);
     }
     free(fields);
     free(text);
-    return ct;
+    return rc;
 }
 
 static int enter_block(struct dec *d, enum dec_state next)
@@ -145,42 +168,73 @@ static int enter_block(struct dec *d, enum dec_state next)
     return d->block != NULL ? MIME_OK : MIME_ERR_NOMEM;
 }
 
+/* Outer header block: not encrypted unless a Content-Type field claims
+ * QKD-MIME; then everything must be exact (FORMAT-SPEC.md 2.6). */
 static int outer_headers_done(struct dec *d)
 {
-    GMimeContentType *ct = block_content_type(d, NULL);
-    int rc = MIME_OK;
-    if (ct == NULL || !g_mime_content_type_is_type(ct, "multipart", "encrypted")) {
+    struct part_head h;
+    int rc = read_block(d, &h);
+    const char *bad = NULL;
+    if (rc == MIME_OK && !h.claims_qkd)
         rc = mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
-                       "not multipart/encrypted");
-    } else {
-        const char *proto = g_mime_content_type_get_parameter(ct, "protocol");
-        const char *b = g_mime_content_type_get_parameter(ct, "boundary");
-        if (proto == NULL || g_ascii_strcasecmp(proto, MIME_PROTOCOL) != 0)
-            rc = mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
-                           "multipart/encrypted of another protocol");
-        else if (b == NULL || b[0] == '\0' || strlen(b) > 200)
-            rc = dec_fail(d, MIME_ERR_MALFORMED, "no usable boundary");
-        else if ((d->boundary = strdup(b)) == NULL)
-            rc = MIME_ERR_NOMEM;
-        else
-            d->boundary_len = strlen(b);
-    }
-    if (ct != NULL)
-        g_object_unref(ct);
+                       h.n_ct == 0 ? "no Content-Type"
+                       : mime_ctype_is(&h.ct, "multipart", "encrypted")
+                           ? "multipart/encrypted of another protocol"
+                           : "not multipart/encrypted");
+    else if (rc == MIME_OK && h.n_ct > 1)
+        bad = "more than one Content-Type field";
+    else if (rc == MIME_OK && h.ct.syntax_error)
+        bad = "Content-Type syntax";
+    else if (rc == MIME_OK && h.ct.n_protocol > 1)
+        bad = "protocol parameter repeated";
+    else if (rc == MIME_OK && h.ct.n_boundary != 1)
+        bad = "boundary parameter missing or repeated";
+    else if (rc == MIME_OK && !mime_boundary_valid(h.ct.boundary))
+        bad = "boundary not 1-70 RFC 2046 characters";
+    else if (rc == MIME_OK && (d->boundary = strdup(h.ct.boundary)) == NULL)
+        rc = MIME_ERR_NOMEM;
+    if (bad != NULL)
+        rc = dec_fail(d, MIME_ERR_MALFORMED, bad);
+    if (rc == MIME_OK)
+        d->boundary_len = strlen(d->boundary);
+    mime_ctype_clear(&h.ct);
     d->state = ST_PREAMBLE;
+    return rc;
+}
+
+/* Part headers: one Content-Type of the given type (parameters ignored)
+ * and, for the control part, no transfer encoding but an identity one;
+ * for the ciphertext part exactly "base64". */
+static int part_headers_check(struct dec *d, const char *type,
+                              const char *subtype, int base64)
+{
+    struct part_head h;
+    int rc = read_block(d, &h);
+    const char *bad = NULL;
+    if (rc != MIME_OK)
+        bad = NULL;
+    else if (h.n_ct != 1 || h.ct.syntax_error ||
+             !mime_ctype_is(&h.ct, type, subtype))
+        bad = base64 ? "second part is not one application/octet-stream"
+                     : "first part is not one " MIME_PROTOCOL;
+    else if (h.n_cte > 1 || h.cte_bad)
+        bad = "Content-Transfer-Encoding repeated or not one token";
+    else if (base64 && strcmp(h.cte, "base64") != 0)
+        bad = "second part is not base64";
+    else if (!base64 && h.n_cte == 1 && strcmp(h.cte, "7bit") != 0 &&
+             strcmp(h.cte, "8bit") != 0 && strcmp(h.cte, "binary") != 0)
+        bad = "control part has a transfer encoding";
+    mime_ctype_clear(&h.ct);
+    if (bad != NULL)
+        return dec_fail(d, MIME_ERR_MALFORMED, bad);
     return rc;
 }
 
 static int ctrl_headers_done(struct dec *d)
 {
-    GMimeContentType *ct = block_content_type(d, NULL);
-    int ok = ct != NULL &&
-             g_mime_content_type_is_type(ct, "application", "x-qkd-encrypted");
-    if (ct != NULL)
-        g_object_unref(ct);
-    if (!ok)
-        return dec_fail(d, MIME_ERR_MALFORMED,
-                        "first part is not " MIME_PROTOCOL);
+    int rc = part_headers_check(d, "application", "x-qkd-encrypted", 0);
+    if (rc != MIME_OK)
+        return rc;
     d->ctrl_last_empty = 0;
     return enter_block(d, ST_CTRL_BODY);
 }
@@ -208,17 +262,9 @@ static int ctrl_body_done(struct dec *d)
 
 static int data_headers_done(struct dec *d)
 {
-    char *cte = NULL;
-    GMimeContentType *ct = block_content_type(d, &cte);
-    int ok = ct != NULL &&
-             g_mime_content_type_is_type(ct, "application", "octet-stream");
-    int b64 = cte != NULL && g_ascii_strcasecmp(g_strstrip(cte), "base64") == 0;
-    if (ct != NULL)
-        g_object_unref(ct);
-    free(cte);
-    if (!ok || !b64)
-        return dec_fail(d, MIME_ERR_MALFORMED,
-                        "second part is not base64 application/octet-stream");
+    int rc = part_headers_check(d, "application", "octet-stream", 1);
+    if (rc != MIME_OK)
+        return rc;
     d->state = ST_DATA_BODY;
     return MIME_OK;
 }
@@ -358,7 +404,7 @@ static int dec_line(struct dec *d, const char *line, size_t len)
             return dec_fail(d, MIME_ERR_MALFORMED, "empty line in control");
         d->ctrl_last_empty = len == 0;
         if (mime_writer_total(d->block) + len + 2 > MIME_CONTROL_LIMIT)
-            return dec_fail(d, MIME_ERR_TOO_LARGE, "control part too large");
+            return dec_fail(d, MIME_ERR_MALFORMED, "control part over 64 MiB");
         {
             int rc = mime_writer_put(d->block, line, len);
             return rc == MIME_OK ? mime_writer_put(d->block, "\r\n", 2) : rc;
@@ -376,33 +422,173 @@ static int dec_line(struct dec *d, const char *line, size_t len)
     return MIME_ERR_MALFORMED;
 }
 
-/* Looks every key up (in order) and prepares the first-pass cipher. */
+/* The lookup's view of one key or chunk. */
+struct key_query {
+    enum mime_key_kind kind;
+    const char *id;      /* key_ID or KSID */
+    size_t id_len;
+    uint64_t index;
+};
+
+/* When the caller's lookup is mime_key_list_lookup: O(1) per key instead
+ * of a scan of the list. A list in message order (the usual case: the
+ * keys as the KME gave them) is matched position by position; the first
+ * miss builds a hash index over the whole list. */
+struct list_index {
+    const struct mime_key_list *list;
+    struct mime_hash *h;
+    size_t next;                 /* the position the next key may be at */
+};
+
+static int list_eq(const void *ctx, size_t value, const void *key)
+{
+    const struct mime_key *k = &((const struct mime_key_list *)ctx)->keys[value];
+    const struct key_query *q = key;
+    if (q->kind == MIME_KEY_ETSI014)
+        return k->ksid == NULL && k->key_id != NULL &&
+               strncmp(k->key_id, q->id, q->id_len) == 0 &&
+               k->key_id[q->id_len] == '\0';
+    return k->ksid != NULL && k->index == q->index &&
+           strncmp(k->ksid, q->id, q->id_len) == 0 &&
+           k->ksid[q->id_len] == '\0';
+}
+
+static uint64_t query_hash(const struct mime_hash *h, const struct key_query *q)
+{
+    return mime_hash_of(h, q->id, q->id_len,
+                        q->kind == MIME_KEY_ETSI014 ? UINT64_MAX : q->index);
+}
+
+static int list_index_build(struct list_index *ix)
+{
+    const struct mime_key_list *list = ix->list;
+    if ((ix->h = mime_hash_new(list->n_keys)) == NULL)
+        return MIME_ERR_NOMEM;
+    for (size_t i = 0; i < list->n_keys; i++) {
+        const struct mime_key *k = &list->keys[i];
+        struct key_query q = {k->ksid ? MIME_KEY_ETSI004 : MIME_KEY_ETSI014,
+                              k->ksid ? k->ksid : k->key_id, 0, k->index};
+        if (q.id == NULL)
+            continue;
+        q.id_len = strlen(q.id);
+        /* the first of equal entries wins, as in a scan */
+        (void)mime_hash_add(ix->h, query_hash(ix->h, &q), list_eq, list, &q, i);
+    }
+    return MIME_OK;
+}
+
+/* Finds one key or chunk: through the index, else the caller's lookup
+ * with its lookup name. */
+static int find_key(struct list_index *ix, mime_key_lookup_fn *lookup,
+                    void *ctx, const struct key_query *q,
+                    const unsigned char **k_r, size_t *len_r)
+{
+    if (lookup == mime_key_list_lookup && ix->list == NULL)
+        return MIME_ERR_KEY_MISSING;
+    if (lookup == mime_key_list_lookup) {
+        const struct mime_key_list *l = ix->list;
+        size_t i = ix->next;
+        if (i >= l->n_keys || !list_eq(l, i, q)) {
+            if (ix->h == NULL && list_index_build(ix) != MIME_OK)
+                return MIME_ERR_NOMEM;
+            i = mime_hash_find(ix->h, query_hash(ix->h, q), list_eq, l, q);
+            if (i == SIZE_MAX)
+                return MIME_ERR_KEY_MISSING;
+        }
+        ix->next = i + 1;
+        *k_r = l->keys[i].key;
+        *len_r = l->keys[i].key_len;
+        return MIME_OK;
+    }
+    char name[MIME_MAX_ID_LEN + 32];
+    if (q->kind == MIME_KEY_ETSI014)
+        snprintf(name, sizeof(name), "%.*s", (int)q->id_len, q->id);
+    else
+        snprintf(name, sizeof(name), "%.*s %llu", (int)q->id_len, q->id,
+                 (unsigned long long)q->index);
+    return lookup(ctx, name, k_r, len_r);
+}
+
+/* Describes key or chunk q for an error text (ids are visible ASCII). */
+static void key_text(const struct key_query *q, char *buf, size_t cap)
+{
+    if (q->kind == MIME_KEY_ETSI014)
+        snprintf(buf, cap, "key %.*s", (int)q->id_len, q->id);
+    else
+        snprintf(buf, cap, "chunk %llu of key stream %.*s",
+                 (unsigned long long)q->index, (int)q->id_len, q->id);
+}
+
+/* Looks one key or chunk up and checks its size: want_bits octets*8. */
+static int get_piece(struct dec *d, struct list_index *ix,
+                     mime_key_lookup_fn *lookup, void *ctx,
+                     const struct key_query *q, uint64_t want_bits,
+                     const unsigned char **k_r, size_t *len_r)
+{
+    char what[MIME_MAX_ID_LEN + 64];
+    int rc = find_key(ix, lookup, ctx, q, k_r, len_r);
+    if (rc == MIME_ERR_KEY_MISSING || (rc == MIME_OK && *k_r == NULL)) {
+        key_text(q, what, sizeof(what));
+        return mime_fail(d->error_r, MIME_ERR_KEY_MISSING, "%s not available",
+                         what);
+    }
+    if (rc != MIME_OK) {
+        key_text(q, what, sizeof(what));
+        return mime_fail(d->error_r, rc < 0 ? rc : MIME_ERR_KEY_MISSING,
+                         "lookup of %s failed", what);
+    }
+    if (*len_r > UINT64_MAX / 8 || (uint64_t)*len_r * 8 != want_bits) {
+        key_text(q, what, sizeof(what));
+        return mime_fail(d->error_r, MIME_ERR_KEY_WRONG_SIZE,
+                         "%s has %llu bits, the message says %llu", what,
+                         (unsigned long long)*len_r * 8ull,
+                         (unsigned long long)want_bits);
+    }
+    return MIME_OK;
+}
+
+/* Looks every key and chunk up (in order) into the key stream. */
+static int dec_lookup_all(struct dec *d, mime_key_lookup_fn *lookup,
+                          void *ctx)
+{
+    const struct mime_info *info = d->info;
+    struct list_index ix = {NULL, NULL, 0};
+    int rc = MIME_OK;
+    if (lookup == mime_key_list_lookup)
+        ix.list = ctx;
+    d->keys = calloc(info->n_pieces ? (size_t)info->n_pieces : 1,
+                     sizeof(*d->keys));
+    if (rc == MIME_OK && d->keys == NULL)
+        rc = MIME_ERR_NOMEM;
+    for (size_t i = 0; rc == MIME_OK && i < info->n_keys; i++) {
+        const struct mime_entry *e = &info->keys[i];
+        struct key_query q = {e->kind, e->id, strlen(e->id), 0};
+        uint64_t left = e->bits / 8;
+        for (uint64_t c = 0; rc == MIME_OK && c < e->count; c++) {
+            const unsigned char *k = NULL;
+            size_t klen = 0;
+            q.index = e->first + c;
+            rc = get_piece(d, &ix, lookup, ctx, &q, e->chunk_bits, &k, &klen);
+            if (rc != MIME_OK)
+                break;
+            /* only the last chunk of the last entry may be used in part */
+            size_t use = klen < left ? klen : (size_t)left;
+            d->keys[d->n_pieces++] = (struct mime_piece){k, use};
+            left -= use;
+        }
+    }
+    mime_hash_free(&ix.h);
+    return rc;
+}
+
+/* Looks every key up and prepares the first-pass cipher. */
 static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
                     const char *tmp_dir, size_t threshold, int need_spill)
 {
     struct mime_info *info = d->info;
-    d->keys = calloc(info->n_keys, sizeof(*d->keys));
-    if (d->keys == NULL)
-        return MIME_ERR_NOMEM;
-    for (size_t i = 0; i < info->n_keys; i++) {
-        const unsigned char *k = NULL;
-        size_t klen = 0;
-        int rc = lookup(ctx, info->key_ids[i], &k, &klen);
-        if (rc == MIME_ERR_KEY_MISSING || (rc == MIME_OK && k == NULL))
-            return mime_fail(d->error_r, MIME_ERR_KEY_MISSING,
-                             "key %s not available", info->key_ids[i]);
-        if (rc != MIME_OK)
-            return mime_fail(d->error_r, rc < 0 ? rc : MIME_ERR_KEY_MISSING,
-                             "key lookup for %s failed", info->key_ids[i]);
-        if (klen > UINT64_MAX / 8 || (uint64_t)klen * 8 != info->key_bits[i])
-            return mime_fail(d->error_r, MIME_ERR_KEY_WRONG_SIZE,
-                             "key %s has %llu bits, the message says %llu",
-                             info->key_ids[i],
-                             (unsigned long long)klen * 8ull,
-                             (unsigned long long)info->key_bits[i]);
-        d->keys[i] = (struct mime_key){info->key_ids[i], k, klen};
-    }
-    int rc = mime_cipher_new(info->alg, 0, d->keys, info->n_keys, info->nonce,
+    int rc = dec_lookup_all(d, lookup, ctx);
+    if (rc == MIME_OK)
+        rc = mime_cipher_new(info->alg, 0, d->keys, d->n_pieces, info->nonce,
                              d->control, d->control_len, &d->cipher,
                              d->error_r);
     if (rc == MIME_OK && need_spill)
@@ -429,7 +615,7 @@ static int dec_keys(struct dec *d, mime_key_lookup_fn *lookup, void *ctx,
 static int dec_release(struct dec *d, struct mime_writer *out)
 {
     struct mime_cipher *c = NULL;
-    int rc = mime_cipher_new(d->info->alg, 0, d->keys, d->info->n_keys,
+    int rc = mime_cipher_new(d->info->alg, 0, d->keys, d->n_pieces,
                              d->info->nonce, d->control, d->control_len, &c,
                              d->error_r);
     if (rc != MIME_OK)
@@ -512,7 +698,7 @@ static int dec_step(struct dec *d, struct mime_reader *r)
     int k = mime_reader_line(r, &line, &len, &eol);
     if (k == MIME_ERR_MALFORMED && d->state == ST_HEADERS)
         return mime_fail(d->error_r, MIME_ERR_NOT_ENCRYPTED,
-                         "header line beyond %u octets: not a QKD message",
+                         "header line beyond %zu octets: not a QKD message",
                          MIME_LINE_LIMIT);
     if (k < 0)
         return dec_fail(d, k, k == MIME_ERR_IO ? "read error" : "line too long");
@@ -529,7 +715,7 @@ static int dec_step(struct dec *d, struct mime_reader *r)
 static int dec_second_pass(struct dec *d, struct mime_reader *r)
 {
     mime_cipher_free(&d->cipher);
-    int rc = mime_cipher_new(d->info->alg, 0, d->keys, d->info->n_keys,
+    int rc = mime_cipher_new(d->info->alg, 0, d->keys, d->n_pieces,
                              d->info->nonce, d->control, d->control_len,
                              &d->cipher, d->error_r);
     if (rc != MIME_OK)
@@ -581,13 +767,13 @@ static int dec_run(struct mime_reader *r, struct mime_writer *out,
         rc = dec_step(&d, r);
         if (rc != MIME_OK)
             break;
-        if (before == ST_DATA_HEADERS && d.state == ST_DATA_BODY)
-            d.data_start = mime_reader_offset(r);
-        if (before != ST_CTRL_BODY || d.state != ST_DATA_HEADERS)
+        if (before == ST_CTRL_BODY && d.state == ST_DATA_HEADERS &&
+            d.inspect_only)
+            break; /* the control part parsed: all inspect needs */
+        if (before != ST_DATA_HEADERS || d.state != ST_DATA_BODY)
             continue;
-        /* The control part just parsed. */
-        if (d.inspect_only)
-            break;
+        /* The structure up to the ciphertext parsed: look the keys up. */
+        d.data_start = mime_reader_offset(r);
         /* Small messages keep their decoded ciphertext in memory (decoded
          * once); large ones on a seekable input are read twice instead. */
         size_t threshold = params && params->spill_threshold

@@ -9,20 +9,22 @@
 #include "mime.h"
 
 #define MIME_PROTOCOL "application/x-qkd-encrypted"
-#define MIME_DEFAULT_PLACEHOLDER "[...]"
+/* Part titles a mail program without the gateway shows (FORMAT-SPEC 2.5) */
+#define MIME_CONTROL_DESCRIPTION "QuMail key references (not the message itself)"
+#define MIME_DATA_DESCRIPTION "Encrypted message: read it through a QuMail gateway"
 #define MIME_KEY_BITS_AES 256u
 #define MIME_KEY_BITS_MAC 256u
-#define MIME_TAG_LEN 16u
-#define MIME_NONCE_LEN 12u
-#define MIME_HEADER_LIMIT (256u * 1024u)      /* outer/inner header block */
-#define MIME_OUTER_KEPT_LIMIT (64u * 1024u)   /* original fields kept outside */
-#define MIME_OUTER_LINE_LIMIT (16u * 1024u)   /* longest kept physical line */
-#define MIME_CONTROL_LIMIT (8u * 1024u * 1024u) /* control part text */
-#define MIME_LINE_LIMIT (64u * 1024u)         /* one line of the outer msg */
-#define MIME_B64_LINE 57u                     /* octets per 76-char line */
-#define MIME_CHUNK (MIME_B64_LINE * 4096u)    /* ~228 KiB streaming chunk */
+#define MIME_TAG_LEN ((size_t)16)
+#define MIME_NONCE_LEN ((size_t)12)
+#define MIME_HEADER_LIMIT ((size_t)256 * 1024)      /* outer/inner header block */
+#define MIME_OUTER_KEPT_LIMIT ((size_t)64 * 1024)   /* original fields kept outside */
+#define MIME_OUTER_LINE_LIMIT ((size_t)16 * 1024)   /* longest kept physical line */
+#define MIME_CONTROL_LIMIT ((size_t)64 * 1024 * 1024) /* control part text */
+#define MIME_LINE_LIMIT ((size_t)64 * 1024)         /* one line of the outer msg */
+#define MIME_B64_LINE ((size_t)57)                    /* octets per 76-char line */
+#define MIME_CHUNK (MIME_B64_LINE * 4096)    /* ~228 KiB streaming chunk */
 #define MIME_MAX_BOUNDARY 70u
-#define MIME_SPILL_DEFAULT (4u * 1024u * 1024u) /* ciphertext kept in memory */
+#define MIME_SPILL_DEFAULT ((size_t)4 * 1024 * 1024) /* ciphertext kept in memory */
 
 /* Stores a malloc'd printf-formatted detail in *error_r (when not NULL) and
  * returns err. */
@@ -32,7 +34,24 @@ int mime_fail(char **error_r, int err, const char *fmt, ...)
 /* 1 when s is 1..MIME_MAX_ID_LEN visible ASCII characters (0x21-0x7E). */
 int mime_id_valid(const char *s);
 
+/* 1 when list entry k has the lookup name (key_ID or "<KSID> <index>"). */
+int mime_key_list_match(const struct mime_key *k, const char *name);
+
+/* Length of the valid UTF-8 sequence at s (n > 0 octets left; 0 when
+ * invalid: overlong, surrogate, beyond U+10FFFF, truncated); *cp_r gets
+ * the code point. */
+size_t mime_utf8_seq(const unsigned char *s, size_t n, uint32_t *cp_r);
+
 /* ---- control data (mime_control.c) --------------------------------------- */
+
+/* One key entry of the control part (a Key or a Key-Chunks line). */
+struct mime_entry {
+    enum mime_key_kind kind;
+    const char *id;        /* key_ID or KSID, in the info's arena */
+    uint64_t first, count; /* 004 chunk range; 014: 0, 1 */
+    uint64_t chunk_bits;   /* 004: chunk size; 014: the key's bits */
+    uint64_t bits;         /* bits used */
+};
 
 struct mime_info {
     unsigned version;
@@ -42,9 +61,13 @@ struct mime_info {
     char *slave_sae_id;
     uint64_t length;                     /* plaintext octets */
     unsigned char nonce[MIME_NONCE_LEN]; /* AES-256-GCM only */
+    size_t n_rcpts;
+    char **rcpts;                        /* normalised, in the arena */
     size_t n_keys;
-    char **key_ids;
-    uint64_t *key_bits;
+    struct mime_entry *keys;
+    uint64_t n_pieces;                   /* 014 keys + 004 chunks */
+    char *arena;                         /* ids and addresses, NUL-ended */
+    size_t arena_len, arena_cap;
 };
 
 /* Canonical control text (CRLF line ends, see FORMAT-SPEC.md); malloc'd,
@@ -55,6 +78,37 @@ int mime_control_build(const struct mime_info *info, char **text_r,
 int mime_control_parse(const char *text, size_t len, struct mime_info **info_r,
                        char **error_r);
 struct mime_info *mime_info_new(void);
+/* Copies n octets into the info's arena (NUL-terminated); NULL: no memory. */
+char *mime_info_arena_add(struct mime_info *info, const char *s, size_t n);
+/* 1 when s[0..n) is a canonical KSID: a lowercase UUID string. */
+int mime_ksid_valid(const char *s, size_t n);
+/* Control-text form of a normalised address (octets >= 0x80, '%' and SP as
+ * %HH); malloc'd. */
+char *mime_address_encode(const char *addr);
+
+/* ---- hash index (mime_hash.c) -------------------------------------------- */
+
+/* Open addressing over array positions, keyed per table (flood-proof).
+ * mime_hash_new(n): room for at most n insertions. */
+struct mime_hash;
+struct mime_hash *mime_hash_new(size_t n);
+void mime_hash_free(struct mime_hash **h);
+/* Hash of data[0..len) and an extra 64-bit word (e.g. a chunk index). */
+uint64_t mime_hash_of(const struct mime_hash *h, const void *data, size_t len,
+                      uint64_t extra);
+/* eq: 1 when the stored value matches key. */
+typedef int mime_hash_eq_fn(const void *ctx, size_t value, const void *key);
+/* The value stored under hv that eq accepts, or SIZE_MAX. */
+size_t mime_hash_find(const struct mime_hash *h, uint64_t hv,
+                      mime_hash_eq_fn *eq, const void *ctx, const void *key);
+/* Asks the CPU to fetch hv's slot early: callers going through many keys
+ * hash a few keys ahead, so the (random) slot loads overlap. */
+void mime_hash_prefetch(const struct mime_hash *h, uint64_t hv);
+#define MIME_HASH_AHEAD 8
+/* Stores value under hv unless eq finds key stored already: returns that
+ * value then, SIZE_MAX when it stored. */
+size_t mime_hash_add(struct mime_hash *h, uint64_t hv, mime_hash_eq_fn *eq,
+                     const void *ctx, const void *key, size_t value);
 
 /* ---- base64 (mime_b64.c) ------------------------------------------------- */
 
@@ -83,9 +137,16 @@ long mime_b64_decode_final(struct mime_b64_dec *d, unsigned char *out);
 
 /* ---- cipher engine (mime_cipher.c) --------------------------------------- */
 
-/* A cursor over the ordered key list seen as one key stream. */
+/* One piece of the key stream: the octets of a key or a 004 chunk that
+ * the message uses (borrowed). */
+struct mime_piece {
+    const unsigned char *p;
+    size_t len;
+};
+
+/* A cursor over the ordered pieces seen as one key stream. */
 struct mime_keystream {
-    const struct mime_key *keys;
+    const struct mime_piece *keys;
     size_t n_keys;
     size_t idx;
     size_t off;
@@ -93,23 +154,24 @@ struct mime_keystream {
 
 struct mime_cipher;
 
-/* Creates the engine for alg, consuming the keys (exactly the bits needed:
- * checked by the caller). control/control_len: the canonical control text,
- * authenticated first. encrypt: 1 to encrypt, 0 to decrypt. */
+/* Creates the engine for alg, consuming the pieces (exactly the bits
+ * needed: checked by the caller). control/control_len: the canonical
+ * control text, authenticated first. encrypt: 1 to encrypt, 0 to decrypt. */
 int mime_cipher_new(enum mime_alg alg, int encrypt,
-                    const struct mime_key *keys, size_t n_keys,
+                    const struct mime_piece *keys, size_t n_keys,
                     const unsigned char *nonce, const char *control,
                     size_t control_len, struct mime_cipher **c_r,
                     char **error_r);
-/* Transforms n octets (out may equal in). Authenticates the ciphertext. */
+/* Transforms n octets (out may equal in). Authenticates the plaintext (OTP:
+ * the Poly1305 input; AES: GCM's own tag over the ciphertext). */
 int mime_cipher_update(struct mime_cipher *c, const unsigned char *in,
                        unsigned char *out, size_t n);
-/* Decrypt, second pass after a verified first pass: OTP XOR without the
- * MAC; AES decrypts (GCM computes its tag regardless). */
+/* Decrypt, release from a private spill after a verified first pass: OTP
+ * XOR without the MAC; AES decrypts (GCM computes its tag regardless). */
 int mime_cipher_transform_only(struct mime_cipher *c, const unsigned char *in,
                                unsigned char *out, size_t n);
-/* Authenticates ciphertext without producing output (OTP: MAC only; AES:
- * decrypts into an internal scratch buffer that is wiped). */
+/* Authenticates ciphertext without producing output: decrypts into an
+ * internal scratch buffer (wiped) and MACs that (OTP) / lets GCM check. */
 int mime_cipher_auth_only(struct mime_cipher *c, const unsigned char *in,
                           size_t n);
 /* Encrypt: writes the tag. Decrypt: compares the tag (constant time);
@@ -196,6 +258,34 @@ struct mime_source {
 };
 int mime_source_read(const struct mime_source *src, uint64_t off, void *buf,
                      size_t len);
+
+/* ---- Content-Type / -Transfer-Encoding values (mime_ctype.c) ------------- */
+
+struct mime_ctype {
+    int has_type;          /* type "/" subtype parsed */
+    int syntax_error;      /* anything not RFC 2045 + CFWS */
+    char type[32];         /* lower case ("" when longer) */
+    char subtype[32];
+    char *protocol;        /* first protocol parameter, unquoted */
+    char *boundary;        /* first boundary parameter, unquoted */
+    unsigned n_protocol, n_boundary;
+};
+/* Parses an unfolded Content-Type value (never fails: see syntax_error);
+ * mime_ctype_clear() frees it. */
+void mime_ctype_parse(const char *value, size_t len, struct mime_ctype *ct);
+void mime_ctype_clear(struct mime_ctype *ct);
+int mime_ctype_is(const struct mime_ctype *ct, const char *type,
+                  const char *subtype);
+/* 1 when the field claims to be QKD-MIME (FORMAT-SPEC.md 2.6): type
+ * multipart/encrypted and the first protocol parameter is ours, or the
+ * parameters do not parse and raw mentions our protocol. */
+int mime_ctype_claims_qkd(const struct mime_ctype *ct, const char *raw,
+                          size_t raw_len);
+/* A Content-Transfer-Encoding value: CFWS token CFWS, lower-cased into
+ * out. 0, or -1 when it is not a single token. */
+int mime_cte_parse(const char *value, size_t len, char *out, size_t cap);
+/* 1 when b is an RFC 2046 boundary: 1-70 bchars, not ending in SP. */
+int mime_boundary_valid(const char *b);
 
 /* ---- headers (mime_headers.c) -------------------------------------------- */
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h" /* qcfg_parse_size */
+#include "qcfg.h" /* qcfg_parse_size */
 #include "internal.h"
 
 #define MAX_WORDS 32

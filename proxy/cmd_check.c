@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "config.h"
+#include "settings.h"
 #include "kme_server.h"
 #include "policy.h"
 
@@ -50,22 +50,45 @@ static int check_file(const char *cfgname, const char *key, const char *path)
     return 1;
 }
 
+static int check_listener_files(const char *f, const char *proto,
+                                const struct qumail_listener *ls, size_t n)
+{
+    int bad = 0;
+    char key[256];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "%s.listeners[%zu].cert_file", proto, i);
+        bad += check_file(f, key, ls[i].cert_file);
+        snprintf(key, sizeof(key), "%s.listeners[%zu].key_file", proto, i);
+        bad += check_file(f, key, ls[i].key_file);
+    }
+    return bad;
+}
+
+static int check_upstream_files(const char *f, const char *proto,
+                                const struct qumail_upstream *u)
+{
+    int bad = 0;
+    char key[256];
+    snprintf(key, sizeof(key), "%s.upstream.ca_file", proto);
+    bad += check_file(f, key, u->ca_file);
+    snprintf(key, sizeof(key), "%s.upstream.client_cert_file", proto);
+    bad += check_file(f, key, u->client_cert_file);
+    snprintf(key, sizeof(key), "%s.upstream.client_key_file", proto);
+    bad += check_file(f, key, u->client_key_file);
+    return bad;
+}
+
 static int check_files(const struct qumail_config *c)
 {
     int bad = 0;
     char key[256];
     const char *f = c->file;
-    for (size_t i = 0; i < c->smtp.n_listeners; i++) {
-        const struct qumail_smtp_listener *l = &c->smtp.listeners[i];
-        snprintf(key, sizeof(key), "smtp.listeners[%zu].cert_file", i);
-        bad += check_file(f, key, l->cert_file);
-        snprintf(key, sizeof(key), "smtp.listeners[%zu].key_file", i);
-        bad += check_file(f, key, l->key_file);
+    bad += check_listener_files(f, "smtp", c->smtp.listeners, c->smtp.n_listeners);
+    bad += check_upstream_files(f, "smtp", &c->smtp.upstream);
+    if (c->imap.enabled) {
+        bad += check_listener_files(f, "imap", c->imap.listeners, c->imap.n_listeners);
+        bad += check_upstream_files(f, "imap", &c->imap.upstream);
     }
-    const struct qumail_smtp_upstream *u = &c->smtp.upstream;
-    bad += check_file(f, "smtp.upstream.ca_file", u->ca_file);
-    bad += check_file(f, "smtp.upstream.client_cert_file", u->client_cert_file);
-    bad += check_file(f, "smtp.upstream.client_key_file", u->client_key_file);
     for (size_t i = 0; i < c->n_kme_links; i++) {
         const struct qumail_kme_link *l = &c->kme_links[i];
         snprintf(key, sizeof(key), "kme_links.%s.ca_file", l->name);
@@ -176,13 +199,21 @@ int cmd_check(int argc, char **argv)
                 free(kerr);
                 kme_server_config_free(&kc);
             }
-            if (!quiet)
-                printf("%s: ok (%s mode, %zu listener%s, %zu KME link%s, "
+            if (!quiet) {
+                char imap[64] = "IMAP off";
+                if (cfg->imap.enabled)
+                    snprintf(imap, sizeof(imap), "%zu IMAP listener%s", cfg->imap.n_listeners,
+                             cfg->imap.n_listeners == 1 ? "" : "s");
+                printf("%s: ok (%s mode, %zu SMTP listener%s, %s, %zu KME link%s, "
                        "KME simulator %s)\n",
                        config_path, qumail_smtp_mode_name(cfg->smtp.mode),
-                       cfg->smtp.n_listeners, cfg->smtp.n_listeners == 1 ? "" : "s",
+                       cfg->smtp.n_listeners, cfg->smtp.n_listeners == 1 ? "" : "s", imap,
                        cfg->n_kme_links, cfg->n_kme_links == 1 ? "" : "s",
                        cfg->kme_simulator.enabled ? "enabled" : "off");
+                if (cfg->imap.enabled && !cfg->imap.upstream.verify)
+                    printf("%s: note: imap.upstream.verify is false: the IMAP server's "
+                           "certificate is not checked\n", config_path);
+            }
         }
         free(err);
         if (!policy_path && cfg)

@@ -21,7 +21,7 @@
 #include "mime.h"
 
 #define DEFAULT_AUTO_THRESHOLD 65536u
-#define KEYFILE_LIMIT (256u * 1024u * 1024u)
+#define KEYFILE_LIMIT ((size_t)256 * 1024 * 1024)
 
 static const char usage_text[] =
     "usage: qumail mime <action> [options] [INPUT]\n"
@@ -30,15 +30,18 @@ static const char usage_text[] =
     "  encrypt     encrypt a message (INPUT or stdin) to OUTPUT or stdout\n"
     "  decrypt     decrypt a QKD-encrypted message; nothing is written unless\n"
     "              the message authenticates\n"
-    "  inspect     show algorithm, KME/SAE ids and key_IDs (no keys needed)\n"
+    "  inspect     show algorithm, KME/SAE ids, bound recipients and the key\n"
+    "              list (no keys needed; not authenticated)\n"
     "  bits        print the key bits a message needs at --level\n"
     "  recipients  list To/Cc/Bcc addresses (lower-cased), one per line\n"
     "\n"
     "key source (encrypt, decrypt):\n"
     "  -k, --keys FILE        JSON key file: {\"keys\":[{\"key_ID\":ID,\"key\":B64},...]}\n"
     "                         (an ETSI 014 Key Container) or a bare array of such\n"
-    "                         objects. encrypt uses every key in order and needs\n"
-    "                         exactly the bits 'bits' prints; decrypt looks keys up.\n"
+    "                         objects; an ETSI 004 chunk is {\"ksid\":UUID,\"index\":N,\n"
+    "                         \"key\":B64}. encrypt uses every key in order and needs\n"
+    "                         exactly the bits 'bits' prints (a last 004 chunk may\n"
+    "                         be used in part); decrypt looks keys up.\n"
     "      --kme URL          fetch keys from an ETSI 014 KME instead\n"
     "                         (encrypt: enc_keys for --slave-sae; decrypt: dec_keys\n"
     "                         for the message's master SAE)\n"
@@ -51,8 +54,11 @@ static const char usage_text[] =
     "      --source-kme ID    Source-KME-ID (default: from KME status, else 'local')\n"
     "      --master-sae ID    Master-SAE-ID (default: from KME status, else 'local')\n"
     "      --slave-sae ID     Slave-SAE-ID (required with --kme; default 'local')\n"
-    "      --subject TEXT     outer Subject placeholder (default \"[...]\")\n"
+    "      --subject TEXT     outer Subject placeholder (default\n"
+    "                         \"" MIME_DEFAULT_SUBJECT "\")\n"
     "      --keep-subject     do not protect the Subject\n"
+    "      --recipient ADDR   bind the copy to this envelope recipient\n"
+    "                         (repeatable; none: an unbound copy)\n"
     "\n"
     "common:\n"
     "  -o, --output FILE      write here instead of stdout (created 0600)\n"
@@ -74,6 +80,8 @@ struct opts {
     const char *source_kme, *master_sae, *slave_sae;
     const char *subject;
     int keep_subject;
+    const char **recipients;  /* --recipient, repeatable */
+    size_t n_recipients;
     int json;
 };
 
@@ -124,18 +132,85 @@ static long b64_decode(const char *s, unsigned char **out_r)
 }
 
 
+/* The whole key file in memory (jansson's file reader takes one getc per
+ * character: most of an OTP run's time for a large key file). */
+static char *read_keyfile(const char *path, size_t *len_r)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "qumail mime: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    size_t cap = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                         (uint64_t)st.st_size < KEYFILE_LIMIT
+                     ? (size_t)st.st_size + 1
+                     : 65536;
+    size_t len = 0;
+    char *buf = malloc(cap);
+    int rc = buf != NULL ? 0 : -1;
+    while (rc == 0) {
+        if (len == cap) { /* a pipe, or a file that grew: wipe old copies */
+            char *nb = cap < KEYFILE_LIMIT ? malloc(cap * 2) : NULL;
+            if (nb == NULL) {
+                rc = -1;
+                break;
+            }
+            memcpy(nb, buf, len);
+            OPENSSL_cleanse(buf, len);
+            free(buf);
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            rc = -1;
+        else if (n == 0)
+            break;
+        else
+            len += (size_t)n;
+    }
+    close(fd);
+    if (rc != 0 || len > KEYFILE_LIMIT) {
+        fprintf(stderr, "qumail mime: %s: cannot read it (at most %zu MiB)\n",
+                path, KEYFILE_LIMIT >> 20);
+        if (buf != NULL)
+            OPENSSL_cleanse(buf, len);
+        free(buf);
+        return NULL;
+    }
+    *len_r = len;
+    return buf;
+}
+
 static int keyset_from_file(const char *path, struct keyset *ks)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
+    size_t text_len = 0;
+    char *text = read_keyfile(path, &text_len);
+    if (text == NULL)
+        return -1;
+    json_t *root = json_loadb(text, text_len, 0, &jerr);
+    OPENSSL_cleanse(text, text_len); /* the key file holds key bytes */
+    free(text);
     if (root == NULL) {
-        fprintf(stderr, "qumail mime: %s:%d: %s\n", path, jerr.line, jerr.text);
+        char *esc = mime_escape(jerr.text, strlen(jerr.text));
+        fprintf(stderr, "qumail mime: %s:%d: %s\n", path, jerr.line,
+                esc ? esc : "bad JSON");
+        free(esc);
         return -1;
     }
     json_t *arr = json_is_array(root) ? root : json_object_get(root, "keys");
-    if (!json_is_array(arr) || json_array_size(arr) == 0) {
+    if (!json_is_array(arr)) {
         fprintf(stderr, "qumail mime: %s: expected {\"keys\": [...]} or [...]\n",
                 path);
+        json_decref(root);
+        return -1;
+    }
+    if (json_array_size(arr) == 0) {
+        fprintf(stderr, "qumail mime: %s: the key list is empty\n", path);
         json_decref(root);
         return -1;
     }
@@ -151,18 +226,29 @@ static int keyset_from_file(const char *path, struct keyset *ks)
     for (size_t i = 0; i < n && rc == 0; i++) {
         json_t *o = json_array_get(arr, i);
         const char *id = json_string_value(json_object_get(o, "key_ID"));
+        const char *ksid = json_string_value(json_object_get(o, "ksid"));
+        json_t *jindex = json_object_get(o, "index");
         const char *b64 = json_string_value(json_object_get(o, "key"));
         ks->n = i + 1;
         long len;
-        if (id == NULL || b64 == NULL ||
+        if ((id == NULL) == (ksid == NULL) || b64 == NULL ||
+            (ksid != NULL && (!json_is_integer(jindex) ||
+                              json_integer_value(jindex) < 0)) ||
             (len = b64_decode(b64, &ks->bytes[i])) <= 0) {
-            fprintf(stderr, "qumail mime: %s: key %zu: need string key_ID and "
-                    "non-empty base64 key\n", path, i);
+            fprintf(stderr, "qumail mime: %s: key %zu: need a string key_ID "
+                    "(ETSI 014) or a string ksid and an integer index (ETSI "
+                    "004 chunk), and a non-empty base64 key\n", path, i);
             rc = -1;
             break;
         }
-        ks->ids[i] = strdup(id);
-        ks->keys[i] = (struct mime_key){ks->ids[i], ks->bytes[i], (size_t)len};
+        ks->ids[i] = strdup(ksid != NULL ? ksid : id);
+        ks->keys[i] = (struct mime_key){
+            .key_id = ksid == NULL ? ks->ids[i] : NULL,
+            .key = ks->bytes[i],
+            .key_len = (size_t)len,
+            .ksid = ksid != NULL ? ks->ids[i] : NULL,
+            .index = ksid != NULL ? (uint64_t)json_integer_value(jindex) : 0,
+        };
     }
     json_decref(root);
     return rc;
@@ -176,8 +262,9 @@ static int keyset_from_kme(struct kme_keys *kk, struct keyset *ks)
     if (ks->keys == NULL)
         return -1;
     for (size_t i = 0; i < kk->count; i++)
-        ks->keys[i] = (struct mime_key){kk->keys[i].key_id, kk->keys[i].bytes,
-                                        kk->keys[i].len};
+        ks->keys[i] = (struct mime_key){.key_id = kk->keys[i].key_id,
+                                        .key = kk->keys[i].bytes,
+                                        .key_len = kk->keys[i].len};
     return 0;
 }
 
@@ -219,26 +306,70 @@ static int seekable_input(int fd)
     return mfd;
 }
 
-static int open_output(const char *path)
+/* An output: stdout, an existing non-regular file (a device, a FIFO:
+ * written directly and never removed), or a regular file, written as a
+ * private temporary file beside it (mode 0600) and renamed over it only on
+ * success - a failed run leaves whatever was there untouched. */
+struct output {
+    int fd;
+    const char *path;   /* NULL: stdout or written directly */
+    char *tmp;          /* the temporary file while writing */
+};
+
+static int open_output(const char *path, struct output *o)
 {
-    if (path == NULL || strcmp(path, "-") == 0)
-        return STDOUT_FILENO;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
+    memset(o, 0, sizeof(*o));
+    struct stat st;
+    if (path == NULL || strcmp(path, "-") == 0) {
+        o->fd = STDOUT_FILENO;
+        return 0;
+    }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        o->fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (o->fd < 0)
+            fprintf(stderr, "qumail mime: %s: %s\n", path, strerror(errno));
+        return o->fd < 0 ? -1 : 0;
+    }
+    if (asprintf(&o->tmp, "%s.qumail-XXXXXX", path) < 0) {
+        o->tmp = NULL;
+        return -1;
+    }
+    o->fd = mkostemp(o->tmp, O_CLOEXEC); /* mode 0600 */
+    if (o->fd < 0) {
         fprintf(stderr, "qumail mime: %s: %s\n", path, strerror(errno));
-    return fd;
+        free(o->tmp);
+        o->tmp = NULL;
+        return -1;
+    }
+    o->path = path;
+    return 0;
 }
 
-static void close_output(int fd, const char *path, int ok)
+/* Finishes an output; returns 0, or -1 when a successful run could not be
+ * put in place. */
+static int close_output(struct output *o, int ok)
 {
-    if (fd != STDOUT_FILENO)
-        close(fd);
-    if (!ok && path != NULL && strcmp(path, "-") != 0)
-        unlink(path);
+    int rc = 0;
+    if (o->fd != STDOUT_FILENO && o->fd >= 0 && close(o->fd) != 0)
+        ok = rc = -1;
+    if (o->tmp != NULL) {
+        if (ok && rename(o->tmp, o->path) != 0) {
+            fprintf(stderr, "qumail mime: %s: %s\n", o->path, strerror(errno));
+            rc = -1;
+            ok = 0;
+        }
+        if (!ok)
+            unlink(o->tmp);
+        free(o->tmp);
+    }
+    memset(o, 0, sizeof(*o));
+    o->fd = -1;
+    return rc;
 }
 
 static int fail(const char *what, int rc, char *err)
 {
+    /* mime's texts carry message values escaped already (mime_escape) */
     fprintf(stderr, "qumail mime %s: %s%s%s\n", what, mime_strerror(rc),
             err ? ": " : "", err ? err : "");
     free(err);
@@ -279,6 +410,8 @@ static int do_encrypt(const struct opts *o)
         .slave_sae_id = o->slave_sae ? o->slave_sae : "local",
         .protect_subject = !o->keep_subject,
         .subject_placeholder = o->subject,
+        .recipients = o->recipients,
+        .n_recipients = o->n_recipients,
     };
     struct kme_status *st = NULL;
     char *err = NULL;
@@ -319,11 +452,12 @@ static int do_encrypt(const struct opts *o)
     } else if (keyset_from_file(o->keys_file, &ks) != 0) {
         goto out;
     }
-    int out = open_output(o->output);
-    if (out < 0)
+    struct output out;
+    if (open_output(o->output, &out) != 0)
         goto out;
-    rc = mime_encrypt_fd(sin, out, &p, ks.keys, ks.n, NULL, &err);
-    close_output(out, o->output, rc == MIME_OK);
+    rc = mime_encrypt_fd(sin, out.fd, &p, ks.keys, ks.n, NULL, &err);
+    if (close_output(&out, rc == MIME_OK) != 0 && rc == MIME_OK)
+        goto out;
     if (rc != MIME_OK) {
         status = fail("encrypt", rc, err);
         err = NULL;
@@ -365,6 +499,14 @@ static int do_decrypt(const struct opts *o)
             goto out;
         }
         size_t n = mime_info_key_count(info);
+        for (size_t i = 0; i < n; i++) {
+            if (mime_info_key_id(info, i) == NULL) {
+                fprintf(stderr, "qumail mime decrypt: the message uses an "
+                        "ETSI 004 key stream; --kme speaks ETSI 014 only\n");
+                mime_info_free(&info);
+                goto out;
+            }
+        }
         const char **ids = calloc(n, sizeof(char *));
         for (size_t i = 0; ids != NULL && i < n; i++)
             ids[i] = mime_info_key_id(info, i);
@@ -388,12 +530,14 @@ static int do_decrypt(const struct opts *o)
     } else if (keyset_from_file(o->keys_file, &ks) != 0) {
         goto out;
     }
-    int out = open_output(o->output);
-    if (out < 0)
+    struct output out;
+    if (open_output(o->output, &out) != 0)
         goto out;
     struct mime_key_list kl = {ks.keys, ks.n};
-    rc = mime_decrypt_fd(in, out, NULL, mime_key_list_lookup, &kl, NULL, &err);
-    close_output(out, o->output, rc == MIME_OK);
+    rc = mime_decrypt_fd(in, out.fd, NULL, mime_key_list_lookup, &kl, NULL,
+                         &err);
+    if (close_output(&out, rc == MIME_OK) != 0 && rc == MIME_OK)
+        goto out;
     if (rc != MIME_OK) {
         status = fail("decrypt", rc, err);
         err = NULL;
@@ -406,6 +550,61 @@ out:
     if (in != STDIN_FILENO)
         close(in);
     return status;
+}
+
+/* Prints a value taken from a message, escaped (mime_escape): control
+ * characters, ESC, invalid UTF-8... never reach the terminal raw. */
+static void print_escaped(const char *prefix, const char *v, const char *suffix)
+{
+    char *esc = v != NULL ? mime_escape(v, strlen(v)) : NULL;
+    printf("%s%s%s", prefix, esc != NULL ? esc : "", suffix);
+    free(esc);
+}
+
+/* A JSON string for a value from a message: as is when valid UTF-8 (the
+ * output is written with JSON_ENSURE_ASCII, so controls become \uXXXX),
+ * else its escaped form. */
+static json_t *json_text(const char *v)
+{
+    json_t *j = json_string(v != NULL ? v : "");
+    if (j == NULL && v != NULL) {
+        char *esc = mime_escape(v, strlen(v));
+        j = json_string(esc != NULL ? esc : "");
+        free(esc);
+    }
+    return j;
+}
+
+static json_t *inspect_json(const struct mime_info *info, uint64_t total)
+{
+    json_t *keys = json_array(), *rcpts = json_array();
+    for (size_t i = 0; i < mime_info_key_count(info); i++) {
+        struct mime_key_entry e;
+        mime_info_key_entry(info, i, &e);
+        if (e.kind == MIME_KEY_ETSI014)
+            json_array_append_new(keys, json_pack("{s:o, s:I}", "key_ID",
+                                                  json_text(e.key_id), "bits",
+                                                  (json_int_t)e.bits));
+        else
+            json_array_append_new(
+                keys, json_pack("{s:o, s:I, s:I, s:I, s:I}", "ksid",
+                                json_text(e.ksid), "first_index",
+                                (json_int_t)e.first_index, "count",
+                                (json_int_t)e.count, "chunk_bits",
+                                (json_int_t)e.chunk_bits, "bits",
+                                (json_int_t)e.bits));
+    }
+    for (size_t i = 0; i < mime_info_recipient_count(info); i++)
+        json_array_append_new(rcpts, json_text(mime_info_recipient(info, i)));
+    return json_pack("{s:i, s:s, s:o, s:o, s:o, s:I, s:I, s:o, s:o}",
+                     "version", (int)mime_info_version(info), "algorithm",
+                     mime_alg_name(mime_info_algorithm(info)),
+                     "source_kme_id", json_text(mime_info_source_kme_id(info)),
+                     "master_sae_id", json_text(mime_info_master_sae_id(info)),
+                     "slave_sae_id", json_text(mime_info_slave_sae_id(info)),
+                     "plaintext_length",
+                     (json_int_t)mime_info_plaintext_length(info), "key_bits",
+                     (json_int_t)total, "recipients", rcpts, "keys", keys);
 }
 
 static int do_inspect(const struct opts *o)
@@ -425,37 +624,43 @@ static int do_inspect(const struct opts *o)
     for (size_t i = 0; i < n; i++)
         total += mime_info_key_bits(info, i);
     if (o->json) {
-        json_t *keys = json_array();
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(
-                keys, json_pack("{s:s, s:I}", "key_ID", mime_info_key_id(info, i),
-                                "bits", (json_int_t)mime_info_key_bits(info, i)));
-        json_t *j = json_pack(
-            "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:o}", "version",
-            (int)mime_info_version(info), "algorithm",
-            mime_alg_name(mime_info_algorithm(info)), "source_kme_id",
-            mime_info_source_kme_id(info), "master_sae_id",
-            mime_info_master_sae_id(info), "slave_sae_id",
-            mime_info_slave_sae_id(info), "plaintext_length",
-            (json_int_t)mime_info_plaintext_length(info), "key_bits",
-            (json_int_t)total, "keys", keys);
-        json_dumpf(j, stdout, JSON_INDENT(2));
+        json_t *j = inspect_json(info, total);
+        json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
         printf("\n");
         json_decref(j);
-    } else {
-        printf("version:          %u\n", mime_info_version(info));
-        printf("algorithm:        %s\n", mime_alg_name(mime_info_algorithm(info)));
-        printf("source KME ID:    %s\n", mime_info_source_kme_id(info));
-        printf("master SAE ID:    %s\n", mime_info_master_sae_id(info));
-        printf("slave SAE ID:     %s\n", mime_info_slave_sae_id(info));
-        printf("plaintext length: %llu octets\n",
-               (unsigned long long)mime_info_plaintext_length(info));
-        printf("keys:             %zu (%llu bits)\n", n,
-               (unsigned long long)total);
-        for (size_t i = 0; i < n; i++)
-            printf("  %s %llu\n", mime_info_key_id(info, i),
-                   (unsigned long long)mime_info_key_bits(info, i));
+        mime_info_free(&info);
+        return 0;
     }
+    printf("version:          %u\n", mime_info_version(info));
+    printf("algorithm:        %s\n", mime_alg_name(mime_info_algorithm(info)));
+    print_escaped("source KME ID:    ", mime_info_source_kme_id(info), "\n");
+    print_escaped("master SAE ID:    ", mime_info_master_sae_id(info), "\n");
+    print_escaped("slave SAE ID:     ", mime_info_slave_sae_id(info), "\n");
+    printf("plaintext length: %llu octets\n",
+           (unsigned long long)mime_info_plaintext_length(info));
+    size_t nr = mime_info_recipient_count(info);
+    printf("bound to:         %s\n", nr == 0 ? "nobody (unbound copy)" : "");
+    for (size_t i = 0; i < nr; i++)
+        print_escaped("  ", mime_info_recipient(info, i), "\n");
+    printf("keys:             %zu entries, %llu lookups (%llu bits)\n", n,
+           (unsigned long long)mime_info_lookup_count(info),
+           (unsigned long long)total);
+    for (size_t i = 0; i < n; i++) {
+        struct mime_key_entry e;
+        mime_info_key_entry(info, i, &e);
+        if (e.kind == MIME_KEY_ETSI014) {
+            print_escaped("  ", e.key_id, "");
+            printf(" %llu\n", (unsigned long long)e.bits);
+        } else {
+            print_escaped("  004 stream ", e.ksid, "");
+            printf(" chunks %llu..%llu of %llu bits: %llu bits\n",
+                   (unsigned long long)e.first_index,
+                   (unsigned long long)(e.first_index + e.count - 1),
+                   (unsigned long long)e.chunk_bits,
+                   (unsigned long long)e.bits);
+        }
+    }
+    printf("(not authenticated: only a successful decrypt proves these)\n");
     mime_info_free(&info);
     return 0;
 }
@@ -497,9 +702,10 @@ static int do_recipients(const struct opts *o)
         return fail("recipients", rc, err);
     for (size_t i = 0; i < mime_rcpt_count(l); i++) {
         enum mime_rcpt_kind k = mime_rcpt_kind_at(l, i);
-        printf("%s %s\n", k == MIME_RCPT_TO ? "to" : k == MIME_RCPT_CC ? "cc"
-                                                                       : "bcc",
-               mime_rcpt_address(l, i));
+        print_escaped(k == MIME_RCPT_TO   ? "to "
+                      : k == MIME_RCPT_CC ? "cc "
+                                          : "bcc ",
+                      mime_rcpt_address(l, i), "\n");
     }
     mime_rcpt_list_free(&l);
     return 0;
@@ -510,7 +716,7 @@ static int do_recipients(const struct opts *o)
 enum {
     OPT_KME = 256, OPT_CERT, OPT_KEY, OPT_CA, OPT_KME_ID, OPT_THRESHOLD,
     OPT_SOURCE_KME, OPT_MASTER, OPT_SLAVE, OPT_SUBJECT, OPT_KEEP_SUBJECT,
-    OPT_JSON,
+    OPT_JSON, OPT_RECIPIENT,
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -532,6 +738,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"subject", required_argument, NULL, OPT_SUBJECT},
         {"keep-subject", no_argument, NULL, OPT_KEEP_SUBJECT},
         {"json", no_argument, NULL, OPT_JSON},
+        {"recipient", required_argument, NULL, OPT_RECIPIENT},
         {NULL, 0, NULL, 0},
     };
     o->level = MIME_LEVEL_AES;
@@ -569,6 +776,15 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case OPT_SUBJECT: o->subject = optarg; break;
         case OPT_KEEP_SUBJECT: o->keep_subject = 1; break;
         case OPT_JSON: o->json = 1; break;
+        case OPT_RECIPIENT: {
+            const char **r = realloc(o->recipients,
+                                     (o->n_recipients + 1) * sizeof(*r));
+            if (r == NULL)
+                return 1;
+            r[o->n_recipients++] = optarg;
+            o->recipients = r;
+            break;
+        }
         default: fputs(usage_text, stderr); return 2;
         }
     }
@@ -609,9 +825,10 @@ int cmd_mime(int argc, char **argv)
             continue;
         struct opts o = {.action = argv[1]};
         int rc = parse_opts(argc - 1, argv + 1, &o);
-        if (rc >= 0)
-            return rc;
-        return actions[i].run(&o);
+        if (rc < 0)
+            rc = actions[i].run(&o);
+        free(o.recipients);
+        return rc;
     }
     fprintf(stderr, "qumail mime: unknown action '%s'\n\n", argv[1]);
     fputs(usage_text, stderr);

@@ -6,10 +6,11 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "config.h"
+#include "settings.h"
 #include "daemon.h"
 #include "log.h"
 #include "mime.h"
+#include "services.h"
 
 static void usage(FILE *out)
 {
@@ -85,9 +86,16 @@ int cmd_proxy(int argc, char **argv)
         return 1;
     }
 
+    /* The protocols this binary serves. */
+    static const struct proxy_protocol *const protocols[] = {&proxy_smtp_protocol};
+    if (cfg->imap.enabled)
+        qlog_warn("imap: configured, but this build has no IMAP proxy yet: "
+                  "its listeners are not opened");
+
     uv_loop_t loop;
     uv_loop_init(&loop);
-    proxy_daemon *d = proxy_daemon_new(&loop, cfg, &err);
+    proxy_daemon *d = proxy_daemon_new(&loop, cfg, protocols,
+                                       sizeof(protocols) / sizeof(protocols[0]), &err);
     int status = 0;
     if (!d) {
         qlog_error("%s", err ? err : "cannot start");

@@ -1,13 +1,12 @@
 /* The simulator's configuration file, read with the project's qcfg reader
  * (errors FILE:LINE:COL with the key; unknown keys are errors). The keys
  * and their defaults are documented in kme/README.md. */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
 #include "etsi004.h"
+#include "qcfg.h"
 #include "server_internal.h"
 
 #define MAX_RESPONSE_BITS (64ull * 1024 * 1024 * 8) /* one enc_keys answer */
@@ -98,6 +97,38 @@ uint64_t kme_cfg_pool_bytes(const struct kme_cfg *c)
     return (uint64_t)c->max_key_count * (uint64_t)c->key_size / 8;
 }
 
+#define KME_CFG_MAX_PROBLEMS 5
+
+/* The checks across one KME's settings, for the file and for
+ * kme_server_config_pair alike: the problems (static texts), and whether
+ * each is about the link rather than the key sizes. */
+static size_t check_kme(const struct kme_cfg *c, const char **why, bool *at_link)
+{
+    size_t k = 0;
+    if (c->key_size % 8 != 0 || c->min_key_size % 8 != 0 ||
+        c->max_key_size % 8 != 0)
+        why[k++] = "key_size, min_key_size and max_key_size shall "
+                   "be multiples of 8 (this KME serves whole bytes)";
+    if (!(c->min_key_size <= c->key_size && c->key_size <= c->max_key_size))
+        why[k++] = "min_key_size <= key_size <= max_key_size shall hold";
+    if ((uint64_t)c->max_key_size * (uint64_t)c->max_key_per_request >
+        MAX_RESPONSE_BITS)
+        why[k++] = "max_key_size x max_key_per_request exceeds the "
+                   "64 MiB response limit";
+    if (kme_cfg_pool_bytes(c) * 8 < (uint64_t)c->max_key_size ||
+        kme_cfg_pool_bytes(c) > UINT64_C(1) << 32)
+        why[k++] = "max_key_count x key_size shall hold at least "
+                   "one key of max_key_size and at most 4 GiB";
+    for (size_t i = 0; i < k; i++)
+        at_link[i] = false;
+    if (c->kme_id != NULL && c->peer_kme_id != NULL &&
+        strcmp(c->kme_id, c->peer_kme_id) == 0) {
+        at_link[k] = true;
+        why[k++] = "peer_kme_id shall differ from kme_id";
+    }
+    return k;
+}
+
 static void read_kme(qcfg_node *o, struct kme_cfg *c)
 {
     cfg_defaults(c);
@@ -171,24 +202,11 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
 
     if ((n = qcfg_member(o, "key_size", 0)) == NULL)
         n = o;
-    if (c->key_size % 8 != 0 || c->min_key_size % 8 != 0 ||
-        c->max_key_size % 8 != 0)
-        qcfg_error_at(doc, n, "key_size, min_key_size and max_key_size shall "
-                              "be multiples of 8 (this KME serves whole bytes)");
-    if (!(c->min_key_size <= c->key_size && c->key_size <= c->max_key_size))
-        qcfg_error_at(doc, n, "min_key_size <= key_size <= max_key_size "
-                              "shall hold");
-    if ((uint64_t)c->max_key_size * (uint64_t)c->max_key_per_request >
-        MAX_RESPONSE_BITS)
-        qcfg_error_at(doc, n, "max_key_size x max_key_per_request exceeds the "
-                              "64 MiB response limit");
-    if (kme_cfg_pool_bytes(c) * 8 < (uint64_t)c->max_key_size ||
-        kme_cfg_pool_bytes(c) > UINT64_C(1) << 32)
-        qcfg_error_at(doc, n, "max_key_count x key_size shall hold at least "
-                              "one key of max_key_size and at most 4 GiB");
-    if (c->kme_id != NULL && c->peer_kme_id != NULL &&
-        strcmp(c->kme_id, c->peer_kme_id) == 0)
-        qcfg_error_at(doc, link, "peer_kme_id shall differ from kme_id");
+    const char *why[KME_CFG_MAX_PROBLEMS];
+    bool at_link[KME_CFG_MAX_PROBLEMS];
+    size_t k = check_kme(c, why, at_link);
+    for (size_t i = 0; i < k; i++)
+        qcfg_error_at(doc, at_link[i] ? link : n, "%s", why[i]);
     qcfg_done(o);
 }
 
@@ -341,70 +359,87 @@ const char *kme_server_config_kme_id(const kme_server_config *cfg, size_t i)
 
 /* ---- programmatic two-KME configuration -------------------------------- */
 
-static json_t *pair_kme(const struct kme_server_kme_params *k,
-                        const struct kme_server_pair_params *p,
-                        const char *peer_id)
+/* One KME of the pair, filled as the file reader would (defaults first);
+ * -1 when out of memory. */
+static int pair_kme(struct kme_cfg *c, const struct kme_server_kme_params *k,
+                    const struct kme_server_pair_params *p, const char *peer_id)
 {
-    json_t *o = json_pack("{s:s?, s:s, s:i, s:{s:s?, s:s?, s:s?}, s:s?, "
-                          "s:{s:i, s:s?}}",
-                          "kme_id", k->kme_id,
-                          "host", k->host != NULL ? k->host : "127.0.0.1",
-                          "port", (int)k->port,
-                          "tls", "cert", k->cert_file, "key", k->key_file,
-                          "ca", p->ca_file,
-                          "database", k->database,
-                          "link", "port", (int)k->link_port,
-                          "peer_kme_id", peer_id);
-    if (o == NULL)
-        return NULL;
-    struct {
-        const char *name;
-        int64_t v;
-    } nums[] = {
-        {"secret_key_rate", (int64_t)p->secret_key_rate},
-        {"max_key_count", p->max_key_count},
-        {"key_size", p->key_size},
-        {"min_key_size", p->min_key_size},
-        {"max_key_size", p->max_key_size},
-        {"max_key_per_request", p->max_key_per_request},
-    };
-    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
-        if (nums[i].v != 0)
-            json_object_set_new(o, nums[i].name, json_integer(nums[i].v));
-    }
-    if (p->key_expiry_ms != 0) {
-        char d[32];
-        snprintf(d, sizeof(d), "%llums", (unsigned long long)p->key_expiry_ms);
-        json_object_set_new(o, "key_expiry", json_string(d));
-    }
-    return o;
+    cfg_defaults(c);
+    int bad = 0;
+    bad |= dup_str(&c->kme_id, k->kme_id);
+    bad |= dup_str(&c->listen_host, k->host != NULL ? k->host : "127.0.0.1");
+    bad |= dup_str(&c->cert_file, k->cert_file);
+    bad |= dup_str(&c->key_file, k->key_file);
+    bad |= dup_str(&c->ca_file, p->ca_file);
+    bad |= dup_str(&c->sae_id_field, "CN");
+    bad |= dup_str(&c->database, k->database);
+    bad |= dup_str(&c->link_host, "127.0.0.1");
+    bad |= dup_str(&c->peer_kme_id, peer_id);
+    c->listen_port = k->port;
+    c->link_port = k->link_port;
+    if (p->secret_key_rate != 0)
+        c->rate_bps = p->secret_key_rate;
+    if (p->max_key_count != 0)
+        c->max_key_count = p->max_key_count;
+    if (p->key_size != 0)
+        c->key_size = p->key_size;
+    if (p->min_key_size != 0)
+        c->min_key_size = p->min_key_size;
+    if (p->max_key_size != 0)
+        c->max_key_size = p->max_key_size;
+    if (p->max_key_per_request != 0)
+        c->max_key_per_request = p->max_key_per_request;
+    c->key_expiry_ms = p->key_expiry_ms;
+    return bad;
+}
+
+/* Appends "embedded-kme-simulator: kmes[i]: why" lines to *err. */
+static void pair_error(char **err, size_t i, const char *why)
+{
+    char *prev = *err, *next = NULL;
+    if (asprintf(&next, "%s%sembedded-kme-simulator: kmes[%zu]: %s", prev ? prev : "",
+                 prev ? "\n" : "", i, why) < 0)
+        return; /* keep what there is */
+    free(prev);
+    *err = next;
 }
 
 int kme_server_config_pair(const struct kme_server_pair_params *p,
                            kme_server_config **cfg_r, char **error_r)
 {
     *cfg_r = NULL;
-    json_t *a = pair_kme(&p->a, p, p->b.kme_id);
-    json_t *b = pair_kme(&p->b, p, p->a.kme_id);
-    json_t *root = NULL;
-    if (a != NULL && b != NULL)
-        root = json_pack("{s:[o,o]}", "kmes", a, b); /* steals a and b */
-    else {
-        json_decref(a);
-        json_decref(b);
+    kme_server_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return KME_SERVER_ENOMEM;
+    cfg->count = 2;
+    if (pair_kme(&cfg->kmes[0], &p->a, p, p->b.kme_id) != 0 ||
+        pair_kme(&cfg->kmes[1], &p->b, p, p->a.kme_id) != 0) {
+        kme_server_config_free(&cfg);
+        return KME_SERVER_ENOMEM;
     }
-    if (root == NULL) {
+    char *err = NULL;
+    for (size_t i = 0; i < 2; i++) {
+        const struct kme_cfg *c = &cfg->kmes[i];
+        if (!c->kme_id || !c->cert_file || !c->key_file || !c->ca_file || !c->database)
+            pair_error(&err, i, "kme_id, cert_file, key_file, ca_file and database "
+                                "are required");
+        const char *why[KME_CFG_MAX_PROBLEMS];
+        bool at_link[KME_CFG_MAX_PROBLEMS];
+        size_t k = check_kme(c, why, at_link);
+        for (size_t j = 0; j < k; j++)
+            pair_error(&err, i, why[j]);
+    }
+    const struct kme_cfg *a = &cfg->kmes[0], *b = &cfg->kmes[1];
+    if (a->database && b->database && strcmp(a->database, b->database) == 0)
+        pair_error(&err, 1, "the two KMEs need different databases");
+    if (err != NULL || (a->kme_id == NULL && b->kme_id == NULL)) {
         if (error_r != NULL)
-            *error_r = strdup("embedded-kme-simulator: kme_id, tls and "
-                              "database are required for both KMEs");
+            *error_r = err != NULL ? err : strdup("embedded-kme-simulator: invalid");
+        else
+            free(err);
+        kme_server_config_free(&cfg);
         return KME_SERVER_ECONFIG;
     }
-    char *text = json_dumps(root, JSON_INDENT(1));
-    json_decref(root);
-    if (text == NULL)
-        return KME_SERVER_ENOMEM;
-    int ret = kme_server_config_parse("embedded-kme-simulator", NULL, text,
-                                      strlen(text), cfg_r, error_r);
-    free(text);
-    return ret;
+    *cfg_r = cfg;
+    return 0;
 }

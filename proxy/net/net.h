@@ -146,6 +146,61 @@ void net_conn_close_after_write(net_conn **conn);
 void net_conn_set_data(net_conn *conn, void *data);
 void *net_conn_get_data(const net_conn *conn);
 
+/* ---- pump: a byte range of a file out through a connection -------------
+ *
+ * Streams bytes [offset, offset + length) of a file descriptor into a
+ * net_conn with backpressure: it reads one chunk after the other (pread,
+ * on the loop: meant for local files the proxy just wrote or decrypted,
+ * which are in the page cache) only while the connection's output queue
+ * is at or below high_water, so a slow peer costs at most high_water plus
+ * one transformed chunk. The connection's owner drives it: net_pump_run()
+ * once to start and again on every NET_EV_DRAINED, until it returns
+ * NET_PUMP_DONE. An optional filter transforms the bytes on the way (SMTP
+ * dot-stuffing; none for an IMAP literal, whose size is announced first).
+ * The pump never closes the connection nor the fd (both stay the
+ * caller's); nothing in it logs. */
+
+typedef struct net_pump net_pump;
+
+struct net_pump_filter {
+    /* Transforms len input bytes into out, which holds at least
+     * len * out_factor + out_extra bytes; returns the bytes written. */
+    size_t (*chunk)(void *arg, const char *in, size_t len, char *out);
+    /* After the last chunk: at most out_extra bytes into out (may be
+     * NULL). */
+    size_t (*end)(void *arg, char *out);
+    size_t out_factor; /* >= 1 */
+    size_t out_extra;
+    void *arg;
+};
+
+struct net_pump_config {
+    int fd;                 /* the caller's; read with pread only */
+    uint64_t offset;
+    uint64_t length;
+    size_t chunk_size;      /* bytes read at once; 0: 64 KiB */
+    size_t high_water;      /* read more only while at most this much output
+                               is queued; 0: 256 KiB */
+    const struct net_pump_filter *filter; /* NULL: bytes as they are */
+};
+
+enum {
+    NET_PUMP_DONE = 0,      /* everything queued (the filter's end too) */
+    NET_PUMP_MORE = 1,      /* waiting for NET_EV_DRAINED */
+};
+
+/* NULL when out of memory. The configuration (and the filter) are
+ * copied; the filter's arg must live as long as the pump. */
+net_pump *net_pump_new(net_conn *conn, const struct net_pump_config *cfg);
+/* Queues what the backpressure allows. NET_PUMP_MORE, NET_PUMP_DONE, or a
+ * negative code: UV_EIO (read error), UV_EOF (the file is shorter than the
+ * range), or the code of a write the connection refused. After DONE or an
+ * error it does nothing more. */
+int net_pump_run(net_pump *pump);
+/* Bytes of the range read so far. */
+uint64_t net_pump_done_bytes(const net_pump *pump);
+void net_pump_free(net_pump **pump);
+
 /* ---- listeners ---------------------------------------------------------- */
 
 typedef struct net_listener net_listener;
@@ -158,6 +213,12 @@ typedef void (*net_accept_cb)(net_listener *listener, net_conn *conn, void *arg)
  * failure. */
 net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
                          net_accept_cb cb, void *arg, char **error_r);
+/* The same with a listen(2) backlog (net_listen: NET_LISTEN_BACKLOG; the
+ * kernel caps it at net.core.somaxconn). */
+#define NET_LISTEN_BACKLOG 511
+net_listener *net_listen_backlog(uv_loop_t *loop, const char *host, uint16_t port,
+                                 int backlog, net_accept_cb cb, void *arg,
+                                 char **error_r);
 uint16_t net_listener_port(const net_listener *listener);
 void net_listener_close(net_listener **listener);
 

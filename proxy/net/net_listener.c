@@ -36,6 +36,13 @@ static char *errorf(const char *host, uint16_t port, const char *what, int rc)
 net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
                          net_accept_cb cb, void *arg, char **error_r)
 {
+    return net_listen_backlog(loop, host, port, NET_LISTEN_BACKLOG, cb, arg, error_r);
+}
+
+net_listener *net_listen_backlog(uv_loop_t *loop, const char *host, uint16_t port,
+                                 int backlog, net_accept_cb cb, void *arg,
+                                 char **error_r)
+{
     struct sockaddr_storage ss;
     int rc;
     *error_r = NULL;
@@ -60,7 +67,8 @@ net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
         *error_r = errorf(host, port, "bind", rc);
         goto fail;
     }
-    if ((rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection)) < 0) {
+    if ((rc = uv_listen((uv_stream_t *)&l->tcp, backlog > 0 ? backlog : NET_LISTEN_BACKLOG,
+                        on_connection)) < 0) {
         *error_r = errorf(host, port, "listen", rc);
         goto fail;
     }

@@ -1,10 +1,8 @@
 /* Upstream SMTP client: connection setup state machine, pipelined command
- * queue, body streaming. */
+ * queue, body streaming (a net_pump with the dot-stuffer as its filter). */
 #include "smtp_client.h"
 
-#include <errno.h>
 #include <openssl/crypto.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +10,8 @@
 
 #include "smtp_proto.h"
 
-#define BODY_CHUNK 65536
-#define BODY_HIGH_WATER (256 * 1024) /* pause reading the fd above this */
+#define BODY_CHUNK ((size_t)64 * 1024)
+#define BODY_HIGH_WATER ((size_t)256 * 1024) /* pause reading the fd above this */
 
 enum smtpc_state {
     SMTPC_CONNECTING,
@@ -44,8 +42,7 @@ struct op {
     size_t line_len;
     unsigned flags;
     bool sent;
-    int fd;             /* body */
-    uint64_t size;
+    net_pump *pump;     /* body: the caller's fd through the stuffer */
     smtp_client_cb cb;
     void *arg;
 };
@@ -71,10 +68,7 @@ struct smtp_client {
     /* body streaming of head (a body op) */
     bool body_active;        /* sending the head op's body */
     bool body_done_sending;
-    uint64_t body_off;
-    struct smtp_stuffer stuffer;
-    char *body_buf;          /* BODY_CHUNK, read buffer */
-    char *stuff_buf;         /* 2 * BODY_CHUNK + 8 */
+    struct smtp_stuffer stuffer; /* the pump filter's state */
     bool closing;            /* smtp_client_free() was called */
     unsigned busy;           /* inside a net or fs callback: defer destroy */
     unsigned in_callback;
@@ -82,7 +76,7 @@ struct smtp_client {
 
 static void client_on_event(net_conn *conn, enum net_event ev, void *arg);
 static void pump(smtp_client *c);
-static void body_read_next(smtp_client *c);
+static void body_continue(smtp_client *c);
 
 const char *smtp_client_state_name(const smtp_client *c)
 {
@@ -101,6 +95,7 @@ bool smtp_client_is_tls(const smtp_client *c)
 
 static void op_free(struct op *op)
 {
+    net_pump_free(&op->pump);
     if (op->line) {
         if (op->flags & SMTP_CLIENT_SECRET)
             OPENSSL_cleanse(op->line, op->line_len);
@@ -115,8 +110,6 @@ static void client_destroy(smtp_client *c)
     free(c->host);
     free(c->server_name);
     free(c->helo);
-    free(c->body_buf);
-    free(c->stuff_buf);
     free(c);
 }
 
@@ -268,10 +261,19 @@ static void learn_ehlo(smtp_client *c, const struct smtp_reply *r)
                 size_t s = i;
                 while (i < alen && args[i] != ' ')
                     i++;
-                if (i - s == 5 && strncasecmp(args + s, "PLAIN", 5) == 0)
-                    c->ext |= SMTP_EXT_AUTH_PLAIN;
-                if (i - s == 5 && strncasecmp(args + s, "LOGIN", 5) == 0)
-                    c->ext |= SMTP_EXT_AUTH_LOGIN;
+                static const struct {
+                    const char *name;
+                    unsigned ext;
+                } mechs[] = {
+                    {"PLAIN", SMTP_EXT_AUTH_PLAIN},
+                    {"LOGIN", SMTP_EXT_AUTH_LOGIN},
+                    {"XOAUTH2", SMTP_EXT_AUTH_XOAUTH2},
+                    {"OAUTHBEARER", SMTP_EXT_AUTH_OAUTHBEARER},
+                };
+                for (size_t m = 0; m < sizeof(mechs) / sizeof(mechs[0]); m++)
+                    if (i - s == strlen(mechs[m].name) &&
+                        strncasecmp(args + s, mechs[m].name, i - s) == 0)
+                        c->ext |= mechs[m].ext;
             }
         }
     }
@@ -398,13 +400,8 @@ static void on_reply(smtp_client *c, const struct smtp_reply *r)
         /* Server answered before the end of the body: it gave up. */
         c->body_active = false;
     }
-    if (!op->line) {
+    if (!op->line)
         c->body_active = false;
-        /* Idle connections keep no body buffers. */
-        free(c->body_buf);
-        free(c->stuff_buf);
-        c->body_buf = c->stuff_buf = NULL;
-    }
     op_complete(c, r);
     if (c->state == SMTPC_READY && c->conn && !c->head)
         net_conn_set_timeout(c->conn, 0); /* idle: waiting for our client is fine */
@@ -475,7 +472,7 @@ static void client_handle_event(smtp_client *c, enum net_event ev)
         return;
     case NET_EV_DRAINED:
         if (c->body_active)
-            body_read_next(c);
+            body_continue(c);
         return;
     case NET_EV_EOF:
         process_input(c);
@@ -510,10 +507,9 @@ static void pump(smtp_client *c)
             op->sent = true;
             c->body_active = true;
             c->body_done_sending = false;
-            c->body_off = 0;
             smtp_stuffer_init(&c->stuffer);
             net_conn_set_timeout(c->conn, c->timeout_ms);
-            body_read_next(c);
+            body_continue(c);
             return;
         }
         if (outstanding && !(c->ext & SMTP_EXT_PIPELINING))
@@ -555,29 +551,46 @@ int smtp_client_command(smtp_client *c, const char *line, unsigned flags,
         return -1;
     }
     memcpy(op->line, line, len);
-    memcpy(op->line + len, "\r\n", 3);
+    memcpy(op->line + len, "\r\n", 2);
+    op->line[len + 2] = '\0';
     op->line_len = len + 2;
     op->flags = flags;
     op->cb = cb;
     op->arg = arg;
-    op->fd = -1;
     return enqueue(c, op);
+}
+
+/* The dot-stuffer as a net_pump filter (c->stuffer). */
+static size_t stuff_chunk(void *arg, const char *in, size_t len, char *out)
+{
+    return smtp_stuff(arg, in, len, out);
+}
+
+static size_t stuff_end(void *arg, char *out)
+{
+    return smtp_stuff_end(arg, out);
 }
 
 int smtp_client_body(smtp_client *c, int fd, uint64_t size, smtp_client_cb cb,
                      void *arg)
 {
-    if (!c->body_buf)
-        c->body_buf = malloc(BODY_CHUNK);
-    if (!c->stuff_buf)
-        c->stuff_buf = malloc(2 * BODY_CHUNK + 8);
-    if (!c->body_buf || !c->stuff_buf)
+    if (c->state != SMTPC_READY || !c->conn)
         return -1;
     struct op *op = calloc(1, sizeof(*op));
     if (!op)
         return -1;
-    op->fd = fd;
-    op->size = size;
+    /* smtp_stuff writes at most 2 * len + 2 bytes, the end 5. */
+    const struct net_pump_filter stuffing = {
+        .chunk = stuff_chunk, .end = stuff_end, .out_factor = 2, .out_extra = 8,
+        .arg = &c->stuffer};
+    const struct net_pump_config pc = {
+        .fd = fd, .offset = 0, .length = size, .chunk_size = BODY_CHUNK,
+        .high_water = BODY_HIGH_WATER, .filter = &stuffing};
+    op->pump = net_pump_new(c->conn, &pc);
+    if (!op->pump) {
+        free(op);
+        return -1;
+    }
     op->cb = cb;
     op->arg = arg;
     return enqueue(c, op);
@@ -585,41 +598,23 @@ int smtp_client_body(smtp_client *c, int fd, uint64_t size, smtp_client_cb cb,
 
 /* ---- body streaming -------------------------------------------------------- */
 
-/* Streams the body: the copy is a local file the proxy has just written
- * (page cache), so it is read with pread() on the loop, one chunk after
- * the other while the connection's output queue stays below the high
- * water mark; NET_EV_DRAINED continues. */
-static void body_read_next(smtp_client *c)
+/* Streams the head op's body: the copy is a local file the proxy has just
+ * written (page cache); the pump reads it on the loop while the output
+ * queue stays below the high water mark, and NET_EV_DRAINED continues. */
+static void body_continue(smtp_client *c)
 {
-    while (c->body_active && c->conn && c->head && !c->head->line) {
-        struct op *op = c->head;
-        if (net_conn_output_pending(c->conn) > BODY_HIGH_WATER)
-            return; /* NET_EV_DRAINED resumes */
-        if (c->body_off >= op->size) {
-            char end[8];
-            size_t n = smtp_stuff_end(&c->stuffer, end);
-            net_conn_write(c->conn, end, n);
-            c->body_active = false;
-            c->body_done_sending = true;
-            return;
-        }
-        uint64_t want = op->size - c->body_off;
-        if (want > BODY_CHUNK)
-            want = BODY_CHUNK;
-        ssize_t n;
-        do
-            n = pread(op->fd, c->body_buf, (size_t)want, (off_t)c->body_off);
-        while (n < 0 && errno == EINTR);
-        if (n <= 0) {
-            transport_failure(c, n == 0 ? "message file shorter than expected"
-                                        : "cannot read the message");
-            return;
-        }
-        size_t out = smtp_stuff(&c->stuffer, c->body_buf, (size_t)n, c->stuff_buf);
-        c->body_off += (uint64_t)n;
-        if (net_conn_write(c->conn, c->stuff_buf, out) < 0) {
-            transport_failure(c, "write failed");
-            return;
-        }
+    struct op *op = c->head;
+    if (!c->body_active || !c->conn || !op || op->line)
+        return;
+    int rc = net_pump_run(op->pump);
+    if (rc == NET_PUMP_MORE)
+        return;
+    c->body_active = false;
+    if (rc == NET_PUMP_DONE) {
+        c->body_done_sending = true;
+        return;
     }
+    transport_failure(c, rc == UV_EOF ? "message file shorter than expected"
+                         : rc == UV_EIO ? "cannot read the message"
+                                        : "write failed");
 }

@@ -44,6 +44,8 @@ enum {
     SMTP_EXT_AUTH = 1u << 8,
     SMTP_EXT_AUTH_PLAIN = 1u << 9,
     SMTP_EXT_AUTH_LOGIN = 1u << 10,
+    SMTP_EXT_AUTH_XOAUTH2 = 1u << 11,     /* Google's, also Microsoft 365 */
+    SMTP_EXT_AUTH_OAUTHBEARER = 1u << 12, /* RFC 7628 */
 };
 
 struct smtp_client_config {

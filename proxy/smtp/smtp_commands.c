@@ -23,7 +23,8 @@ struct smtp_command_def {
 
 static bool in_transaction(const smtp_session *s)
 {
-    return s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT;
+    return s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT ||
+           s->state == SMTP_STATE_CHUNKED;
 }
 
 static unsigned up_ext(const smtp_session *s)
@@ -36,9 +37,33 @@ static bool tls_ok_for_auth(const smtp_session *s)
     return !s->cfg.require_tls_for_auth || (s->conn && net_conn_is_tls(s->conn));
 }
 
+/* The SASL mechanisms passed through, when upstream offers them. The
+ * proxy only relays the lines (it stores and logs no credential), so any
+ * line-based mechanism works the same way; these are the ones clients
+ * use: PLAIN and LOGIN with a password, XOAUTH2 and OAUTHBEARER (RFC 7628)
+ * with an OAuth token (Gmail and Microsoft 365 accept only those). */
+static const struct {
+    const char *name;
+    unsigned ext;
+} auth_mechs[] = {
+    {"PLAIN", SMTP_EXT_AUTH_PLAIN},
+    {"LOGIN", SMTP_EXT_AUTH_LOGIN},
+    {"XOAUTH2", SMTP_EXT_AUTH_XOAUTH2},
+    {"OAUTHBEARER", SMTP_EXT_AUTH_OAUTHBEARER},
+};
+#define N_AUTH_MECHS (sizeof(auth_mechs) / sizeof(auth_mechs[0]))
+
+static unsigned auth_mech_mask(void)
+{
+    unsigned m = 0;
+    for (size_t i = 0; i < N_AUTH_MECHS; i++)
+        m |= auth_mechs[i].ext;
+    return m;
+}
+
 static bool auth_offered(const smtp_session *s)
 {
-    return !s->cfg.gateway && (up_ext(s) & (SMTP_EXT_AUTH_PLAIN | SMTP_EXT_AUTH_LOGIN));
+    return !s->cfg.gateway && (up_ext(s) & auth_mech_mask());
 }
 
 /* Upstream transaction (live MAIL) is dropped with RSET, pipelined. */
@@ -66,12 +91,9 @@ static bool relay_reply(smtp_session *s, const struct smtp_client_reply *r)
 
 static bool check_helo(smtp_session *s, const struct smtp_cmd *cmd)
 {
+    (void)s;
     (void)cmd;
-    if (s->state == SMTP_STATE_AUTH) {
-        smtp_reply(s, "503 5.5.1 AUTH in progress");
-        return false;
-    }
-    return true;
+    return true; /* (during an AUTH exchange every line is AUTH data) */
 }
 
 static void proceed_helo(smtp_session *s, const struct smtp_cmd *cmd)
@@ -105,24 +127,13 @@ static void proceed_helo(smtp_session *s, const struct smtp_cmd *cmd)
         ADD("\nSTARTTLS");
     if (auth_offered(s) && tls_ok_for_auth(s) && !s->authenticated) {
         ADD("\nAUTH");
-        if (ext & SMTP_EXT_AUTH_PLAIN)
-            ADD(" PLAIN");
-        if (ext & SMTP_EXT_AUTH_LOGIN)
-            ADD(" LOGIN");
+        for (size_t i = 0; i < N_AUTH_MECHS; i++)
+            if (ext & auth_mechs[i].ext)
+                ADD(" %s", auth_mechs[i].name);
     }
 #undef ADD
     /* EHLO's reply lines carry no enhanced code (RFC 2034 3). */
-    if (!s->conn)
-        return;
-    const char *p = text;
-    for (;;) {
-        const char *nl = strchr(p, '\n');
-        net_conn_printf(s->conn, "250%c%.*s\r\n", nl ? '-' : ' ',
-                        (int)(nl ? (size_t)(nl - p) : strlen(p)), p);
-        if (!nl)
-            break;
-        p = nl + 1;
-    }
+    smtp_reply_code(s, 250, NULL, text);
 }
 
 /* ---- STARTTLS ------------------------------------------------------------- */
@@ -134,7 +145,7 @@ static bool check_starttls(smtp_session *s, const struct smtp_cmd *cmd)
         smtp_reply(s, "502 5.5.1 STARTTLS not available");
         return false;
     }
-    if (in_transaction(s) || s->state == SMTP_STATE_AUTH) {
+    if (in_transaction(s)) {
         smtp_reply(s, "503 5.5.1 STARTTLS not allowed in a transaction");
         return false;
     }
@@ -159,16 +170,13 @@ static void auth_reply(smtp_client *c, const struct smtp_client_reply *r, void *
     (void)c;
     if (r->cancelled)
         return;
-    s->busy++;
+    smtp_session_enter(s);
     if (r->transport) {
         relay_reply(s, r);
     } else if (r->code == 334) {
         /* Challenge: passed on; the client's answer is relayed next. */
-        smtp_enter_state(s, SMTP_STATE_AUTH);
-        if (s->conn)
-            net_conn_printf(s->conn, "334 %s\r\n", r->text);
-        qlog_debug("smtp %s: >>> 334 <redacted>", s->id);
-        smtp_resume(s);
+        smtp_reply_code(s, 334, NULL, r->text);
+        smtp_enter_state(s, SMTP_STATE_AUTH_CLIENT);
     } else {
         smtp_enter_state(s, SMTP_STATE_READY);
         if (r->code == 235) {
@@ -179,11 +187,8 @@ static void auth_reply(smtp_client *c, const struct smtp_client_reply *r, void *
                       r->code, r->enh);
         }
         relay_reply(s, r);
-        smtp_resume(s);
     }
-    s->busy--;
-    if (s->closing && s->busy == 0)
-        smtp_session_close(s);
+    smtp_session_leave(s);
 }
 
 static bool check_auth(smtp_session *s, const struct smtp_cmd *cmd)
@@ -209,9 +214,11 @@ static bool check_auth(smtp_session *s, const struct smtp_cmd *cmd)
     while (m < cmd->arg_len && cmd->arg[m] != ' ')
         m++;
     unsigned ext = up_ext(s);
-    bool plain = m == 5 && strncasecmp(cmd->arg, "PLAIN", 5) == 0 && (ext & SMTP_EXT_AUTH_PLAIN);
-    bool login = m == 5 && strncasecmp(cmd->arg, "LOGIN", 5) == 0 && (ext & SMTP_EXT_AUTH_LOGIN);
-    if (!plain && !login) {
+    bool known = false;
+    for (size_t i = 0; i < N_AUTH_MECHS && !known; i++)
+        known = m == strlen(auth_mechs[i].name) &&
+                strncasecmp(cmd->arg, auth_mechs[i].name, m) == 0 && (ext & auth_mechs[i].ext);
+    if (!known) {
         smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
         return false;
     }
@@ -220,8 +227,7 @@ static bool check_auth(smtp_session *s, const struct smtp_cmd *cmd)
 
 static void relay_auth_line(smtp_session *s, const char *line)
 {
-    smtp_enter_state(s, SMTP_STATE_AUTH);
-    smtp_wait_upstream(s);
+    smtp_enter_state(s, SMTP_STATE_AUTH_UPSTREAM);
     if (smtp_client_command(s->up, line, SMTP_CLIENT_SECRET, auth_reply, s) < 0) {
         smtp_reply(s, "421 4.4.2 Upstream connection lost, closing");
         smtp_session_schedule_close(s, true);
@@ -250,17 +256,15 @@ static void mail_reply(smtp_client *c, const struct smtp_client_reply *r, void *
     (void)c;
     if (r->cancelled)
         return;
-    s->busy++;
+    smtp_session_enter(s);
     if (relay_reply(s, r)) {
         s->txn_upstream = true;
         smtp_enter_state(s, SMTP_STATE_MAIL);
     } else {
         smtp_txn_reset(s);
+        smtp_enter_state(s, SMTP_STATE_READY);
     }
-    smtp_resume(s);
-    s->busy--;
-    if (s->closing && s->busy == 0)
-        smtp_session_close(s);
+    smtp_session_leave(s);
 }
 
 static bool check_mail(smtp_session *s, const struct smtp_cmd *cmd)
@@ -322,10 +326,10 @@ static void proceed_mail(smtp_session *s, const struct smtp_cmd *cmd)
     char line[SMTP_PATH_MAX + sizeof(s->mail_params) + 64];
     if (cmd->has_size)
         snprintf(line, sizeof(line), "MAIL FROM:<%s> SIZE=%llu%s", cmd->path,
-                 (unsigned long long)(cmd->size + cmd->size / 19 * 7 + 65536), s->mail_params);
+                 (unsigned long long)cmd->size + cmd->size / 19 * 7 + 65536, s->mail_params);
     else
         snprintf(line, sizeof(line), "MAIL FROM:<%s>%s", cmd->path, s->mail_params);
-    smtp_wait_upstream(s);
+    smtp_enter_state(s, SMTP_STATE_MAIL_UPSTREAM);
     if (smtp_client_command(s->up, line, 0, mail_reply, s) < 0) {
         smtp_reply(s, "421 4.4.2 Upstream connection lost, closing");
         smtp_session_schedule_close(s, true);
@@ -352,10 +356,9 @@ static void rcpt_reply(smtp_client *c, const struct smtp_client_reply *r, void *
         free(p);
         return;
     }
-    s->busy++;
+    smtp_session_enter(s);
     if (relay_reply(s, r)) {
         s->rcpts[s->n_rcpts++] = p->rcpt;
-        smtp_enter_state(s, SMTP_STATE_RCPT);
     } else {
         free(p->rcpt.addr);
         free(p->rcpt.dsn);
@@ -363,10 +366,8 @@ static void rcpt_reply(smtp_client *c, const struct smtp_client_reply *r, void *
             s->hooks.rcpt_free(s->hooks_ctx, p->rcpt.data);
     }
     free(p);
-    smtp_resume(s);
-    s->busy--;
-    if (s->closing && s->busy == 0)
-        smtp_session_close(s);
+    smtp_enter_state(s, s->n_rcpts > 0 ? SMTP_STATE_RCPT : SMTP_STATE_MAIL);
+    smtp_session_leave(s);
 }
 
 static bool check_rcpt(smtp_session *s, const struct smtp_cmd *cmd)
@@ -375,7 +376,7 @@ static bool check_rcpt(smtp_session *s, const struct smtp_cmd *cmd)
         smtp_reply(s, "503 5.5.1 Need MAIL command first");
         return false;
     }
-    if (s->bdat_used) {
+    if (s->state == SMTP_STATE_CHUNKED) {
         smtp_reply(s, "503 5.5.1 RCPT not allowed after BDAT");
         return false;
     }
@@ -424,7 +425,7 @@ static void proceed_rcpt(smtp_session *s, const struct smtp_cmd *cmd)
     char line[SMTP_PATH_MAX + SMTP_PARAM_MAX + 16];
     snprintf(line, sizeof(line), "RCPT TO:<%s>%s%s", cmd->path, cmd->dsn[0] ? " " : "",
              cmd->dsn);
-    smtp_wait_upstream(s);
+    smtp_enter_state(s, SMTP_STATE_RCPT_UPSTREAM);
     if (smtp_client_command(s->up, line, 0, rcpt_reply, p) < 0) {
         free(p->rcpt.addr);
         free(p->rcpt.dsn);
@@ -450,12 +451,12 @@ static bool check_data(smtp_session *s, const struct smtp_cmd *cmd)
         smtp_reply(s, "554 5.5.1 No valid recipients");
         return false;
     }
-    if (s->state != SMTP_STATE_RCPT) {
-        smtp_reply(s, "503 5.5.1 Need RCPT command first");
+    if (s->state == SMTP_STATE_CHUNKED) {
+        smtp_reply(s, "503 5.5.1 DATA not allowed after BDAT");
         return false;
     }
-    if (s->bdat_used) {
-        smtp_reply(s, "503 5.5.1 DATA not allowed after BDAT");
+    if (s->state != SMTP_STATE_RCPT) {
+        smtp_reply(s, "503 5.5.1 Need RCPT command first");
         return false;
     }
     return true;
@@ -476,23 +477,24 @@ static bool check_bdat(smtp_session *s, const struct smtp_cmd *cmd)
     const char *err = NULL;
     if (s->state == SMTP_STATE_MAIL)
         err = "554 5.5.1 No valid recipients";
-    else if (s->state != SMTP_STATE_RCPT)
+    else if (s->state != SMTP_STATE_RCPT && s->state != SMTP_STATE_CHUNKED)
         err = "503 5.5.1 Need RCPT command first";
-    s->bdat_reject = err != NULL;
-    s->bdat_error = err;
-    s->bdat_prev = s->state;
+    s->discard_reply = err;
     return true;
 }
 
 static void proceed_bdat(smtp_session *s, const struct smtp_cmd *cmd)
 {
-    if (!s->bdat_reject && !s->bdat_used) {
-        smtp_body_begin(s);
-        s->bdat_used = true;
-    }
-    s->bdat_left = cmd->chunk_size;
-    s->bdat_last = cmd->last;
+    s->chunk_left = cmd->chunk_size;
+    s->chunk_last = cmd->last;
     net_conn_set_timeout(s->conn, s->cfg.data_timeout_ms);
+    if (s->discard_reply) {
+        s->resume = s->state;
+        smtp_enter_state(s, SMTP_STATE_BDAT_DISCARD);
+        return;
+    }
+    if (s->state == SMTP_STATE_RCPT)
+        smtp_body_begin(s); /* the first chunk */
     smtp_enter_state(s, SMTP_STATE_BDAT);
 }
 
@@ -500,18 +502,18 @@ static void proceed_bdat(smtp_session *s, const struct smtp_cmd *cmd)
 void smtp_bdat_chunk_done(smtp_session *s)
 {
     net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms);
-    if (s->bdat_reject) {
-        smtp_enter_state(s, s->bdat_prev);
-        smtp_reply(s, "%s", s->bdat_error);
-        s->bdat_reject = false;
-        s->bdat_error = NULL;
+    if (s->state == SMTP_STATE_BDAT_DISCARD) {
+        const char *reply = s->discard_reply;
+        s->discard_reply = NULL;
+        smtp_enter_state(s, s->resume);
+        smtp_reply(s, "%s", reply);
         return;
     }
-    if (s->bdat_last) {
+    if (s->chunk_last) {
         smtp_body_end(s);
         return;
     }
-    smtp_enter_state(s, SMTP_STATE_RCPT);
+    smtp_enter_state(s, SMTP_STATE_CHUNKED);
     smtp_reply(s, "250 2.0.0 Chunk received");
 }
 
@@ -592,7 +594,7 @@ static void bad_command(smtp_session *s)
 
 void smtp_command(smtp_session *s, char *line, size_t len)
 {
-    if (s->state == SMTP_STATE_AUTH) {
+    if (s->state == SMTP_STATE_AUTH_CLIENT) {
         /* A continuation line of the AUTH exchange: relayed, never logged. */
         /* line is the session's own buffer: cut the line end in place. */
         char *copy = line;

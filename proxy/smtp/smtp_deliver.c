@@ -17,7 +17,9 @@
 
 struct delivery_run {
     smtp_session *s;
-    struct smtp_delivery *d;   /* copies, rcpt_index arrays owned */
+    struct smtp_delivery *d;   /* own copies of the caller's deliveries and
+                                  of their rcpt_index arrays; the fds stay
+                                  the caller's */
     size_t n, cur;
     bool live;
     size_t pending;            /* MAIL/RCPT replies outstanding */
@@ -104,10 +106,8 @@ static void finish(struct delivery_run *run, bool transport)
     s->run = NULL;
     smtp_txn_reset(s);
     smtp_enter_state(s, SMTP_STATE_READY);
-    if (transport || s->close_after_reply)
+    if (transport)
         smtp_session_schedule_close(s, true);
-    else
-        smtp_resume(s);
     run->finished = true;
     if (run->cb)
         run->cb(s, &res, run->arg);
@@ -138,13 +138,8 @@ static void fail_with(struct delivery_run *run, const struct smtp_client_reply *
         return;                                                               \
     }                                                                         \
     smtp_session *s = (run)->s;                                               \
-    s->busy++
-#define LEAVE(s)                                                              \
-    do {                                                                      \
-        s->busy--;                                                            \
-        if (s->closing && s->busy == 0)                                       \
-            smtp_session_close(s);                                            \
-    } while (0)
+    smtp_session_enter(s)
+#define LEAVE(s) smtp_session_leave(s)
 
 static void start_copy(struct delivery_run *run);
 
@@ -250,11 +245,16 @@ int smtp_session_deliver(smtp_session *s, const struct smtp_delivery *d, size_t 
 {
     if (n == 0 || s->run || s->state != SMTP_STATE_PROCESSING)
         return -1;
+    /* Everything is checked and copied before the run owns anything: the
+     * caller's arrays stay the caller's, on failure too. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < d[i].n_rcpt; k++)
+            if (d[i].rcpt_index[k] >= s->n_rcpts)
+                return -1;
     struct delivery_run *run = calloc(1, sizeof(*run));
     if (!run)
         return -1;
     run->s = s;
-    run->n = n;
     run->cb = cb;
     run->arg = arg;
     run->d = calloc(n, sizeof(*run->d));
@@ -263,23 +263,18 @@ int smtp_session_deliver(smtp_session *s, const struct smtp_delivery *d, size_t 
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        run->d[i] = d[i];
         size_t *idx = calloc(d[i].n_rcpt ? d[i].n_rcpt : 1, sizeof(*idx));
         if (!idx) {
-            run_free(run);
+            run_free(run); /* frees the copies made so far (run->n of them) */
             return -1;
         }
-        for (size_t k = 0; k < d[i].n_rcpt; k++) {
-            if (d[i].rcpt_index[k] >= s->n_rcpts) {
-                free(idx);
-                run_free(run);
-                return -1;
-            }
-            idx[k] = d[i].rcpt_index[k];
-        }
+        if (d[i].n_rcpt > 0)
+            memcpy(idx, d[i].rcpt_index, d[i].n_rcpt * sizeof(*idx));
+        run->d[i] = d[i];
         run->d[i].rcpt_index = idx;
+        run->n = i + 1;
     }
-    s->busy++;
+    smtp_session_enter(s);
     s->run = run;
     smtp_enter_state(s, SMTP_STATE_DELIVERING);
     if (!s->up || !smtp_client_ready(s->up)) {

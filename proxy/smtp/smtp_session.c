@@ -8,17 +8,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "log.h"
 
-static const char *const state_names[] = {
-    [SMTP_STATE_UPSTREAM] = "UPSTREAM",   [SMTP_STATE_TLS] = "TLS",
-    [SMTP_STATE_HELO] = "HELO",           [SMTP_STATE_READY] = "READY",
-    [SMTP_STATE_AUTH] = "AUTH",           [SMTP_STATE_MAIL] = "MAIL",
-    [SMTP_STATE_RCPT] = "RCPT",           [SMTP_STATE_DATA] = "DATA",
-    [SMTP_STATE_BDAT] = "BDAT",           [SMTP_STATE_PROCESSING] = "PROCESSING",
-    [SMTP_STATE_DELIVERING] = "DELIVERING", [SMTP_STATE_CLOSING] = "CLOSING",
+static const char *const state_names[SMTP_STATE_COUNT] = {
+    [SMTP_STATE_UPSTREAM] = "UPSTREAM",
+    [SMTP_STATE_TLS] = "TLS",
+    [SMTP_STATE_HELO] = "HELO",
+    [SMTP_STATE_READY] = "READY",
+    [SMTP_STATE_AUTH_UPSTREAM] = "AUTH_UPSTREAM",
+    [SMTP_STATE_AUTH_CLIENT] = "AUTH_CLIENT",
+    [SMTP_STATE_MAIL_UPSTREAM] = "MAIL_UPSTREAM",
+    [SMTP_STATE_MAIL] = "MAIL",
+    [SMTP_STATE_RCPT_UPSTREAM] = "RCPT_UPSTREAM",
+    [SMTP_STATE_RCPT] = "RCPT",
+    [SMTP_STATE_DATA] = "DATA",
+    [SMTP_STATE_BDAT] = "BDAT",
+    [SMTP_STATE_BDAT_DISCARD] = "BDAT_DISCARD",
+    [SMTP_STATE_CHUNKED] = "CHUNKED",
+    [SMTP_STATE_SKIP_LINE] = "SKIP_LINE",
+    [SMTP_STATE_PROCESSING] = "PROCESSING",
+    [SMTP_STATE_DELIVERING] = "DELIVERING",
+    [SMTP_STATE_CLOSING] = "CLOSING",
 };
 
 static const char *const dropped_headers[] = {"Bcc", NULL};
@@ -27,12 +40,45 @@ const char *smtp_state_name(enum smtp_state st) { return state_names[st]; }
 const char *smtp_session_id(const smtp_session *s) { return s->id; }
 const char *smtp_session_peer(const smtp_session *s) { return s->peer; }
 
+/* A relayed command is with upstream: the client's next commands wait in
+ * the input buffer, in order. */
+static bool holds_input(enum smtp_state st)
+{
+    return st == SMTP_STATE_AUTH_UPSTREAM || st == SMTP_STATE_MAIL_UPSTREAM ||
+           st == SMTP_STATE_RCPT_UPSTREAM;
+}
+
+/* The message is with the hook or upstream: input is read (so that a client
+ * that leaves is noticed) but not dispatched. */
+static bool ignores_input(enum smtp_state st)
+{
+    return st == SMTP_STATE_PROCESSING || st == SMTP_STATE_DELIVERING;
+}
+
 void smtp_enter_state(smtp_session *s, enum smtp_state st)
 {
-    if (s->state == st)
+    enum smtp_state old = s->state;
+    if (old == st || old == SMTP_STATE_CLOSING)
         return;
-    qlog_debug("smtp %s: %s -> %s", s->id, state_names[s->state], state_names[st]);
+    qlog_debug("smtp %s: %s -> %s", s->id, state_names[old], state_names[st]);
     s->state = st;
+    if (!s->conn || st == SMTP_STATE_CLOSING)
+        return;
+    if (holds_input(st) && !holds_input(old)) {
+        net_conn_pause(s->conn);
+    } else if ((holds_input(old) || ignores_input(old)) && !holds_input(st) &&
+               !ignores_input(st)) {
+        /* Commands may be waiting in the buffer: offer them again (resume
+         * re-delivers buffered input on the next loop turn). */
+        if (ignores_input(old))
+            net_conn_pause(s->conn);
+        net_conn_resume(s->conn);
+    }
+}
+
+void smtp_session_enter(smtp_session *s)
+{
+    s->busy++;
 }
 
 static void session_on_event(net_conn *conn, enum net_event ev, void *arg);
@@ -52,7 +98,7 @@ static void random_id(char *out, size_t bytes)
 
 uint64_t smtp_size_after_expansion(uint64_t upstream_size, uint64_t own_limit)
 {
-    const uint64_t overhead = 64 * 1024;
+    const uint64_t overhead = (uint64_t)64 * 1024;
     if (upstream_size == 0)
         return own_limit;
     if (upstream_size <= overhead)
@@ -153,18 +199,17 @@ static void session_destroy(smtp_session *s)
     free(s);
 }
 
-static void maybe_destroy(smtp_session *s)
+void smtp_session_leave(smtp_session *s)
 {
-    if (s->closing && s->busy == 0)
+    if (--s->busy == 0 && s->state == SMTP_STATE_CLOSING)
         session_destroy(s);
 }
 
 void smtp_session_schedule_close(smtp_session *s, bool after_write)
 {
-    if (s->closing)
+    if (s->state == SMTP_STATE_CLOSING)
         return;
     smtp_enter_state(s, SMTP_STATE_CLOSING);
-    s->closing = true;
     if (s->conn) {
         if (after_write)
             net_conn_close_after_write(&s->conn);
@@ -176,10 +221,9 @@ void smtp_session_schedule_close(smtp_session *s, bool after_write)
 
 void smtp_session_close(smtp_session *s)
 {
-    s->busy++;
+    smtp_session_enter(s);
     smtp_session_schedule_close(s, false);
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }
 
 /* ---- replies ---------------------------------------------------------- */
@@ -210,7 +254,8 @@ void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *tex
         p = nl + 1;
     }
     if (qlog_get_level() >= QLOG_DEBUG) {
-        bool secret = s->state == SMTP_STATE_AUTH;
+        bool secret = code == 334 || s->state == SMTP_STATE_AUTH_UPSTREAM ||
+                      s->state == SMTP_STATE_AUTH_CLIENT;
         qlog_debug("smtp %s: >>> %d%s%s %s", s->id, code, enh ? " " : "", enh ? enh : "",
                    secret ? "<redacted>" : (text ? text : ""));
     }
@@ -224,7 +269,7 @@ void smtp_reply(smtp_session *s, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     /* "ddd x.y.z text" */
-    int code = atoi(buf);
+    int code = (int)strtol(buf, NULL, 10);
     const char *p = buf + 3;
     while (*p == ' ')
         p++;
@@ -239,20 +284,6 @@ void smtp_reply(smtp_session *s, const char *fmt, ...)
 }
 
 /* ---- input ---------------------------------------------------------------- */
-
-void smtp_wait_upstream(smtp_session *s)
-{
-    s->waiting = true;
-    if (s->conn)
-        net_conn_pause(s->conn);
-}
-
-void smtp_resume(smtp_session *s)
-{
-    s->waiting = false;
-    if (s->conn && !s->closing)
-        net_conn_resume(s->conn);
-}
 
 bool smtp_upstream_usable(smtp_session *s)
 {
@@ -339,8 +370,10 @@ void smtp_body_end(smtp_session *s)
         smtp_enter_state(s, SMTP_STATE_READY);
         return;
     }
+    /* Input is not paused while the message is processed: it stays
+     * buffered (the connection stops reading when its buffer is full), and
+     * a client that leaves is noticed at once, which cancels the message. */
     smtp_enter_state(s, SMTP_STATE_PROCESSING);
-    smtp_wait_upstream(s);
     struct smtp_message m = {
         .id = s->msg_id,
         .from = s->from ? s->from : "",
@@ -372,11 +405,9 @@ void smtp_txn_reset(smtp_session *s)
     }
     s->n_rcpts = 0;
     s->txn_upstream = false;
-    s->bdat_used = false;
-    s->bdat_reject = false;
-    s->bdat_error = NULL;
-    s->bdat_left = 0;
-    s->bdat_last = false;
+    s->chunk_left = 0;
+    s->chunk_last = false;
+    s->discard_reply = NULL;
     s->msg_id[0] = '\0';
     free(s->hdr_buf); /* reallocated by the next message's body */
     s->hdr_buf = NULL;
@@ -400,70 +431,97 @@ static void process_data(smtp_session *s)
     }
 }
 
-static void process_bdat(smtp_session *s)
+/* A BDAT chunk's bytes (BDAT: to the message; BDAT_DISCARD: dropped). */
+static void process_chunk(smtp_session *s)
 {
     size_t avail;
     const char *in = net_conn_input(s->conn, &avail);
-    size_t n = avail < s->bdat_left ? avail : (size_t)s->bdat_left;
+    size_t n = avail < s->chunk_left ? avail : (size_t)s->chunk_left;
     if (n > 0) {
-        if (!s->bdat_reject)
+        if (s->state == SMTP_STATE_BDAT)
             smtp_hdrfilter_feed(&s->filter, in, n);
         net_conn_consume(s->conn, n);
-        s->bdat_left -= n;
+        s->chunk_left -= n;
     }
-    if (s->bdat_left == 0)
+    if (s->chunk_left == 0)
         smtp_bdat_chunk_done(s);
+}
+
+/* The longest line accepted now: AUTH lines may be longer than commands. */
+static size_t line_limit(const smtp_session *s, const char *in, size_t avail)
+{
+    size_t limit = s->cfg.max_line_length;
+    bool auth = s->state == SMTP_STATE_AUTH_CLIENT ||
+                (s->state == SMTP_STATE_SKIP_LINE && s->resume == SMTP_STATE_AUTH_CLIENT) ||
+                (avail >= 5 && strncasecmp(in, "AUTH ", 5) == 0);
+    return auth && limit < SMTP_AUTH_LINE_MAX ? SMTP_AUTH_LINE_MAX : limit;
+}
+
+/* States in which a command line is read. */
+static bool reads_commands(enum smtp_state st)
+{
+    return st == SMTP_STATE_HELO || st == SMTP_STATE_READY || st == SMTP_STATE_AUTH_CLIENT ||
+           st == SMTP_STATE_MAIL || st == SMTP_STATE_RCPT || st == SMTP_STATE_CHUNKED ||
+           st == SMTP_STATE_SKIP_LINE;
 }
 
 static void process_input(smtp_session *s)
 {
-    while (s->conn && !s->closing && !s->waiting) {
+    while (s->conn) {
+        size_t avail;
+        const char *in = net_conn_input(s->conn, &avail);
         if (s->state == SMTP_STATE_DATA) {
-            size_t avail;
-            net_conn_input(s->conn, &avail);
             if (avail == 0)
                 return;
             process_data(s);
             continue;
         }
-        if (s->state == SMTP_STATE_BDAT) {
-            size_t avail;
-            net_conn_input(s->conn, &avail);
-            if (avail == 0 && s->bdat_left > 0)
+        if (s->state == SMTP_STATE_BDAT || s->state == SMTP_STATE_BDAT_DISCARD) {
+            if (avail == 0 && s->chunk_left > 0)
                 return;
-            process_bdat(s);
+            process_chunk(s);
             continue;
         }
-        if (s->state == SMTP_STATE_UPSTREAM || s->state == SMTP_STATE_TLS ||
-            s->state == SMTP_STATE_PROCESSING || s->state == SMTP_STATE_DELIVERING)
-            return;
+        if (!reads_commands(s->state))
+            return; /* UPSTREAM, TLS, *_UPSTREAM, PROCESSING, DELIVERING, CLOSING */
         size_t len = net_conn_line_len(s->conn);
-        size_t avail;
-        const char *in = net_conn_input(s->conn, &avail);
+        size_t limit = line_limit(s, in, avail);
         if (len == 0) {
-            if (avail >= s->cfg.max_line_length) {
-                if (!s->skip_line)
+            if (avail >= limit) {
+                if (s->state != SMTP_STATE_SKIP_LINE) {
                     smtp_reply(s, "500 5.5.2 Line too long");
-                s->skip_line = true;
+                    s->resume = s->state;
+                    smtp_enter_state(s, SMTP_STATE_SKIP_LINE);
+                }
                 net_conn_consume(s->conn, avail);
             }
             return;
         }
-        if (s->skip_line) {
-            s->skip_line = false;
+        if (s->state == SMTP_STATE_SKIP_LINE) {
             net_conn_consume(s->conn, len);
+            smtp_enter_state(s, s->resume);
             continue;
         }
-        if (len > s->cfg.max_line_length) {
+        if (len > limit) {
             net_conn_consume(s->conn, len);
             smtp_reply(s, "500 5.5.2 Line too long");
             continue;
         }
-        /* One line buffer per session, max_line_length + 1 bytes. */
-        if (!s->line_buf && !(s->line_buf = malloc((size_t)s->cfg.max_line_length + 1))) {
-            smtp_reply(s, "421 4.3.0 Insufficient system resources");
-            smtp_session_schedule_close(s, true);
-            return;
+        /* One line buffer per session: max_line_length + 1 bytes, grown
+         * for a long AUTH line (wiped after every line, so nothing is
+         * copied when it grows). */
+        if (len + 1 > s->line_cap || !s->line_buf) {
+            size_t cap = len + 1 > (size_t)s->cfg.max_line_length + 1
+                             ? len + 1
+                             : (size_t)s->cfg.max_line_length + 1;
+            free(s->line_buf);
+            s->line_cap = 0;
+            if (!(s->line_buf = malloc(cap))) {
+                smtp_reply(s, "421 4.3.0 Insufficient system resources");
+                smtp_session_schedule_close(s, true);
+                return;
+            }
+            s->line_cap = cap;
         }
         memcpy(s->line_buf, in, len);
         s->line_buf[len] = '\0';
@@ -480,7 +538,6 @@ static void send_greeting(smtp_session *s)
     char text[300];
     snprintf(text, sizeof(text), "%s ESMTP qumail", s->hostname);
     smtp_reply_code(s, 220, NULL, text); /* the greeting carries no enhanced code */
-    s->waiting = false;
     process_input(s); /* anything sent early */
 }
 
@@ -500,7 +557,6 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
             s->helo = NULL;
             s->esmtp = false;
             smtp_enter_state(s, SMTP_STATE_HELO);
-            smtp_resume(s);
         }
         return;
     case NET_EV_READ:
@@ -510,17 +566,17 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         return;
     case NET_EV_EOF:
         process_input(s);
-        if (!s->closing && s->state != SMTP_STATE_PROCESSING &&
-            s->state != SMTP_STATE_DELIVERING)
-            smtp_session_schedule_close(s, false);
-        else if (!s->closing) {
-            /* The client left while we work: finish quietly, then close. */
-            s->close_after_reply = true;
-        }
+        if (ignores_input(s->state))
+            /* The client left before the reply to its message: nobody
+             * would hear a 250, so nothing is sent (the hook's work for
+             * it is cancelled by the closed hook). */
+            qlog_info("smtp %s: client left during %s: message %s cancelled", s->id,
+                      state_names[s->state], s->msg_id);
+        smtp_session_schedule_close(s, false);
         return;
     case NET_EV_TIMEOUT:
-        if (s->waiting || s->state == SMTP_STATE_PROCESSING ||
-            s->state == SMTP_STATE_DELIVERING || s->state == SMTP_STATE_UPSTREAM) {
+        if (holds_input(s->state) || ignores_input(s->state) ||
+            s->state == SMTP_STATE_UPSTREAM) {
             net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms); /* re-arm */
             return;
         }
@@ -529,7 +585,9 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         smtp_session_schedule_close(s, true);
         return;
     case NET_EV_ERROR:
-        qlog_info("smtp %s: %s", s->id, net_conn_error(s->conn));
+        qlog_info("smtp %s: %s%s%s", s->id, net_conn_error(s->conn),
+                  ignores_input(s->state) ? ": message cancelled " : "",
+                  ignores_input(s->state) ? s->msg_id : "");
         smtp_session_schedule_close(s, false);
         return;
     case NET_EV_CONNECTED:
@@ -541,11 +599,10 @@ static void session_on_event(net_conn *conn, enum net_event ev, void *arg)
 {
     smtp_session *s = arg;
     (void)conn;
-    s->busy++;
-    if (!s->closing)
+    smtp_session_enter(s);
+    if (s->state != SMTP_STATE_CLOSING)
         session_handle_event(s, ev);
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }
 
 static void upstream_ready(smtp_client *c, const struct smtp_client_reply *r, void *arg)
@@ -554,7 +611,7 @@ static void upstream_ready(smtp_client *c, const struct smtp_client_reply *r, vo
     (void)c;
     if (r->cancelled)
         return;
-    s->busy++;
+    smtp_session_enter(s);
     if (r->code != 250) {
         qlog_warn("smtp %s: upstream unavailable: %d %s %s", s->id, r->code, r->enh, r->text);
         if (s->state == SMTP_STATE_TLS) {
@@ -569,23 +626,17 @@ static void upstream_ready(smtp_client *c, const struct smtp_client_reply *r, vo
     } else if (s->state == SMTP_STATE_UPSTREAM) {
         send_greeting(s);
     }
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }
 
 /* Hooks' answers (entry points from the daemon). */
 void smtp_session_fail(smtp_session *s, int code, const char *enh, const char *text)
 {
-    s->busy++;
+    smtp_session_enter(s);
     smtp_reply_code(s, code, enh, text);
     if (s->txn_upstream && s->up && smtp_client_ready(s->up))
         smtp_client_command(s->up, "RSET", 0, NULL, NULL);
     smtp_txn_reset(s);
     smtp_enter_state(s, SMTP_STATE_READY);
-    if (s->close_after_reply)
-        smtp_session_schedule_close(s, true);
-    else
-        smtp_resume(s);
-    s->busy--;
-    maybe_destroy(s);
+    smtp_session_leave(s);
 }

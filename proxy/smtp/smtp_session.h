@@ -18,12 +18,20 @@
  *    prepended; then the message hook takes over (grouping, keys,
  *    encryption) and answers with smtp_session_deliver() or
  *    smtp_session_fail(); the client's reply to DATA comes only after
- *    upstream accepted every group.
+ *    upstream accepted every group. Meanwhile the connection is still read
+ *    (into its bounded buffer, not dispatched): a client that closes or
+ *    resets it before that reply ends the session at once, and the closed
+ *    hook cancels the hook's work (nobody would hear a 250).
  *
- * States (logged on every transition, at debug level):
- *   UPSTREAM -> GREETING -> READY <-> (TLS) ; READY -> AUTH -> READY ;
- *   READY -> MAIL -> RCPT -> DATA|BDAT -> PROCESSING -> DELIVERING -> READY;
- *   any -> CLOSING. */
+ * States (smtp_session_internal.h; logged on every transition, at debug
+ * level):
+ *   UPSTREAM -> HELO -> READY <-> (TLS);
+ *   READY -> AUTH_UPSTREAM <-> AUTH_CLIENT -> READY;
+ *   READY -> MAIL_UPSTREAM -> MAIL -> RCPT_UPSTREAM -> RCPT
+ *         -> DATA | BDAT [-> CHUNKED -> BDAT] -> PROCESSING -> DELIVERING
+ *         -> READY;
+ *   a command state -> SKIP_LINE -> back; BDAT refused: -> BDAT_DISCARD
+ *   -> back; any -> CLOSING. */
 #ifndef QUMAIL_SMTP_SESSION_H
 #define QUMAIL_SMTP_SESSION_H
 
@@ -56,6 +64,24 @@ struct smtp_session_config {
     struct smtp_client_config upstream;
 };
 
+/* Who owns what passes through the hooks:
+ *  - rcpt: addr is borrowed for the call. The hook fills the verdict; an
+ *    accepted verdict's data becomes the session's (smtp_rcpt.data) and
+ *    comes back through rcpt_free exactly once (transaction reset, refused
+ *    upstream, session end).
+ *  - message: struct smtp_message and everything it points at (id, from,
+ *    rcpts and their strings and data, headers) are the session's,
+ *    borrowed until the hook answers (smtp_session_deliver or
+ *    smtp_session_fail) or the closed hook runs; the hook copies what it
+ *    keeps. fd is the session's spool: dup(2) it to keep it.
+ *  - smtp_session_deliver: the array d and each rcpt_index array stay the
+ *    caller's; the session copies them during the call (also when the call
+ *    fails) and keeps no pointer into them. Each delivery's fd stays the
+ *    caller's and must stay open until the delivered callback, or until
+ *    the closed hook (after it the session reads no fd).
+ *  - delivered callback: res and res->text are valid during the call only.
+ *  - smtp_session_fail: enh and text are borrowed for the call. */
+
 /* Policy verdict for one recipient. */
 struct smtp_rcpt_verdict {
     bool accept;
@@ -71,9 +97,9 @@ struct smtp_rcpt {
     void *data;            /* the verdict's data */
 };
 
-/* The message handed to the message hook. Valid until the session is told
- * the outcome (smtp_session_deliver/smtp_session_fail) - after which
- * the spool is reused. */
+/* The message handed to the message hook: the session's, valid until the
+ * session is told the outcome (smtp_session_deliver/smtp_session_fail) or
+ * closes - after which the spool is reused. */
 struct smtp_message {
     const char *id;         /* 12 hex digits, also in Received: and logs */
     const char *from;       /* "" for the null sender */
@@ -90,11 +116,13 @@ struct smtp_message {
     const char *peer;
 };
 
-/* One upstream transaction the hook asks for. */
+/* One upstream transaction the hook asks for (the caller's; copied by
+ * smtp_session_deliver). */
 struct smtp_delivery {
-    const size_t *rcpt_index;  /* indices into smtp_message.rcpts */
+    const size_t *rcpt_index;  /* indices into smtp_message.rcpts (copied) */
     size_t n_rcpt;
-    int fd;                    /* the copy to send (the caller's) */
+    int fd;                    /* the copy to send: the caller's, open until
+                                  the delivered callback or closed hook */
     uint64_t size;
 };
 
@@ -134,7 +162,11 @@ void smtp_session_close(smtp_session *s);
 
 /* The message hook's answers. deliver: runs the transactions in order (the
  * live one when a single delivery covers every recipient), replies to the
- * client, then calls cb. fail: replies code/enh/text and resets upstream. */
+ * client, then calls cb; -1 (cb never called, nothing kept) when n is 0,
+ * an index is out of range, no message is waiting, or out of memory.
+ * fail: replies code/enh/text and resets upstream. Either may end the
+ * session before returning when the client has left (the closed hook then
+ * runs inside the call). */
 int smtp_session_deliver(smtp_session *s, const struct smtp_delivery *d,
                          size_t n, smtp_delivered_cb cb, void *arg);
 void smtp_session_fail(smtp_session *s, int code, const char *enh,

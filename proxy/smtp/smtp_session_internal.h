@@ -9,24 +9,41 @@
 #include "smtp_session.h"
 #include "smtp_spool.h"
 
+/* Every sub-state is a state: one transition place (smtp_enter_state,
+ * which also holds input while upstream answers a relayed command), a name
+ * table for logs. */
 enum smtp_state {
-    SMTP_STATE_UPSTREAM,    /* connecting upstream; greeting not sent yet */
-    SMTP_STATE_TLS,         /* implicit TLS or STARTTLS handshake */
-    SMTP_STATE_HELO,        /* waiting for EHLO/HELO */
-    SMTP_STATE_READY,       /* no transaction */
-    SMTP_STATE_AUTH,        /* AUTH exchange relayed to upstream */
-    SMTP_STATE_MAIL,        /* sender accepted */
-    SMTP_STATE_RCPT,        /* at least one recipient accepted */
-    SMTP_STATE_DATA,        /* reading the DATA stream */
-    SMTP_STATE_BDAT,        /* reading a BDAT chunk */
-    SMTP_STATE_PROCESSING,  /* message hook at work (keys, encryption) */
-    SMTP_STATE_DELIVERING,  /* upstream transactions */
-    SMTP_STATE_CLOSING,
+    SMTP_STATE_UPSTREAM,      /* connecting upstream; greeting not sent yet */
+    SMTP_STATE_TLS,           /* implicit TLS or STARTTLS handshake */
+    SMTP_STATE_HELO,          /* waiting for EHLO/HELO */
+    SMTP_STATE_READY,         /* no transaction */
+    SMTP_STATE_AUTH_UPSTREAM, /* an AUTH line is with upstream (input held) */
+    SMTP_STATE_AUTH_CLIENT,   /* a 334 was relayed: the client's answer is
+                                 next (relayed, never logged) */
+    SMTP_STATE_MAIL_UPSTREAM, /* MAIL relayed, its reply due (input held) */
+    SMTP_STATE_MAIL,          /* sender accepted */
+    SMTP_STATE_RCPT_UPSTREAM, /* RCPT relayed, its reply due (input held) */
+    SMTP_STATE_RCPT,          /* at least one recipient accepted */
+    SMTP_STATE_DATA,          /* reading the DATA stream */
+    SMTP_STATE_BDAT,          /* reading a BDAT chunk */
+    SMTP_STATE_BDAT_DISCARD,  /* reading a refused BDAT chunk (RFC 3030 2:
+                                 consumed, then answered with its error) */
+    SMTP_STATE_CHUNKED,       /* between the BDAT chunks of a transaction:
+                                 no RCPT, no DATA */
+    SMTP_STATE_SKIP_LINE,     /* discarding the rest of an overlong line */
+    SMTP_STATE_PROCESSING,    /* message hook at work (keys, encryption) */
+    SMTP_STATE_DELIVERING,    /* upstream transactions */
+    SMTP_STATE_CLOSING,       /* final: the session is being destroyed */
+    SMTP_STATE_COUNT
 };
 
 struct delivery_run; /* smtp_deliver.c */
 
 #define SMTP_HEADER_KEEP 16384 /* header block handed to the message hook */
+/* RFC 4954 4: an AUTH command with its initial response, and each line of
+ * the exchange, may be 12288 octets (OAuth bearer tokens are long), more
+ * than max_line_length allows other commands. */
+#define SMTP_AUTH_LINE_MAX 12288
 
 struct smtp_session {
     uv_loop_t *loop;
@@ -42,16 +59,15 @@ struct smtp_session {
 
     /* session facts */
     char *helo;
-    char *line_buf;          /* current command line (max_line_length + 1) */
+    char *line_buf;          /* current command line (line_cap bytes) */
+    size_t line_cap;
     char *hdr_buf;           /* header block of the current message */
     bool esmtp;
     bool authenticated;
     unsigned bad_commands;
-    bool skip_line;          /* discarding the rest of an overlong line */
-    bool waiting;            /* a command awaits upstream: input paused */
-    unsigned busy;           /* inside a callback: destruction deferred */
-    bool closing;
-    bool close_after_reply;
+    unsigned busy;           /* entries on the stack (smtp_session_enter):
+                                destruction waits for the last leave */
+    enum smtp_state resume;  /* SKIP_LINE, BDAT_DISCARD: the state after */
 
     /* transaction */
     bool txn_upstream;       /* MAIL was accepted upstream (live txn) */
@@ -61,12 +77,10 @@ struct smtp_session {
     struct smtp_rcpt *rcpts;
     size_t n_rcpts, cap_rcpts;
     char msg_id[16];
-    bool bdat_used;          /* BDAT chunks seen: DATA not allowed */
-    bool bdat_reject;        /* chunk(s) consumed but the txn is invalid */
-    const char *bdat_error;  /* reply for a rejected BDAT */
-    enum smtp_state bdat_prev; /* state to return to after a rejected chunk */
-    uint64_t bdat_left;
-    bool bdat_last;
+    /* the BDAT chunk being read (BDAT, BDAT_DISCARD) */
+    uint64_t chunk_left;     /* bytes still to read */
+    bool chunk_last;         /* BDAT ... LAST */
+    const char *discard_reply; /* BDAT_DISCARD: the answer once consumed */
 
     /* body */
     smtp_spool *spool;
@@ -77,17 +91,25 @@ struct smtp_session {
 };
 
 /* smtp_session.c */
+/* The one transition place: logs "old -> new" (debug), holds input while a
+ * relayed command is with upstream (the *_UPSTREAM states) and offers
+ * buffered input again after, and keeps CLOSING final. */
 void smtp_enter_state(smtp_session *s, enum smtp_state st);
 const char *smtp_state_name(enum smtp_state st);
-/* The one reply function: "code enh text" (text may hold '\n' for a
- * multi-line reply). enh "" picks the class default ("2.0.0"), NULL sends
- * none (greeting; 3xx never get one). AUTH replies are redacted in the
- * log. */
+/* Around every entry from the loop (net and upstream callbacks, the hooks'
+ * answers): the session stays allocated until the matching leave, which
+ * destroys it when it was closed meanwhile and nothing else is on the
+ * stack. leave may free s. */
+void smtp_session_enter(smtp_session *s);
+void smtp_session_leave(smtp_session *s);
+/* The one reply function, for every reply the client gets (greeting,
+ * EHLO lines, 334 challenges included): "code enh text" (text may hold
+ * '\n' for a multi-line reply). enh "" picks the class default ("2.0.0"),
+ * NULL sends none (greeting, EHLO; 3xx never get one). Replies during an
+ * AUTH exchange are redacted in the log. */
 void smtp_reply(smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *text);
-void smtp_wait_upstream(smtp_session *s);  /* pause input */
-void smtp_resume(smtp_session *s);         /* resume input */
 void smtp_txn_reset(smtp_session *s);      /* local transaction state */
 void smtp_session_schedule_close(smtp_session *s, bool after_write);
 bool smtp_upstream_usable(smtp_session *s); /* else replies 421, closes */

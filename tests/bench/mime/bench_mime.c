@@ -234,7 +234,7 @@ static void run_case(size_t size, const char *label)
         for (size_t i = 0, off = 0; i < n_keys; i++) {
             size_t len = key_bytes - off < per ? key_bytes - off : per;
             snprintf(ids[i], 32, "key-%zu", i);
-            keys[i] = (struct mime_key){ids[i], pool + off, len};
+            keys[i] = (struct mime_key){.key_id = ids[i], .key = pool + off, .key_len = len};
             off += len;
         }
         struct mime_ctx c = {

@@ -83,6 +83,11 @@ def key_ids(raw):
     return re.findall(rb"^Key: (\S+) ", raw, re.M)
 
 
+def bound_recipients(raw):
+    """The envelope recipients a copy is bound to (control part, format 2)."""
+    return sorted(r.decode() for r in re.findall(rb"^Recipient: (\S+)\r?$", raw, re.M))
+
+
 class ProxyE2E(unittest.TestCase):
 
     @classmethod
@@ -169,6 +174,10 @@ class ProxyE2E(unittest.TestCase):
         self.assertIn(b"AES-256-GCM", got["carol@example.net"])
         # carol and dave share a copy (same policy, both in To), bob has his own
         self.assertEqual(key_ids(got["carol@example.net"]), key_ids(got["dave@example.net"]))
+        # each copy is bound to exactly the envelope recipients it is for
+        self.assertEqual(bound_recipients(got["bob@example.org"]), ["bob@example.org"])
+        self.assertEqual(bound_recipients(got["carol@example.net"]),
+                         ["carol@example.net", "dave@example.net"])
         self.assertFalse(set(key_ids(got["bob@example.org"])) &
                          set(key_ids(got["carol@example.net"])))
         lines = self.log_lines(self.px, "copies=3")
@@ -191,6 +200,8 @@ class ProxyE2E(unittest.TestCase):
             self.assertNotIn(b"carol@example.net" if user != "carol@example.net"
                              else b"dave@example.net", plain)
             ids[user] = set(key_ids(raw))
+            # a Bcc copy names only its own recipient, and no copy names a Bcc one
+            self.assertEqual(bound_recipients(raw), [user])
         self.assertFalse(ids["carol@example.net"] & ids["dave@example.net"])
         self.assertFalse(ids["bob@example.org"] & ids["carol@example.net"])
         lines = self.log_lines(self.px, "copies=3")

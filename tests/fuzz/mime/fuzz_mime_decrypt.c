@@ -1,8 +1,11 @@
-/* libFuzzer target for the untrusted-input paths of mime: inspect, decrypt
- * (memory API, and the fd API over a pipe-free memfd so the second-pass
- * reader runs too) and the recipient parser. Keys: a fixed set the corpus
- * messages may reference ("fz-0", "fz-1" of 32 and 64 octets), so inputs
- * that get past the control part reach the cipher and tag checks.
+/* libFuzzer target for the untrusted-input paths of mime: inspect (and the
+ * format 2 accessors: key entries, recipient binding), decrypt (memory API,
+ * and the fd API over a pipe-free memfd so the second-pass reader runs too)
+ * and the recipient parser. Keys: a fixed set the corpus messages may
+ * reference (014 keys "fz-0", "fz-1" of 32 and 64 octets; 16-octet chunks
+ * 0-2 of the 004 stream FZ_KSID), so inputs that get past the control part
+ * reach the lookups, the cipher and the tag checks. Error texts must come
+ * out escaped.
  *
  * Build: CC=clang cmake -DQUMAIL_FUZZ=ON ...; run: fuzz_mime_decrypt DIR */
 #include <stddef.h>
@@ -14,19 +17,30 @@
 
 #include "mime.h"
 
-static unsigned char k0[32], k1[64];
+static unsigned char k0[32], k1[64], c[16];
+#define FZ_KSID "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
 static const struct mime_key keys[] = {
-    {"fz-0", k0, sizeof(k0)},
-    {"fz-1", k1, sizeof(k1)},
+    {.key_id = "fz-0", .key = k0, .key_len = sizeof(k0)},
+    {.key_id = "fz-1", .key = k1, .key_len = sizeof(k1)},
+    {.ksid = FZ_KSID, .index = 0, .key = c, .key_len = sizeof(c)},
+    {.ksid = FZ_KSID, .index = 1, .key = c, .key_len = sizeof(c)},
+    {.ksid = FZ_KSID, .index = 2, .key = c, .key_len = sizeof(c)},
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct mime_key_list kl = {keys, 2};
+    struct mime_key_list kl = {keys, sizeof(keys) / sizeof(keys[0])};
     struct mime_info *info = NULL;
     if (mime_inspect_mem(data, size, &info, NULL) == MIME_OK) {
-        for (size_t i = 0; i < mime_info_key_count(info); i++)
+        for (size_t i = 0; i < mime_info_key_count(info); i++) {
+            struct mime_key_entry e;
             (void)mime_info_key_id(info, i);
+            if (mime_info_key_entry(info, i, &e) != MIME_OK)
+                abort();
+        }
+        for (size_t i = 0; i < mime_info_recipient_count(info); i++)
+            if (mime_info_bound_to(info, mime_info_recipient(info, i)) != 1)
+                abort();
         mime_info_free(&info);
     }
 
@@ -39,6 +53,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mime_plaintext_free(&out, out_len);
     else if (out != NULL)
         abort(); /* no plaintext may escape a failed decryption */
+    for (const unsigned char *p = (const unsigned char *)err; err && *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            abort(); /* error texts carry message values escaped */
     mime_info_free(&info);
     free(err);
 

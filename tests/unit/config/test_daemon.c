@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "settings.h"
 
 static struct qumail_config *load_ok(const char *text)
 {
@@ -77,7 +77,12 @@ static void test_defaults(void **state)
     assert_string_equal(c->smtp.upstream.server_name, "127.0.0.1");
     assert_int_equal(c->smtp.limits.max_message_size, 25u << 20);
     assert_int_equal(c->smtp.limits.command_timeout_ms, 300000);
+    assert_int_equal(c->smtp.limits.conn.max_connections, 100);
+    assert_int_equal(c->smtp.limits.conn.max_connections_per_address, 50);
+    assert_int_equal(c->smtp.limits.conn.listen_backlog, 511);
     assert_true(c->smtp.trace_header);
+    assert_false(c->imap.enabled); /* no imap section: no IMAP listener */
+    assert_int_equal(c->imap.n_listeners, 0);
     assert_int_equal(c->n_kme_links, 0);
     assert_false(c->kme_simulator.enabled);
     assert_string_equal(c->vault.path, "/var/lib/qumail/vault.sqlite");
@@ -98,6 +103,66 @@ static void test_defaults(void **state)
     assert_string_equal(c->vault.key_file, "/etc/qumail/state/vault.key");
     assert_int_equal(c->smtp.n_listeners, 1);
     qumail_config_free(&c);
+
+    /* an empty imap section: one loopback listener, the IMAP defaults */
+    c = load_ok("{\"imap\": {}}");
+    assert_true(c->imap.enabled);
+    assert_int_equal(c->imap.n_listeners, 1);
+    assert_string_equal(c->imap.listeners[0].name, "imap");
+    assert_string_equal(c->imap.listeners[0].address, "127.0.0.1");
+    assert_int_equal(c->imap.listeners[0].port, 2143);
+    assert_int_equal(c->imap.listeners[0].tls, QUMAIL_LISTEN_TLS_NONE);
+    assert_false(c->imap.listeners[0].require_tls_for_auth);
+    assert_string_equal(c->imap.upstream.host, "127.0.0.1");
+    assert_int_equal(c->imap.upstream.port, 143);
+    assert_int_equal(c->imap.upstream.tls, QUMAIL_UPSTREAM_TLS_STARTTLS);
+    assert_true(c->imap.upstream.verify);
+    assert_false(c->imap.upstream.trust_id);
+    assert_int_equal(c->imap.limits.conn.max_connections, 1000);
+    assert_int_equal(c->imap.limits.conn.max_connections_per_address, 100);
+    assert_int_equal(c->imap.limits.conn.listen_backlog, 511);
+    assert_int_equal(c->imap.limits.max_line_length, 65536);
+    assert_int_equal(c->imap.limits.max_literal_size, 64u << 20);
+    assert_int_equal(c->imap.limits.login_timeout_ms, 180000);
+    assert_int_equal(c->imap.limits.command_timeout_ms, 300000);
+    assert_int_equal(c->imap.limits.idle_timeout_ms, 1800000);
+    qumail_config_free(&c);
+}
+
+static void test_imap_errors(void **state)
+{
+    char *err = load_bad(
+        "{\n"
+        "  \"smtp\": {\"listeners\": [{\"name\": \"s\", \"port\": 2143}],\n"
+        "           \"upstream\": {\"trust_id\": true},\n"
+        "           \"limits\": {\"max_connections\": 10, \"max_connections_per_address\": 11,\n"
+        "                      \"listen_backlog\": 0}},\n"
+        "  \"imap\": {\n"
+        "    \"listeners\": [{\"name\": \"i\", \"port\": 2143, \"tls\": \"implicit\"}],\n"
+        "    \"upstream\": {\"tls\": \"starttls-opportunistic\", \"client_key_file\": \"k\"},\n"
+        "    \"limits\": {\"idle_timeout\": \"29m\", \"max_literal_size\": 10,\n"
+        "               \"max_line_length\": 999, \"login_timeout\": 0, \"max_lines\": 1},\n"
+        "    \"hostname\": \"x\"\n"
+        "  }\n"
+        "}\n");
+    static const char *const want[] = {
+        "d.json:3:25: key 'smtp.upstream.trust_id': unknown key",
+        "d.json:4:77: key 'smtp.limits.max_connections_per_address': 11 is more than max_connections (10)",
+        "d.json:5:41: key 'smtp.limits.listen_backlog': 0 is out of range (1..65535)",
+        "d.json:7:19: key 'imap.listeners[0]': 'cert_file' is required when tls is 'implicit'",
+        "d.json:7:19: key 'imap.listeners[0]': 'key_file' is required when tls is 'implicit'",
+        "d.json:7:41: key 'imap.listeners[0].port': 127.0.0.1 port 2143 is used by smtp listener 's' too",
+        "d.json:8:17: key 'imap.upstream': client_cert_file and client_key_file go together",
+        "d.json:8:25: key 'imap.upstream.tls': 'starttls-opportunistic' is not one of: none, starttls, implicit",
+        "d.json:9:32: key 'imap.limits.idle_timeout': duration out of range (1800000ms..86400000ms)",
+        "d.json:9:59: key 'imap.limits.max_literal_size': size out of range (1024..4294967296 bytes)",
+        "d.json:10:35: key 'imap.limits.max_line_length': 999 is out of range (1000..16777216)",
+        "d.json:10:57: key 'imap.limits.login_timeout': duration out of range (1000ms..3600000ms)",
+        "d.json:10:60: key 'imap.limits.max_lines': unknown key",
+        "d.json:11:5: key 'imap.hostname': unknown key",
+        NULL,
+    };
+    expect_lines(err, want);
 }
 
 static const char full[] =
@@ -118,8 +183,23 @@ static const char full[] =
     "    \"trusted_networks\": [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"],\n"
     "    \"limits\": {\"max_message_size\": \"50M\", \"max_recipients\": 500,\n"
     "               \"max_line_length\": 2000, \"command_timeout\": 60,\n"
-    "               \"data_timeout\": \"20m\", \"max_connections\": 1000},\n"
+    "               \"data_timeout\": \"20m\", \"max_connections\": 1000,\n"
+    "               \"max_connections_per_address\": 10, \"listen_backlog\": 128},\n"
     "    \"trace_header\": false\n"
+    "  },\n"
+    "  \"imap\": {\n"
+    "    \"listeners\": [\n"
+    "      {\"name\": \"imaps\", \"address\": \"0.0.0.0\", \"port\": 993, \"tls\": \"implicit\",\n"
+    "       \"cert_file\": \"c.pem\", \"key_file\": \"k.pem\"},\n"
+    "      {\"name\": \"in\", \"port\": 1143, \"tls\": \"starttls\", \"cert_file\": \"c.pem\",\n"
+    "       \"key_file\": \"k.pem\", \"require_tls_for_auth\": true}\n"
+    "    ],\n"
+    "    \"upstream\": {\"host\": \"imap.example.org\", \"tls\": \"implicit\", \"ca_file\": \"ca.pem\",\n"
+    "                 \"trust_id\": true, \"timeout\": \"1m\"},\n"
+    "    \"limits\": {\"max_connections\": 5000, \"max_connections_per_address\": 20,\n"
+    "               \"listen_backlog\": 1024, \"max_line_length\": 100000,\n"
+    "               \"max_literal_size\": \"100M\", \"login_timeout\": \"1m\",\n"
+    "               \"command_timeout\": \"2m\", \"idle_timeout\": \"31m\"}\n"
     "  },\n"
     "  \"kme_links\": {\n"
     "    \"site-b\": {\"url\": \"https://kme-b.example.org:8443/\", \"ca_file\": \"ca.pem\",\n"
@@ -157,7 +237,34 @@ static void test_full(void **state)
     assert_int_equal(c->smtp.limits.max_message_size, 50u << 20);
     assert_int_equal(c->smtp.limits.command_timeout_ms, 60000);
     assert_int_equal(c->smtp.limits.data_timeout_ms, 1200000);
+    assert_int_equal(c->smtp.limits.conn.max_connections, 1000);
+    assert_int_equal(c->smtp.limits.conn.max_connections_per_address, 10);
+    assert_int_equal(c->smtp.limits.conn.listen_backlog, 128);
     assert_false(c->smtp.trace_header);
+    assert_true(c->imap.enabled);
+    assert_int_equal(c->imap.n_listeners, 2);
+    assert_string_equal(c->imap.listeners[0].name, "imaps");
+    assert_int_equal(c->imap.listeners[0].tls, QUMAIL_LISTEN_TLS_IMPLICIT);
+    assert_true(c->imap.listeners[0].require_tls_for_auth);
+    assert_string_equal(c->imap.listeners[1].address, "127.0.0.1");
+    assert_int_equal(c->imap.listeners[1].tls, QUMAIL_LISTEN_TLS_STARTTLS);
+    assert_true(c->imap.listeners[1].require_tls_for_auth);
+    assert_string_equal(c->imap.upstream.host, "imap.example.org");
+    assert_int_equal(c->imap.upstream.port, 993);
+    assert_int_equal(c->imap.upstream.tls, QUMAIL_UPSTREAM_TLS_IMPLICIT);
+    assert_true(c->imap.upstream.verify);
+    assert_true(c->imap.upstream.trust_id);
+    assert_string_equal(c->imap.upstream.ca_file, "/etc/qumail/ca.pem");
+    assert_string_equal(c->imap.upstream.server_name, "imap.example.org");
+    assert_int_equal(c->imap.upstream.timeout_ms, 60000);
+    assert_int_equal(c->imap.limits.conn.max_connections, 5000);
+    assert_int_equal(c->imap.limits.conn.max_connections_per_address, 20);
+    assert_int_equal(c->imap.limits.conn.listen_backlog, 1024);
+    assert_int_equal(c->imap.limits.max_line_length, 100000);
+    assert_int_equal(c->imap.limits.max_literal_size, 100u << 20);
+    assert_int_equal(c->imap.limits.login_timeout_ms, 60000);
+    assert_int_equal(c->imap.limits.command_timeout_ms, 120000);
+    assert_int_equal(c->imap.limits.idle_timeout_ms, 31 * 60000);
     assert_int_equal(c->n_kme_links, 2);
     const struct qumail_kme_link *l = qumail_config_link(c, "site-b");
     assert_non_null(l);
@@ -228,7 +335,7 @@ static void test_errors(void **state)
         "d.json:7:29: key 'smtp.listeners[1].port': port 70000 is out of range (0..65535)",
         "d.json:7:36: key 'smtp.listeners[1].colour': unknown key",
         "d.json:8:7: key 'smtp.listeners[2].name': missing required key",
-        "d.json:8:59: key 'smtp.listeners[2].require_tls_for_auth': true with tls 'none' would make AUTH impossible",
+        "d.json:8:59: key 'smtp.listeners[2].require_tls_for_auth': true with tls 'none' would make authentication impossible",
         "d.json:10:17: key 'smtp.upstream': client_cert_file and client_key_file go together",
         "d.json:10:26: key 'smtp.upstream.host': 'bad host' is not a host name or IP address",
         "d.json:10:74: key 'smtp.upstream.timeout': duration out of range (1000ms..3600000ms)",
@@ -431,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_more_errors),
+        cmocka_unit_test(test_imap_errors),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_mutations),

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "qcfg.h"
 
 static struct qcfg *load(const char *text)
 {

@@ -80,7 +80,7 @@ static inline void tu_keys_make(struct tu_keys *k, size_t total_bytes,
         size_t len = total_bytes - off < max_key ? total_bytes - off : max_key;
         if (asprintf(&k->ids[i], "%s-%zu", prefix, i) < 0)
             abort();
-        k->keys[i] = (struct mime_key){k->ids[i], k->pool + off, len};
+        k->keys[i] = (struct mime_key){.key_id = k->ids[i], .key = k->pool + off, .key_len = len};
         off += len;
     }
 }

@@ -88,8 +88,8 @@ static void test_encrypt_key_checks(void **s)
     struct mime_key k[3];
     char *err = NULL;
     /* exact: ok */
-    k[0] = (struct mime_key){"a", pool, 10};
-    k[1] = (struct mime_key){"b", pool + 10, need - 10};
+    k[0] = (struct mime_key){.key_id = "a", .key = pool, .key_len = 10};
+    k[1] = (struct mime_key){.key_id = "b", .key = pool + 10, .key_len = need - 10};
     assert_int_equal(enc_with(k, 2, MIME_ALG_OTP_POLY1305, NULL), 0);
     /* short by one octet */
     k[1].key_len = need - 11;
@@ -106,7 +106,7 @@ static void test_encrypt_key_checks(void **s)
     free(err);
     err = NULL;
     /* duplicate ids */
-    k[1] = (struct mime_key){"a", pool + 10, need - 10};
+    k[1] = (struct mime_key){.key_id = "a", .key = pool + 10, .key_len = need - 10};
     assert_int_equal(enc_with(k, 2, MIME_ALG_OTP_POLY1305, NULL),
                      MIME_ERR_KEY_DUPLICATE);
     /* bad ids */
@@ -117,14 +117,14 @@ static void test_encrypt_key_checks(void **s)
     assert_int_equal(enc_with(k, 2, MIME_ALG_OTP_POLY1305, NULL),
                      MIME_ERR_INVALID_ARG);
     /* empty key */
-    k[1] = (struct mime_key){"b", pool, 0};
+    k[1] = (struct mime_key){.key_id = "b", .key = pool, .key_len = 0};
     assert_int_equal(enc_with(k, 2, MIME_ALG_OTP_POLY1305, NULL),
                      MIME_ERR_INVALID_ARG);
     /* no keys */
     assert_int_equal(enc_with(k, 0, MIME_ALG_OTP_POLY1305, NULL),
                      MIME_ERR_KEY_SHORT);
     /* AES: one 256-bit key, or two keys summing 256 bits is fine too */
-    k[0] = (struct mime_key){"x", pool, 32};
+    k[0] = (struct mime_key){.key_id = "x", .key = pool, .key_len = 32};
     assert_int_equal(enc_with(k, 1, MIME_ALG_AES_256_GCM, NULL), 0);
     k[0].key_len = 33;
     assert_int_equal(enc_with(k, 1, MIME_ALG_AES_256_GCM, NULL),
@@ -139,7 +139,7 @@ static void test_param_checks(void **s)
 {
     (void)s;
     unsigned char key[32] = {0};
-    struct mime_key k = {"k", key, 32};
+    struct mime_key k = {.key_id = "k", .key = key, .key_len = 32};
     unsigned char *out = NULL;
     size_t out_len;
     struct mime_encrypt_params p = tu_params(MIME_ALG_AES_256_GCM);
@@ -173,7 +173,7 @@ static void test_utf8_placeholder(void **s)
 {
     (void)s;
     unsigned char key[32] = {1};
-    struct mime_key k = {"k", key, 32};
+    struct mime_key k = {.key_id = "k", .key = key, .key_len = 32};
     struct mime_encrypt_params p = tu_params(MIME_ALG_AES_256_GCM);
     p.subject_placeholder = "Verschlüsselte Nachricht";
     unsigned char *out;
@@ -310,7 +310,7 @@ static void test_huge_headers(void **s)
     n += (size_t)sprintf(m + n, "Subject: big\r\n\r\nbody\r\n");
     assert_true(n < cap);
     unsigned char key[32] = {7};
-    struct mime_key k = {"k", key, 32};
+    struct mime_key k = {.key_id = "k", .key = key, .key_len = 32};
     struct mime_encrypt_params p = tu_params(MIME_ALG_AES_256_GCM);
     unsigned char *enc, *dec;
     size_t enc_len, dec_len;

@@ -108,6 +108,73 @@ def errors(tmp):
                                                   b"bcc victor@example.org"], p.stdout)
 
 
+def format2(tmp):
+    """Format 2 through the CLI: recipient binding, ETSI 004 chunks in a key
+    file, escaped message values, the key-file errors, outputs kept."""
+    src = os.path.join(CORPUS, "03-apple-mail.eml")
+    size = os.path.getsize(src)
+    need = size + 32
+    ksid = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+    keys = [{"key_ID": "k-014", "key": base64.b64encode(os.urandom(100)).decode()}]
+    left, idx = need - 100, 5
+    while left > 0:  # 64-octet chunks, the last used in part
+        keys.append({"ksid": ksid, "index": idx, "key": base64.b64encode(os.urandom(64)).decode()})
+        left -= 64
+        idx += 1
+    kf = os.path.join(tmp, "k004.json")
+    with open(kf, "w") as f:
+        json.dump({"keys": keys}, f)
+    enc = os.path.join(tmp, "e004.eml")
+    p = run("encrypt", "-l", "otp", "-k", kf, "--recipient", "Bob@Example.NET",
+            "--recipient", "carol@example.com", "-o", enc, src)
+    check("encrypt with 004 chunks and recipients", p.returncode == 0, p.stderr)
+    info = json.loads(run("inspect", "--json", enc).stdout)
+    check("inspect: recipients normalised", info["recipients"] == ["bob@example.net", "carol@example.com"],
+          info["recipients"])
+    check("inspect: one 014 entry and one 004 range",
+          len(info["keys"]) == 2 and info["keys"][1]["ksid"] == ksid
+          and info["keys"][1]["first_index"] == 5 and info["keys"][1]["count"] == len(keys) - 1
+          and sum(k["bits"] for k in info["keys"]) == 8 * need, info["keys"])
+    p = run("decrypt", "-k", kf, enc)
+    check("decrypt with 004 chunks", p.returncode == 0 and p.stdout == open(src, "rb").read(), p.stderr)
+    text = open(enc, "rb").read()
+    check("default placeholder and descriptions outside",
+          b"Subject: Encrypted message (QuMail QKD)" in text
+          and b"Content-Description: Encrypted message: read it through a QuMail gateway" in text)
+
+    # values taken from a message are escaped on stderr and stdout
+    bad = text.replace(b"\nAlgorithm: OTP-POLY1305", b"\nAlgorithm: OTP\x1b[31m\x07\xff", 1)
+    p = run("decrypt", "-k", kf, stdin=bad)
+    check("unsupported algorithm: ESC, BEL, 0xFF escaped",
+          p.returncode == 1 and b"unsupported algorithm" in p.stderr
+          and b"\x1b" not in p.stderr and b"\x07" not in p.stderr and b"\xff" not in p.stderr
+          and b"OTP\\x1b[31m\\x07\\xff" in p.stderr, p.stderr)
+    msg = b"To: \"a\x1b[2Jb\"@example.org\r\nCc: b@example.org\r\n\r\nbody\r\n"
+    p = run("recipients", stdin=msg)
+    check("recipients: control characters escaped", p.returncode == 0 and b"\x1b" not in p.stdout
+          and b'to "a\\x1b[2jb"@example.org' in p.stdout and b"cc b@example.org" in p.stdout,
+          p.stdout)
+
+    # key files: empty lists say so
+    for content in ("[]", '{"keys": []}'):
+        with open(kf, "w") as f:
+            f.write(content)
+        p = run("decrypt", "-k", kf, enc)
+        check(f"key file {content}: 'empty'", p.returncode == 1 and b"key list is empty" in p.stderr
+              and b"expected" not in p.stderr, p.stderr)
+
+    # a failed run leaves an existing output as it was; a device is never removed
+    out = os.path.join(tmp, "keep.txt")
+    with open(out, "wb") as f:
+        f.write(b"keep me")
+    p = run("decrypt", "-k", os.path.join(tmp, "k.json"), "-o", out, enc)
+    check("failed decrypt keeps the existing output file",
+          p.returncode == 1 and open(out, "rb").read() == b"keep me", p.stderr)
+    p = run("decrypt", "-k", os.path.join(tmp, "k.json"), "-o", "/dev/null", enc)
+    check("failed decrypt to /dev/null leaves /dev/null", p.returncode == 1
+          and os.path.exists("/dev/null") and not os.path.isfile("/dev/null"), p.stderr)
+
+
 def start_kmes(tmp, certs):
     kmes = []
     for me, peer in (("kme-a", "kme-b"), ("kme-b", "kme-a")):
@@ -190,6 +257,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         keyfile_roundtrips(tmp)
         errors(tmp)
+        format2(tmp)
         with_kme(tmp)
     if failures:
         print("FAILED:", ", ".join(failures))

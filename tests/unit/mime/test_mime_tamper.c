@@ -29,10 +29,15 @@ struct enc {
     struct tu_keys keys;
 };
 
+/* Format 2: bound to two recipients, so the flips cover Recipient lines */
+static const char *const rcpts[] = {"bob@example.net", "J\xc3\xbcrgen@example.de"};
+
 static void make(struct enc *e, enum mime_alg alg, size_t max_key)
 {
     struct mime_encrypt_params p = tu_params(alg);
     p.fixed_boundary = "BOUNDARY";
+    p.recipients = rcpts;
+    p.n_recipients = 2;
     tu_keys_for(&e->keys, alg, strlen(sample), max_key, "t");
     assert_int_equal(mime_encrypt_mem(sample, strlen(sample), &p, e->keys.keys,
                                       e->keys.n, &e->msg, &e->len, NULL), 0);
@@ -68,9 +73,10 @@ static void regions(const struct enc *e, size_t *cs, size_t *ce, size_t *ds,
                     size_t *de)
 {
     const char *m = (const char *)e->msg;
-    const char *c = memmem(m, e->len, "QKD control data\r\n\r\n", 20);
+    static const char mark[] = "(not the message itself)\r\n\r\n";
+    const char *c = memmem(m, e->len, mark, sizeof(mark) - 1);
     assert_non_null(c);
-    *cs = (size_t)(c - m) + 20;
+    *cs = (size_t)(c - m) + sizeof(mark) - 1;
     const char *cend = memmem(m + *cs, e->len - *cs, "\r\n--BOUNDARY\r\n", 14);
     assert_non_null(cend);
     *ce = (size_t)(cend - m);
@@ -114,6 +120,46 @@ static void test_flip_control_and_ciphertext_otp(void **s)
 {
     (void)s;
     flip_all(MIME_ALG_OTP_POLY1305, 100); /* several keys */
+}
+
+/* The same with ETSI 004 chunks in the key list (Key-Chunks lines). */
+static void test_flip_with_004_chunks(void **st)
+{
+    (void)st;
+    struct enc e;
+    make(&e, MIME_ALG_OTP_POLY1305, 100);
+    /* re-encrypt with the keys after the first given as 004 chunks */
+    struct mime_key *keys = calloc(e.keys.n, sizeof(*keys));
+    memcpy(keys, e.keys.keys, e.keys.n * sizeof(*keys));
+    for (size_t i = 1; i < e.keys.n; i++) {
+        keys[i].ksid = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+        keys[i].index = 7 + i;
+    }
+    /* (the last key may be shorter: it then forms its own entry) */
+    struct mime_encrypt_params p = tu_params(MIME_ALG_OTP_POLY1305);
+    p.fixed_boundary = "BOUNDARY";
+    p.recipients = rcpts;
+    p.n_recipients = 2;
+    free(e.msg);
+    assert_int_equal(mime_encrypt_mem(sample, strlen(sample), &p, keys,
+                                      e.keys.n, &e.msg, &e.len, NULL), 0);
+    assert_non_null(memmem(e.msg, e.len, "Key-Chunks: ", 12));
+    memcpy(e.keys.keys, keys, e.keys.n * sizeof(*keys));
+    free(keys);
+    assert_int_equal(try_decrypt(&e, e.msg, e.len), 0);
+    size_t cs, ce, ds, de;
+    regions(&e, &cs, &ce, &ds, &de);
+    unsigned char *m = malloc(e.len);
+    for (size_t i = cs; i < ce; i++) {
+        for (int b = 0; b < 8; b++) {
+            memcpy(m, e.msg, e.len);
+            m[i] ^= (unsigned char)(1u << b);
+            if (try_decrypt(&e, m, e.len) == 0)
+                fail_msg("flip at %zu bit %d not detected", i, b);
+        }
+    }
+    free(m);
+    unmake(&e);
 }
 
 static void test_flip_control_and_ciphertext_aes(void **s)
@@ -230,14 +276,17 @@ static void test_control_edits(void **s)
     }
     expect_edit(&e, "Key: t-1 320", "Key: t-0 320", MIME_ERR_KEY_DUPLICATE);
     /* (a leading CRLF skips the outer X-QKD-* look-alikes) */
-    expect_edit(&e, "\nVersion: 1", "\nVersion: 2",
+    expect_edit(&e, "\nVersion: 2", "\nVersion: 3",
+                MIME_ERR_UNSUPPORTED_VERSION);
+    /* version 1 (its OTP tag did not bind the pad) is not read */
+    expect_edit(&e, "\nVersion: 2", "\nVersion: 1",
                 MIME_ERR_UNSUPPORTED_VERSION);
     expect_edit(&e, "\nAlgorithm: OTP-POLY1305", "\nAlgorithm: ML-KEM-768",
                 MIME_ERR_UNSUPPORTED_ALGORITHM);
     expect_edit(&e, "\nKey-Count: ", "\nKey-Count: 0", MIME_ERR_MALFORMED);
     expect_edit(&e, "\nLength: ", "\nLength: 0", MIME_ERR_MALFORMED);
-    expect_edit(&e, "\nVersion: 1", "\nversion: 1", MIME_ERR_MALFORMED);
-    expect_edit(&e, "\nVersion: 1\r\n", "\nVersion: 1\r\nExtra: x\r\n",
+    expect_edit(&e, "\nVersion: 2", "\nversion: 2", MIME_ERR_MALFORMED);
+    expect_edit(&e, "\nVersion: 2\r\n", "\nVersion: 2\r\nExtra: x\r\n",
                 MIME_ERR_MALFORMED);
     expect_edit(&e, "--BOUNDARY--", "--BOUNDARY", MIME_ERR_MALFORMED);
     expect_edit(&e, "protocol=\"application/x-qkd-encrypted\"",
@@ -405,6 +454,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flip_control_and_ciphertext_otp),
         cmocka_unit_test(test_flip_control_and_ciphertext_aes),
+        cmocka_unit_test(test_flip_with_004_chunks),
         cmocka_unit_test(test_binary_flips_otp),
         cmocka_unit_test(test_binary_flips_aes),
         cmocka_unit_test(test_control_edits),

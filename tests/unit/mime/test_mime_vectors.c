@@ -1,12 +1,14 @@
-/* The test vectors of mime/FORMAT-SPEC.md: fixed keys, message, nonce and
- * boundary give exactly the bytes in tests/unit/mime/vectors/vN-output.eml,
- * which an independent Python implementation (vectors/make_vectors.py)
- * produced from the spec; and the spec quotes those outputs verbatim. */
+/* The test vectors of mime/FORMAT-SPEC.md: the parameters and keys of
+ * tests/unit/mime/vectors/vN-keys.json and vN-input.eml give exactly the
+ * bytes of vN-output.eml, which an independent Python implementation
+ * (vectors/make_vectors.py) produced from the spec; the spec quotes those
+ * outputs verbatim. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "mime_test_util.h"
 
@@ -16,14 +18,6 @@
 #ifndef MIME_SPEC_FILE
 #error "MIME_SPEC_FILE not defined"
 #endif
-
-struct vec {
-    int n;
-    enum mime_alg alg;
-    const char *boundary;
-    const char *placeholder; /* NULL: subject kept */
-    int nonce_base;          /* -1: none */
-};
 
 static unsigned char *load(int n, const char *what, size_t *len_r)
 {
@@ -35,46 +29,65 @@ static unsigned char *load(int n, const char *what, size_t *len_r)
     return b;
 }
 
-/* Same key material as make_vectors.py. */
-static size_t vector_keys(int n, size_t msg_len, struct mime_key *keys,
-                          unsigned char *k1, unsigned char *k2)
+static unsigned char *b64(const char *s, size_t *len_r)
 {
-    if (n == 1) {
-        for (int i = 0; i < 40; i++)
-            k1[i] = (unsigned char)i;
-        size_t l2 = msg_len + 32 - 40;
-        for (size_t i = 0; i < l2; i++)
-            k2[i] = (unsigned char)((0x80 + i * 7) & 0xff);
-        keys[0] = (struct mime_key){"qkd-key-0001", k1, 40};
-        keys[1] = (struct mime_key){"qkd-key-0002", k2, l2};
-        return 2;
-    }
-    for (int i = 0; i < 32; i++)
-        k1[i] = (unsigned char)(n == 2 ? i : 100 + i);
-    keys[0] = (struct mime_key){n == 2 ? "qkd-key-aes-0001"
-                                       : "0f6c6b1e-5d7a-4c3e-9a1b-2c3d4e5f6a7b",
-                                k1, 32};
-    return 1;
+    size_t n = strlen(s);
+    unsigned char *out = malloc(n / 4 * 3 + 4);
+    int len = EVP_DecodeBlock(out, (const unsigned char *)s, (int)n);
+    assert_true(len >= 0);
+    len -= (n > 0 && s[n - 1] == '=') + (n > 1 && s[n - 2] == '=');
+    *len_r = (size_t)len;
+    return out;
 }
 
-static void check_vector(const struct vec *v)
+/* Encrypts vN-input.eml with the parameters and keys of vN-keys.json and
+ * compares with vN-output.eml; decrypts that back; checks the spec quotes
+ * it; and checks the parsed control data against the parameters. */
+static void check_vector(int n)
 {
-    size_t in_len = 0, want_len = 0;
-    unsigned char *in = load(v->n, "input.eml", &in_len);
-    unsigned char *want = load(v->n, "output.eml", &want_len);
-    unsigned char k1[64], k2[4096], nonce[12];
-    struct mime_key keys[2];
-    size_t nk = vector_keys(v->n, in_len, keys, k1, k2);
+    size_t in_len = 0, want_len = 0, meta_len = 0;
+    unsigned char *in = load(n, "input.eml", &in_len);
+    unsigned char *want = load(n, "output.eml", &want_len);
+    unsigned char *meta_text = load(n, "keys.json", &meta_len);
+    json_error_t jerr;
+    json_t *meta = json_loadb((const char *)meta_text, meta_len, 0, &jerr);
+    assert_non_null(meta);
+    json_t *jkeys = json_object_get(meta, "keys");
+    size_t nk = json_array_size(jkeys);
+    struct mime_key *keys = calloc(nk, sizeof(*keys));
+    for (size_t i = 0; i < nk; i++) {
+        json_t *k = json_array_get(jkeys, i);
+        keys[i].key = b64(json_string_value(json_object_get(k, "key")),
+                          &keys[i].key_len);
+        keys[i].key_id = json_string_value(json_object_get(k, "key_ID"));
+        keys[i].ksid = json_string_value(json_object_get(k, "ksid"));
+        keys[i].index = (uint64_t)json_integer_value(json_object_get(k, "index"));
+    }
+    json_t *jr = json_object_get(meta, "recipients");
+    size_t nr = json_array_size(jr);
+    const char **rcpts = calloc(nr + 1, sizeof(char *));
+    for (size_t i = 0; i < nr; i++)
+        rcpts[i] = json_string_value(json_array_get(jr, i));
+    enum mime_alg alg;
+    assert_int_equal(mime_alg_parse(json_string_value(json_object_get(
+                                        meta, "algorithm")), &alg), 0);
     struct mime_encrypt_params p = {
-        .algorithm = v->alg, .source_kme_id = "KME_A",
-        .master_sae_id = "SAE_ALICE", .slave_sae_id = "SAE_BOB",
-        .protect_subject = v->placeholder != NULL,
-        .subject_placeholder = v->placeholder,
-        .fixed_boundary = v->boundary,
+        .algorithm = alg,
+        .source_kme_id = json_string_value(json_object_get(meta, "source_kme_id")),
+        .master_sae_id = json_string_value(json_object_get(meta, "master_sae_id")),
+        .slave_sae_id = json_string_value(json_object_get(meta, "slave_sae_id")),
+        .protect_subject = json_is_true(json_object_get(meta, "protect_subject")),
+        .subject_placeholder =
+            json_string_value(json_object_get(meta, "subject_placeholder")),
+        .recipients = rcpts,
+        .n_recipients = nr,
+        .fixed_boundary = json_string_value(json_object_get(meta, "boundary")),
     };
-    if (v->nonce_base >= 0) {
+    unsigned char nonce[12];
+    const char *nhex = json_string_value(json_object_get(meta, "nonce"));
+    if (nhex != NULL) {
         for (int i = 0; i < 12; i++)
-            nonce[i] = (unsigned char)(v->nonce_base + i);
+            assert_int_equal(sscanf(nhex + 2 * i, "%2hhx", &nonce[i]), 1);
         p.fixed_nonce = nonce;
     }
     unsigned char *out;
@@ -82,18 +95,25 @@ static void check_vector(const struct vec *v)
     char *err = NULL;
     int rc = mime_encrypt_mem(in, in_len, &p, keys, nk, &out, &out_len, &err);
     if (rc != 0)
-        fail_msg("vector %d: %s (%s)", v->n, mime_strerror(rc), err);
-    assert_int_equal(out_len, want_len);
-    assert_memory_equal(out, want, want_len);
+        fail_msg("vector %d: %s (%s)", n, mime_strerror(rc), err);
+    if (out_len != want_len || memcmp(out, want, want_len) != 0)
+        fail_msg("vector %d: C output differs from the independent one", n);
 
     struct mime_key_list kl = {keys, nk};
     unsigned char *dec;
     size_t dec_len;
+    struct mime_info *info = NULL;
     assert_int_equal(mime_decrypt_mem(want, want_len, mime_key_list_lookup,
-                                      &kl, &dec, &dec_len, NULL, NULL), 0);
+                                      &kl, &dec, &dec_len, &info, NULL), 0);
     assert_int_equal(dec_len, in_len);
     assert_memory_equal(dec, in, in_len);
     mime_plaintext_free(&dec, dec_len);
+    /* every given recipient is bound (normalised), nobody else */
+    for (size_t i = 0; i < nr; i++)
+        assert_int_equal(mime_info_bound_to(info, rcpts[i]), 1);
+    assert_int_equal(mime_info_bound_to(info, "mallory@example.net"), 0);
+    assert_int_equal(mime_info_version(info), MIME_FORMAT_VERSION);
+    mime_info_free(&info);
 
     /* The spec quotes the output (CRLF shown as LF). */
     size_t spec_len = 0;
@@ -105,35 +125,25 @@ static void check_vector(const struct vec *v)
         if (want[i] != '\r')
             lf[lf_len++] = want[i];
     if (memmem(spec, spec_len, lf, lf_len) == NULL)
-        fail_msg("FORMAT-SPEC.md does not quote vector %d verbatim", v->n);
+        fail_msg("FORMAT-SPEC.md does not quote vector %d verbatim", n);
     free(lf);
     free(spec);
     free(out);
+    for (size_t i = 0; i < nk; i++)
+        free((void *)keys[i].key);
+    free(keys);
+    free(rcpts);
+    json_decref(meta);
+    free(meta_text);
     free(in);
     free(want);
 }
 
-static void test_vector_1_otp(void **s)
-{
-    (void)s;
-    struct vec v = {1, MIME_ALG_OTP_POLY1305, "=_qkd_vector_1", "[...]", -1};
-    check_vector(&v);
-}
-
-static void test_vector_2_aes(void **s)
-{
-    (void)s;
-    struct vec v = {2, MIME_ALG_AES_256_GCM, "=_qkd_vector_2", "[encrypted]",
-                    0};
-    check_vector(&v);
-}
-
-static void test_vector_3_aes_lf(void **s)
-{
-    (void)s;
-    struct vec v = {3, MIME_ALG_AES_256_GCM, "=_qkd_vector_3", NULL, 200};
-    check_vector(&v);
-}
+static void test_vector_1_otp(void **s) { (void)s; check_vector(1); }
+static void test_vector_2_aes(void **s) { (void)s; check_vector(2); }
+static void test_vector_3_aes_lf(void **s) { (void)s; check_vector(3); }
+static void test_vector_4_otp_several_keys(void **s) { (void)s; check_vector(4); }
+static void test_vector_5_aes_several_keys(void **s) { (void)s; check_vector(5); }
 
 int main(void)
 {
@@ -141,6 +151,8 @@ int main(void)
         cmocka_unit_test(test_vector_1_otp),
         cmocka_unit_test(test_vector_2_aes),
         cmocka_unit_test(test_vector_3_aes_lf),
+        cmocka_unit_test(test_vector_4_otp_several_keys),
+        cmocka_unit_test(test_vector_5_aes_several_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

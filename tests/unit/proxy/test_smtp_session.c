@@ -13,13 +13,29 @@
 
 #include <cmocka.h>
 
+#include "log.h"
 #include "net.h"
 #include "smtp_session.h"
 
+/* Every log line of a test, when captured (to look for secrets). */
+static char logged[1 << 20];
+static size_t logged_len;
+
+static void capture_log(void *arg, enum qlog_level level, const char *line, size_t len)
+{
+    (void)arg;
+    (void)level;
+    if (logged_len + len < sizeof(logged)) {
+        memcpy(logged + logged_len, line, len);
+        logged_len += len;
+        logged[logged_len] = '\0';
+    }
+}
+
 /* ---- a scripted peer ------------------------------------------------------
- * Steps: "> text" sends text + CRLF; "< prefix" waits for a line starting
- * with prefix (continuation lines "ddd-" are skipped); "<." waits for the
- * end of a DATA body; "~ms" pauses. Every line received is appended to
+ * Steps: "> text" sends text + CRLF; "= text" sends text alone; "< prefix"
+ * waits for a line starting with prefix (continuation lines "ddd-" are
+ * skipped); "<." waits for the end of a DATA body; "~ms" pauses. Every line received is appended to
  * log. */
 struct peer {
     const char *name;
@@ -31,7 +47,7 @@ struct peer {
     size_t step;
     bool done;
     bool failed;
-    char log[65536];
+    char log[131072];
     size_t log_len;
 };
 
@@ -47,7 +63,8 @@ static void peer_timer_cb(uv_timer_t *t)
 static void peer_run(struct peer *p)
 {
     while (p->conn && p->script[p->step] &&
-           (p->script[p->step][0] == '>' || p->script[p->step][0] == '~')) {
+           (p->script[p->step][0] == '>' || p->script[p->step][0] == '~' ||
+            p->script[p->step][0] == '=')) {
         if (p->script[p->step][0] == '~') {
             if (!p->timer_on) {
                 uv_timer_init(p->loop, &p->timer);
@@ -57,7 +74,10 @@ static void peer_run(struct peer *p)
             uv_timer_start(&p->timer, peer_timer_cb, strtoull(p->script[p->step] + 1, NULL, 10), 0);
             return;
         }
-        net_conn_printf(p->conn, "%s\r\n", p->script[p->step] + 2);
+        if (p->script[p->step][0] == '=')
+            net_conn_printf(p->conn, "%s", p->script[p->step] + 2);
+        else
+            net_conn_printf(p->conn, "%s\r\n", p->script[p->step] + 2);
         p->step++;
     }
     if (!p->script[p->step] && !p->done) {
@@ -114,7 +134,7 @@ static void peer_cb(net_conn *conn, enum net_event ev, void *arg)
         while (p->conn && (len = net_conn_line_len(p->conn)) > 0) {
             size_t avail;
             const char *in = net_conn_input(p->conn, &avail);
-            char line[4096];
+            char line[16384];
             size_t n = len < sizeof(line) ? len : sizeof(line) - 1;
             memcpy(line, in, n);
             net_conn_consume(p->conn, len);
@@ -160,7 +180,7 @@ static void up_accept(net_listener *l, net_conn *conn, void *arg)
 
 /* ---- the proxy side: a session per accepted client --------------------- */
 
-enum mode { DELIVER_ONE, DELIVER_TWO, FAIL_451 };
+enum mode { DELIVER_ONE, DELIVER_TWO, FAIL_451, DELIVER_BAD_INDEX };
 
 struct fixture {
     uv_loop_t loop;
@@ -228,6 +248,25 @@ static void h_message(void *ctx, smtp_session *s, const struct smtp_message *m)
     }
     static size_t all[2] = {0, 1}, first[1] = {0}, second[1] = {1};
     struct smtp_delivery d[2];
+    if (f->mode == DELIVER_BAD_INDEX) {
+        /* The caller's arrays stay the caller's when deliver refuses: a
+         * valid first copy, an out-of-range index in the second. Heap
+         * arrays, so that ASan sees a double free if the session freed
+         * them. */
+        size_t *one = malloc(sizeof(*one)), *bad = malloc(sizeof(*bad));
+        assert_non_null(one);
+        assert_non_null(bad);
+        *one = 0;
+        *bad = m->n_rcpts;
+        d[0] = (struct smtp_delivery){one, 1, m->fd, m->size};
+        d[1] = (struct smtp_delivery){bad, 1, m->fd, m->size};
+        assert_int_equal(smtp_session_deliver(s, d, 2, h_delivered, f), -1);
+        assert_int_equal(smtp_session_deliver(s, d, 0, h_delivered, f), -1);
+        free(one);
+        free(bad);
+        smtp_session_fail(s, 451, "4.3.0", "local error");
+        return;
+    }
     if (f->mode == DELIVER_ONE) {
         d[0] = (struct smtp_delivery){all, m->n_rcpts, m->fd, m->size};
         assert_int_equal(smtp_session_deliver(s, d, 1, h_delivered, f), 0);
@@ -586,6 +625,206 @@ static void test_idle_upstream_does_not_time_out(void **state)
     upstream_timeout_ms = 10000;
 }
 
+static void test_deliver_refused_keeps_caller_arrays(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250 up.test",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< RSET",
+        "> 250 2.0.0 Ok",
+        "< QUIT",
+        "> 221 Bye",
+        NULL,
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> DATA",
+        "< 354",
+        "> A: b\r\n\r\nbody\r\n.",
+        "< 451 4.3.0 local error",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_BAD_INDEX, client, upstream, false, true, &f, &c, &up);
+    assert_int_equal(f.delivered, 0);
+}
+
+/* The states that used to be flags: an overlong line discarded to its end
+ * (SKIP_LINE), a refused BDAT consumed then answered (BDAT_DISCARD), the
+ * AUTH exchange with two challenges (AUTH_UPSTREAM / AUTH_CLIENT), RCPT
+ * and DATA refused between chunks (CHUNKED), and a QUIT pipelined right
+ * after the last chunk, answered after the message's reply (input is
+ * offered again when PROCESSING and DELIVERING end). */
+static void test_states_and_pipelining(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH LOGIN",
+        "< AUTH LOGIN",
+        "> 334 VXNlcm5hbWU6",
+        "< dXNlcg==",
+        "> 334 UGFzc3dvcmQ6",
+        "< cGFzcw==",
+        "> 235 2.7.0 Authentication successful",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< DATA",
+        "> 354 go ahead",
+        "<.",
+        "> 250 2.0.0 Ok: queued as XYZ",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    static char longline[1600];
+    memset(longline, 'x', sizeof(longline) - 1);
+    longline[0] = '=';
+    longline[1] = ' ';
+    static const char *client[] = {
+        "< 220 proxy.test ESMTP",
+        "> EHLO c.test",
+        "< 250 ",
+        NULL, /* longline: 1598 bytes without a line end */
+        "< 500 5.5.2 Line too long",
+        "> rest of the long line",
+        "> NOOP",
+        "< 250 2.0.0 Ok",
+        "> BDAT 5\r\nabc", /* the chunk is "abc" CRLF */
+        "< 503 5.5.1 Need RCPT command first",
+        "> AUTH LOGIN",
+        "< 334 VXNlcm5hbWU6",
+        "> dXNlcg==",
+        "< 334 UGFzc3dvcmQ6",
+        "> cGFzcw==",
+        "< 235 2.7.0 Authentication successful",
+        "> MAIL FROM:<a@x.test>",
+        "< 250 2.1.0 Ok",
+        "> RCPT TO:<b@y.test>",
+        "< 250 2.1.5 Ok",
+        "> BDAT 6\r\nA: b",
+        "< 250 2.0.0 Chunk received",
+        "> RCPT TO:<c@y.test>",
+        "< 503 5.5.1 RCPT not allowed after BDAT",
+        "> DATA",
+        "< 503 5.5.1 DATA not allowed after BDAT",
+        "> BDAT 8 LAST\r\n\r\nbody\r\nQUIT",
+        "< 250 2.0.0 Ok: queued as XYZ",
+        "< 221",
+        NULL,
+    };
+    client[3] = longline;
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    assert_int_equal(f.spooled_len, strlen("A: b\r\n\r\nbody\r\n"));
+    assert_memory_equal(f.spooled, "A: b\r\n\r\nbody\r\n", f.spooled_len);
+    assert_int_equal(f.delivered, 1);
+    /* the 500 came once for the long line */
+    const char *first = strstr(c.log, "500 5.5.2");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "500 5.5.2"));
+}
+
+/* AUTH XOAUTH2 and OAUTHBEARER (RFC 7628) pass through like PLAIN: with an
+ * initial response longer than max_line_length (an OAuth token; RFC 4954
+ * allows 12288), the error challenge and the client's empty answer
+ * relayed, and no token in any log line, at debug level. Upstream offers
+ * only the OAuth mechanisms (as Gmail and Microsoft 365 do). */
+static void test_auth_oauth_pass_through(void **state)
+{
+    (void)state;
+    /* "user=u@x.test\1auth=Bearer <token>\1\1", base64: a long token */
+    static char xoauth2[12100], oauthbearer[5000], up_x[12200], up_o[5100];
+    memcpy(xoauth2, "> AUTH XOAUTH2 ", 15); /* NOLINT(bugprone-not-null-terminated-result) */
+    for (size_t i = 15; i < sizeof(xoauth2) - 1; i++)
+        xoauth2[i] = "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"[i % 39];
+    snprintf(up_x, sizeof(up_x), "< %s", xoauth2 + 2);
+    memcpy(oauthbearer, "> AUTH OAUTHBEARER ", 19); /* NOLINT(bugprone-not-null-terminated-result) */
+    for (size_t i = 19; i < sizeof(oauthbearer) - 1; i++)
+        oauthbearer[i] = "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"[i % 42];
+    snprintf(up_o, sizeof(up_o), "< %s", oauthbearer + 2);
+    static const char *upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250-PIPELINING\r\n250-AUTH XOAUTH2 OAUTHBEARER\r\n250 SIZE 0",
+        NULL, /* up_x */
+        "> 334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=",
+        "< ",  /* the client's empty answer */
+        "> 535 5.7.8 Username and Password not accepted",
+        NULL, /* up_o */
+        "> 235 2.7.0 Accepted",
+        "< MAIL FROM:<u@x.test>",
+        "> 250 2.1.0 Ok",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    upstream[3] = up_x;
+    upstream[7] = up_o;
+    static const char *client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> AUTH PLAIN AGFAeABw",
+        "< 504 5.5.4 Unrecognized authentication type",
+        NULL, /* xoauth2 */
+        "< 334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=",
+        "> ",
+        "< 535 5.7.8 Username and Password not accepted",
+        NULL, /* oauthbearer */
+        "< 235 2.7.0 Accepted",
+        "> MAIL FROM:<u@x.test>",
+        "< 250 2.1.0 Ok",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    client[5] = xoauth2;
+    client[9] = oauthbearer;
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    enum qlog_level was = qlog_get_level();
+    qlog_set_level(QLOG_DEBUG);
+    logged_len = 0;
+    qlog_set_sink(capture_log, NULL);
+    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    qlog_set_sink(NULL, NULL);
+    qlog_set_level(was);
+    assert_non_null(strstr(c.log, "250 AUTH XOAUTH2 OAUTHBEARER\r\n"));
+    assert_null(strstr(c.log, "PLAIN"));
+    /* the exchange is in the log, the credentials are not */
+    assert_non_null(strstr(logged, "<<< AUTH <redacted>"));
+    assert_null(strstr(logged, "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"));
+    assert_null(strstr(logged, "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"));
+    assert_null(strstr(logged, "eyJzdGF0dXMiOiI0MDEi"));
+    assert_non_null(strstr(logged, "authenticated by upstream"));
+    /* upstream got the whole initial responses and the empty answer */
+    assert_non_null(strstr(up.peer.log, xoauth2 + 2));
+    assert_non_null(strstr(up.peer.log, "\r\n\r\nAUTH OAUTHBEARER "));
+}
+
 static void test_upstream_down(void **state)
 {
     (void)state;
@@ -608,6 +847,9 @@ int main(void)
         cmocka_unit_test(test_fail_resets_upstream),
         cmocka_unit_test(test_upstream_lost_during_copies),
         cmocka_unit_test(test_idle_upstream_does_not_time_out),
+        cmocka_unit_test(test_deliver_refused_keeps_caller_arrays),
+        cmocka_unit_test(test_states_and_pipelining),
+        cmocka_unit_test(test_auth_oauth_pass_through),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

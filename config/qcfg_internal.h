@@ -1,12 +1,12 @@
 /* config module internals shared by its files; not a public header. */
-#ifndef QUMAIL_CONFIG_INTERNAL_H
-#define QUMAIL_CONFIG_INTERNAL_H
+#ifndef QUMAIL_QCFG_INTERNAL_H
+#define QUMAIL_QCFG_INTERNAL_H
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "config.h"
+#include "qcfg.h"
 
 struct qcfg_err {
     unsigned line, col; /* 0:0 for document-level errors */

@@ -1,16 +1,15 @@
 /* The daemon configuration: built-in defaults, derived defaults, freeing,
- * lookups. Reading the JSON is in daemon_read.c. */
+ * lookups. Reading the JSON is in settings_read.c and the files beside it. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon_internal.h"
+#include "settings_internal.h"
 
-char *qumail_config__dup(struct qumail_config *cfg, bool *oom, const char *s)
+char *qumail_config__dup(bool *oom, const char *s)
 {
-    (void)cfg;
     if (!s)
         return NULL;
     char *d = strdup(s);
@@ -48,7 +47,7 @@ struct qumail_config *qumail_config__new_defaults(bool with_listener)
         return NULL;
     bool oom = false;
     c->log_level = QUMAIL_LOG_INFO;
-    c->state_dir = qumail_config__dup(c, &oom, "/var/lib/qumail");
+    c->state_dir = qumail_config__dup(&oom, "/var/lib/qumail");
 
     struct qumail_smtp *s = &c->smtp;
     s->mode = QUMAIL_SMTP_SUBMISSION;
@@ -56,39 +55,43 @@ struct qumail_config *qumail_config__new_defaults(bool with_listener)
     if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
         strcpy(host, "localhost");
     host[sizeof(host) - 1] = '\0';
-    s->hostname = qumail_config__dup(c, &oom, host);
+    s->hostname = qumail_config__dup(&oom, host);
     if (with_listener) {
         s->listeners = calloc(1, sizeof(*s->listeners));
         if (!s->listeners) {
             oom = true;
         } else {
             s->n_listeners = 1;
-            s->listeners[0].name = qumail_config__dup(c, &oom, "submission");
-            s->listeners[0].address = qumail_config__dup(c, &oom, "127.0.0.1");
+            s->listeners[0].name = qumail_config__dup(&oom, "submission");
+            s->listeners[0].address = qumail_config__dup(&oom, "127.0.0.1");
             s->listeners[0].port = 2587;
             s->listeners[0].tls = QUMAIL_LISTEN_TLS_NONE;
             s->listeners[0].require_tls_for_auth = false; /* loopback */
         }
     }
-    s->upstream.host = qumail_config__dup(c, &oom, "127.0.0.1");
+    s->upstream.host = qumail_config__dup(&oom, "127.0.0.1");
     s->upstream.port = 0; /* derived from mode and tls */
     s->upstream.tls = QUMAIL_UPSTREAM_TLS_STARTTLS;
     s->upstream.verify = true;
-    s->upstream.timeout_ms = 300000;
+    s->upstream.timeout_ms = 5 * MIN;
+    s->limits.conn.max_connections = 100;
+    s->limits.conn.max_connections_per_address = 50;
+    s->limits.conn.listen_backlog = 511;
     s->limits.max_message_size = 25u << 20;
     s->limits.max_recipients = 100;
     s->limits.max_line_length = 4096;
     s->limits.command_timeout_ms = 300000;
     s->limits.data_timeout_ms = 600000;
-    s->limits.max_connections = 100;
     s->trace_header = true;
+
+    qumail_config__imap_defaults(c, &oom);
 
     struct qumail_kme_simulator *k = &c->kme_simulator;
     k->enabled = false;
-    k->address = qumail_config__dup(c, &oom, "127.0.0.1");
-    k->a.kme_id = qumail_config__dup(c, &oom, "kme-a");
+    k->address = qumail_config__dup(&oom, "127.0.0.1");
+    k->a.kme_id = qumail_config__dup(&oom, "kme-a");
     k->a.port = 8481;
-    k->b.kme_id = qumail_config__dup(c, &oom, "kme-b");
+    k->b.kme_id = qumail_config__dup(&oom, "kme-b");
     k->b.port = 8482;
     k->key_rate = 100000;
     k->max_key_count = 10000;
@@ -123,7 +126,13 @@ int qumail_config__finish(struct qumail_config *c)
             s->upstream.port = s->mode == QUMAIL_SMTP_GATEWAY ? 25 : 587;
     }
     if (!s->upstream.server_name)
-        s->upstream.server_name = qumail_config__dup(c, &oom, s->upstream.host);
+        s->upstream.server_name = qumail_config__dup(&oom, s->upstream.host);
+    struct qumail_upstream *iu = &c->imap.upstream;
+    if (iu->port == 0)
+        iu->port = iu->tls == QUMAIL_UPSTREAM_TLS_IMPLICIT ? 993 : 143;
+    if (!iu->server_name)
+        iu->server_name = qumail_config__dup(&oom, iu->host);
+    qumail_config__imap_finish(c, &oom);
     if (!c->vault.path)
         c->vault.path = join_path(&oom, c->state_dir, "vault.sqlite");
     if (!c->vault.key_file)
@@ -141,12 +150,21 @@ struct qumail_config *qumail_config_defaults(void)
     return c;
 }
 
-static void free_listener(struct qumail_smtp_listener *l)
+void qumail_config__free_listener(struct qumail_listener *l)
 {
     free(l->name);
     free(l->address);
     free(l->cert_file);
     free(l->key_file);
+}
+
+void qumail_config__free_upstream(struct qumail_upstream *u)
+{
+    free(u->host);
+    free(u->ca_file);
+    free(u->server_name);
+    free(u->client_cert_file);
+    free(u->client_key_file);
 }
 
 void qumail_config__free_link(struct qumail_kme_link *l)
@@ -171,14 +189,14 @@ void qumail_config_free(struct qumail_config **cfgp)
     struct qumail_smtp *s = &c->smtp;
     free(s->hostname);
     for (size_t i = 0; i < s->n_listeners; i++)
-        free_listener(&s->listeners[i]);
+        qumail_config__free_listener(&s->listeners[i]);
     free(s->listeners);
-    free(s->upstream.host);
-    free(s->upstream.ca_file);
-    free(s->upstream.server_name);
-    free(s->upstream.client_cert_file);
-    free(s->upstream.client_key_file);
+    qumail_config__free_upstream(&s->upstream);
     free(s->trusted_networks);
+    for (size_t i = 0; i < c->imap.n_listeners; i++)
+        qumail_config__free_listener(&c->imap.listeners[i]);
+    free(c->imap.listeners);
+    qumail_config__free_upstream(&c->imap.upstream);
     for (size_t i = 0; i < c->n_kme_links; i++)
         qumail_config__free_link(&c->kme_links[i]);
     free(c->kme_links);

@@ -10,12 +10,20 @@
 
 static enum qlog_level current_level = QLOG_INFO;
 static const char *current_ident = "qumail";
+static qlog_sink current_sink;
+static void *current_sink_arg;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void qlog_set_level(enum qlog_level level) { current_level = level; }
 enum qlog_level qlog_get_level(void) { return current_level; }
 void qlog_set_ident(const char *ident) { current_ident = ident; }
+
+void qlog_set_sink(qlog_sink sink, void *arg)
+{
+    current_sink = sink;
+    current_sink_arg = arg;
+}
 
 int qlog_level_parse(const char *name, enum qlog_level *level_r)
 {
@@ -57,6 +65,10 @@ __attribute__((format(printf, 2, 0))) void qlogv(enum qlog_level level, const ch
             line[i] = '?';
     }
     line[len++] = '\n';
+    if (current_sink) {
+        current_sink(current_sink_arg, level, line, len);
+        return;
+    }
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }

@@ -1,21 +1,8 @@
-/* The per-message pipeline, as SMTP session hooks:
- *
- *   RCPT    policy lookup; "refuse" (or a protected rule without a usable
- *           key link) is answered at RCPT time with the reason.
- *   message 1. header recipients (To/Cc) read on the thread pool;
- *           2. copies: protected recipients listed in To/Cc grouped by
- *              (action, level, link, slave SAE, subject settings); each
- *              protected recipient not listed there (Bcc) alone; every
- *              unprotected recipient in one plain copy;
- *           3. keys per protected copy from its link's KME: exactly the
- *              bits the algorithm needs for this message, never shared;
- *           4. encryption of each copy on the thread pool (keys wiped
- *              right after);
- *           5. the copies handed to the session for upstream delivery.
- *   Fail closed: if any "require" copy cannot get keys, nothing is sent
- *   and the client gets the policy's 4xx (defer) or 5xx (refuse) with
- *   enhanced status X.7.5. A "prefer" copy without keys is sent as it is.
- *   One log line per message: id, copies, levels, key counts, outcome. */
+/* Outgoing protection: the SMTP session hooks, one job per message
+ * (outgoing.h has the stages, the fail-closed rules and who owns which
+ * buffer). */
+#include "outgoing.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,9 +10,35 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon_internal.h"
 #include "log.h"
 #include "mime.h"
+
+/* Cached KME identities per (link, slave SAE): the encryption's control
+ * part names the source KME and the master SAE. Nodes never change once
+ * linked and live until protect_out_free: encryption threads read them. */
+struct kme_ids {
+    struct kme_ids *next;
+    char *link, *slave, *source_kme_id, *master_sae_id;
+};
+
+struct protect_out {
+    uv_loop_t *loop;
+    protect_out_link_fn find_link;
+    void *link_arg;
+    struct kme_ids *ids;
+    uint64_t messages;
+    size_t jobs;                /* alive, with a session or finishing quietly */
+};
+
+struct job;
+
+struct protect_out_session {
+    protect_out *po;
+    policy *pol;                /* own reference: rules stay valid */
+    struct job *job;            /* the message in flight, or NULL */
+    void (*closed)(void *arg);
+    void *closed_arg;
+};
 
 struct rcpt_info {
     const struct policy_rule *rule; /* valid while the job/session holds pol */
@@ -33,43 +46,49 @@ struct rcpt_info {
 };
 
 struct copy {
-    size_t *idx;
+    size_t *idx;                    /* recipient indices (owned) */
     size_t n;
     const struct policy_rule *rule; /* NULL for the plain copy */
     bool protect;
     bool bcc;
     enum mime_alg alg;
     uint64_t bits;
-    struct link_state *link;
+    kme_client *kme;                /* the rule's link (daemon's) */
     const struct kme_ids *ids;      /* looked up on the loop before encrypting */
-    struct kme_keys *keys;
+    struct kme_keys *keys;          /* owned; wiped after encryption */
     size_t n_keys;                  /* for the log, after the keys are wiped */
     int kme_error;
-    char *kme_message;
-    int out_fd;
+    char *kme_message;              /* owned, may be NULL */
+    int out_fd;                     /* the encrypted copy (owned), or -1 */
     uint64_t out_size;
     int enc_error;
-    char *enc_message;
+    char *enc_message;              /* owned, may be NULL */
     uv_work_t work;
     struct job *job;
 };
 
-enum job_stage { JOB_HEADERS, JOB_KEYS, JOB_ENCRYPT, JOB_DELIVER };
+/* One transition place (job_enter), a name table for logs. */
+enum job_state { JOB_NEW, JOB_HEADERS, JOB_KEYS, JOB_ENCRYPT, JOB_DELIVER };
+
+static const char *const job_state_names[] = {
+    [JOB_NEW] = "NEW",         [JOB_HEADERS] = "HEADERS", [JOB_KEYS] = "KEYS",
+    [JOB_ENCRYPT] = "ENCRYPT", [JOB_DELIVER] = "DELIVER",
+};
 
 struct job {
-    proxy_daemon *d;
-    struct session_ctx *sc;   /* NULL once the session is gone */
-    smtp_session *s;
+    protect_out *po;
+    protect_out_session *ps;  /* NULL once the session is gone */
+    smtp_session *s;          /* NULL once the session is gone */
     policy *pol;              /* own reference: rules stay valid */
     char id[16];
-    char *from;
-    char **addrs;
-    struct rcpt_info **infos;
+    char *from;               /* owned copies of the message's envelope */
+    char **addrs;             /* n_rcpts entries, or NULL */
+    struct rcpt_info **infos; /* n_rcpts entries, or NULL */
     size_t n_rcpts;
-    int fd;                   /* dup of the spool */
+    int fd;                   /* dup of the spool (owned), or -1 */
     uint64_t size;
     uint64_t started_ms;
-    enum job_stage stage;
+    enum job_state state;
     unsigned pending;         /* async operations outstanding */
     uv_work_t hdr_work;
     struct mime_rcpt_list *hdr;
@@ -78,14 +97,123 @@ struct job {
     size_t n_copies;
 };
 
+static void job_enter(struct job *job, enum job_state st)
+{
+    qlog_debug("msg %s: %s -> %s", job->id, job_state_names[job->state],
+               job_state_names[st]);
+    job->state = st;
+}
+
+/* ---- KME identities ------------------------------------------------------ */
+
+static const struct kme_ids *ids_find(const protect_out *po, const char *link,
+                                      const char *slave)
+{
+    for (const struct kme_ids *i = po->ids; i; i = i->next)
+        if (strcmp(i->link, link) == 0 && strcmp(i->slave, slave) == 0)
+            return i;
+    return NULL;
+}
+
+static void ids_free(struct kme_ids *i)
+{
+    free(i->link);
+    free(i->slave);
+    free(i->source_kme_id);
+    free(i->master_sae_id);
+    free(i);
+}
+
+/* -1 when out of memory: the copy then fails to encrypt (fail closed). */
+static int ids_store(protect_out *po, const char *link, const char *slave,
+                     const char *source_kme_id, const char *master_sae_id)
+{
+    if (ids_find(po, link, slave))
+        return 0;
+    struct kme_ids *i = calloc(1, sizeof(*i));
+    if (!i)
+        return -1;
+    i->link = strdup(link);
+    i->slave = strdup(slave);
+    i->source_kme_id = strdup(source_kme_id ? source_kme_id : "");
+    i->master_sae_id = strdup(master_sae_id ? master_sae_id : "");
+    if (!i->link || !i->slave || !i->source_kme_id || !i->master_sae_id) {
+        ids_free(i);
+        return -1;
+    }
+    i->next = po->ids; /* existing nodes never change: workers may read them */
+    po->ids = i;
+    return 0;
+}
+
+/* ---- the daemon-wide part and sessions ------------------------------------- */
+
+protect_out *protect_out_new(uv_loop_t *loop, protect_out_link_fn link, void *link_arg)
+{
+    protect_out *po = calloc(1, sizeof(*po));
+    if (!po)
+        return NULL;
+    po->loop = loop;
+    po->find_link = link;
+    po->link_arg = link_arg;
+    return po;
+}
+
+void protect_out_free(protect_out **pop)
+{
+    protect_out *po = pop ? *pop : NULL;
+    if (!po)
+        return;
+    *pop = NULL;
+    while (po->ids) {
+        struct kme_ids *i = po->ids;
+        po->ids = i->next;
+        ids_free(i);
+    }
+    free(po);
+}
+
+uint64_t protect_out_messages(const protect_out *po) { return po->messages; }
+size_t protect_out_jobs(const protect_out *po) { return po->jobs; }
+
+protect_out_session *protect_out_session_new(protect_out *po, policy *pol,
+                                             void (*closed)(void *arg), void *arg)
+{
+    protect_out_session *ps = calloc(1, sizeof(*ps));
+    if (!ps) {
+        policy_unref(&pol);
+        return NULL;
+    }
+    ps->po = po;
+    ps->pol = pol;
+    ps->closed = closed;
+    ps->closed_arg = arg;
+    return ps;
+}
+
+void protect_out_session_free(protect_out_session **psp)
+{
+    protect_out_session *ps = psp ? *psp : NULL;
+    if (!ps)
+        return;
+    *psp = NULL;
+    policy_unref(&ps->pol);
+    free(ps);
+}
+
+static kme_client *find_link(const protect_out *po, const char *name)
+{
+    return name && po->find_link ? po->find_link(po->link_arg, name) : NULL;
+}
+
 /* ---- RCPT ---------------------------------------------------------------- */
 
-static void pipe_rcpt(void *ctx, smtp_session *s, const char *addr,
-                      struct smtp_rcpt_verdict *v)
+static void out_rcpt(void *ctx, smtp_session *s, const char *addr,
+                     struct smtp_rcpt_verdict *v)
 {
-    struct session_ctx *sc = ctx;
+    protect_out_session *ps = ctx;
     (void)s;
-    const struct policy_rule *rule = policy_lookup(sc->pol, addr);
+    const struct policy_rule *rule = policy_lookup(ps->pol, addr);
     if (rule->action == POLICY_REFUSE) {
         v->accept = false;
         v->code = 550;
@@ -100,7 +228,7 @@ static void pipe_rcpt(void *ctx, smtp_session *s, const char *addr,
         return;
     }
     bool protect = policy_rule_protects(rule);
-    if (protect && (!rule->link || !rule->slave_sae || !proxy_daemon_link(sc->d, rule->link))) {
+    if (protect && (!rule->link || !rule->slave_sae || !find_link(ps->po, rule->link))) {
         if (rule->action == POLICY_REQUIRE) {
             v->accept = false;
             v->code = 451;
@@ -122,10 +250,10 @@ static void pipe_rcpt(void *ctx, smtp_session *s, const char *addr,
     info->rule = rule;
     info->protect = protect;
     v->accept = true;
-    v->data = info;
+    v->data = info; /* the session's from now on; back through rcpt_free */
 }
 
-static void pipe_rcpt_free(void *ctx, void *data)
+static void out_rcpt_free(void *ctx, void *data)
 {
     (void)ctx;
     free(data);
@@ -135,8 +263,9 @@ static void pipe_rcpt_free(void *ctx, void *data)
 
 static void job_free(struct job *job)
 {
-    if (job->sc)
-        job->sc->job = NULL;
+    job->po->jobs--;
+    if (job->ps)
+        job->ps->job = NULL;
     for (size_t i = 0; i < job->n_copies; i++) {
         struct copy *c = &job->copies[i];
         kme_keys_free(&c->keys);
@@ -147,9 +276,12 @@ static void job_free(struct job *job)
             close(c->out_fd);
     }
     free(job->copies);
+    /* Either array may be missing when the job could not be set up. */
     for (size_t i = 0; i < job->n_rcpts; i++) {
-        free(job->addrs[i]);
-        free(job->infos[i]);
+        if (job->addrs)
+            free(job->addrs[i]);
+        if (job->infos)
+            free(job->infos[i]);
     }
     free(job->addrs);
     free(job->infos);
@@ -177,35 +309,41 @@ static void job_log(struct job *job, int code, const char *enh, const char *what
     copies[0] = '\0';
     for (size_t i = 0; i < job->n_copies && n < sizeof(copies) - 1; i++) {
         const struct copy *c = &job->copies[i];
+        const char *link = c->rule ? c->rule->link : NULL;
         int w = snprintf(copies + n, sizeof(copies) - n,
                          "%s[%zu: level=%s%s rcpts=%zu keys=%zu bits=%llu%s%s]",
                          i ? " " : "", i + 1, copy_level(c), c->bcc ? " bcc" : "", c->n,
                          c->n_keys,
                          (unsigned long long)(c->protect ? c->bits : 0),
-                         c->link ? " link=" : "", c->link ? c->link->cfg->name : "");
+                         c->kme && link ? " link=" : "", c->kme && link ? link : "");
         if (w < 0)
             break;
         n += (size_t)w;
         if (n >= sizeof(copies))
             n = sizeof(copies) - 1;
     }
-    uint64_t ms = uv_now(job->d->loop) - job->started_ms;
+    uint64_t ms = uv_now(job->po->loop) - job->started_ms;
     qlog_info("msg %s: from=<%s> rcpts=%zu size=%llu copies=%zu %s delivered=%zu/%zu "
               "outcome=%d %s (%s) in %llu ms",
-              job->id, job->from, job->n_rcpts, (unsigned long long)job->size,
-              job->n_copies, copies, done, job->n_copies, code, enh, what,
-              (unsigned long long)ms);
+              job->id, job->from ? job->from : "?", job->n_rcpts,
+              (unsigned long long)job->size, job->n_copies, copies, done, job->n_copies,
+              code, enh, what, (unsigned long long)ms);
 }
 
+/* Answers the client and ends the job. The job is freed first: the
+ * session may end inside smtp_session_fail (a client that left waits only
+ * for this reply), and its closed hook must not find the job. text must
+ * not point into the job. */
 static void job_fail(struct job *job, int code, const char *enh, const char *text)
 {
     job_log(job, code, enh, text, 0);
-    if (job->s)
-        smtp_session_fail(job->s, code, enh, text);
+    smtp_session *s = job->s;
     job_free(job);
+    if (s)
+        smtp_session_fail(s, code, enh, text);
 }
 
-/* ---- stage 5: delivery -------------------------------------------------------- */
+/* ---- DELIVER ------------------------------------------------------------------ */
 
 static void delivered(smtp_session *s, const struct smtp_delivery_result *res, void *arg)
 {
@@ -218,7 +356,9 @@ static void delivered(smtp_session *s, const struct smtp_delivery_result *res, v
 
 static void job_deliver(struct job *job)
 {
-    job->stage = JOB_DELIVER;
+    job_enter(job, JOB_DELIVER);
+    /* The array is ours; the session copies it (and every rcpt_index) in
+     * smtp_session_deliver and keeps none of our pointers. */
     struct smtp_delivery *dl = calloc(job->n_copies, sizeof(*dl));
     if (!dl) {
         job_fail(job, 451, "4.3.0", "Insufficient system resources");
@@ -231,14 +371,13 @@ static void job_deliver(struct job *job)
         dl[i].fd = c->protect ? c->out_fd : job->fd;
         dl[i].size = c->protect ? c->out_size : job->size;
     }
-    smtp_session *s = job->s;
-    int rc = smtp_session_deliver(s, dl, job->n_copies, delivered, job);
+    int rc = smtp_session_deliver(job->s, dl, job->n_copies, delivered, job);
     free(dl);
     if (rc < 0)
         job_fail(job, 451, "4.3.0", "Local error starting the delivery");
 }
 
-/* ---- stage 4: encryption on the thread pool ------------------------------------ */
+/* ---- ENCRYPT: on the thread pool ------------------------------------------------ */
 
 static void encrypt_work(uv_work_t *w)
 {
@@ -246,11 +385,18 @@ static void encrypt_work(uv_work_t *w)
     struct job *job = c->job;
     const struct kme_ids *ids = c->ids;
     struct mime_key *keys = calloc(c->keys->count, sizeof(*keys));
-    if (!keys || !ids) {
+    /* The copy is bound to its envelope recipients (format 2, section
+     * 3.5): a reading proxy decrypts it only for them. Pointers only: the
+     * addresses are the job's. */
+    const char **rcpts = calloc(c->n ? c->n : 1, sizeof(*rcpts));
+    if (!keys || !ids || !rcpts) {
         free(keys);
+        free(rcpts);
         c->enc_error = MIME_ERR_NOMEM;
         return;
     }
+    for (size_t i = 0; i < c->n; i++)
+        rcpts[i] = job->addrs[c->idx[i]];
     for (size_t i = 0; i < c->keys->count; i++) {
         keys[i].key_id = c->keys->keys[i].key_id;
         keys[i].key = c->keys->keys[i].bytes;
@@ -263,6 +409,8 @@ static void encrypt_work(uv_work_t *w)
         .slave_sae_id = c->rule->slave_sae,
         .protect_subject = c->rule->protect_subject,
         .subject_placeholder = c->rule->placeholder,
+        .recipients = rcpts,
+        .n_recipients = c->n,
     };
     const char *dir = getenv("TMPDIR");
     c->out_fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -270,11 +418,13 @@ static void encrypt_work(uv_work_t *w)
         c->enc_error = MIME_ERR_IO;
         c->enc_message = strdup(strerror(errno));
         free(keys);
+        free(rcpts);
         return;
     }
     c->enc_error = mime_encrypt_fd(job->fd, c->out_fd, &p, keys, c->keys->count,
                                    &c->out_size, &c->enc_message);
     free(keys); /* pointers only; the material is wiped by kme_keys_free */
+    free(rcpts);
 }
 
 static void job_encrypted_all(struct job *job)
@@ -301,7 +451,7 @@ static void encrypt_done(uv_work_t *w, int status)
     if (--job->pending > 0)
         return;
     if (!job->s) {
-        job_free(job);
+        job_free(job); /* the session is gone: nothing is sent */
         return;
     }
     job_encrypted_all(job);
@@ -309,16 +459,16 @@ static void encrypt_done(uv_work_t *w, int status)
 
 static void job_encrypt(struct job *job)
 {
-    job->stage = JOB_ENCRYPT;
+    job_enter(job, JOB_ENCRYPT);
     job->pending = 1; /* guard while queueing */
     for (size_t i = 0; i < job->n_copies; i++) {
         struct copy *c = &job->copies[i];
         if (!c->protect)
             continue;
-        c->ids = proxy_daemon_ids(job->d, c->rule->link, c->rule->slave_sae);
+        c->ids = ids_find(job->po, c->rule->link, c->rule->slave_sae);
         c->work.data = c;
         job->pending++;
-        if (uv_queue_work(job->d->loop, &c->work, encrypt_work, encrypt_done) < 0) {
+        if (uv_queue_work(job->po->loop, &c->work, encrypt_work, encrypt_done) < 0) {
             job->pending--;
             c->enc_error = MIME_ERR_IO;
         }
@@ -327,7 +477,7 @@ static void job_encrypt(struct job *job)
         job_encrypted_all(job);
 }
 
-/* ---- stage 3: keys --------------------------------------------------------------- */
+/* ---- KEYS ------------------------------------------------------------------------ */
 
 static void keys_done_all(struct job *job)
 {
@@ -339,7 +489,7 @@ static void keys_done_all(struct job *job)
             continue;
         if (c->rule->action == POLICY_PREFER) {
             qlog_warn("msg %s: copy %zu sent unprotected (policy prefer): keys "
-                      "unavailable from link '%s': %s", job->id, i + 1, c->link->cfg->name,
+                      "unavailable from link '%s': %s", job->id, i + 1, c->rule->link,
                       c->kme_message ? c->kme_message : kme_client_strerror(c->kme_error));
             kme_keys_free(&c->keys);
             c->protect = false;
@@ -350,8 +500,7 @@ static void keys_done_all(struct job *job)
         snprintf(text, sizeof(text),
                  "Cannot protect the message for <%s>: quantum keys unavailable from "
                  "key link '%s' (%s)%s",
-                 job->addrs[c->idx[0]], c->link->cfg->name,
-                 kme_client_strerror(c->kme_error),
+                 job->addrs[c->idx[0]], c->rule->link, kme_client_strerror(c->kme_error),
                  defer ? "; try again later" : "; policy refuses to send it unprotected");
         job_fail(job, defer ? 451 : 554, defer ? "4.7.5" : "5.7.5", text);
         return;
@@ -359,14 +508,15 @@ static void keys_done_all(struct job *job)
     job_encrypt(job);
 }
 
+/* Keys (or the failure) for one copy; the last one moves the job on. */
 static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, void *arg)
 {
     struct copy *c = arg;
     struct job *job = c->job;
-    if (res->error != KME_OK) {
-        c->kme_error = res->error;
+    if (res->error != KME_OK || !keys) {
+        c->kme_error = res->error != KME_OK ? res->error : KME_EBADRESPONSE;
         free(c->kme_message);
-        c->kme_message = strdup(res->message);
+        c->kme_message = strdup(res->message); /* for the log; NULL is fine */
     } else {
         c->keys = keys;
         c->n_keys = keys->count;
@@ -382,8 +532,7 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
 
 static void copy_fetch_keys(struct copy *c)
 {
-    int rc = kme_client_enc_bits(c->link->client, c->rule->slave_sae, c->bits,
-                                 copy_keys_cb, c);
+    int rc = kme_client_enc_bits(c->kme, c->rule->slave_sae, c->bits, copy_keys_cb, c);
     if (rc < 0) {
         struct kme_result r = {rc, 0, kme_client_strerror(rc)};
         copy_keys_cb(&r, NULL, c);
@@ -403,25 +552,28 @@ static void copy_status_cb(const struct kme_result *res, const struct kme_status
         copy_keys_cb(&r, NULL, c);
         return;
     }
-    proxy_daemon_ids_store(c->job->d, c->rule->link, c->rule->slave_sae, st->source_kme_id,
-                     st->master_sae_id);
+    if (ids_store(c->job->po, c->rule->link, c->rule->slave_sae, st->source_kme_id,
+                  st->master_sae_id) < 0) {
+        struct kme_result r = {KME_ENOMEM, 0, "out of memory"};
+        copy_keys_cb(&r, NULL, c);
+        return;
+    }
     copy_fetch_keys(c);
 }
 
 static void job_fetch_keys(struct job *job)
 {
-    job->stage = JOB_KEYS;
+    job_enter(job, JOB_KEYS);
     job->pending = 1; /* guard while starting */
     for (size_t i = 0; i < job->n_copies; i++) {
         struct copy *c = &job->copies[i];
         if (!c->protect)
             continue;
         job->pending++;
-        if (proxy_daemon_ids(job->d, c->rule->link, c->rule->slave_sae)) {
+        if (ids_find(job->po, c->rule->link, c->rule->slave_sae)) {
             copy_fetch_keys(c);
         } else {
-            int rc = kme_client_status(c->link->client, c->rule->slave_sae,
-                                       copy_status_cb, c);
+            int rc = kme_client_status(c->kme, c->rule->slave_sae, copy_status_cb, c);
             if (rc < 0) {
                 struct kme_result r = {rc, 0, kme_client_strerror(rc)};
                 copy_keys_cb(&r, NULL, c);
@@ -437,7 +589,7 @@ static void job_fetch_keys(struct job *job)
     keys_done_all(job);
 }
 
-/* ---- stage 2: copies ------------------------------------------------------------- */
+/* ---- grouping into copies ---------------------------------------------------------- */
 
 static bool same_group(const struct policy_rule *a, const struct policy_rule *b)
 {
@@ -460,6 +612,7 @@ static struct copy *new_copy(struct job *job)
     return c->idx ? c : NULL;
 }
 
+/* 0, -1 out of memory, -2 the message is too large to protect. */
 static int job_group(struct job *job)
 {
     job->copies = calloc(job->n_rcpts + 1, sizeof(*job->copies));
@@ -492,7 +645,9 @@ static int job_group(struct job *job)
                 c->protect = true;
                 c->bcc = !visible;
                 c->rule = info->rule;
-                c->link = proxy_daemon_link(job->d, info->rule->link);
+                c->kme = find_link(job->po, info->rule->link);
+                if (!c->kme)
+                    return -1; /* the link was checked at RCPT: cannot happen */
             }
         }
         c->idx[c->n++] = i;
@@ -509,7 +664,7 @@ static int job_group(struct job *job)
     return 0;
 }
 
-/* ---- stage 1: header recipients ---------------------------------------------------- */
+/* ---- HEADERS ------------------------------------------------------------------------- */
 
 static void headers_work(uv_work_t *w)
 {
@@ -547,46 +702,54 @@ static void headers_done(uv_work_t *w, int status)
     job_fetch_keys(job);
 }
 
-static void pipe_message(void *ctx, smtp_session *s, const struct smtp_message *m)
+/* Copies what the job keeps of the message (borrowed only during the
+ * hook). -1 when out of memory. */
+static int job_copy_message(struct job *job, const struct smtp_message *m)
 {
-    struct session_ctx *sc = ctx;
-    proxy_daemon *d = sc->d;
+    job->from = strdup(m->from);
+    job->n_rcpts = m->n_rcpts;
+    job->addrs = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(char *));
+    job->infos = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(struct rcpt_info *));
+    job->fd = dup(m->fd);
+    if (!job->from || !job->addrs || !job->infos || job->fd < 0)
+        return -1;
+    for (size_t i = 0; i < m->n_rcpts; i++) {
+        job->addrs[i] = strdup(m->rcpts[i].addr);
+        job->infos[i] = malloc(sizeof(struct rcpt_info));
+        if (!job->addrs[i] || !job->infos[i])
+            return -1;
+        *job->infos[i] = *(const struct rcpt_info *)m->rcpts[i].data;
+    }
+    return 0;
+}
+
+static void out_message(void *ctx, smtp_session *s, const struct smtp_message *m)
+{
+    protect_out_session *ps = ctx;
+    protect_out *po = ps->po;
     struct job *job = calloc(1, sizeof(*job));
     if (!job) {
         smtp_session_fail(s, 451, "4.3.0", "Insufficient system resources");
         return;
     }
-    job->d = d;
-    job->sc = sc;
+    job->po = po;
+    po->jobs++;
+    job->ps = ps;
     job->s = s;
-    job->pol = policy_ref(sc->pol);
+    job->pol = policy_ref(ps->pol);
     job->fd = -1;
-    job->started_ms = uv_now(d->loop);
+    job->state = JOB_NEW;
+    job->started_ms = uv_now(po->loop);
     snprintf(job->id, sizeof(job->id), "%s", m->id);
-    job->from = strdup(m->from);
     job->size = m->size;
-    job->n_rcpts = m->n_rcpts;
-    job->addrs = calloc(m->n_rcpts, sizeof(*job->addrs));
-    job->infos = calloc(m->n_rcpts, sizeof(*job->infos));
-    job->fd = dup(m->fd);
-    if (!job->from || !job->addrs || !job->infos || job->fd < 0) {
+    if (job_copy_message(job, m) < 0) {
         job_fail(job, 451, "4.3.0", "Insufficient system resources");
         return;
     }
-    for (size_t i = 0; i < m->n_rcpts; i++) {
-        job->addrs[i] = strdup(m->rcpts[i].addr);
-        job->infos[i] = malloc(sizeof(struct rcpt_info));
-        if (!job->addrs[i] || !job->infos[i]) {
-            job_fail(job, 451, "4.3.0", "Insufficient system resources");
-            return;
-        }
-        *job->infos[i] = *(const struct rcpt_info *)m->rcpts[i].data;
-    }
-    sc->job = job;
-    d->messages++;
-    job->stage = JOB_HEADERS;
+    ps->job = job;
+    po->messages++;
+    job_enter(job, JOB_HEADERS);
     job->hdr_work.data = job;
-    job->pending = 0;
     if (m->headers) {
         /* The session kept the (small) header block: parse it right here,
          * saving a trip through the thread pool. */
@@ -596,48 +759,52 @@ static void pipe_message(void *ctx, smtp_session *s, const struct smtp_message *
         headers_done(&job->hdr_work, 0);
         return;
     }
-    if (uv_queue_work(d->loop, &job->hdr_work, headers_work, headers_done) < 0)
+    if (uv_queue_work(po->loop, &job->hdr_work, headers_work, headers_done) < 0)
         job_fail(job, 451, "4.3.0", "Local error, try again later");
 }
 
-/* The session is gone: the job finishes its async steps quietly. */
-static void pipe_closed(void *ctx, smtp_session *s)
+/* The session is gone: the job stops, or finishes its thread-pool step
+ * quietly and frees itself then. */
+static void out_closed(void *ctx, smtp_session *s)
 {
-    struct session_ctx *sc = ctx;
+    protect_out_session *ps = ctx;
     (void)s;
-    struct job *job = sc->job;
+    struct job *job = ps->job;
     if (job) {
         job->s = NULL;
-        job->sc = NULL;
-        sc->job = NULL;
-        if (job->stage == JOB_DELIVER) {
+        job->ps = NULL;
+        ps->job = NULL;
+        switch (job->state) {
+        case JOB_DELIVER:
             /* The session's delivery run is being cancelled with it; the
              * delivered callback will not come. */
             job_log(job, 421, "4.4.2", "client session closed during delivery", 0);
             job_free(job);
-        } else if (job->stage == JOB_KEYS) {
+            break;
+        case JOB_KEYS:
             job->pending++; /* the callbacks run inside the cancel calls */
             for (size_t i = 0; i < job->n_copies; i++)
-                if (job->copies[i].protect && job->copies[i].link)
-                    kme_client_cancel(job->copies[i].link->client, &job->copies[i]);
+                if (job->copies[i].protect && job->copies[i].kme)
+                    kme_client_cancel(job->copies[i].kme, &job->copies[i]);
             if (--job->pending == 0)
                 job_free(job);
+            break;
+        case JOB_NEW:
+        case JOB_HEADERS:
+        case JOB_ENCRYPT:
+            break; /* a thread-pool step is running: its callback frees */
         }
     }
-    if (sc->prev)
-        sc->prev->next = sc->next;
-    else
-        sc->d->sessions = sc->next;
-    if (sc->next)
-        sc->next->prev = sc->prev;
-    sc->d->n_sessions--;
-    policy_unref(&sc->pol);
-    free(sc);
+    void (*closed)(void *) = ps->closed;
+    void *arg = ps->closed_arg;
+    protect_out_session_free(&ps);
+    if (closed)
+        closed(arg);
 }
 
-const struct smtp_session_hooks proxy_pipeline_hooks = {
-    .rcpt = pipe_rcpt,
-    .rcpt_free = pipe_rcpt_free,
-    .message = pipe_message,
-    .closed = pipe_closed,
+const struct smtp_session_hooks protect_out_hooks = {
+    .rcpt = out_rcpt,
+    .rcpt_free = out_rcpt_free,
+    .message = out_message,
+    .closed = out_closed,
 };

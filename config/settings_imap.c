@@ -1,0 +1,82 @@
+/* The imap section of the daemon configuration (config/README.md). */
+#include <stdlib.h>
+
+#include "settings_internal.h"
+
+/* No opportunistic STARTTLS towards an IMAP server: passwords go that way,
+ * and a downgrade must not be silent. */
+static const char *const imap_upstream_tls_names[] = {"none", "starttls", "implicit", NULL};
+static const enum qumail_upstream_tls imap_upstream_tls_values[] = {
+    QUMAIL_UPSTREAM_TLS_NONE, QUMAIL_UPSTREAM_TLS_STARTTLS, QUMAIL_UPSTREAM_TLS_IMPLICIT};
+
+void qumail_config__imap_defaults(struct qumail_config *c, bool *oom)
+{
+    struct qumail_imap *m = &c->imap;
+    m->enabled = false;
+    m->upstream.host = qumail_config__dup(oom, "127.0.0.1");
+    m->upstream.port = 0; /* derived from tls */
+    m->upstream.tls = QUMAIL_UPSTREAM_TLS_STARTTLS;
+    m->upstream.verify = true;
+    m->upstream.timeout_ms = 5 * MIN;
+    m->upstream.trust_id = false;
+    m->limits.conn.max_connections = 1000;
+    m->limits.conn.max_connections_per_address = 100;
+    m->limits.conn.listen_backlog = 511;
+    m->limits.max_line_length = 64 * 1024;
+    m->limits.max_literal_size = 64u << 20;
+    m->limits.login_timeout_ms = 3 * MIN;
+    m->limits.command_timeout_ms = 5 * MIN;
+    m->limits.idle_timeout_ms = 30 * MIN;
+}
+
+void qumail_config__imap_finish(struct qumail_config *c, bool *oom)
+{
+    struct qumail_imap *m = &c->imap;
+    if (!m->enabled || m->n_listeners > 0 || m->listeners)
+        return;
+    m->listeners = calloc(1, sizeof(*m->listeners));
+    if (!m->listeners) {
+        *oom = true;
+        return;
+    }
+    m->n_listeners = 1;
+    m->listeners[0].name = qumail_config__dup(oom, "imap");
+    m->listeners[0].address = qumail_config__dup(oom, "127.0.0.1");
+    m->listeners[0].port = 2143;
+    m->listeners[0].tls = QUMAIL_LISTEN_TLS_NONE;
+    m->listeners[0].require_tls_for_auth = false; /* loopback */
+}
+
+static void read_limits(struct qumail_rd *r, qcfg_node *o)
+{
+    struct qumail_imap_limits *l = &r->cfg->imap.limits;
+    qumail_config__read_conn_limits(r, o, &l->conn);
+    qumail_config__u32(qcfg_member(o, "max_line_length", 0), 1000, 1 << 24,
+                       &l->max_line_length);
+    qcfg_size(qcfg_member(o, "max_literal_size", 0), 1024, 1ull << 32, &l->max_literal_size);
+    qcfg_duration(qcfg_member(o, "login_timeout", 0), 1 * SEC, 1 * HOUR,
+                  &l->login_timeout_ms);
+    qcfg_duration(qcfg_member(o, "command_timeout", 0), 1 * SEC, 1 * HOUR,
+                  &l->command_timeout_ms);
+    /* RFC 3501 5.4: an inactivity autologout timer of at least 30 minutes. */
+    qcfg_duration(qcfg_member(o, "idle_timeout", 0), 30 * MIN, 24 * HOUR,
+                  &l->idle_timeout_ms);
+    qcfg_done(o);
+}
+
+void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
+{
+    struct qumail_imap *m = &r->cfg->imap;
+    m->enabled = true;
+    qumail_config__read_listeners(r, o, &m->listeners, &m->n_listeners);
+    qcfg_node *up = qcfg_object(qcfg_member(o, "upstream", 0));
+    if (up) {
+        qumail_config__read_upstream(r, up, &m->upstream, imap_upstream_tls_names,
+                                     imap_upstream_tls_values, true);
+        qcfg_done(up);
+    }
+    qcfg_node *lim = qcfg_object(qcfg_member(o, "limits", 0));
+    if (lim)
+        read_limits(r, lim);
+    qcfg_done(o);
+}
