@@ -632,6 +632,9 @@ while True:
         elif r[0] == 2 and mode == "follow":
             out.append([i, None])  # used here before: its answer was lost
             i += 1
+        if mode == "follow":
+            open(progress + ".b.tmp", "w").write("%%d 0" %% i)
+            os.rename(progress + ".b.tmp", progress + ".b")
         else:
             time.sleep(0.05)
     except Exception as ex:
@@ -668,7 +671,7 @@ def t_two_processes():
     eq(da, db, "process B (explicit indices) got the same bytes for each index")
 
 
-def t_kill9(victim, name):
+def t_kill9(victim, name, side):
     """Process A takes KME-chosen indices, process B the same indices one by
     one; the victim KME is killed with SIGKILL twice mid-stream and
     restarted. Every index delivered to one end is delivered, with the same
@@ -677,7 +680,7 @@ def t_kill9(victim, name):
     ks = os.urandom(16)
     n = 200
     pa, pb = run_pair(ks, n)
-    progress = os.path.join(TMP, "progress-" + ks.hex())
+    progress = os.path.join(TMP, "progress-" + ks.hex()) + side
     for threshold in (n // 4, n // 2):
         top, end = 0, time.time() + 60
         while top < threshold and time.time() < end:
@@ -746,7 +749,7 @@ def t_insufficient_key():
         kme_cfg("kme-b", "kme-a", R["b"], R["lb"], R["eb"], db="sb.db",
                 secret_key_rate=8000, max_key_count=64, max_key_size=1024)]))
     slow.start()
-    check(wait_port(R["ea"]), "slow link KME up")
+    check(wait_port(R["ea"]) and wait_port(R["eb"]), "slow link KMEs up")
     time.sleep(1.5)
     a, b = conn(R["ea"], "sae-a"), conn(R["eb"], "sae-b")
     st, q, ks = a.open("qkd://sae-a", "qkd://sae-b", qos(chunk=2048, timeout=400))
@@ -761,8 +764,8 @@ def t_insufficient_key():
     slow.stop()
 
 
-for t in (t_two_processes, lambda: t_kill9(org_a, "kill -9 of the owner KME"),
-          lambda: t_kill9(org_b, "kill -9 of the other KME"), t_timeout_and_no_connection,
+for t in (t_two_processes, lambda: t_kill9(org_a, "kill -9 of the owner KME", ""),
+          lambda: t_kill9(org_b, "kill -9 of the other KME", ".b"), t_timeout_and_no_connection,
           t_insufficient_key):
     n0 = len(FAILURES)
     t0 = time.time()
