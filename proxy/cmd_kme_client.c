@@ -22,6 +22,7 @@ static void usage(FILE *out)
             "       qumail kme-client enc --slave SAE_ID --bits TOTAL_BITS [--show-keys]\n"
             "       qumail kme-client dec --master SAE_ID --key-id UUID [--key-id UUID...]\n"
             "                             [--show-keys]\n"
+            "       qumail kme-client open|get|close ...   (ETSI 004 key streams: open --help)\n"
             "\n"
             "connection options:\n"
             "  --url URL          KME base URL, https://host[:port][/prefix] (required)\n"
@@ -246,6 +247,8 @@ int cmd_kme_client(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *verb = argv[1];
+    if (cmd_kme_client004_verb(verb)) /* ETSI 004 key streams */
+        return cmd_kme_client004(argc, argv);
     struct cli c = {.cfg.max_connections = 4};
     int rc = parse_args(&c, argc - 1, argv + 1);
     int status = 2;
