@@ -180,4 +180,14 @@ int etsi004_sync_fetch_chunks(const struct etsi004_client_config *cfg,
                               size_t chunk_len, struct kme_keys **keys_r,
                               char **error_r);
 
+/* Reattaches to the stream (OPEN_CONNECT with its KSID; 0 or 1 accepted:
+ * the stream's QoS gives the chunk size) and takes ceil(bits / chunk bits)
+ * chunks at KME-chosen indices, for encryption (the last chunk may be used
+ * in part). *kme_id_r and *sae_id_r (malloc'd, may be NULL) name the KME
+ * (its certificate's CN) and this application (our certificate's CN). */
+int etsi004_sync_take_bits(const struct etsi004_client_config *cfg,
+                           const uint8_t *ksid, uint64_t bits,
+                           struct kme_keys **keys_r, char **kme_id_r,
+                           char **sae_id_r, char **error_r);
+
 #endif

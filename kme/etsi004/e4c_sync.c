@@ -258,3 +258,85 @@ int etsi004_sync_fetch_chunks(const struct etsi004_client_config *cfg, const uin
         kme_keys_free(&s.keys);
     return rc;
 }
+
+/* ---- take for encryption ------------------------------------------------------------ */
+
+struct take {
+    struct sync s;
+    uint64_t bits;
+};
+
+static void take_keys_cb(const struct kme_result *res, struct kme_keys *keys, void *arg)
+{
+    struct sync *s = arg;
+    note(s, res->error, res->message);
+    s->keys = keys;
+}
+
+static void take_open_cb(const struct etsi004_result *res, const struct etsi004_qos *qos,
+                         const uint8_t *ksid, void *arg)
+{
+    struct take *t = arg;
+    (void)ksid;
+    if (res->error != KME_OK || qos == NULL ||
+        (res->status != ETSI004_SUCCESS && res->status != ETSI004_PEER_NOT_CONNECTED)) {
+        char m[160];
+        snprintf(m, sizeof(m), "OPEN_CONNECT of the stream: %s",
+                 res->error != KME_OK ? res->message : etsi004_status_name(res->status));
+        note(&t->s, res->error != KME_OK ? res->error
+                    : res->status == ETSI004_SUCCESS ? KME_EBADRESPONSE
+                                                     : etsi004_status_error(res->status), m);
+        return;
+    }
+    uint64_t chunk_bits = (uint64_t)qos->key_chunk_size * 8;
+    if (chunk_bits == 0 || qos->key_chunk_size > ETSI004_MAX_CHUNK) {
+        note(&t->s, KME_EBADRESPONSE, "the stream's Key_chunk_size is out of range");
+        return;
+    }
+    uint64_t n = (t->bits + chunk_bits - 1) / chunk_bits;
+    int rc = etsi004_client_next_chunks(t->s.c, t->s.ksid, (size_t)n, qos->key_chunk_size,
+                                        qos->timeout, take_keys_cb, &t->s);
+    if (rc < 0)
+        note(&t->s, rc, "GET_KEY could not be sent");
+}
+
+int etsi004_sync_take_bits(const struct etsi004_client_config *cfg, const uint8_t *ksid,
+                           uint64_t bits, struct kme_keys **keys_r, char **kme_id_r,
+                           char **sae_id_r, char **error_r)
+{
+    *keys_r = NULL;
+    if (kme_id_r != NULL)
+        *kme_id_r = NULL;
+    if (sae_id_r != NULL)
+        *sae_id_r = NULL;
+    if (bits == 0 || bits % 8 != 0 || bits > (uint64_t)ETSI004_MAX_CHUNK * 8 * (1u << 20))
+        return KME_EINVAL;
+    uv_loop_t loop;
+    etsi004_client *c;
+    int rc = with_client(cfg, &loop, &c, error_r);
+    if (rc < 0)
+        return rc;
+    struct take t = {.s = {.c = c, .ksid = ksid}, .bits = bits};
+    char src[ETSI014_ID_MAX + 16];
+    snprintf(src, sizeof(src), "qkd://%s",
+             etsi004_client_sae_id(c) ? etsi004_client_sae_id(c) : "app");
+    struct etsi004_qos q = {.timeout = 0};
+    rc = etsi004_client_open(c, src, "qkd://peer", &q, ksid, 0, take_open_cb, &t);
+    if (rc < 0) {
+        t.s.done = true;
+        t.s.error = rc;
+    }
+    /* The identities before the client goes. */
+    while (!t.s.done && uv_run(&loop, UV_RUN_ONCE) != 0)
+        ;
+    if (kme_id_r != NULL && etsi004_client_kme_id(c) != NULL)
+        *kme_id_r = strdup(etsi004_client_kme_id(c));
+    if (sae_id_r != NULL && etsi004_client_sae_id(c) != NULL)
+        *sae_id_r = strdup(etsi004_client_sae_id(c));
+    rc = finish(&loop, run(&loop, &c, &t.s, error_r));
+    if (rc == KME_OK)
+        *keys_r = t.s.keys;
+    else
+        kme_keys_free(&t.s.keys);
+    return rc;
+}
