@@ -100,6 +100,7 @@ struct qumail_config *qumail_config__new_defaults(bool with_listener)
     k->max_key_size = 65536;
     k->max_keys_per_request = 128;
     k->key_expiry_ms = 3600000;
+    k->redeliver_ms = 300000;
 
     if (oom)
         qumail_config_free(&c);
@@ -197,6 +198,12 @@ void qumail_config_free(struct qumail_config **cfgp)
         qumail_config__free_listener(&c->imap.listeners[i]);
     free(c->imap.listeners);
     qumail_config__free_upstream(&c->imap.upstream);
+    for (size_t i = 0; i < c->imap.decrypt.n_addresses; i++) {
+        free(c->imap.decrypt.addresses[i].login);
+        free(c->imap.decrypt.addresses[i].address);
+    }
+    free(c->imap.decrypt.addresses);
+    free(c->imap.decrypt.default_domain);
     for (size_t i = 0; i < c->n_kme_links; i++)
         qumail_config__free_link(&c->kme_links[i]);
     free(c->kme_links);
@@ -213,6 +220,8 @@ void qumail_config_free(struct qumail_config **cfgp)
     free(k->state_path);
     free(c->vault.path);
     free(c->vault.key_file);
+    free(c->admin.address);
+    free(c->admin.mail_host);
     free(c->policy_file);
     free(c);
 }

@@ -144,6 +144,24 @@ struct qumail_imap_limits {
                                       least 30m (RFC 3501 5.4) */
 };
 
+/* imap.decrypt: decrypt on read (proxy/protect/INCOMING.md). */
+struct qumail_imap_address {
+    char *login;                   /* as the IMAP server accepts it */
+    char *address;                 /* a mail address this login reads for */
+};
+struct qumail_imap_decrypt {
+    uint64_t cache_size;           /* decrypted views in memory; default 256 MiB */
+    uint32_t cache_views;          /* default 10000 */
+    uint64_t notice_ttl_ms;        /* notice reuse, KME link hold-off;
+                                      default 3s; 0: every read retries */
+    uint64_t max_message_size;     /* encrypted message; default 64 MiB */
+    bool recipient_check;          /* "strict" (true, default) or "off" */
+    bool release_unbound;          /* default false */
+    char *default_domain;          /* logins without '@'; default NULL */
+    struct qumail_imap_address *addresses; /* login -> extra address */
+    size_t n_addresses;
+};
+
 /* The IMAP side. Absent from the file: enabled false, no listeners. */
 struct qumail_imap {
     bool enabled;                       /* the file has an "imap" section */
@@ -152,6 +170,7 @@ struct qumail_imap {
     size_t n_listeners;
     struct qumail_upstream upstream;    /* tls none, starttls or implicit */
     struct qumail_imap_limits limits;
+    struct qumail_imap_decrypt decrypt;
 };
 
 /* One ETSI GS QKD 014 KME this side talks to, as an SAE (mutual TLS). */
@@ -198,11 +217,27 @@ struct qumail_kme_simulator {
     uint32_t max_key_size;          /* default 65536 */
     uint32_t max_keys_per_request;  /* default 128 */
     uint64_t key_expiry_ms;         /* uncollected keys; default 1h */
+    uint64_t redeliver_ms;          /* dec_keys_redeliver: a collected key
+                                       stays collectable by its reader this
+                                       long (kill -9 safety); default 5m */
 };
 
 struct qumail_vault {
     char *path;      /* SQLite file; default <state_dir>/vault.sqlite */
     char *key_file;  /* at-rest key; default <state_dir>/vault.key */
+};
+
+/* The operator's HTTP listener (proxy/admin): /healthz, /readyz,
+ * /metrics, /status, mail client autoconfiguration. Absent from the file:
+ * no admin listener. */
+struct qumail_admin {
+    bool enabled;        /* the file has an "admin" section */
+    char *address;       /* numeric IP; default "127.0.0.1" */
+    uint16_t port;       /* default 9587; 0 = a free port (tests) */
+    char *mail_host;     /* the host name the autoconfig documents give mail
+                            clients for the SMTP and IMAP listeners; NULL:
+                            each listener's address (smtp.hostname for a
+                            wildcard address) */
 };
 
 struct qumail_config {
@@ -215,6 +250,7 @@ struct qumail_config {
     size_t n_kme_links;
     struct qumail_kme_simulator kme_simulator;
     struct qumail_vault vault;
+    struct qumail_admin admin;
     char *policy_file;                /* NULL: the daemon refuses every
                                          recipient (fail closed) */
 };

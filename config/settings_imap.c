@@ -1,5 +1,6 @@
 /* The imap section of the daemon configuration (config/README.md). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "settings_internal.h"
 
@@ -27,6 +28,12 @@ void qumail_config__imap_defaults(struct qumail_config *c, bool *oom)
     m->limits.login_timeout_ms = 3 * MIN;
     m->limits.command_timeout_ms = 5 * MIN;
     m->limits.idle_timeout_ms = 30 * MIN;
+    m->decrypt.cache_size = 256u << 20;
+    m->decrypt.cache_views = 10000;
+    m->decrypt.notice_ttl_ms = 3 * SEC;
+    m->decrypt.max_message_size = 64u << 20;
+    m->decrypt.recipient_check = true;
+    m->decrypt.release_unbound = false;
 }
 
 void qumail_config__imap_finish(struct qumail_config *c, bool *oom)
@@ -64,6 +71,61 @@ static void read_limits(struct qumail_rd *r, qcfg_node *o)
     qcfg_done(o);
 }
 
+static const char *const recipient_check_names[] = {"strict", "off", NULL};
+
+/* "addresses": {"login": ["address", ...], ...} */
+static void read_addresses(struct qumail_rd *r, qcfg_node *o)
+{
+    struct qumail_imap_decrypt *d = &r->cfg->imap.decrypt;
+    size_t it = 0;
+    const char *login;
+    qcfg_node *v;
+    while ((v = qcfg_object_next(o, &it, &login)) != NULL) {
+        qcfg_node *a = qcfg_array(v);
+        for (size_t i = 0; i < qcfg_array_len(a); i++) {
+            char *addr = NULL;
+            qcfg_node *n = qcfg_array_at(a, i);
+            if (qcfg_string(n, QCFG_NONEMPTY, &addr) != 1)
+                continue;
+            if (strchr(addr, '@') == NULL) {
+                qcfg_error_at(r->doc, n, "not a mail address");
+                free(addr);
+                continue;
+            }
+            struct qumail_imap_address *na =
+                realloc(d->addresses, (d->n_addresses + 1) * sizeof(*na));
+            if (na == NULL) {
+                free(addr);
+                r->oom = true;
+                return;
+            }
+            d->addresses = na;
+            na[d->n_addresses].address = addr;
+            na[d->n_addresses].login = qumail_config__dup(&r->oom, login);
+            d->n_addresses++;
+        }
+    }
+}
+
+static void read_decrypt(struct qumail_rd *r, qcfg_node *o)
+{
+    struct qumail_imap_decrypt *d = &r->cfg->imap.decrypt;
+    qcfg_size(qcfg_member(o, "cache_size", 0), 1u << 20, 1ull << 40, &d->cache_size);
+    qumail_config__u32(qcfg_member(o, "cache_views", 0), 1, 10000000, &d->cache_views);
+    qcfg_duration(qcfg_member(o, "notice_ttl", 0), 0, 1 * HOUR, &d->notice_ttl_ms);
+    qcfg_size(qcfg_member(o, "max_message_size", 0), 1024, 1ull << 36,
+              &d->max_message_size);
+    int check;
+    if (qcfg_enum(qcfg_member(o, "recipient_check", 0), recipient_check_names, &check) == 1)
+        d->recipient_check = check == 0;
+    qcfg_bool(qcfg_member(o, "release_unbound", 0), &d->release_unbound);
+    qcfg_string(qcfg_member(o, "default_domain", 0), QCFG_NONEMPTY, &d->default_domain);
+    qcfg_node *a = qcfg_object(qcfg_member(o, "addresses", 0));
+    if (a)
+        read_addresses(r, a);
+    qcfg_done(o);
+}
+
 void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
 {
     struct qumail_imap *m = &r->cfg->imap;
@@ -78,5 +140,8 @@ void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
     qcfg_node *lim = qcfg_object(qcfg_member(o, "limits", 0));
     if (lim)
         read_limits(r, lim);
+    qcfg_node *dec = qcfg_object(qcfg_member(o, "decrypt", 0));
+    if (dec)
+        read_decrypt(r, dec);
     qcfg_done(o);
 }

@@ -65,6 +65,8 @@ void qumail_config__read_conn_limits(struct qumail_rd *r, qcfg_node *limits,
 
 void qumail_config__read_smtp(struct qumail_rd *r, qcfg_node *smtp);
 void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *imap);
+/* settings_admin.c: the admin section (present: enabled). */
+void qumail_config__read_admin(struct qumail_rd *r, qcfg_node *admin);
 /* The imap section's defaults (enabled false, no listeners yet). */
 void qumail_config__imap_defaults(struct qumail_config *c, bool *oom);
 /* Adds the default IMAP listener when the section was given without

@@ -168,6 +168,8 @@ static void read_simulator(struct qumail_rd *r, qcfg_node *o)
     qumail_config__u32(qcfg_member(o, "max_keys_per_request", 0), 1, 100000, &k->max_keys_per_request);
     qcfg_duration(qcfg_member(o, "key_expiry", 0), 1 * SEC, 30ull * 24 * HOUR,
                   &k->key_expiry_ms);
+    qcfg_duration(qcfg_member(o, "dec_keys_redeliver", 0), 0, 24 * HOUR,
+                  &k->redeliver_ms);
     if (k->key_size % 8 || k->min_key_size % 8 || k->max_key_size % 8)
         qcfg_error_at(r->doc, ks ? ks : mins ? mins : maxs ? maxs : o,
                       "key sizes are multiples of 8 bits");
@@ -238,6 +240,9 @@ static void read_root(struct qumail_rd *r, qcfg_node *root)
     qcfg_path(qcfg_member(vault, "path", 0), 0, &c->vault.path);
     qcfg_path(qcfg_member(vault, "key_file", 0), 0, &c->vault.key_file);
     qcfg_done(vault);
+    qcfg_node *admin = qcfg_object(qcfg_member(root, "admin", 0));
+    if (admin)
+        qumail_config__read_admin(r, admin);
     qcfg_path(qcfg_member(root, "policy_file", 0), 0, &c->policy_file);
     qcfg_done(root);
 }

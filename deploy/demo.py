@@ -12,7 +12,17 @@ then sends a message through the proxy, shows what the mail server stored
 receiver does (`qumail mime decrypt --kme`: dec_keys at KME_B).
 
 Without --once it keeps running so a mail client can be pointed at the
-proxy; Ctrl-C stops everything. Needs root (Postfix and Dovecot).
+proxy, on fixed ports (the same every run, so a client configured once
+keeps working):
+
+    SMTP  127.0.0.1:10587  the proxy, plain (loopback)
+    SMTP  127.0.0.1:10588  the proxy, STARTTLS (certificate from the demo CA)
+    IMAP  127.0.0.1:10143  Dovecot, forwarded (mail as stored: encrypted)
+
+and a CA that persists between runs in /var/lib/qumail-demo/certs (trust
+its ca.pem once). Ctrl-C stops everything; every temporary folder is
+removed (--once also uses a temporary CA). Needs root (Postfix and
+Dovecot). Mail client settings: docs/clients/README.md.
 
     python3 deploy/demo.py [--once] [--build DIR]
 """
@@ -21,10 +31,13 @@ import argparse
 import email
 import email.policy
 import os
+import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,8 +73,64 @@ DEMO_MESSAGE = (
 )
 
 
+# The serving mode's fixed ports (docs/clients/README.md lists them too).
+DEMO_SMTP_PLAIN = 10587
+DEMO_SMTP_STARTTLS = 10588
+DEMO_IMAP = 10143
+DEMO_STATE = "/var/lib/qumail-demo"
+
+
 def say(text=""):
     print(text, flush=True)
+
+
+class Forwarder:
+    """127.0.0.1:listen_port -> 127.0.0.1:target_port, byte for byte (so a
+    client keeps one IMAP port while Dovecot gets a free one each run)."""
+
+    def __init__(self, listen_port, target_port):
+        self.target = target_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", listen_port))
+        self.sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.sock.close()
 
 
 def main():
@@ -84,16 +153,37 @@ def main():
     from proxystack import ProxyStack, make_certs  # noqa: E402
 
     work = tempfile.mkdtemp(prefix="qumail-demo-")
+    try:
+        return run(args, qumail, work, MailStack, ProxyStack, make_certs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, qumail, work, MailStack, ProxyStack, make_certs):
     os.chmod(work, 0o755)
-    certs = make_certs(work)
-    say("QuMail Gateway demo (work folder %s)" % work)
+    if args.once:
+        certs = make_certs(work)          # temporary CA, removed with work
+        fixed = {}
+    else:
+        os.makedirs(DEMO_STATE, mode=0o755, exist_ok=True)
+        certs = make_certs(DEMO_STATE)    # the same CA every run
+        fixed = {"plain": DEMO_SMTP_PLAIN, "starttls": DEMO_SMTP_STARTTLS}
+        for port in (DEMO_SMTP_PLAIN, DEMO_SMTP_STARTTLS, DEMO_IMAP):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    sys.exit("demo: port %d is in use (another demo running?)" % port)
+    say("QuMail Gateway demo (work folder %s, removed at the end)" % work)
     say("starting Postfix + Dovecot on loopback ...")
     with MailStack() as ms:
         say("  Postfix submission 127.0.0.1:%d, Dovecot IMAP 127.0.0.1:%d"
             % (ms.submission_port, ms.imap_port))
         say("starting qumail proxy with the embedded KME simulator ...")
         with ProxyStack(certs, upstream_port=ms.submission_port, policy=DEMO_POLICY,
-                        listeners=("plain", "starttls"), workdir=work) as px:
+                        listeners=("plain", "starttls"), workdir=work,
+                        fixed_ports=fixed) as px:
             say("  proxy SMTP 127.0.0.1:%d (plain) and 127.0.0.1:%d (STARTTLS)"
                 % (px.ports["plain"], px.ports["starttls"]))
             say("  KME_A https://127.0.0.1:%d, KME_B https://127.0.0.1:%d (mutual TLS)"
@@ -101,19 +191,22 @@ def main():
             ok = demo_round_trip(ms, px, qumail, certs)
             if args.once:
                 return 0 if ok else 1
+            imap = Forwarder(DEMO_IMAP, ms.imap_port)
             say()
-            say("Running. Point a mail client at the proxy:")
-            say("  SMTP 127.0.0.1:%d (plain) or :%d (STARTTLS, CA %s)"
+            say("Running. Point a mail client at the proxy (docs/clients/README.md):")
+            say("  SMTP 127.0.0.1:%d (plain) or :%d (STARTTLS, trust the CA %s)"
                 % (px.ports["plain"], px.ports["starttls"], certs["ca"]))
             say("  login alice@example.org / password %r (checked by Postfix)"
                 % ms.users["alice@example.org"])
-            say("  IMAP (Dovecot, encrypted as stored) 127.0.0.1:%d" % ms.imap_port)
+            say("  IMAP 127.0.0.1:%d (Dovecot, mail as stored: encrypted)" % DEMO_IMAP)
             say("Ctrl-C stops everything.")
             try:
                 while px.proc.poll() is None:
                     time.sleep(1)
             except KeyboardInterrupt:
                 say("\nstopping")
+            finally:
+                imap.close()
     return 0
 
 

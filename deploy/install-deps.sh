@@ -20,16 +20,27 @@ if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +360 2>/dev/null)" ]; then
     mkdir -p "$(dirname "$stamp")" && touch "$stamp"
 fi
 
+# Installing postfix or dovecot for the first time would start the system's
+# own instances (Debian starts packaged daemons). The tests run their own
+# instances on their own ports and never need those, and a host's running
+# mail system must not be touched: forbid service starts and restarts for
+# the duration of this install with a policy-rc.d (honoured by invoke-rc.d
+# and deb-systemd-invoke), unless the host already has one. Nothing is ever
+# stopped; packages already installed are left exactly as they are.
+policy_rc=/usr/sbin/policy-rc.d
+if [ ! -e "$policy_rc" ]; then
+    printf '#!/bin/sh\n# qumail install-deps.sh: no service starts during install\nexit 101\n' >"$policy_rc"
+    chmod 0755 "$policy_rc"
+    trap 'rm -f "$policy_rc"' EXIT
+    trap 'exit 130' INT TERM
+fi
+
 apt-get install -y -q --no-install-recommends \
     build-essential cmake pkg-config ca-certificates clang \
     libuv1-dev libssl-dev libjansson-dev libgmime-3.0-dev libcmocka-dev \
     libsqlite3-dev sqlite3 node-llhttp openssl \
     python3 python3-cryptography curl swaks procps psmisc neomutt \
+    python3-prometheus-client python3-yaml systemd dpkg-dev debootstrap \
     postfix dovecot-imapd dovecot-lmtpd \
     libclang-rt-14-dev
-
-# Debian starts packaged daemons on install; the tests run their own
-# instances on their own ports, so stop any the package started.
-if command -v postfix >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
-if command -v doveadm >/dev/null 2>&1; then doveadm stop >/dev/null 2>&1 || true; fi
 exit 0

@@ -63,6 +63,7 @@ struct kme_server_pair_params {
     int64_t max_key_count, key_size, min_key_size, max_key_size;
     int64_t max_key_per_request;
     uint64_t key_expiry_ms;    /* 0: default (never) */
+    uint64_t redeliver_ms;     /* dec_keys_redeliver; 0: off (ETSI 014) */
 };
 int kme_server_config_pair(const struct kme_server_pair_params *p,
                            kme_server_config **cfg_r, char **error_r);

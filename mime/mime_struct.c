@@ -4,6 +4,7 @@
  * transition per loop turn in scan_step) over header lines and body lines.
  * Offsets are kept the way Dovecot keeps sizes: a part's body starts at
  * offset + header_size even where a boundary took the header's last CRLF. */
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -62,6 +63,8 @@ void ms_arena_free(struct ms_arena *a)
 {
     while (a->head != NULL) {
         struct ms_arena_chunk *n = a->head->next;
+        /* header values of a decrypted message: wiped like the plaintext */
+        OPENSSL_cleanse(a->head->data, a->head->used);
         free(a->head);
         a->head = n;
     }
@@ -103,6 +106,8 @@ const char *ms_str_c(struct ms_str *s)
 
 void ms_str_free(struct ms_str *s)
 {
+    if (s->data != NULL)
+        OPENSSL_cleanse(s->data, s->len);
     free(s->data);
     memset(s, 0, sizeof(*s));
 }
@@ -984,6 +989,8 @@ void mime_struct_free(struct mime_struct **msp)
     if (ms->root != NULL)
         free_fields(ms->root);
     ms_arena_free(&ms->arena);
+    if (ms->owned != NULL)
+        OPENSSL_cleanse(ms->owned, (size_t)ms->size);
     free(ms->owned);
     free(ms);
     *msp = NULL;

@@ -169,6 +169,11 @@ size_t policy_rule_count(const policy *pol)
     return pol->n_rules;
 }
 
+const struct policy_rule *policy_rule_at(const policy *pol, size_t i)
+{
+    return i < pol->n_rules ? &pol->rules[i] : NULL;
+}
+
 size_t policy_sender_rule_count(const policy *pol)
 {
     return pol->n_senders;

@@ -129,6 +129,9 @@ bool policy_rule_uses_otp(const struct policy_rule *rule, uint64_t message_size)
 
 const char *policy_source(const policy *pol);   /* file name */
 size_t policy_rule_count(const policy *pol);    /* recipient rules */
+/* The i-th recipient rule in file order (i < policy_rule_count), resolved
+ * like a lookup result: for listing which links and SAEs are in use. */
+const struct policy_rule *policy_rule_at(const policy *pol, size_t i);
 size_t policy_sender_rule_count(const policy *pol);
 
 const char *policy_action_name(enum policy_action a);

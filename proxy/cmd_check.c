@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -28,10 +29,15 @@ static void usage(FILE *out)
             "options:\n"
             "  -c, --config FILE   daemon configuration (JSON)\n"
             "  -p, --policy FILE   policy file (overrides policy_file)\n"
-            "  -f, --files         also check that every certificate, key and CA\n"
-            "                      file the configuration names can be read\n"
+            "  -f, --files         also check what the daemon needs at start:\n"
+            "                      certificate, key, CA and policy files readable,\n"
+            "                      state_dir writable (or creatable), the\n"
+            "                      simulator's state file writable\n"
             "  -q, --quiet         print problems only\n"
-            "  -h, --help          this help\n");
+            "  -h, --help          this help\n"
+            "\n"
+            "Exit status: 0 no problem, 1 problems (listed on stderr), 2 usage error.\n"
+            "'ok' is printed (stdout) only for a file without problems.\n");
 }
 
 static void print_lines(const char *text)
@@ -48,6 +54,84 @@ static int check_file(const char *cfgname, const char *key, const char *path)
     fprintf(stderr, "%s: key '%s': cannot read %s: %s\n", cfgname, key, path,
             strerror(errno));
     return 1;
+}
+
+/* dirname(3) without modifying its argument: "a/b" -> "a", "/a" -> "/",
+ * "a" -> ".". Caller frees; NULL when out of memory. */
+static char *parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+/* A folder the daemon writes in: it must exist (or be creatable, for
+ * state_dir, which the daemon creates) and be writable. */
+static int check_dir(const char *cfgname, const char *key, const char *path, bool creatable)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "%s: key '%s': %s is not a directory\n", cfgname, key, path);
+            return 1;
+        }
+        if (access(path, W_OK | X_OK) != 0) {
+            fprintf(stderr, "%s: key '%s': cannot write in %s: %s\n", cfgname, key, path,
+                    strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
+    if (errno != ENOENT || !creatable) {
+        fprintf(stderr, "%s: key '%s': cannot use %s: %s\n", cfgname, key, path,
+                strerror(errno));
+        return 1;
+    }
+    /* Missing: the daemon creates it (mkdir -p) if the nearest existing
+     * ancestor is writable. */
+    char *dir = parent_dir(path);
+    int bad = 0;
+    while (dir) {
+        if (stat(dir, &st) == 0) {
+            if (!S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
+                fprintf(stderr, "%s: key '%s': %s does not exist and cannot be created "
+                        "(%s is not writable)\n", cfgname, key, path, dir);
+                bad = 1;
+            }
+            break;
+        }
+        if (strcmp(dir, "/") == 0 || strcmp(dir, ".") == 0)
+            break;
+        char *up = parent_dir(dir);
+        free(dir);
+        dir = up;
+    }
+    free(dir);
+    return bad;
+}
+
+/* The folder a file is written into (SQLite also writes -journal/-wal
+ * files beside it), and the file itself when it exists. */
+static int check_state_file(const char *cfgname, const char *key, const char *path,
+                            const char *state_dir)
+{
+    char *dir = parent_dir(path);
+    if (!dir)
+        return 1;
+    int bad = 0;
+    /* Inside state_dir (the default), state_dir's own check covers it. */
+    if (!(state_dir && strcmp(dir, state_dir) == 0))
+        bad = check_dir(cfgname, key, dir, false);
+    free(dir);
+    if (!bad && access(path, F_OK) == 0 && access(path, R_OK | W_OK) != 0) {
+        fprintf(stderr, "%s: key '%s': cannot read and write %s: %s\n", cfgname, key,
+                path, strerror(errno));
+        bad = 1;
+    }
+    return bad;
 }
 
 static int check_listener_files(const char *f, const char *proto,
@@ -83,6 +167,7 @@ static int check_files(const struct qumail_config *c)
     int bad = 0;
     char key[256];
     const char *f = c->file;
+    bad += check_dir(f, "state_dir", c->state_dir, true);
     bad += check_listener_files(f, "smtp", c->smtp.listeners, c->smtp.n_listeners);
     bad += check_upstream_files(f, "smtp", &c->smtp.upstream);
     if (c->imap.enabled) {
@@ -99,12 +184,15 @@ static int check_files(const struct qumail_config *c)
         bad += check_file(f, key, l->key_file);
     }
     const struct qumail_kme_simulator *k = &c->kme_simulator;
-    if (k->enabled && !k->config_file) {
+    if (k->enabled && k->config_file) {
+        bad += check_file(f, "kme_simulator.config_file", k->config_file);
+    } else if (k->enabled) {
         bad += check_file(f, "kme_simulator.ca_file", k->ca_file);
         bad += check_file(f, "kme_simulator.a.cert_file", k->a.cert_file);
         bad += check_file(f, "kme_simulator.a.key_file", k->a.key_file);
         bad += check_file(f, "kme_simulator.b.cert_file", k->b.cert_file);
         bad += check_file(f, "kme_simulator.b.key_file", k->b.key_file);
+        bad += check_state_file(f, "kme_simulator.state_path", k->state_path, c->state_dir);
     }
     return bad;
 }
@@ -165,11 +253,12 @@ int cmd_check(int argc, char **argv)
         case 'f': files = true; break;
         case 'q': quiet = true; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: fprintf(stderr, "usage: qumail check --help\n"); return 2;
         }
     }
     if (optind < argc || (!config_path && !policy_path)) {
-        usage(stderr);
+        fprintf(stderr, "qumail check: %s\nusage: qumail check --help\n",
+                optind < argc ? "unexpected argument" : "--config FILE or --policy FILE is required");
         return 2;
     }
 
@@ -187,19 +276,21 @@ int cmd_check(int argc, char **argv)
                 policy_path = salvage.policy_file;
         } else {
             config_ok = true;
+            int config_problems = 0;
             if (files)
-                problems += check_files(cfg);
+                config_problems += check_files(cfg);
             if (cfg->kme_simulator.enabled && cfg->kme_simulator.config_file) {
                 kme_server_config *kc = NULL;
                 char *kerr = NULL;
                 if (kme_server_config_load(cfg->kme_simulator.config_file, &kc, &kerr) < 0) {
                     print_lines(kerr);
-                    problems++;
+                    config_problems++;
                 }
                 free(kerr);
                 kme_server_config_free(&kc);
             }
-            if (!quiet) {
+            problems += config_problems;
+            if (!quiet && config_problems == 0) {
                 char imap[64] = "IMAP off";
                 if (cfg->imap.enabled)
                     snprintf(imap, sizeof(imap), "%zu IMAP listener%s", cfg->imap.n_listeners,

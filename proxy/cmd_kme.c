@@ -22,9 +22,12 @@ static void usage(FILE *out)
             "\n"
             "options:\n"
             "  -c, --config FILE     configuration file (JSON; required)\n"
-            "  -l, --log-level LVL   error, warn, info (default), debug\n"
+            "      --log-level LVL   error, warn, info (default), debug\n"
             "  -t, --check           validate the configuration and exit\n"
-            "  -h, --help            this help\n");
+            "  -h, --help            this help\n"
+            "\n"
+            "Exit status: 0 stopped by SIGINT/SIGTERM (or --check passed), 1 invalid\n"
+            "configuration or could not start, 2 usage error.\n");
 }
 
 struct run_ctx {
@@ -63,7 +66,7 @@ int cmd_kme(int argc, char **argv)
     int c;
     qlog_set_ident("qumail-kme");
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:l:th", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
@@ -83,13 +86,15 @@ int cmd_kme(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
-        default:
-            usage(stderr);
+        default: /* getopt named the option */
+            fprintf(stderr, "usage: qumail kme --help\n");
             return 2;
         }
     }
     if (config == NULL || optind != argc) {
-        usage(stderr);
+        fprintf(stderr, "qumail kme: %s\n", config == NULL ? "--config FILE is required"
+                                                            : "unexpected argument");
+        fprintf(stderr, "usage: qumail kme --help\n");
         return 2;
     }
     kme_server_config *cfg = NULL;

@@ -17,15 +17,17 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: qumail kme-client status --slave SAE_ID [connection options]\n"
-            "       qumail kme-client enc --slave SAE_ID [--number N] [--size BITS] [--show-keys]\n"
-            "       qumail kme-client enc --slave SAE_ID --bits TOTAL_BITS [--show-keys]\n"
-            "       qumail kme-client dec --master SAE_ID --key-id UUID [--key-id UUID...]\n"
+            "usage: qumail kme-client status --slave-sae SAE_ID [connection options]\n"
+            "       qumail kme-client enc --slave-sae SAE_ID [--number N] [--size BITS]\n"
+            "                             [--show-keys]\n"
+            "       qumail kme-client enc --slave-sae SAE_ID --bits TOTAL_BITS [--show-keys]\n"
+            "       qumail kme-client dec --master-sae SAE_ID --key-id UUID [--key-id UUID...]\n"
             "                             [--show-keys]\n"
             "       qumail kme-client open|get|close ...   (ETSI 004 key streams: open --help)\n"
             "\n"
-            "connection options:\n"
-            "  --url URL          KME base URL, https://host[:port][/prefix] (required)\n"
+            "connection options (the same names as `qumail mime`):\n"
+            "  --kme URL          KME base URL, https://host[:port][/prefix] (required;\n"
+            "                     alias --url)\n"
             "  --cert FILE        SAE client certificate (PEM, required: mutual TLS)\n"
             "  --key FILE         its private key (PEM, required)\n"
             "  --ca FILE          CA certificates trusted for the KME (default: system)\n"
@@ -34,15 +36,17 @@ static void usage(FILE *out)
             "  --timeout MS       connect and request timeout (default 5000 and 10000)\n"
             "  --deadline MS      dec: keep retrying 'not found' this long (default 10000)\n"
             "other options:\n"
-            "  --sae SAE_ID       the other SAE: same as --slave (status, enc) or --master (dec)\n"
+            "  --slave-sae ID     status, enc: the receiving SAE (alias --slave)\n"
+            "  --master-sae ID    dec: the SAE that called enc_keys (alias --master)\n"
+            "  --sae ID           either of the two, whichever the action needs\n"
             "  --number N         enc: number of keys (default 1)\n"
             "  --size BITS        enc: size of each key (default: the KME's key_size)\n"
             "  --bits TOTAL       enc: exactly TOTAL bits, split as the KME's limits require\n"
             "  --key-id UUID      dec: a key ID (repeat for several; or a comma-separated list)\n"
             "  --show-keys        print key bytes (base64). They are secret: handle with care.\n"
-            "Output: JSON on stdout. Exit status 0 ok, 1 KME or transport error, 2 usage.\n");
+            "Output: JSON on stdout. Exit status 0 ok, 1 KME or transport error (JSON\n"
+            "\"error\" object), 2 usage error (the option is named on stderr).\n");
 }
-
 
 static int print_json(json_t *j)
 {
@@ -132,7 +136,8 @@ enum opt_id {
 };
 
 static const struct option options[] = {
-    {"url", required_argument, NULL, OPT_URL},
+    {"kme", required_argument, NULL, OPT_URL},
+    {"url", required_argument, NULL, OPT_URL}, /* older name, kept */
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"ca", required_argument, NULL, OPT_CA},
@@ -141,7 +146,9 @@ static const struct option options[] = {
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"deadline", required_argument, NULL, OPT_DEADLINE},
     {"sae", required_argument, NULL, OPT_SAE},
-    {"slave", required_argument, NULL, OPT_SLAVE},
+    {"slave-sae", required_argument, NULL, OPT_SLAVE},
+    {"master-sae", required_argument, NULL, OPT_MASTER},
+    {"slave", required_argument, NULL, OPT_SLAVE},   /* older names, kept */
     {"master", required_argument, NULL, OPT_MASTER},
     {"number", required_argument, NULL, OPT_NUMBER},
     {"size", required_argument, NULL, OPT_SIZE},
@@ -187,12 +194,20 @@ static int add_key_ids(struct cli *c, const char *arg)
     return any ? 0 : -1;
 }
 
+/* A usage error naming the option; -1 for parse_args. */
+static int bad_value(const char *option, const char *value, const char *want)
+{
+    fprintf(stderr, "qumail kme-client: --%s: '%s' is not %s\n", option, value, want);
+    return -1;
+}
+
 static int parse_args(struct cli *c, int argc, char **argv)
 {
-    int ch;
+    int ch, idx = 0;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "", options, &idx)) != -1) {
         uint64_t v;
+        const char *name = options[idx].name;
         switch (ch) {
         case OPT_URL: c->cfg.url = optarg; break;
         case OPT_CERT: c->cfg.cert_file = optarg; break;
@@ -202,12 +217,12 @@ static int parse_args(struct cli *c, int argc, char **argv)
         case OPT_KME_ID: c->cfg.expect_kme_id = optarg; break;
         case OPT_TIMEOUT:
             if (!parse_u64(optarg, &v) || v == 0)
-                return -1;
+                return bad_value(name, optarg, "a positive number of milliseconds");
             c->cfg.connect_timeout_ms = c->cfg.request_timeout_ms = v;
             break;
         case OPT_DEADLINE:
             if (!parse_u64(optarg, &v) || v == 0)
-                return -1;
+                return bad_value(name, optarg, "a positive number of milliseconds");
             c->cfg.dec_deadline_ms = v;
             break;
         case OPT_SAE:
@@ -215,29 +230,34 @@ static int parse_args(struct cli *c, int argc, char **argv)
         case OPT_MASTER: c->sae = optarg; break;
         case OPT_NUMBER:
             if (!parse_u64(optarg, &c->number))
-                return -1;
+                return bad_value(name, optarg, "a number of keys");
             c->has_number = true;
             break;
         case OPT_SIZE:
             if (!parse_u64(optarg, &c->size))
-                return -1;
+                return bad_value(name, optarg, "a number of bits");
             c->has_size = true;
             break;
         case OPT_BITS:
             if (!parse_u64(optarg, &c->bits))
-                return -1;
+                return bad_value(name, optarg, "a number of bits");
             c->has_bits = true;
             break;
         case OPT_KEY_ID:
             if (add_key_ids(c, optarg) < 0)
-                return -1;
+                return bad_value(name, optarg, "a key ID list (at most 4096)");
             break;
         case OPT_SHOW_KEYS: c->show_keys = true; break;
         case OPT_HELP: return 1;
-        default: return -1;
+        default: return -1; /* getopt named the option */
         }
+        idx = 0;
     }
-    return optind < argc ? -1 : 0;
+    if (optind < argc) {
+        fprintf(stderr, "qumail kme-client: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    return 0;
 }
 
 int cmd_kme_client(int argc, char **argv)
@@ -249,6 +269,11 @@ int cmd_kme_client(int argc, char **argv)
     const char *verb = argv[1];
     if (cmd_kme_client004_verb(verb)) /* ETSI 004 key streams */
         return cmd_kme_client004(argc, argv);
+    if (strcmp(verb, "status") != 0 && strcmp(verb, "enc") != 0 && strcmp(verb, "dec") != 0) {
+        fprintf(stderr, "qumail kme-client: unknown action '%s' (status, enc, dec, open, "
+                        "get or close)\n", verb);
+        return 2;
+    }
     struct cli c = {.cfg.max_connections = 4};
     int rc = parse_args(&c, argc - 1, argv + 1);
     int status = 2;
@@ -257,12 +282,19 @@ int cmd_kme_client(int argc, char **argv)
         status = 0;
         goto out;
     }
-    if (rc < 0 || c.cfg.url == NULL || c.cfg.cert_file == NULL || c.cfg.key_file == NULL ||
-        c.sae == NULL) {
-        fprintf(stderr, "qumail kme-client: %s\n",
-                rc < 0 ? "invalid option or value"
-                       : "--url, --cert, --key and the SAE ID (--slave/--master/--sae) are required");
-        usage(stderr);
+    if (rc < 0) {
+        fprintf(stderr, "usage: see qumail kme-client --help\n");
+        goto out;
+    }
+    const char *missing = c.cfg.url == NULL         ? "--kme URL"
+                          : c.cfg.cert_file == NULL ? "--cert FILE"
+                          : c.cfg.key_file == NULL  ? "--key FILE"
+                          : c.sae == NULL ? (strcmp(verb, "dec") == 0 ? "--master-sae ID"
+                                                                      : "--slave-sae ID")
+                                          : NULL;
+    if (missing != NULL) {
+        fprintf(stderr, "qumail kme-client %s: %s is required\n", verb, missing);
+        fprintf(stderr, "usage: see qumail kme-client --help\n");
         goto out;
     }
     char *err = NULL;

@@ -43,7 +43,7 @@ static const char usage_text[] =
     "                         \"key\":B64}. encrypt uses every key in order and needs\n"
     "                         exactly the bits 'bits' prints (a last 004 chunk may\n"
     "                         be used in part); decrypt looks keys up.\n"
-    "      --kme URL          fetch keys from an ETSI 014 KME instead\n"
+    "      --kme URL          fetch keys from an ETSI 014 KME instead (alias --url)\n"
     "                         (encrypt: enc_keys for --slave-sae; decrypt: dec_keys\n"
     "                         for the message's master SAE)\n"
     "      --cert FILE --key FILE --ca FILE   mutual TLS for --kme\n"
@@ -57,8 +57,10 @@ static const char usage_text[] =
     "  -l, --level L          otp | aes | auto (default aes)\n"
     "      --auto-threshold N auto: OTP up to N octets, else AES (default 65536)\n"
     "      --source-kme ID    Source-KME-ID (default: from KME status, else 'local')\n"
-    "      --master-sae ID    Master-SAE-ID (default: from KME status, else 'local')\n"
-    "      --slave-sae ID     Slave-SAE-ID (required with --kme; default 'local')\n"
+    "      --master-sae ID    Master-SAE-ID (default: from KME status, else 'local';\n"
+    "                         alias --master)\n"
+    "      --slave-sae ID     Slave-SAE-ID (required with --kme; default 'local';\n"
+    "                         alias --slave)\n"
     "      --subject TEXT     outer Subject placeholder (default\n"
     "                         \"" MIME_DEFAULT_SUBJECT "\")\n"
     "      --keep-subject     do not protect the Subject\n"
@@ -70,7 +72,8 @@ static const char usage_text[] =
     "      --json             inspect / recipients: JSON output\n"
     "  -h, --help             this text\n"
     "\n"
-    "exit status: 0 ok, 1 failure (message on stderr), 2 usage.\n"
+    "exit status: 0 ok, 1 failure (message on stderr), 2 usage error (the\n"
+    "option is named).\n"
     "decrypt failures name the reason: not encrypted, malformed, unsupported\n"
     "version/algorithm, key missing, key wrong size, authentication failed.\n";
 
@@ -766,6 +769,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {"kme", required_argument, NULL, OPT_KME},
+        {"url", required_argument, NULL, OPT_KME}, /* alias, as kme-client */
         {"cert", required_argument, NULL, OPT_CERT},
         {"key", required_argument, NULL, OPT_KEY},
         {"ca", required_argument, NULL, OPT_CA},
@@ -774,6 +778,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"source-kme", required_argument, NULL, OPT_SOURCE_KME},
         {"master-sae", required_argument, NULL, OPT_MASTER},
         {"slave-sae", required_argument, NULL, OPT_SLAVE},
+        {"master", required_argument, NULL, OPT_MASTER}, /* aliases, as */
+        {"slave", required_argument, NULL, OPT_SLAVE},   /* kme-client */
         {"subject", required_argument, NULL, OPT_SUBJECT},
         {"keep-subject", no_argument, NULL, OPT_KEEP_SUBJECT},
         {"json", no_argument, NULL, OPT_JSON},
@@ -826,7 +832,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->recipients = r;
             break;
         }
-        default: fputs(usage_text, stderr); return 2;
+        default: fputs("usage: qumail mime --help\n", stderr); return 2;
         }
     }
     if (optind < argc)

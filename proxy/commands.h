@@ -13,5 +13,7 @@ bool cmd_kme_client004_verb(const char *verb);
 int cmd_kme_client004(int argc, char **argv);
 int cmd_check(int argc, char **argv);      /* validate config and policy */
 int cmd_mime(int argc, char **argv);       /* offline encrypt/decrypt/inspect */
+int cmd_config(int argc, char **argv);     /* config dump */
+int cmd_policy(int argc, char **argv);     /* policy query */
 
 #endif

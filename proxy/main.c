@@ -25,6 +25,8 @@ static const struct command commands[] = {
     {"kme-client", cmd_kme_client, "query an ETSI GS QKD 014 KME (status, enc, dec)"},
     {"check", cmd_check, "validate a configuration and its policy file"},
     {"mime", cmd_mime, "encrypt, decrypt or inspect a message file offline"},
+    {"config", cmd_config, "print the effective configuration (config dump)"},
+    {"policy", cmd_policy, "show the rule and settings for an address (policy query)"},
 };
 
 static void usage(FILE *out)
@@ -32,7 +34,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: qumail <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nqumail <command> --help shows a command's options.\n");
+    fprintf(out, "\nqumail <command> --help shows a command's options; man qumail\n"
+                 "describes them all. Exit status: 0 ok, 1 failure, 2 usage error.\n");
 }
 
 /* jansson keeps copies of every string it parses or builds, and key

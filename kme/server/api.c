@@ -262,12 +262,17 @@ static int dec_check(struct kme *k, const char *caller, const char *master,
     bool unauthorized = false, missing = false;
     for (size_t i = 0; i < ids->count; i++) {
         struct kme_held *h = kme_held_find(&k->held, ids->key_ids[i]);
+        int d;
         if (h == NULL || (h->expires_ms != 0 && h->expires_ms <= now))
             missing = true;
-        else if (kme_held_slave_index(h, caller) < 0)
+        else if (kme_held_slave_index(h, caller) >= 0)
+            missing = missing || strcmp(h->master, master) != 0;
+        else if ((d = kme_held_delivered_index(h, caller)) >= 0)
+            /* collected already: again only within the redelivery grace */
+            missing = missing || strcmp(h->master, master) != 0 ||
+                      h->delivered_ms[d] + k->cfg.redeliver_ms <= now;
+        else
             unauthorized = true;
-        else if (strcmp(h->master, master) != 0)
-            missing = true;
     }
     return unauthorized ? DEC_UNAUTHORIZED : missing ? DEC_MISSING : DEC_OK;
 }
@@ -404,6 +409,15 @@ static void dec_finish(struct kme *k, struct http_conn *hc, const char *caller,
         memcpy(kc.keys[i].key, h->key, h->key_len);
         kc.keys[i].key_len = h->key_len;
         bits += (uint64_t)h->key_len * 8;
+        int si = kme_held_slave_index(h, caller);
+        if (k->cfg.redeliver_ms > 0 &&
+            (si < 0 || kme_held_deliver(h, (size_t)si, kme_now_ms()) == 0)) {
+            /* Kept (in memory and in the store) for the grace: a reader
+             * that dies before it stored the keys can collect them again.
+             * The sweep deletes it when the grace ends. */
+            free(slave_strs[i]);
+            continue;
+        }
         if (kme_batch_cancel_held_add(b, h->off, caller)) {
             free(slave_strs[i]); /* never written: nothing to delete */
         } else {

@@ -188,6 +188,8 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     qcfg_duration(qcfg_member(o, "key_expiry", 0), 0, UINT64_C(1) << 50,
                   &c->key_expiry_ms);
     qcfg_duration(qcfg_member(o, "dec_keys_wait", 0), 0, 60000, &c->dec_wait_ms);
+    qcfg_duration(qcfg_member(o, "dec_keys_redeliver", 0), 0, 86400000,
+                  &c->redeliver_ms);
     static const char *const syncs[] = {"normal", "full", NULL};
     int sync = c->sync_full ? 1 : 0;
     qcfg_enum(qcfg_member(o, "sqlite_synchronous", 0), syncs, &sync);
@@ -390,6 +392,7 @@ static int pair_kme(struct kme_cfg *c, const struct kme_server_kme_params *k,
     if (p->max_key_per_request != 0)
         c->max_key_per_request = p->max_key_per_request;
     c->key_expiry_ms = p->key_expiry_ms;
+    c->redeliver_ms = p->redeliver_ms;
     return bad;
 }
 

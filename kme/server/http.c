@@ -272,7 +272,7 @@ static void log_request(struct http_conn *hc, int status)
     /* The path only (SAE IDs are not secret); never bodies or keys. */
     size_t plen = strcspn(hc->target, "?");
     double ms = (double)(kme_now_ms() - hc->t0);
-    qlog_info("kme %s conn=%llu sae=%s %s %.*s -> %d keys=%zu bits=%llu %.0fms",
+    qlog_debug("kme %s conn=%llu sae=%s %s %.*s -> %d keys=%zu bits=%llu %.0fms",
               hc->kme->cfg.kme_id, (unsigned long long)hc->id,
               hc->sae_id[0] ? hc->sae_id : "-", hc->method,
               (int)(plen > 200 ? 200 : plen), hc->target, status, hc->log_keys,

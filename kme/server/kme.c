@@ -88,6 +88,38 @@ static void gen_tick(uv_timer_t *t)
 
 /* ---- expiry of held keys ---------------------------------------------------- */
 
+/* Delivered keys whose redelivery grace ended: deleted like a collection.
+ * false when the batch could not take the ops (tried again next sweep). */
+static bool end_grace(struct kme *k, struct kme_held *h, uint64_t now)
+{
+    for (size_t j = 0; j < h->delivered_count;) {
+        if (h->delivered_ms[j] + k->cfg.redeliver_ms > now) {
+            j++;
+            continue;
+        }
+        struct kme_batch *b = kme_batch(k);
+        if (b == NULL || kme_batch_reserve(b, 1) < 0)
+            return false;
+        char *slave = NULL;
+        uint64_t off = h->off;
+        char key_id[sizeof(h->key_id)];
+        memcpy(key_id, h->key_id, sizeof(key_id));
+        bool freed = kme_held_undeliver(&k->held, h, j, &slave);
+        if (kme_batch_cancel_held_add(b, off, slave)) {
+            free(slave);
+        } else {
+            struct kme_op *op = kme_batch_op(b, KME_OP_HELD_DEL);
+            memcpy(op->key_id, key_id, sizeof(op->key_id));
+            op->off = off;
+            op->slave = slave;
+        }
+        if (freed)
+            break;
+    }
+    kme_flush_lazy(k);
+    return true;
+}
+
 static void expire_held(struct kme *k)
 {
     if (k->held.count == 0)
@@ -98,19 +130,27 @@ static void expire_held(struct kme *k)
         struct kme_held *h = k->held.buckets[i];
         while (h != NULL) {
             struct kme_held *next = h->next;
-            if (h->expires_ms != 0 && h->expires_ms <= now) {
-                struct kme_batch *b = kme_batch(k);
-                if (b == NULL || kme_batch_reserve(b, h->slave_count) < 0)
+            if (h->delivered_count > 0 && !(h->expires_ms != 0 && h->expires_ms <= now)) {
+                if (!end_grace(k, h, now))
                     return;
-                for (size_t j = 0; j < h->slave_count; j++) {
+            } else if (h->expires_ms != 0 && h->expires_ms <= now) {
+                struct kme_batch *b = kme_batch(k);
+                size_t n = h->slave_count + h->delivered_count;
+                if (b == NULL || kme_batch_reserve(b, n) < 0)
+                    return;
+                for (size_t j = 0; j < n; j++) {
                     struct kme_op *op = kme_batch_op(b, KME_OP_HELD_DEL);
                     if (op == NULL) /* cannot happen after the reserve */
                         return;
+                    char **slot = j < h->slave_count
+                                      ? &h->slaves[j]
+                                      : &h->delivered[j - h->slave_count];
                     memcpy(op->key_id, h->key_id, sizeof(op->key_id));
                     op->off = h->off;
-                    op->slave = h->slaves[j];
-                    h->slaves[j] = NULL;
+                    op->slave = *slot;
+                    *slot = NULL;
                 }
+                h->delivered_count = 0;
                 h->slave_count = 0;
                 kme_held_destroy(&k->held, h);
                 expired++;

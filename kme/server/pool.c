@@ -114,6 +114,10 @@ void kme_held_free(struct kme_held *h)
     for (size_t i = 0; i < h->slave_count; i++)
         free(h->slaves[i]);
     free(h->slaves);
+    for (size_t i = 0; i < h->delivered_count; i++)
+        free(h->delivered[i]);
+    free(h->delivered);
+    free(h->delivered_ms);
     if (h->key != NULL) {
         OPENSSL_cleanse(h->key, h->key_len);
         free(h->key);
@@ -230,6 +234,54 @@ void kme_held_destroy(struct kme_held_table *t, struct kme_held *h)
     kme_held_free(h);
 }
 
+int kme_held_deliver(struct kme_held *h, size_t slave_index, uint64_t now_ms)
+{
+    if (slave_index >= h->slave_count)
+        return -1;
+    size_t n = h->delivered_count + 1;
+    char **d = realloc(h->delivered, n * sizeof(*d));
+    if (d == NULL)
+        return -1;
+    h->delivered = d;
+    uint64_t *ms = realloc(h->delivered_ms, n * sizeof(*ms));
+    if (ms == NULL)
+        return -1;
+    h->delivered_ms = ms;
+    h->delivered[h->delivered_count] = h->slaves[slave_index];
+    h->delivered_ms[h->delivered_count] = now_ms;
+    h->delivered_count = n;
+    h->slaves[slave_index] = h->slaves[h->slave_count - 1];
+    h->slave_count--;
+    return 0;
+}
+
+int kme_held_delivered_index(const struct kme_held *h, const char *slave)
+{
+    for (size_t i = 0; i < h->delivered_count; i++) {
+        if (strcmp(h->delivered[i], slave) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+bool kme_held_undeliver(struct kme_held_table *t, struct kme_held *h, size_t i,
+                        char **slave_r)
+{
+    if (i < h->delivered_count) {
+        if (slave_r != NULL)
+            *slave_r = h->delivered[i];
+        else
+            free(h->delivered[i]);
+        h->delivered[i] = h->delivered[h->delivered_count - 1];
+        h->delivered_ms[i] = h->delivered_ms[h->delivered_count - 1];
+        h->delivered_count--;
+    }
+    if (h->slave_count > 0 || h->delivered_count > 0)
+        return false;
+    kme_held_destroy(t, h);
+    return true;
+}
+
 bool kme_held_collect(struct kme_held_table *t, struct kme_held *h,
                       size_t slave_index)
 {
@@ -238,7 +290,7 @@ bool kme_held_collect(struct kme_held_table *t, struct kme_held *h,
         h->slaves[slave_index] = h->slaves[h->slave_count - 1];
         h->slave_count--;
     }
-    if (h->slave_count > 0)
+    if (h->slave_count > 0 || h->delivered_count > 0)
         return false;
     kme_held_destroy(t, h);
     return true;

@@ -45,6 +45,8 @@ struct kme_cfg {
     uint64_t rate_bps;          /* secret key rate, bits per second */
     uint64_t key_expiry_ms;     /* held keys; 0: never expire */
     uint64_t dec_wait_ms;       /* dec_keys wait for keys in transit */
+    uint64_t redeliver_ms;      /* a collected key stays collectable by
+                                   the same slave this long; 0: deleted */
     bool sync_full;             /* PRAGMA synchronous=FULL (else NORMAL) */
     uint64_t idle_timeout_ms;
     uint64_t max_body;          /* request body limit, bytes */
@@ -105,6 +107,11 @@ struct kme_held {
     char *master;
     char **slaves;              /* slaves that have not collected it yet */
     size_t slave_count;
+    /* Slaves that collected it within the redelivery grace (redeliver_ms):
+     * they may collect it again until delivered_ms + redeliver_ms. */
+    char **delivered;
+    uint64_t *delivered_ms;     /* unix ms */
+    size_t delivered_count;
     uint8_t *key;
     size_t key_len;             /* bytes */
     uint64_t expires_ms;        /* unix ms; 0: never */
@@ -128,8 +135,19 @@ struct kme_held *kme_held_new(const char *key_id, const char *master,
                               uint64_t expires_ms);
 /* Index of slave in h->slaves or -1. */
 int kme_held_slave_index(const struct kme_held *h, const char *slave);
-/* Removes slave from h (collected); when none remain, unlinks and frees h
- * (key wiped). Returns true when h was freed. */
+/* Moves slave slave_index of h to the delivered list at now_ms (the
+ * redelivery grace). -1 when out of memory (nothing changed). */
+int kme_held_deliver(struct kme_held *h, size_t slave_index, uint64_t now_ms);
+/* Index of slave in h->delivered or -1. */
+int kme_held_delivered_index(const struct kme_held *h, const char *slave);
+/* Drops delivered entry i (its grace ended); when no slave remains,
+ * unlinks and frees h. Returns true when h was freed. The slave string is
+ * handed to *slave_r (caller frees) when slave_r is not NULL. */
+bool kme_held_undeliver(struct kme_held_table *t, struct kme_held *h, size_t i,
+                        char **slave_r);
+/* Removes slave from h (collected); when none remain (delivered ones
+ * included), unlinks and frees h (key wiped). Returns true when h was
+ * freed. */
 bool kme_held_collect(struct kme_held_table *t, struct kme_held *h,
                       size_t slave_index);
 void kme_held_destroy(struct kme_held_table *t, struct kme_held *h);

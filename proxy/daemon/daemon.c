@@ -6,6 +6,7 @@
 
 #include "daemon_internal.h"
 #include "log.h"
+#include "service_env.h"
 
 const struct qumail_config *proxy_daemon__cfg(const proxy_daemon *d) { return d->gen->cfg; }
 
@@ -49,11 +50,78 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     proxy_daemon *d = h->data;
     if (signum == SIGHUP) {
-        proxy_daemon_reload(d);
+        int rc = proxy_daemon_reload(d);
+        proxy_ops__reload_count(d, rc == 0);
+        if (rc == 0)
+            proxy_ops__reloaded(d, d->first_cfg);
+        return;
+    }
+    if (signum == SIGTERM && !d->draining) {
+        proxy_daemon_drain(d);
         return;
     }
     qlog_info("signal %d: stopping", signum);
     proxy_daemon_stop(d);
+}
+
+static bool session_busy(const proxy_daemon *d, const proxy_session *s)
+{
+    const struct proxy_protocol *p = d->protos[s->proto].p;
+    return p->busy && p->busy(s->impl);
+}
+
+/* Closes the idle sessions (close_idle), returns how many are busy. A
+ * close may end any number of sessions: start over from the head each
+ * time, as proxy_registry__close_all does. */
+static size_t busy_sessions(proxy_daemon *d, bool close_idle)
+{
+    while (close_idle) {
+        proxy_session *s = d->sessions;
+        while (s && (s->close_sent || session_busy(d, s)))
+            s = s->next;
+        if (!s)
+            break;
+        s->close_sent = true;
+        d->protos[s->proto].p->close(s->impl);
+    }
+    size_t busy = 0;
+    for (const proxy_session *s = d->sessions; s; s = s->next)
+        busy += !s->close_sent && session_busy(d, s);
+    return busy;
+}
+
+static void drain_tick(uv_timer_t *t)
+{
+    proxy_daemon *d = t->data;
+    /* idle again after finishing: close it too */
+    size_t busy = busy_sessions(d, true);
+    if (busy == 0 || uv_now(d->loop) >= d->drain_deadline) {
+        if (busy)
+            qlog_warn("drain: %zu session%s still busy after %u s: closing", busy,
+                      busy == 1 ? "" : "s", PROXY_DRAIN_MS / 1000);
+        else
+            qlog_info("drain: every session finished");
+        uv_timer_stop(t);
+        proxy_daemon_stop(d);
+    }
+}
+
+void proxy_daemon_drain(proxy_daemon *d)
+{
+    if (d->stopping || d->draining)
+        return;
+    d->draining = true;
+    service_notify("STOPPING=1");
+    while (d->listeners) {
+        struct proxy_listener *l = d->listeners;
+        d->listeners = l->next;
+        proxy_listener__close(l);
+    }
+    size_t busy = busy_sessions(d, true);
+    qlog_info("SIGTERM: no new connections; %zu session%s finishing (at most %u s)", busy,
+              busy == 1 ? "" : "s", PROXY_DRAIN_MS / 1000);
+    d->drain_deadline = uv_now(d->loop) + PROXY_DRAIN_MS;
+    uv_timer_start(&d->drain_timer, drain_tick, 0, 100);
 }
 
 static int load_policy(proxy_daemon *d, char **error_r)
@@ -127,14 +195,21 @@ proxy_daemon *proxy_daemon_new(uv_loop_t *loop, const struct qumail_config *cfg,
     d->n_protos = n;
     for (size_t i = 0; i < n; i++)
         d->protos[i].p = protocols[i];
+    if (proxy_ops__init(d) < 0) {
+        proxy_daemon_free(&d);
+        *error_r = strdup("out of memory");
+        return NULL;
+    }
     if (load_policy(d, error_r) < 0 || proxy_kme__start(d, error_r) < 0 ||
         init_protocols(d, error_r) < 0 || !(d->gen = proxy_gen__new(d, cfg, NULL, error_r)) ||
-        proxy_listener__open_all(d, error_r) < 0) {
+        proxy_listener__open_all(d, error_r) < 0 || proxy_ops__start(d, error_r) < 0) {
         /* Handles close on the next loop run; the caller runs it. */
         proxy_daemon_stop(d);
         proxy_daemon_free(&d);
         return NULL;
     }
+    uv_timer_init(loop, &d->drain_timer);
+    d->drain_timer.data = d;
     uv_signal_init(loop, &d->sig_hup);
     uv_signal_init(loop, &d->sig_int);
     uv_signal_init(loop, &d->sig_term);
@@ -156,9 +231,12 @@ void proxy_daemon_stop(proxy_daemon *d)
         d->listeners = l->next;
         proxy_listener__close(l);
     }
+    proxy_ops__stop(d);
     proxy_registry__close_all(d);
     proxy_kme__stop(d);
     if (d->signals_on) {
+        uv_timer_stop(&d->drain_timer);
+        uv_close((uv_handle_t *)&d->drain_timer, NULL);
         uv_close((uv_handle_t *)&d->sig_hup, NULL);
         uv_close((uv_handle_t *)&d->sig_int, NULL);
         uv_close((uv_handle_t *)&d->sig_term, NULL);
@@ -186,5 +264,6 @@ void proxy_daemon_free(proxy_daemon **dp)
     free(d->links);
     policy_store_free(&d->policies);
     free(d->link_names);
+    proxy_ops__free(d);
     free(d);
 }

@@ -43,6 +43,7 @@
 #include <uv.h>
 
 #include "kme_client.h"
+#include "metrics.h"
 #include "net.h"
 #include "policy.h"
 #include "settings.h"
@@ -95,6 +96,10 @@ struct proxy_protocol {
     /* Shutdown: close a session now. Its proxy_session_end follows, at
      * once or on a later loop turn. */
     void (*close)(void *session);
+    /* Optional: the session is in the middle of something closing would
+     * cut (an SMTP transaction). SIGTERM waits for busy sessions (up to
+     * PROXY_DRAIN_MS) and closes the idle ones at once. */
+    bool (*busy)(void *session);
     /* A connection over a limit, on a plain listener: queue the protocol's
      * goodbye ("421 4.7.0 <reason>", "* BYE <reason>"); the core closes
      * after the write. */
@@ -120,6 +125,12 @@ uint16_t proxy_daemon_listener_port(const proxy_daemon *d, const char *protocol,
  * clients, the simulator, the signal handles. The loop then ends by
  * itself. */
 void proxy_daemon_stop(proxy_daemon *d);
+/* What SIGTERM does: stops accepting (listeners closed, systemd told
+ * STOPPING=1, /readyz says stopping), closes idle sessions, lets busy ones
+ * finish what they are doing, and stops once none is busy or after
+ * PROXY_DRAIN_MS. A second SIGTERM, or SIGINT, stops at once. */
+#define PROXY_DRAIN_MS 30000
+void proxy_daemon_drain(proxy_daemon *d);
 /* Frees after the loop has ended. Clears *d. */
 void proxy_daemon_free(proxy_daemon **d);
 /* Reloads the configuration and policy now (what SIGHUP does). 0, or -1
@@ -141,5 +152,10 @@ policy *proxy_daemon_policy(proxy_daemon *d);
 kme_client *proxy_daemon_kme_link(proxy_daemon *d, const char *name);
 /* Live sessions of a protocol (all protocols: NULL). */
 size_t proxy_daemon_sessions(const proxy_daemon *d, const char *protocol);
+/* The process's metrics registry (proxy/admin/metrics.h): protocols
+ * declare and update their metrics in it; /metrics renders it. */
+metrics *proxy_daemon_metrics(proxy_daemon *d);
+/* Bound port of the admin listener, 0 when there is none. */
+uint16_t proxy_daemon_admin_port(const proxy_daemon *d);
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "daemon.h"
 #include "kme_server.h"
+#include "metrics.h"
 
 /* A configuration generation: the configuration and each protocol's state
  * for it. Referenced by the daemon while current and by every session
@@ -84,7 +85,23 @@ struct proxy_daemon {
     size_t n_addr_buckets;
     size_t n_addrs;
     bool stopping;
+    bool draining;
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline;
+    /* operator.c */
+    metrics *metrics;
+    struct proxy_ops *ops;
 };
+
+/* operator.c: metrics, the admin listener, the reachability probes. */
+int proxy_ops__init(proxy_daemon *d);                   /* before protocols */
+int proxy_ops__start(proxy_daemon *d, char **error_r);  /* listeners bound */
+void proxy_ops__reloaded(proxy_daemon *d, const struct qumail_config *first);
+void proxy_ops__reload_count(proxy_daemon *d, bool ok);
+/* A session of protocol proto was accepted / refused / ended. */
+void proxy_ops__session_count(proxy_daemon *d, size_t proto, bool accepted, bool refused);
+void proxy_ops__stop(proxy_daemon *d);
+void proxy_ops__free(proxy_daemon *d);
 
 /* daemon.c */
 const struct qumail_config *proxy_daemon__cfg(const proxy_daemon *d);

@@ -47,6 +47,7 @@ static int sim_config(const struct qumail_config *cfg, kme_server_config **kcfg_
         .max_key_size = sim->max_key_size,
         .max_key_per_request = sim->max_keys_per_request,
         .key_expiry_ms = sim->key_expiry_ms,
+        .redeliver_ms = sim->redeliver_ms,
     };
     return kme_server_config_pair(&p, kcfg_r, error_r);
 }

@@ -51,6 +51,7 @@ static void on_accept(net_listener *nl, net_conn *conn, void *arg)
     const struct sockaddr *peer = (const struct sockaddr *)&ss;
     const char *reason = NULL;
     if (!proxy_registry__admit(d, l->proto, peer, &reason)) {
+        proxy_ops__session_count(d, l->proto, false, true);
         refuse(l, &conn, reason);
         return;
     }

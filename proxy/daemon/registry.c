@@ -156,6 +156,7 @@ proxy_session *proxy_registry__add(proxy_daemon *d, size_t proto, struct proxy_l
     d->sessions = s;
     d->n_sessions++;
     d->protos[proto].n_sessions++;
+    proxy_ops__session_count(d, proto, true, false);
     return s;
 }
 
@@ -174,6 +175,7 @@ void proxy_session_end(proxy_session **sp)
         s->next->prev = s->prev;
     d->n_sessions--;
     d->protos[s->proto].n_sessions--;
+    proxy_ops__session_count(d, s->proto, false, false);
     if (--s->addr->count == 0) {
         struct addr_count **slot = addr_slot(d, s->proto, s->addr->family, s->addr->addr);
         *slot = s->addr->next;

@@ -14,6 +14,7 @@
 #define QUMAIL_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 enum qlog_level { QLOG_ERROR = 0, QLOG_WARN, QLOG_INFO, QLOG_DEBUG };
@@ -25,6 +26,20 @@ enum qlog_level qlog_get_level(void);
 int qlog_level_parse(const char *name, enum qlog_level *level_r);
 /* Program name shown in each line ("qumail-proxy", "qumail-kme"). */
 void qlog_set_ident(const char *ident);
+
+/* Where lines go:
+ *   stderr   "2026-...Z ident level: text" (the default; the foreground)
+ *   journal  "<N>level: text" on stderr: journald takes the priority from
+ *            the <N> prefix (SyslogLevelPrefix=, on by default) and adds
+ *            its own timestamp and identifier
+ *   syslog   syslog(3), facility mail, the priority of the level
+ * "auto" (qlog_target_parse): journal when stderr is connected to the
+ * journal (JOURNAL_STREAM), else stderr. A message with newlines becomes
+ * one line per line, the later ones indented by two spaces. */
+enum qlog_target { QLOG_TARGET_STDERR = 0, QLOG_TARGET_JOURNAL, QLOG_TARGET_SYSLOG };
+int qlog_target_parse(const char *name, enum qlog_target *target_r);
+const char *qlog_target_name(enum qlog_target target);
+void qlog_set_target(enum qlog_target target);
 
 /* Sends each formatted line (with its newline) to sink instead of stderr;
  * NULL restores stderr. For tests that watch the log, and a future

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -23,6 +24,8 @@ struct kme_ids {
 
 struct protect_out {
     uv_loop_t *loop;
+    metric *m_messages, *m_copies, *m_rcpt_refused, *m_key_bits, *m_kme_seconds,
+        *m_kme_errors;            /* NULL without a registry: no-ops */
     protect_out_link_fn find_link;
     void *link_arg;
     struct kme_ids *ids;
@@ -63,6 +66,7 @@ struct copy {
     uint64_t out_size;
     int enc_error;
     char *enc_message;              /* owned, may be NULL */
+    uint64_t kme_started_ms;        /* the request in flight, for latency */
     uv_work_t work;
     struct job *job;
 };
@@ -82,6 +86,10 @@ struct job {
     policy *pol;              /* own reference: rules stay valid */
     char id[16];
     char *from;               /* owned copies of the message's envelope */
+    char session_id[16];      /* the client connection (smtp_session_id) */
+    char peer[64];
+    bool authenticated;
+    char message_id[128];     /* from the header, "" when none */
     char **addrs;             /* n_rcpts entries, or NULL */
     struct rcpt_info **infos; /* n_rcpts entries, or NULL */
     size_t n_rcpts;
@@ -208,6 +216,26 @@ static kme_client *find_link(const protect_out *po, const char *name)
 
 /* ---- RCPT ---------------------------------------------------------------- */
 
+void protect_out_set_metrics(protect_out *po, metrics *reg)
+{
+    po->m_messages = metrics_counter(reg, "qumail_smtp_messages_total",
+                                     "Messages by outcome (protected, relayed, deferred, "
+                                     "refused) and reason of a failure.", 2, "outcome", "reason");
+    po->m_copies = metrics_counter(reg, "qumail_smtp_copies_total",
+                                   "Copies accepted upstream, by protection level.", 1, "level");
+    po->m_rcpt_refused = metrics_counter(reg, "qumail_smtp_recipients_refused_total",
+                                         "Recipients refused at RCPT by the policy.", 1,
+                                         "reason");
+    po->m_key_bits = metrics_counter(reg, "qumail_kme_key_bits_total",
+                                     "Key bits fetched from each KME link.", 1, "link");
+    po->m_kme_seconds = metrics_histogram(reg, "qumail_kme_request_seconds",
+                                          "KME request latency (enc_keys, status).",
+                                          metrics_latency_buckets,
+                                          metrics_latency_buckets_count, 2, "link", "call");
+    po->m_kme_errors = metrics_counter(reg, "qumail_kme_errors_total",
+                                       "Key requests that failed, per KME link.", 1, "link");
+}
+
 static void out_rcpt(void *ctx, smtp_session *s, const char *addr,
                      struct smtp_rcpt_verdict *v)
 {
@@ -215,6 +243,8 @@ static void out_rcpt(void *ctx, smtp_session *s, const char *addr,
     (void)s;
     const struct policy_rule *rule = policy_lookup(ps->pol, addr);
     if (rule->action == POLICY_REFUSE) {
+        metric_add(ps->po->m_rcpt_refused, 1,
+                   rule->kind == POLICY_KIND_BUILTIN ? "no_rule" : "policy");
         v->accept = false;
         v->code = 550;
         snprintf(v->enh, sizeof(v->enh), "5.7.1");
@@ -230,6 +260,7 @@ static void out_rcpt(void *ctx, smtp_session *s, const char *addr,
     bool protect = policy_rule_protects(rule);
     if (protect && (!rule->link || !rule->slave_sae || !find_link(ps->po, rule->link))) {
         if (rule->action == POLICY_REQUIRE) {
+            metric_add(ps->po->m_rcpt_refused, 1, "no_link");
             v->accept = false;
             v->code = 451;
             snprintf(v->enh, sizeof(v->enh), "4.3.5");
@@ -300,9 +331,44 @@ static const char *copy_level(const struct copy *c)
     return c->alg == MIME_ALG_OTP_POLY1305 ? "otp" : "aes";
 }
 
-/* The one log line per message. */
+/* The Message-ID of a header block (for the log), "" when absent or not
+ * kept (headers NULL: larger than the session keeps). Unfolded, at most
+ * cap-1 characters, control characters left to the logger. */
+static void header_message_id(const char *h, size_t len, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; h && i + 11 < len; i++) {
+        if ((i == 0 || h[i - 1] == '\n') && strncasecmp(h + i, "Message-ID:", 11) == 0) {
+            size_t j = i + 11, o = 0;
+            while (j < len && (h[j] == ' ' || h[j] == '\t'))
+                j++;
+            while (j < len && o + 1 < cap) {
+                if (h[j] == '\r' || h[j] == '\n') {
+                    /* folded: the next line starts with white space */
+                    size_t k = j + (h[j] == '\r' && j + 1 < len && h[j + 1] == '\n' ? 2 : 1);
+                    if (k < len && (h[k] == ' ' || h[k] == '\t')) {
+                        j = k;
+                        continue;
+                    }
+                    break;
+                }
+                out[o++] = h[j++];
+            }
+            out[o] = '\0';
+            return;
+        }
+    }
+}
+
+/* The log lines of a message: one summary line (info when accepted, warn
+ * when deferred or refused), then one line per recipient with its copy and
+ * status, like an MTA's delivery lines:
+ *   msg ID: from=<..> session=S client=A auth=yes message-id=<..> rcpts=N
+ *       size=B copies=N [...] queued_as=Q1,Q2 delivered=d/n outcome=250 2.0.0 (...) in T ms
+ *   msg ID: to=<addr>, copy=1 (otp, link=site), status=sent
+ * Never key material, message text or passwords. */
 static void job_log(struct job *job, int code, const char *enh, const char *what,
-                    size_t done)
+                    size_t done, const char *queue_ids)
 {
     char copies[1024];
     size_t n = 0;
@@ -323,24 +389,68 @@ static void job_log(struct job *job, int code, const char *enh, const char *what
             n = sizeof(copies) - 1;
     }
     uint64_t ms = uv_now(job->po->loop) - job->started_ms;
-    qlog_info("msg %s: from=<%s> rcpts=%zu size=%llu copies=%zu %s delivered=%zu/%zu "
-              "outcome=%d %s (%s) in %llu ms",
-              job->id, job->from ? job->from : "?", job->n_rcpts,
-              (unsigned long long)job->size, job->n_copies, copies, done, job->n_copies,
-              code, enh, what, (unsigned long long)ms);
+    enum qlog_level lvl = code >= 200 && code < 300 ? QLOG_INFO : QLOG_WARN;
+    qlog(lvl, "msg %s: from=<%s> session=%s client=%s auth=%s message-id=%s rcpts=%zu "
+              "size=%llu copies=%zu %s queued_as=%s delivered=%zu/%zu outcome=%d %s (%s) "
+              "in %llu ms",
+         job->id, job->from ? job->from : "?", job->session_id, job->peer,
+         job->authenticated ? "yes" : "no", job->message_id[0] ? job->message_id : "-",
+         job->n_rcpts, (unsigned long long)job->size, job->n_copies, copies,
+         queue_ids && queue_ids[0] ? queue_ids : "-", done, job->n_copies, code, enh, what,
+         (unsigned long long)ms);
+    if (!job->addrs)
+        return;
+    for (size_t i = 0; i < job->n_copies; i++) {
+        const struct copy *c = &job->copies[i];
+        /* copies go in order: those before `done` were accepted upstream;
+         * for the others the client got the failure (and retries on 4xx) */
+        const char *status = code >= 200 && code < 300 ? "sent"
+                             : i < done               ? "sent"
+                             : code >= 500            ? "bounced"
+                                                      : "deferred";
+        for (size_t k = 0; k < c->n; k++)
+            qlog(lvl == QLOG_INFO ? QLOG_INFO : QLOG_WARN,
+                 "msg %s: to=<%s>, copy=%zu (%s%s%s), status=%s", job->id,
+                 job->addrs[c->idx[k]], i + 1, copy_level(c), c->kme && c->rule->link
+                 ? ", link=" : "", c->kme && c->rule->link ? c->rule->link : "", status);
+    }
 }
 
-/* Answers the client and ends the job. The job is freed first: the
- * session may end inside smtp_session_fail (a client that left waits only
- * for this reply), and its closed hook must not find the job. text must
- * not point into the job. */
-static void job_fail(struct job *job, int code, const char *enh, const char *text)
+/* The message metrics: outcome from the reply, reason from the step. */
+static void job_count(struct job *job, int code, const char *reason, size_t done)
 {
-    job_log(job, code, enh, text, 0);
+    protect_out *po = job->po;
+    if (code >= 200 && code < 300) {
+        bool any = false;
+        for (size_t i = 0; i < job->n_copies; i++) {
+            const struct copy *c = &job->copies[i];
+            any |= c->protect;
+            metric_add(po->m_copies, 1, c->protect ? copy_level(c) : "none");
+        }
+        metric_add(po->m_messages, 1, any ? "protected" : "relayed", "");
+        return;
+    }
+    for (size_t i = 0; i < done && i < job->n_copies; i++) {
+        const struct copy *c = &job->copies[i];
+        metric_add(po->m_copies, 1, c->protect ? copy_level(c) : "none");
+    }
+    metric_add(po->m_messages, 1, code >= 500 ? "refused" : "deferred", reason);
+}
+
+static void job_fail_reason(struct job *job, int code, const char *enh, const char *text,
+                            const char *reason)
+{
+    job_count(job, code, reason, 0);
+    job_log(job, code, enh, text, 0, NULL);
     smtp_session *s = job->s;
     job_free(job);
     if (s)
         smtp_session_fail(s, code, enh, text);
+}
+
+static void job_fail(struct job *job, int code, const char *enh, const char *text)
+{
+    job_fail_reason(job, code, enh, text, "local");
 }
 
 /* ---- DELIVER ------------------------------------------------------------------ */
@@ -349,8 +459,9 @@ static void delivered(smtp_session *s, const struct smtp_delivery_result *res, v
 {
     struct job *job = arg;
     (void)s;
+    job_count(job, res->code, "upstream", res->n_done);
     job_log(job, res->code, res->enh, res->code == 250 ? "accepted upstream" : res->text,
-            res->n_done);
+            res->n_done, res->queue_ids);
     job_free(job);
 }
 
@@ -435,7 +546,8 @@ static void job_encrypted_all(struct job *job)
             qlog_error("msg %s: encryption failed: %s%s%s", job->id,
                        mime_strerror(c->enc_error), c->enc_message ? ": " : "",
                        c->enc_message ? c->enc_message : "");
-            job_fail(job, 451, "4.3.0", "Local error protecting the message, try again later");
+            job_fail_reason(job, 451, "4.3.0",
+                            "Local error protecting the message, try again later", "encryption");
             return;
         }
     }
@@ -502,7 +614,7 @@ static void keys_done_all(struct job *job)
                  "key link '%s' (%s)%s",
                  job->addrs[c->idx[0]], c->rule->link, kme_client_strerror(c->kme_error),
                  defer ? "; try again later" : "; policy refuses to send it unprotected");
-        job_fail(job, defer ? 451 : 554, defer ? "4.7.5" : "5.7.5", text);
+        job_fail_reason(job, defer ? 451 : 554, defer ? "4.7.5" : "5.7.5", text, "keys");
         return;
     }
     job_encrypt(job);
@@ -513,13 +625,25 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
 {
     struct copy *c = arg;
     struct job *job = c->job;
+    protect_out *po = job->po;
+    if (c->kme_started_ms && res->error != KME_ECANCELLED)
+        metric_observe(po->m_kme_seconds,
+                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
+                       "enc_keys");
+    c->kme_started_ms = 0;
     if (res->error != KME_OK || !keys) {
+        if (res->error != KME_ECANCELLED)
+            metric_add(po->m_kme_errors, 1, c->rule->link);
         c->kme_error = res->error != KME_OK ? res->error : KME_EBADRESPONSE;
         free(c->kme_message);
         c->kme_message = strdup(res->message); /* for the log; NULL is fine */
     } else {
         c->keys = keys;
         c->n_keys = keys->count;
+        uint64_t bits = 0;
+        for (size_t i = 0; i < keys->count; i++)
+            bits += (uint64_t)keys->keys[i].len * 8;
+        metric_add(po->m_key_bits, (double)bits, c->rule->link);
     }
     if (--job->pending > 0)
         return;
@@ -532,6 +656,7 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
 
 static void copy_fetch_keys(struct copy *c)
 {
+    c->kme_started_ms = uv_now(c->job->po->loop);
     int rc = kme_client_enc_bits(c->kme, c->rule->slave_sae, c->bits, copy_keys_cb, c);
     if (rc < 0) {
         struct kme_result r = {rc, 0, kme_client_strerror(rc)};
@@ -543,6 +668,12 @@ static void copy_status_cb(const struct kme_result *res, const struct kme_status
                            void *arg)
 {
     struct copy *c = arg;
+    protect_out *po = c->job->po;
+    if (c->kme_started_ms && res->error != KME_ECANCELLED)
+        metric_observe(po->m_kme_seconds,
+                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
+                       "status");
+    c->kme_started_ms = 0;
     if (res->error != KME_OK || !st) {
         copy_keys_cb(res, NULL, c);
         return;
@@ -573,6 +704,7 @@ static void job_fetch_keys(struct job *job)
         if (ids_find(job->po, c->rule->link, c->rule->slave_sae)) {
             copy_fetch_keys(c);
         } else {
+            c->kme_started_ms = uv_now(job->po->loop);
             int rc = kme_client_status(c->kme, c->rule->slave_sae, copy_status_cb, c);
             if (rc < 0) {
                 struct kme_result r = {rc, 0, kme_client_strerror(rc)};
@@ -741,6 +873,10 @@ static void out_message(void *ctx, smtp_session *s, const struct smtp_message *m
     job->state = JOB_NEW;
     job->started_ms = uv_now(po->loop);
     snprintf(job->id, sizeof(job->id), "%s", m->id);
+    snprintf(job->session_id, sizeof(job->session_id), "%s", smtp_session_id(s));
+    snprintf(job->peer, sizeof(job->peer), "%s", m->peer ? m->peer : "?");
+    job->authenticated = m->authenticated;
+    header_message_id(m->headers, m->headers_len, job->message_id, sizeof(job->message_id));
     job->size = m->size;
     if (job_copy_message(job, m) < 0) {
         job_fail(job, 451, "4.3.0", "Insufficient system resources");
@@ -778,7 +914,7 @@ static void out_closed(void *ctx, smtp_session *s)
         case JOB_DELIVER:
             /* The session's delivery run is being cancelled with it; the
              * delivered callback will not come. */
-            job_log(job, 421, "4.4.2", "client session closed during delivery", 0);
+            job_log(job, 421, "4.4.2", "client session closed during delivery", 0, NULL);
             job_free(job);
             break;
         case JOB_KEYS:

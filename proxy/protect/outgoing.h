@@ -55,6 +55,7 @@
 #include <uv.h>
 
 #include "kme_client.h"
+#include "metrics.h"
 #include "policy.h"
 #include "smtp_session.h"
 
@@ -70,6 +71,20 @@ typedef kme_client *(*protect_out_link_fn)(void *arg, const char *link);
  * KME ID and master SAE ID per link and slave SAE, learnt from status). */
 protect_out *protect_out_new(uv_loop_t *loop, protect_out_link_fn link,
                              void *link_arg);
+/* Counts into reg (proxy/admin/metrics.h), declared here:
+ *   qumail_smtp_messages_total{outcome,reason}  outcome protected (at
+ *       least one protected copy, all accepted), relayed (all plain),
+ *       deferred (4xx), refused (5xx); reason keys, encryption, upstream,
+ *       local, or "" when accepted
+ *   qumail_smtp_copies_total{level}             copies accepted upstream:
+ *       otp, aes, none
+ *   qumail_smtp_recipients_refused_total{reason} at RCPT: policy, no_rule,
+ *       no_link
+ *   qumail_kme_key_bits_total{link}             key bits fetched
+ *   qumail_kme_request_seconds{link,call}       enc_keys and status latency
+ *   qumail_kme_errors_total{link}               failed key requests
+ * NULL (the default): nothing is counted. */
+void protect_out_set_metrics(protect_out *po, metrics *reg);
 /* Frees once no job can run any more (after the loop ended). Clears *po. */
 void protect_out_free(protect_out **po);
 /* Messages taken over so far (for logs). */

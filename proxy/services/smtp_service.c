@@ -50,6 +50,7 @@ static int smtp_init(proxy_daemon *d, void **svc_r, char **error_r)
         return -1;
     }
     svc->d = d;
+    protect_out_set_metrics(svc->po, proxy_daemon_metrics(d));
     *svc_r = svc;
     return 0;
 }
@@ -180,6 +181,11 @@ static void smtp_close(void *session)
     smtp_session_close(session);
 }
 
+static bool smtp_busy(void *session)
+{
+    return smtp_session_busy(session);
+}
+
 static void smtp_refuse(net_conn *conn, const char *reason)
 {
     net_conn_printf(conn, "421 4.7.0 %s\r\n", reason);
@@ -194,5 +200,6 @@ const struct proxy_protocol proxy_smtp_protocol = {
     .gen_free = smtp_gen_free,
     .accept = smtp_accept,
     .close = smtp_close,
+    .busy = smtp_busy,
     .refuse = smtp_refuse,
 };

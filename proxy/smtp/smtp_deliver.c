@@ -27,6 +27,7 @@ struct delivery_run {
     int code;
     char enh[16];
     char *text;                /* first failure or final reply text */
+    char queue_ids[256];       /* "ID1,ID2": upstream's ids of the copies */
     smtp_delivered_cb cb;
     void *arg;
     unsigned refs;             /* queued upstream operations pointing here */
@@ -79,7 +80,9 @@ static void finish(struct delivery_run *run, bool transport)
     } else if (ok) {
         snprintf(run->enh, sizeof(run->enh), "2.0.0");
         run->code = 250;
-        snprintf(text, sizeof(text), "Ok: %zu protected copies queued upstream (id %s)",
+        /* neutral: a copy may have gone plain (action none, or prefer
+         * without keys) */
+        snprintf(text, sizeof(text), "Ok: %zu copies queued upstream (id %s)",
                  run->n, s->msg_id);
     } else if (transport) {
         snprintf(text, sizeof(text), "Upstream connection lost%s",
@@ -100,6 +103,7 @@ static void finish(struct delivery_run *run, bool transport)
         .n_total = run->n,
         .code = run->code,
         .text = text,
+        .queue_ids = run->queue_ids,
     };
     snprintf(res.enh, sizeof(res.enh), "%s", run->enh);
     smtp_reply_code(s, run->code, run->enh, text);
@@ -152,6 +156,18 @@ static void final_reply(smtp_client *c, const struct smtp_client_reply *r, void 
         fail_with(run, r);
     } else {
         record(run, r);
+        /* Postfix, Exim, Sendmail: "... queued as 4C6A159B32FD" (or
+         * "Ok: queued as X"); for the operator's log line only */
+        const char *q = r->text ? strstr(r->text, "queued as ") : NULL;
+        if (q) {
+            q += 10;
+            size_t qn = strspn(q, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                  "0123456789-._");
+            size_t have = strlen(run->queue_ids);
+            if (qn > 0 && qn < 64 && have + qn + 2 < sizeof(run->queue_ids))
+                snprintf(run->queue_ids + have, sizeof(run->queue_ids) - have, "%s%.*s",
+                         have ? "," : "", (int)qn, q);
+        }
         run->cur++;
         if (run->cur < run->n)
             start_copy(run);

@@ -40,6 +40,19 @@ const char *smtp_state_name(enum smtp_state st) { return state_names[st]; }
 const char *smtp_session_id(const smtp_session *s) { return s->id; }
 const char *smtp_session_peer(const smtp_session *s) { return s->peer; }
 
+bool smtp_session_busy(const smtp_session *s)
+{
+    switch (s->state) {
+    case SMTP_STATE_MAIL_UPSTREAM: case SMTP_STATE_MAIL: case SMTP_STATE_RCPT_UPSTREAM:
+    case SMTP_STATE_RCPT: case SMTP_STATE_DATA: case SMTP_STATE_BDAT:
+    case SMTP_STATE_BDAT_DISCARD: case SMTP_STATE_CHUNKED: case SMTP_STATE_PROCESSING:
+    case SMTP_STATE_DELIVERING:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* A relayed command is with upstream: the client's next commands wait in
  * the input buffer, in order. */
 static bool holds_input(enum smtp_state st)

@@ -132,6 +132,9 @@ struct smtp_delivery_result {
     int code;              /* the reply the client got */
     char enh[16];
     const char *text;
+    const char *queue_ids; /* upstream's queue ids of the accepted copies, in
+                              order, comma-separated ("queued as X" in its
+                              250); "" when it named none */
 };
 
 typedef void (*smtp_delivered_cb)(smtp_session *s,
@@ -173,6 +176,9 @@ void smtp_session_fail(smtp_session *s, int code, const char *enh,
                        const char *text);
 
 const char *smtp_session_id(const smtp_session *s);     /* connection id */
+/* A transaction is open (MAIL given, or a message being read, protected or
+ * delivered): closing now would cut it. Used to drain on SIGTERM. */
+bool smtp_session_busy(const smtp_session *s);
 const char *smtp_session_peer(const smtp_session *s);
 
 /* Largest message the proxy accepts given upstream's SIZE (0: unknown) and

@@ -158,7 +158,7 @@ def main():
     with M.MailStack() as ms, \
             P.ProxyStack(certs, ms.smtp_port, mode="gateway", listeners=("plain",),
                          policy=policy, workdir=work, trace_header=True,
-                         limits={"max_connections": 1000}, log_level="info",
+                         limits={"max_connections": 1000}, log_level="debug",
                          kme_timeout="30s") as px:
         arms = {"direct": (ms.host, ms.smtp_port), "proxy": (px.host, px.ports["plain"])}
         rows, kme_cells, first = [], {}, True

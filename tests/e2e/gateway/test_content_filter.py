@@ -2,10 +2,13 @@
 """qumail as a Postfix content filter (deploy/gateway/postfix-content-filter.md),
 end to end with real processes on 127.0.0.1:
 
-    smtplib -> Postfix smtpd (content_filter = smtp:[127.0.0.1]:F)
+    smtplib (AUTH) -> Postfix submission smtpd (-o content_filter=qumail:[127.0.0.1]:F)
+            -> the dedicated "qumail" smtp transport (maxproc 10)
             -> qumail proxy, mode gateway, listener F, trusted 127.0.0.0/8
             -> Postfix reinjection smtpd (content_filter= empty)
             -> LMTP -> Dovecot maildir
+
+and inbound mail (port 25 smtpd, no filter) delivered without qumail.
 
 Checked: a protected recipient's stored message holds no plaintext (body,
 subject) and decrypts (receiver's keys from the other simulated KME) to the
@@ -14,7 +17,8 @@ it plain (still through the filter); an action=refuse recipient is bounced
 by Postfix (5xx from the filter) and never delivered; with the KME
 unreachable the filter answers 4xx, the message stays deferred in Postfix's
 queue and nothing is delivered, and once a working proxy is back a queue
-flush delivers it encrypted. Needs root (the mailstack harness); exits 77
+flush delivers it encrypted; mail arriving on the public smtpd (inbound)
+is delivered as it came, without passing qumail. Needs root (the mailstack harness); exits 77
 (skipped) otherwise."""
 
 import os
@@ -39,6 +43,15 @@ dave@example.net   action=refuse
 *                  action=none
 """
 SENDER = "erin@sub.example.org"     # action=none: bounces to it stay readable
+# The guide's dedicated filter transport: at most 10 deliveries into qumail
+# at once (qumail's max_connections is larger), no MIME conversion on the way.
+QUMAIL_TRANSPORT = [
+    "qumail    unix  -       -       n       -       10      smtp",
+    "  -o syslog_name=postfix/qumail",
+    "  -o smtp_data_done_timeout=1200s",
+    "  -o disable_mime_output_conversion=yes",
+    "  -o smtp_generic_maps=",
+]
 TRACE = re.compile(rb"^Received: from [^\r\n]*\r\n\tby qumail\.localhost \(qumail\) "
                    rb"with ESMTP id [0-9A-F]+;", re.M)
 
@@ -77,8 +90,10 @@ class ContentFilter(unittest.TestCase):
         cls.work = tempfile.mkdtemp(prefix="qumail-gw-")
         cls.certs = P.make_certs(cls.work)
         cls.filter_port = M.free_ports(1)[0]
-        cls.ms = M.MailStack(reinjection=True, postfix_settings={
-            "content_filter": "smtp:[127.0.0.1]:%d" % cls.filter_port})
+        # exactly the guide's master.cf (deploy/gateway/postfix-content-filter.md)
+        cls.ms = M.MailStack(reinjection=True, submission_options=[
+            "content_filter=qumail:[127.0.0.1]:%d" % cls.filter_port],
+            master_cf_extra=QUMAIL_TRANSPORT)
         cls.ms.start()
         cls.px = None
 
@@ -101,6 +116,10 @@ class ContentFilter(unittest.TestCase):
                                     workdir=self.work, **kw).start()
         return self.px
 
+    def submit(self, frm, rcpts, msg):
+        """As a user's mail client: the submission port, AUTH as frm."""
+        self.ms.send(frm, rcpts, msg, login=(frm, M.USERS[frm]))
+
     def wait_log(self, pattern, timeout=30):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -114,7 +133,7 @@ class ContentFilter(unittest.TestCase):
         px = self.proxy()
         # protected (one-time pad, subject protected)
         otp = message(SENDER, "bob@example.org", "gw otp subject 7f3a", "tok-otp-91c2")
-        self.ms.send(SENDER, ["bob@example.org"], otp)
+        self.submit(SENDER, ["bob@example.org"], otp)
         [stored] = self.ms.wait_for_delivery("bob@example.org", 1, timeout=30)
         for secret in (b"tok-otp-91c2", b"gw otp subject 7f3a"):
             self.assertNotIn(secret, stored)
@@ -127,12 +146,13 @@ class ContentFilter(unittest.TestCase):
         self.assertEqual(len(re.findall(rb"^Received: [^\r\n]*\r\n\tby mailstack\.localhost "
                                         rb"\(Postfix\)", stored, re.M)), 2, stored[:1500])
         self.assertIn("postfix/reinject/smtpd", self.ms.postfix_log_text())
+        self.assertIn("postfix/qumail/smtp", self.ms.postfix_log_text())
         self.wait_log(r"to=<bob@example\.org>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, "
                       r".*status=sent" % self.filter_port)
 
         # AES recipient in another domain
         aes = message(SENDER, "carol@example.net", "gw aes subject 22b1", "tok-aes-5d0e")
-        self.ms.send(SENDER, ["carol@example.net"], aes)
+        self.submit(SENDER, ["carol@example.net"], aes)
         [stored] = self.ms.wait_for_delivery("carol@example.net", 1, timeout=30)
         for secret in (b"tok-aes-5d0e", b"gw aes subject 22b1"):
             self.assertNotIn(secret, stored)
@@ -143,7 +163,7 @@ class ContentFilter(unittest.TestCase):
 
         # action=none: plain, but through the filter (trace field)
         clear = message("alice@example.org", SENDER, "gw plain subject", "tok-plain-0a7e")
-        self.ms.send("alice@example.org", [SENDER], clear)
+        self.submit("alice@example.org", [SENDER], clear)
         [stored] = self.ms.wait_for_delivery(SENDER, 1, timeout=30, match=b"tok-plain-0a7e")
         self.assertIn(b"Subject: gw plain subject", stored)
         self.assertTrue(stored.endswith(body_of(clear)))
@@ -152,7 +172,7 @@ class ContentFilter(unittest.TestCase):
 
         # action=refuse: Postfix accepted it, the filter says 5xx, Postfix bounces
         refused = message(SENDER, "dave@example.net", "gw refused", "tok-refused-66f1")
-        self.ms.send(SENDER, ["dave@example.net"], refused)
+        self.submit(SENDER, ["dave@example.net"], refused)
         m = self.wait_log(r"to=<dave@example\.net>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, "
                           r".*status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: "
                           r"(5\d\d [^)]*)" % self.filter_port)
@@ -169,7 +189,7 @@ class ContentFilter(unittest.TestCase):
         self.proxy(kme_url="https://127.0.0.1:%d" % dead, kme_timeout="2s")
         before = len(self.ms.mailbox_files("carol@example.net"))
         msg = message(SENDER, "carol@example.net", "gw deferred subject", "tok-defer-3c9b")
-        self.ms.send(SENDER, ["carol@example.net"], msg)
+        self.submit(SENDER, ["carol@example.net"], msg)
         m = self.wait_log(r"([0-9A-F]+): to=<carol@example\.net>, relay=127\.0\.0\.1"
                           r"\[127\.0\.0\.1\]:%d, .*status=deferred \(host 127\.0\.0\.1"
                           r"\[127\.0\.0\.1\] said: (4\d\d [^)]*)" % self.filter_port)
@@ -199,6 +219,20 @@ class ContentFilter(unittest.TestCase):
         self.assertIn(b"Subject: gw deferred subject", plain)
         self.assertEqual(body_of(plain), body_of(msg))
         self.assertTrue(self.ms.wait_queue_empty(15))
+
+    def test_3_inbound_not_filtered(self):
+        self.proxy()
+        msg = message("someone@outside.example", "bob@example.org", "gw inbound 4e1d",
+                      "tok-inbound-8a2f")
+        self.ms.send("someone@outside.example", ["bob@example.org"], msg)  # port 25, no AUTH
+        [stored] = self.ms.wait_for_delivery("bob@example.org", 1, timeout=30,
+                                             match=b"tok-inbound-8a2f")
+        self.assertIn(b"Subject: gw inbound 4e1d", stored)
+        self.assertTrue(stored.endswith(body_of(msg)))
+        self.assertNotRegex(stored, TRACE)
+        # one Postfix hop (the public smtpd), no reinjection
+        self.assertEqual(len(re.findall(rb"^Received: [^\r\n]*\r\n\tby mailstack\.localhost "
+                                        rb"\(Postfix\)", stored, re.M)), 1, stored[:800])
 
 
 def main():

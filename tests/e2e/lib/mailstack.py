@@ -99,7 +99,8 @@ class MailStack:
     deployment on `reinject_port` (no content_filter, 127.0.0.0/8 may
     relay: the service of deploy/gateway/postfix-content-filter.md); put
     the filter itself in postfix_settings ({"content_filter":
-    "smtp:[127.0.0.1]:PORT"}). master_cf_extra: master.cf lines appended
+    "smtp:[127.0.0.1]:PORT"}), or only on the submission service with
+    submission_options (["content_filter=..."]). master_cf_extra: master.cf lines appended
     verbatim (services of your own; continuation lines start with blanks).
     users: dict address -> password replacing USERS (addresses must be in
     `domains`). keep: leave the directory on disk after stop (for
@@ -109,12 +110,15 @@ class MailStack:
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
                  auth_failure_delay=0, keep=None, start_timeout=30,
                  smtps_auth=True, postfix_settings=None, reinjection=False,
-                 master_cf_extra=()):
+                 master_cf_extra=(), submission_options=()):
         self.tls = tls
         self.smtps_auth = smtps_auth
         self.postfix_settings = dict(postfix_settings or {})
         self.reinjection = reinjection
         self.master_cf_extra = list(master_cf_extra)
+        # "name=value" -o overrides of the submission service only (a
+        # content_filter for submitted mail, inbound on smtp_port unfiltered)
+        self.submission_options = list(submission_options)
         self.users = dict(USERS if users is None else users)
         self.domains = tuple(domains)
         self.message_size_limit = message_size_limit

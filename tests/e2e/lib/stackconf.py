@@ -66,7 +66,7 @@ _MASTER_CF = """\
   -o smtpd_client_restrictions=
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
   -o smtpd_recipient_restrictions=check_recipient_access,texthash:{conf}/recipient_access,permit_sasl_authenticated,reject
-{smtps_line}{reinject_line}pickup    unix  n - n 60 1 pickup
+{submission_options}{smtps_line}{reinject_line}pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n - 0 cleanup
 qmgr      unix  n - n 300 1 qmgr
 tlsmgr    unix  - - n 1000? 1 tlsmgr
@@ -106,7 +106,6 @@ _REINJECT_LINE = """\
   -o syslog_name=postfix/reinject
   -o content_filter=
   -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
-  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
   -o mynetworks=127.0.0.0/8
   -o smtpd_recipient_restrictions=permit_mynetworks,reject
 """
@@ -305,6 +304,7 @@ def write_postfix_conf(st):
         submission="%s:%d" % (HOST, st.submission_port),
         submission_tls_level="may" if st.cert else "none",
         smtps_line=smtps_line, conf=conf,
+        submission_options="".join("  -o %s\n" % o for o in st.submission_options),
         reinject_line=_REINJECT_LINE.format(
             reinject="%s:%d" % (HOST, st.reinject_port))
         if st.reinject_port else "",

@@ -77,7 +77,7 @@ class ProxyStack:
                  policy=DEFAULT_POLICY, listeners=("plain", "starttls", "implicit"),
                  kme_url=None, trace_header=True, limits=None, log_level="info",
                  trusted_networks=None, upstream_client_cert=False, workdir=None,
-                 kme_timeout="3s", upstream_server_name="localhost"):
+                 kme_timeout="3s", upstream_server_name="localhost", fixed_ports=None):
         self.certs = certs
         self.upstream_port = upstream_port
         self.upstream_tls = upstream_tls
@@ -92,6 +92,9 @@ class ProxyStack:
         self.upstream_client_cert = upstream_client_cert
         self.kme_timeout = kme_timeout
         self.upstream_server_name = upstream_server_name
+        # {listener kind: port} to use instead of free ports (the demo's
+        # documented ports); the others are still picked free.
+        self.fixed_ports = fixed_ports or {}
         self.host = HOST
         self.ports = {}
         self.proc = None
@@ -111,6 +114,7 @@ class ProxyStack:
         ports = free_ports(len(self.listener_kinds) + 2)
         listeners = []
         for kind, port in zip(self.listener_kinds, ports):
+            port = self.fixed_ports.get(kind, port)
             entry = {"name": kind, "address": HOST, "port": port,
                      "tls": {"plain": "none", "starttls": "starttls",
                              "implicit": "implicit"}[kind]}

@@ -118,7 +118,7 @@ class Kme:
 
     def start(self):
         logf = open(self.log, "a")
-        self.proc = subprocess.Popen([QUMAIL, "kme", "--config", self.cfg],
+        self.proc = subprocess.Popen([QUMAIL, "kme", "--config", self.cfg, "--log-level", "debug"],
                                      stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
         PROCS.append(self.proc)

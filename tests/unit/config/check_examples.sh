@@ -8,7 +8,7 @@ fail=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-for ex in local gateway sidecar; do
+for ex in local gateway sidecar qumail; do
     if ! "$QUMAIL_BIN" check --config "$QUMAIL_SRC/config/examples/$ex.json" >"$tmp/out" 2>"$tmp/err"; then
         echo "FAIL: qumail check on $ex.json:"; cat "$tmp/err"; fail=1
     elif ! grep -q "$ex.policy: ok" "$tmp/out"; then
