@@ -144,6 +144,7 @@ int etsi004_client_fetch_chunks(etsi004_client *c, const uint8_t *ksid,
  * (ours: at once). For the control data of messages. */
 const char *etsi004_client_kme_id(const etsi004_client *c);
 const char *etsi004_client_sae_id(const etsi004_client *c);
+uv_loop_t *etsi004_client_loop(const etsi004_client *c);
 
 /* ---- blocking convenience (CLI: a private loop) --------------------------- */
 

@@ -133,6 +133,9 @@ struct kme_keys {
     size_t total_len;
 };
 void kme_keys_free(struct kme_keys **keys);
+/* Appends src's keys after *dst's (*dst NULL: becomes src); src is
+ * consumed either way. -1 when out of memory (*dst unchanged). */
+int kme_keys_append(struct kme_keys **dst, struct kme_keys *src);
 
 /* Status of the key supply between the calling SAE and slave_sae_id
  * (ETSI 014 clause 6.1; sizes in bits). */

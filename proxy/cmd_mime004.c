@@ -4,7 +4,6 @@
  * by index, at the reader's own KME (kme/etsi004_client.h). */
 #include "cmd_mime004.h"
 
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,42 +53,6 @@ int mime004_enc_keys(const struct kme_client_config *kme, const char *ksid_text,
     return rc;
 }
 
-/* Appends src's keys to *dst (both freed or moved). */
-static int append(struct kme_keys **dst, struct kme_keys *src)
-{
-    if (*dst == NULL) {
-        *dst = src;
-        return 0;
-    }
-    struct kme_keys *d = *dst;
-    size_t count = d->count + src->count, total = d->total_len + src->total_len;
-    struct kme_key *keys = calloc(count, sizeof(*keys));
-    uint8_t *m = malloc(total ? total : 1);
-    if (keys == NULL || m == NULL) {
-        free(keys);
-        free(m);
-        kme_keys_free(&src);
-        return -1;
-    }
-    memcpy(m, d->material, d->total_len);
-    memcpy(m + d->total_len, src->material, src->total_len);
-    size_t off = 0;
-    for (size_t i = 0; i < count; i++) {
-        keys[i] = i < d->count ? d->keys[i] : src->keys[i - d->count];
-        keys[i].bytes = m + off;
-        off += keys[i].len;
-    }
-    OPENSSL_cleanse(d->material, d->total_len);
-    free(d->material);
-    free(d->keys);
-    d->keys = keys;
-    d->material = m;
-    d->count = count;
-    d->total_len = total;
-    kme_keys_free(&src);
-    return 0;
-}
-
 int mime004_dec_keys(const struct kme_client_config *kme, const struct mime_info *info,
                      struct kme_keys **keys_r, char **error_r)
 {
@@ -116,7 +79,7 @@ int mime004_dec_keys(const struct kme_client_config *kme, const struct mime_info
         struct kme_keys *k = NULL;
         rc = etsi004_sync_fetch_chunks(&c, ksid, (uint32_t)e.first_index, (size_t)e.count,
                                        (size_t)(e.chunk_bits / 8), &k, error_r);
-        if (rc == KME_OK && append(keys_r, k) < 0)
+        if (rc == KME_OK && kme_keys_append(keys_r, k) < 0)
             rc = KME_ENOMEM;
     }
     if (rc != KME_OK)

@@ -135,6 +135,11 @@ const char *etsi004_client_sae_id(const etsi004_client *c)
     return c->sae_id[0] != '\0' ? c->sae_id : NULL;
 }
 
+uv_loop_t *etsi004_client_loop(const etsi004_client *c)
+{
+    return c->loop;
+}
+
 int etsi004_status_error(uint32_t status)
 {
     switch (status) {
