@@ -42,10 +42,10 @@
 #define ETSI004_MAX_REQUEST (2 * (ETSI004_URI_MAX + 1) + ETSI004_QOS_LEN + \
                              ETSI004_KSID_LEN)
 /* Largest Key_chunk_size this code produces or accepts (bytes). */
-#define ETSI004_MAX_CHUNK (64 * 1024)
+#define ETSI004_MAX_CHUNK 65536
 /* Largest metadata this code produces or accepts (bytes). */
 #define ETSI004_MAX_METADATA 4096
-#define ETSI004_MAX_GET_RESPONSE (16 + ETSI004_MAX_CHUNK + ETSI004_MAX_METADATA)
+#define ETSI004_MAX_GET_RESPONSE (16u + ETSI004_MAX_CHUNK + ETSI004_MAX_METADATA)
 
 /* GET_KEY index asking the KME to choose: the next index never handed out
  * in the stream (spec 6.1: "the QKD key manager peer shall return an index

@@ -248,7 +248,8 @@ static int parse(struct cli *c, int argc, char **argv)
 static int do_open(struct cli *c)
 {
     char src[300];
-    if (c->source == NULL) {
+    const char *source = c->source;
+    if (source == NULL) {
         /* qkd://<the CN of our certificate> */
         char *err = NULL;
         uv_loop_t loop;
@@ -261,11 +262,11 @@ static int do_open(struct cli *c)
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
         free(err);
-        c->source = src;
+        source = src;
     }
     struct etsi004_sync_open r;
     char *err = NULL;
-    int rc = etsi004_sync_open(&c->cfg, c->source, c->destination ? c->destination
+    int rc = etsi004_sync_open(&c->cfg, source, c->destination ? c->destination
                                                                   : "qkd://peer",
                                &c->qos, c->has_ksid ? c->ksid : NULL, &r, &err);
     if (rc != KME_OK) {

@@ -106,7 +106,7 @@ static void complete(struct e4c_batch *b)
     }
     struct kme_keys *k = calloc(1, sizeof(*k));
     if (k != NULL) {
-        k->keys = calloc(b->count, sizeof(*k->keys));
+        k->keys = calloc(b->count ? b->count : 1, sizeof(*k->keys));
         k->material = malloc(total ? total : 1);
     }
     if (k == NULL || k->keys == NULL || k->material == NULL) {
@@ -276,15 +276,16 @@ int etsi004_client_fetch_chunks(etsi004_client *c, const uint8_t *ksid, uint32_t
 size_t e4c_batches_cancel(etsi004_client *c, void *arg)
 {
     size_t n = 0;
-    struct e4c_batch *b = c->batches;
-    while (b != NULL) {
-        if (b->arg != arg) {
-            b = b->next;
-            continue;
-        }
+    for (;;) {
+        /* Unlinked here, reported (and maybe freed) by fail(). */
+        struct e4c_batch **pp = &c->batches;
+        while (*pp != NULL && (*pp)->arg != arg)
+            pp = &(*pp)->next;
+        struct e4c_batch *b = *pp;
+        if (b == NULL)
+            return n;
+        *pp = b->next;
         fail(b, KME_ECANCELLED, "cancelled");
         n++;
-        b = c->batches; /* the list changed */
     }
-    return n;
 }

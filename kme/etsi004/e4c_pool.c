@@ -72,6 +72,14 @@ static void finish(struct e4c_req *req, int error, uint8_t service, const uint8_
     e4c_req_free(req);
 }
 
+/* Closes and frees a connection that is in no list any more. */
+static void pc_destroy(struct pconn *pc)
+{
+    kme_timer_free(&pc->timer);
+    net_conn_close(&pc->conn);
+    free(pc);
+}
+
 static void pc_free(struct pconn *pc)
 {
     struct e4c_pool *p = pc->pool;
@@ -82,9 +90,7 @@ static void pc_free(struct pconn *pc)
             break;
         }
     }
-    kme_timer_free(&pc->timer);
-    net_conn_close(&pc->conn);
-    free(pc);
+    pc_destroy(pc);
 }
 
 static void queue_front(struct e4c_pool *p, struct e4c_req *req)
@@ -147,7 +153,9 @@ static void timer_cb(void *arg)
                                                     : "connect/TLS handshake timed out");
 }
 
-static void send_req(struct pconn *pc, struct e4c_req *req)
+/* false when the write failed: pc is gone, its request finished (and the
+ * pool may be gone with it: the callback may free the client). */
+static bool send_req(struct pconn *pc, struct e4c_req *req)
 {
     struct e4c_pool *p = pc->pool;
     pc->req = req;
@@ -156,8 +164,11 @@ static void send_req(struct pconn *pc, struct e4c_req *req)
     req->in_flight = true;
     net_conn_set_timeout(pc->conn, 0);
     kme_timer_restart(pc->timer, p->cfg.request_timeout_ms + req->wait_ms);
-    if (net_conn_write(pc->conn, req->frame, req->frame_len) < 0)
+    if (net_conn_write(pc->conn, req->frame, req->frame_len) < 0) {
         pc_fail(pc, KME_EIO, "write failed");
+        return false;
+    }
+    return true;
 }
 
 static void answer(struct pconn *pc)
@@ -280,8 +291,8 @@ static void dispatch(struct e4c_pool *p)
         return;
     /* Idle connections take queued requests first. */
     for (struct pconn *pc = p->conns; pc != NULL && p->queue != NULL; pc = pc->next)
-        if (pc->state == PC_IDLE)
-            send_req(pc, queue_pop(p));
+        if (pc->state == PC_IDLE && !send_req(pc, queue_pop(p)))
+            return; /* the rest on the next turn (pc_fail kicked) */
     /* Then one new connection per request still waiting, within the limit. */
     unsigned opening = 0;
     for (struct pconn *pc = p->conns; pc != NULL; pc = pc->next)
@@ -326,14 +337,20 @@ void e4c_pool_free(struct e4c_pool **pp)
         return;
     *pp = NULL;
     p->freeing = true;
+    /* Requests in flight join the queue's head; every connection closes;
+     * then each request is cancelled (the callbacks may not submit: the
+     * client is being freed). */
     while (p->conns != NULL) {
         struct pconn *pc = p->conns;
-        struct e4c_req *req = pc->req;
-        pc->req = NULL;
+        p->conns = pc->next;
+        p->n_conns--;
+        if (pc->req != NULL) {
+            pc->req->in_flight = false;
+            queue_front(p, pc->req);
+            pc->req = NULL;
+        }
         pc->state = PC_CLOSED;
-        pc_free(pc);
-        if (req != NULL)
-            finish(req, KME_ECANCELLED, 0, NULL, 0, "cancelled");
+        pc_destroy(pc);
     }
     struct e4c_req *r;
     while ((r = queue_pop(p)) != NULL)

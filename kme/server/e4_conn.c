@@ -24,7 +24,7 @@
 #include "e4_internal.h"
 #include "log.h"
 
-#define OUTPUT_HIGH (256 * 1024) /* stop reading requests above this */
+#define OUTPUT_HIGH ((size_t)256 << 10) /* stop reading requests above this */
 
 enum e4c_state { E4C_HANDSHAKE, E4C_READY, E4C_BUSY, E4C_CLOSED };
 static const char *const e4c_names[] = {"HANDSHAKE", "READY", "BUSY", "CLOSED"};

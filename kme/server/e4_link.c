@@ -32,8 +32,8 @@
 #include "link_internal.h"
 #include "log.h"
 
-#define CTL_MAX_BYTES (4 * 1024 * 1024) /* queued lines beyond: dropped */
-#define PUMP_HIGH_WATER (256 * 1024)
+#define CTL_MAX_BYTES ((size_t)4 << 20) /* queued lines beyond: dropped */
+#define PUMP_HIGH_WATER ((size_t)256 << 10)
 
 struct e4_ctl {
     struct e4_ctl *next;
@@ -318,13 +318,11 @@ static int on_open(struct kme *k, json_t *msg)
             qlog_info("kme %s: 004 stream %s registered by %s at %s", k->cfg.kme_id,
                       s->text, sae, k->cfg.peer_kme_id);
         }
-    } else if (assign) {
-        status = ETSI004_KSID_IN_USE;
-    } else if (s->end[E4_THERE] == E4_END_OPEN && s->sae[E4_THERE] != NULL &&
+    } else if (!assign && s->end[E4_THERE] == E4_END_OPEN && s->sae[E4_THERE] != NULL &&
                strcmp(s->sae[E4_THERE], sae) == 0) {
         status = s->end[E4_HERE] == E4_END_OPEN ? ETSI004_SUCCESS
                                                 : ETSI004_PEER_NOT_CONNECTED;
-    } else if (s->end[E4_THERE] == E4_END_NONE) {
+    } else if (!assign && s->end[E4_THERE] == E4_END_NONE) {
         s->end[E4_THERE] = E4_END_OPEN;
         set_str(&s->sae[E4_THERE], sae);
         s->last_ms = e4_now();
@@ -396,14 +394,16 @@ static int on_need(struct kme *k, json_t *msg)
     uint32_t idx = next ? 0 : (uint32_t)json_integer_value(jidx);
     uint32_t status = ETSI004_SUCCESS;
     struct e4_stream *s = e4_stream_find(e, ksid);
-    if (s == NULL || s->end[E4_THERE] != E4_END_OPEN) {
+    /* Answered before ("next"), or allocated before: the chunk is on its
+     * way to (or already at) the peer. */
+    bool known = s != NULL && (next ? recent_find(e, req, ksid, &idx)
+                                    : idx < s->floor || e4_chunk_find(s, idx) != NULL);
+    /* A new chunk needs both applications: ours (HERE) has it open too. */
+    if (s == NULL || s->end[E4_THERE] != E4_END_OPEN ||
+        (!known && s->end[E4_HERE] != E4_END_OPEN)) {
         status = ETSI004_PEER_APP_NOT_CONNECTED;
-    } else if (next && recent_find(e, req, ksid, &idx)) {
-        /* answered before */
-    } else if (!next && (idx < s->floor || e4_chunk_find(s, idx) != NULL)) {
-        /* allocated before: on its way to (or already at) the peer */
-    } else if (s->end[E4_HERE] != E4_END_OPEN) {
-        status = ETSI004_PEER_APP_NOT_CONNECTED;
+    } else if (known) {
+        status = ETSI004_SUCCESS;
     } else if (next && s->next_index == ETSI004_INDEX_NEXT) {
         status = ETSI004_INSUFFICIENT_KEY;
     } else {

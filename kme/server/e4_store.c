@@ -201,9 +201,12 @@ static int load_chunks(struct kme_e4_store *st, struct kme *k, char **error_r)
         size_t len = (size_t)sqlite3_column_bytes(q, 2);
         uint8_t *key = NULL;
         if (blob != NULL) {
-            if (len == 0 || len > ETSI004_MAX_CHUNK || (key = malloc(len)) == NULL) {
-                ret = key == NULL && len > 0 && len <= ETSI004_MAX_CHUNK
-                          ? KME_SERVER_ENOMEM : fail(NULL, error_r, "e4_chunk key");
+            if (len == 0 || len > ETSI004_MAX_CHUNK) {
+                ret = fail(NULL, error_r, "e4_chunk key");
+                break;
+            }
+            if ((key = malloc(len)) == NULL) {
+                ret = KME_SERVER_ENOMEM;
                 break;
             }
             memcpy(key, blob, len);

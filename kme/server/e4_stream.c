@@ -32,7 +32,7 @@ struct e4_stream *e4_stream_find(struct kme_e4 *e, const uint8_t *ksid)
 static int grow_streams(struct kme_e4 *e)
 {
     size_t n = e->bucket_count ? e->bucket_count * 2 : 64;
-    struct e4_stream **b = calloc(n, sizeof(*b));
+    struct e4_stream **b = calloc(n, sizeof(struct e4_stream *));
     if (b == NULL)
         return -1;
     for (size_t i = 0; i < e->bucket_count; i++) {
@@ -135,7 +135,7 @@ struct e4_chunk *e4_chunk_find(const struct e4_stream *s, uint32_t index)
 static int grow_chunks(struct e4_stream *s)
 {
     size_t n = s->chunk_buckets ? s->chunk_buckets * 2 : 16;
-    struct e4_chunk **b = calloc(n, sizeof(*b));
+    struct e4_chunk **b = calloc(n, sizeof(struct e4_chunk *));
     if (b == NULL)
         return -1;
     for (size_t i = 0; i < s->chunk_buckets; i++) {
