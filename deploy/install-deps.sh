@@ -43,4 +43,14 @@ apt-get install -y -q --no-install-recommends \
     python3-prometheus-client python3-yaml systemd dpkg-dev debootstrap \
     postfix dovecot-imapd dovecot-lmtpd \
     libclang-rt-14-dev
+
+# IMAP rig (tests/e2e/imap, tests/bench/imap): imaptest is built from the
+# snapshot in tests/tools/imaptest against libdovecot (dovecot-dev, with
+# autoconf automake libtool); real clients mbsync (isync) and msmtp (neomutt
+# is above); nginx's mail proxy (libnginx-mod-mail) as the benchmark's
+# reference proxy.
+apt-get install -y -q --no-install-recommends \
+    dovecot-dev autoconf automake libtool \
+    isync msmtp nginx libnginx-mod-mail
+
 exit 0

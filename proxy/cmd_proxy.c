@@ -10,6 +10,7 @@
 #include "settings.h"
 #include "daemon.h"
 #include "log.h"
+#include "statefile.h"
 #include "mime.h"
 #include "service_env.h"
 #include "services.h"
@@ -111,6 +112,18 @@ int cmd_proxy(int argc, char **argv)
         qumail_config_free(&cfg);
         return 1;
     }
+    /* Key material lives under state_dir: a folder others can write into
+     * is refused, one they can list is reported (SECURITY.md). */
+    char *warning = NULL;
+    if (statefile_dir(cfg->state_dir, &warning, &err) < 0) {
+        qlog_error("state_dir: %s", err ? err : "out of memory");
+        free(err);
+        qumail_config_free(&cfg);
+        return 1;
+    }
+    if (warning)
+        qlog_warn("state_dir: %s", warning);
+    free(warning);
 
     /* The protocols this binary serves. */
     static const struct proxy_protocol *const protocols[] = {&proxy_smtp_protocol};

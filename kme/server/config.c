@@ -28,6 +28,8 @@ static void cfg_defaults(struct kme_cfg *c)
     c->idle_timeout_ms = 60000;
     c->max_body = 64 * 1024;
     c->max_connections = 1024;
+    c->handshake_timeout_ms = 5000;
+    c->max_handshakes = 64;
     c->e4.port = ETSI004_DEFAULT_PORT;
     c->e4.chunk_default = 32;
     c->e4.chunk_min = 1;
@@ -200,6 +202,11 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     int64_t mc = (int64_t)c->max_connections;
     qcfg_int(qcfg_member(o, "max_connections", 0), 1, 1000000, &mc);
     c->max_connections = (uint64_t)mc;
+    qcfg_duration(qcfg_member(o, "handshake_timeout", 0), 100, 600000,
+                  &c->handshake_timeout_ms);
+    int64_t mh = (int64_t)c->max_handshakes;
+    qcfg_int(qcfg_member(o, "max_handshakes", 0), 1, 100000, &mh);
+    c->max_handshakes = (uint64_t)mh;
     read_e4(qcfg_object(qcfg_member(o, "etsi004", 0)), c);
 
     if ((n = qcfg_member(o, "key_size", 0)) == NULL)

@@ -104,7 +104,6 @@ void kme_e4_tick(struct kme *k)
 {
     if (k->e4 == NULL)
         return;
-    e4_conn_tick(k);
     uint64_t now = uv_now(k->loop);
     if (now - k->e4->last_ttl_sweep >= TTL_SWEEP_MS) {
         k->e4->last_ttl_sweep = now;

@@ -38,7 +38,7 @@ struct e4_conn {
     bool counted;             /* holds one of max_connections */
     char sae[ETSI014_ID_MAX + 1];
     char name[80];
-    uint64_t deadline;        /* uv_now(): handshake or partial frame; 0 none */
+    bool in_frame;            /* a frame has begun: its deadline runs */
     struct e4_wait *wait;     /* the request's waiter, while it waits */
     bool answer_pending;      /* an answer waits for its commit */
     uint8_t service;          /* request in progress, for the log */
@@ -115,11 +115,16 @@ static void process_input(struct e4_conn *c)
             return;
         }
         if (rc == 0) {
-            if (have > 0 && c->deadline == 0)
-                c->deadline = uv_now(k->loop) + k->cfg.e4.handshake_timeout_ms;
+            if (have > 0 && !c->in_frame) { /* it must be complete in time */
+                c->in_frame = true;
+                net_conn_set_deadline(c->conn, k->cfg.e4.handshake_timeout_ms);
+            }
             return;
         }
-        c->deadline = 0;
+        if (c->in_frame) {
+            c->in_frame = false;
+            net_conn_set_deadline(c->conn, 0);
+        }
         if (h.service != ETSI004_OPEN_CONNECT_REQ && h.service != ETSI004_GET_KEY_REQ &&
             h.service != ETSI004_CLOSE_REQ) {
             qlog_warn("kme %s 004 %s sae=%s: service type 0x%02x is not a request: "
@@ -266,7 +271,7 @@ static void on_event(net_conn *conn, enum net_event ev, void *arg)
     switch (ev) {
     case NET_EV_TLS_READY:
         e->hs_count--;
-        c->deadline = 0;
+        net_conn_set_deadline(c->conn, 0);
         if (e->conn_count >= k->cfg.e4.max_connections) {
             qlog_warn("kme %s 004 %s: refused after TLS: %zu connections "
                       "(max_connections)", k->cfg.kme_id, c->name, e->conn_count);
@@ -298,6 +303,9 @@ static void on_event(net_conn *conn, enum net_event ev, void *arg)
     case NET_EV_TIMEOUT:
         if (c->state == E4C_BUSY)
             return;
+        if (net_conn_error_code(c->conn) == NET_EDEADLINE)
+            qlog_info("kme %s 004 %s: %s not done in time: closing", k->cfg.kme_id, c->name,
+                      c->state == E4C_HANDSHAKE ? "TLS handshake" : "frame");
         conn_close(c);
         return;
     case NET_EV_ERROR:
@@ -334,7 +342,6 @@ void e4_accept(net_listener *l, net_conn *conn, void *arg)
     snprintf(c->name, sizeof(c->name), "conn=%llu %s", (unsigned long long)c->id,
              net_conn_peer_addr(conn));
     c->state = E4C_HANDSHAKE;
-    c->deadline = uv_now(k->loop) + k->cfg.e4.handshake_timeout_ms;
     e->hs_count++;
     c->next = e->conns;
     if (e->conns != NULL)
@@ -342,24 +349,10 @@ void e4_accept(net_listener *l, net_conn *conn, void *arg)
     e->conns = c;
     net_conn_set_cb(conn, on_event, c);
     net_conn_set_timeout(conn, k->cfg.e4.handshake_timeout_ms);
+    net_conn_set_deadline(conn, k->cfg.e4.handshake_timeout_ms); /* slowloris */
     net_conn_set_max_input(conn, ETSI004_HEADER_LEN + ETSI004_MAX_REQUEST);
     if (net_conn_start_tls(conn, k->tls_server, NULL) < 0)
         conn_close(c);
-}
-
-void e4_conn_tick(struct kme *k)
-{
-    uint64_t now = uv_now(k->loop);
-    struct e4_conn *c = k->e4->conns;
-    while (c != NULL) {
-        struct e4_conn *next = c->next;
-        if (c->state != E4C_CLOSED && c->deadline != 0 && now >= c->deadline) {
-            qlog_info("kme %s 004 %s: %s not done in time: closing", k->cfg.kme_id,
-                      c->name, c->state == E4C_HANDSHAKE ? "TLS handshake" : "frame");
-            conn_close(c);
-        }
-        c = next;
-    }
 }
 
 void e4_conn_close_all(struct kme *k)

@@ -210,8 +210,6 @@ void e4_conn_answer(struct kme *k, struct e4_conn *c, uint8_t *frame, size_t len
 /* The request's waiter went or came (a connection holds at most one). */
 void e4_conn_set_wait(struct e4_conn *c, struct e4_wait *w);
 void e4_conn_close_all(struct kme *k);
-/* Deadlines of handshakes and partial frames (sweep). */
-void e4_conn_tick(struct kme *k);
 /* For log lines: "conn=N addr". */
 const char *e4_conn_name(const struct e4_conn *c);
 

@@ -3,12 +3,16 @@
  * bounded request, keep-alive, one request at a time per connection
  * (pipelined requests wait in the input buffer), one log line per request.
  *
+ * Before authentication a connection costs no authenticated slot: it waits
+ * in the handshake queue (max_handshakes, the oldest dropped for a
+ * newcomer) with a deadline of handshake_timeout; at TLS_READY it takes
+ * one of max_connections or is closed.
+ *
  * State machine per connection:
  *   HANDSHAKE --tls ready--> READING --request complete--> WAITING
  *   WAITING --response written, keep-alive--> READING
  *   any --error/eof/close--> CLOSED (freed, or when WAITING: freed once the
  *   asynchronous response arrives, which is then dropped). */
-#include <llhttp.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +21,6 @@
 
 #include "log.h"
 #include "server_internal.h"
-
-#define MAX_TARGET 4096
-#define MAX_HEADERS 64
-#define MAX_HEADER_BYTES 16384   /* all field names and values together */
 
 enum hc_state { HC_HANDSHAKE, HC_READING, HC_WAITING, HC_CLOSED };
 static const char *const hc_state_names[] = {"HANDSHAKE", "READING", "WAITING",
@@ -32,28 +32,16 @@ struct http_conn {
     uint64_t id;
     enum hc_state state;
     struct http_conn *prev, *next;
+    struct http_conn *hs_prev, *hs_next; /* handshake queue (HANDSHAKE only) */
+    bool in_hs_queue;
+    bool counted;            /* holds one of max_connections */
     char sae_id[ETSI014_ID_MAX + 1];
-    llhttp_t parser;
-    char target[MAX_TARGET + 1];
-    size_t target_len;
-    char *body;
-    size_t body_len, body_cap;
-    int limit_status;        /* 413/431/414 when a limit was hit */
-    size_t header_count;
-    size_t header_bytes;
-    char hname[16], hvalue[16];   /* current header, only to spot Expect */
-    size_t hname_len, hvalue_len;
-    bool expect_continue;
-    bool keep_alive;
+    struct kme_http_parser req; /* the request being read (http_parse.c) */
     bool in_process;         /* inside process_input(): no recursion */
-    char method[16];
     uint64_t t0;
     size_t log_keys;
     uint64_t log_bits;
 };
-
-static llhttp_settings_t settings;
-static bool settings_ready;
 
 static void hc_enter(struct http_conn *hc, enum hc_state st)
 {
@@ -63,17 +51,51 @@ static void hc_enter(struct http_conn *hc, enum hc_state st)
     hc->state = st;
 }
 
+static void hs_unlink(struct http_conn *hc)
+{
+    struct kme *k = hc->kme;
+    if (!hc->in_hs_queue)
+        return;
+    if (hc->hs_prev != NULL)
+        hc->hs_prev->hs_next = hc->hs_next;
+    else
+        k->hs_first = hc->hs_next;
+    if (hc->hs_next != NULL)
+        hc->hs_next->hs_prev = hc->hs_prev;
+    else
+        k->hs_last = hc->hs_prev;
+    hc->hs_prev = hc->hs_next = NULL;
+    hc->in_hs_queue = false;
+    k->hs_count--;
+}
+
+static void hs_append(struct http_conn *hc)
+{
+    struct kme *k = hc->kme;
+    hc->hs_prev = k->hs_last;
+    hc->hs_next = NULL;
+    if (k->hs_last != NULL)
+        k->hs_last->hs_next = hc;
+    else
+        k->hs_first = hc;
+    k->hs_last = hc;
+    hc->in_hs_queue = true;
+    k->hs_count++;
+}
+
 static void hc_free(struct http_conn *hc)
 {
     struct kme *k = hc->kme;
+    hs_unlink(hc);
     if (hc->prev != NULL)
         hc->prev->next = hc->next;
     else if (k->conns == hc)
         k->conns = hc->next;
     if (hc->next != NULL)
         hc->next->prev = hc->prev;
-    k->conn_count--;
-    free(hc->body);
+    if (hc->counted)
+        k->conn_count--;
+    kme_http_parser_clear(&hc->req);
     free(hc);
 }
 
@@ -86,159 +108,6 @@ static void hc_close(struct http_conn *hc)
     hc_enter(hc, HC_CLOSED);
     if (!waiting && !hc->in_process)
         hc_free(hc);
-}
-
-/* ---- llhttp callbacks: fill the struct, nothing else ---------------------- */
-
-static int on_message_begin(llhttp_t *p)
-{
-    struct http_conn *hc = p->data;
-    hc->target_len = 0;
-    hc->body_len = 0;
-    hc->header_count = 0;
-    hc->header_bytes = 0;
-    hc->method[0] = '\0';
-    hc->limit_status = 0;
-    hc->expect_continue = false;
-    hc->hname_len = hc->hvalue_len = 0;
-    return 0;
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t len)
-{
-    struct http_conn *hc = p->data;
-    if (len > MAX_TARGET - hc->target_len) {
-        hc->limit_status = 414;
-        return -1;
-    }
-    memcpy(hc->target + hc->target_len, at, len);
-    hc->target_len += len;
-    hc->target[hc->target_len] = '\0';
-    return 0;
-}
-
-static int on_header_field_complete(llhttp_t *p)
-{
-    struct http_conn *hc = p->data;
-    if (++hc->header_count > MAX_HEADERS) {
-        hc->limit_status = 431;
-        return -1;
-    }
-    return 0;
-}
-
-static void add_short(char *buf, size_t cap, size_t *len, const char *at,
-                      size_t n)
-{
-    /* Keeps at most cap-1 bytes; longer values cannot match anyway (the
-     * length is still counted so that they do not). */
-    for (size_t i = 0; i < n; i++, (*len)++) {
-        if (*len < cap - 1)
-            buf[*len] = at[i];
-    }
-}
-
-static int count_header_bytes(struct http_conn *hc, size_t len)
-{
-    if (len > MAX_HEADER_BYTES - hc->header_bytes) {
-        hc->limit_status = 431;
-        return -1;
-    }
-    hc->header_bytes += len;
-    return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct http_conn *hc = p->data;
-    if (count_header_bytes(hc, len) < 0)
-        return -1;
-    add_short(hc->hname, sizeof(hc->hname), &hc->hname_len, at, len);
-    return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct http_conn *hc = p->data;
-    if (count_header_bytes(hc, len) < 0)
-        return -1;
-    add_short(hc->hvalue, sizeof(hc->hvalue), &hc->hvalue_len, at, len);
-    return 0;
-}
-
-static int on_header_value_complete(llhttp_t *p)
-{
-    struct http_conn *hc = p->data;
-    if (hc->hname_len == 6 && strncasecmp(hc->hname, "expect", 6) == 0 &&
-        hc->hvalue_len == 12 && strncasecmp(hc->hvalue, "100-continue", 12) == 0)
-        hc->expect_continue = true;
-    hc->hname_len = hc->hvalue_len = 0;
-    return 0;
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-    struct http_conn *hc = p->data;
-    snprintf(hc->method, sizeof(hc->method), "%s",
-             llhttp_method_name((llhttp_method_t)p->method));
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > hc->kme->cfg.max_body) {
-        hc->limit_status = 413; /* refused before the body is sent */
-        return -1;
-    }
-    if (hc->expect_continue && hc->conn != NULL)
-        net_conn_write(hc->conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct http_conn *hc = p->data;
-    if (len > hc->kme->cfg.max_body - hc->body_len) {
-        hc->limit_status = 413;
-        return -1;
-    }
-    if (hc->body_len + len + 1 > hc->body_cap) {
-        size_t cap = (hc->body_len + len + 1) * 2;
-        if (cap > hc->kme->cfg.max_body + 1)
-            cap = hc->kme->cfg.max_body + 1;
-        char *n = realloc(hc->body, cap);
-        if (n == NULL) {
-            hc->limit_status = 503;
-            return -1;
-        }
-        hc->body = n;
-        hc->body_cap = cap;
-    }
-    memcpy(hc->body + hc->body_len, at, len);
-    hc->body_len += len;
-    hc->body[hc->body_len] = '\0';
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    struct http_conn *hc = p->data;
-    snprintf(hc->method, sizeof(hc->method), "%s",
-             llhttp_method_name((llhttp_method_t)p->method));
-    hc->keep_alive = llhttp_should_keep_alive(p) != 0;
-    return HPE_PAUSED;
-}
-
-static void settings_init(void)
-{
-    if (settings_ready)
-        return;
-    llhttp_settings_init(&settings);
-    settings.on_message_begin = on_message_begin;
-    settings.on_url = on_url;
-    settings.on_header_field_complete = on_header_field_complete;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    settings.on_header_value_complete = on_header_value_complete;
-    settings.on_headers_complete = on_headers_complete;
-    settings.on_body = on_body;
-    settings.on_message_complete = on_message_complete;
-    settings_ready = true;
 }
 
 /* ---- responses ---------------------------------------------------------- */
@@ -270,12 +139,12 @@ void kme_http_log_keys(struct http_conn *hc, size_t keys, uint64_t bits)
 static void log_request(struct http_conn *hc, int status)
 {
     /* The path only (SAE IDs are not secret); never bodies or keys. */
-    size_t plen = strcspn(hc->target, "?");
+    size_t plen = strcspn(hc->req.target, "?");
     double ms = (double)(kme_now_ms() - hc->t0);
     qlog_debug("kme %s conn=%llu sae=%s %s %.*s -> %d keys=%zu bits=%llu %.0fms",
               hc->kme->cfg.kme_id, (unsigned long long)hc->id,
-              hc->sae_id[0] ? hc->sae_id : "-", hc->method,
-              (int)(plen > 200 ? 200 : plen), hc->target, status, hc->log_keys,
+              hc->sae_id[0] ? hc->sae_id : "-", hc->req.method,
+              (int)(plen > 200 ? 200 : plen), hc->req.target, status, hc->log_keys,
               (unsigned long long)hc->log_bits, ms);
 }
 
@@ -290,7 +159,7 @@ void kme_http_respond(struct http_conn *hc, int status, const char *body,
         hc_free(hc);
         return;
     }
-    bool keep = hc->keep_alive && status != 413 && status != 414 &&
+    bool keep = hc->req.keep_alive && status != 413 && status != 414 &&
                 status != 431 && !hc->kme->stopping;
     char head[256];
     int hl = snprintf(head, sizeof(head),
@@ -321,7 +190,7 @@ void kme_http_respond(struct http_conn *hc, int status, const char *body,
             hc_free(hc);
         return;
     }
-    llhttp_resume(&hc->parser);
+    kme_http_parser_next(&hc->req);
     net_conn_set_timeout(hc->conn, hc->kme->cfg.idle_timeout_ms); /* re-arm */
     hc_enter(hc, HC_READING);
     if (!hc->in_process)
@@ -346,11 +215,11 @@ static void dispatch(struct http_conn *hc)
     hc_enter(hc, HC_WAITING);
     hc->t0 = kme_now_ms();
     struct kme_request req = {
-        .method = hc->method,
-        .target = hc->target,
-        .target_len = hc->target_len,
-        .body = hc->body != NULL ? hc->body : "",
-        .body_len = hc->body_len,
+        .method = hc->req.method,
+        .target = hc->req.target,
+        .target_len = hc->req.target_len,
+        .body = hc->req.body != NULL ? hc->req.body : "",
+        .body_len = hc->req.body_len,
         .sae_id = hc->sae_id,
     };
     kme_api_handle(hc->kme, hc, &req);
@@ -360,30 +229,27 @@ static void process_input(struct http_conn *hc)
 {
     hc->in_process = true;
     while (hc->state == HC_READING && hc->conn != NULL) {
-        size_t len;
+        size_t len, used = 0;
         const char *data = net_conn_input(hc->conn, &len);
         if (len == 0)
             break;
-        llhttp_errno_t err = llhttp_execute(&hc->parser, data, len);
-        if (err == HPE_OK) {
-            net_conn_consume(hc->conn, len);
+        enum kme_http_parse pr = kme_http_parser_feed(&hc->req, data, len, &used);
+        net_conn_consume(hc->conn, used);
+        if (pr == KME_HTTP_MORE) {
+            if (hc->req.continue_due) {
+                hc->req.continue_due = false;
+                net_conn_write(hc->conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            }
             break;
         }
-        if (err == HPE_PAUSED) {
-            const char *pos = llhttp_get_error_pos(&hc->parser);
-            size_t used = pos != NULL && pos >= data && pos <= data + len
-                              ? (size_t)(pos - data) : len;
-            net_conn_consume(hc->conn, used);
+        if (pr == KME_HTTP_REQUEST) {
             dispatch(hc);
             continue;
         }
         /* Parse error or limit: answer and close. */
         hc->t0 = kme_now_ms();
-        if (hc->method[0] == '\0')
-            snprintf(hc->method, sizeof(hc->method), "-");
-        hc->keep_alive = false;
         hc_enter(hc, HC_WAITING);
-        int status = hc->limit_status != 0 ? hc->limit_status : 400;
+        int status = hc->req.limit_status;
         kme_http_error(hc, status,
                        status == 413   ? "request body too large"
                        : status == 414 ? "request target too long"
@@ -403,6 +269,19 @@ static void on_conn_event(net_conn *conn, enum net_event ev, void *arg)
     (void)conn;
     switch (ev) {
     case NET_EV_TLS_READY: {
+        struct kme *k = hc->kme;
+        hs_unlink(hc);
+        net_conn_set_deadline(hc->conn, 0);
+        if (k->conn_count >= k->cfg.max_connections) {
+            qlog_warn("kme %s conn=%llu %s: refused after TLS: %zu authenticated "
+                      "connections (max_connections)", k->cfg.kme_id,
+                      (unsigned long long)hc->id, net_conn_peer_addr(hc->conn),
+                      k->conn_count);
+            hc_close(hc);
+            return;
+        }
+        k->conn_count++;
+        hc->counted = true;
         int n = net_conn_peer_subject(hc->conn, hc->kme->cfg.sae_id_field,
                                       hc->sae_id, sizeof(hc->sae_id));
         if (n <= 0) {
@@ -426,6 +305,10 @@ static void on_conn_event(net_conn *conn, enum net_event ev, void *arg)
     case NET_EV_TIMEOUT:
         if (hc->state == HC_WAITING)
             return;
+        if (hc->state == HC_HANDSHAKE)
+            qlog_info("kme %s conn=%llu %s: TLS handshake not done in time (%s)",
+                      hc->kme->cfg.kme_id, (unsigned long long)hc->id,
+                      net_conn_peer_addr(hc->conn), net_conn_error(hc->conn));
         hc_close(hc);
         return;
     case NET_EV_ERROR:
@@ -445,33 +328,39 @@ void kme_http_accept(net_listener *l, net_conn *conn, void *arg)
 {
     struct kme *k = arg;
     (void)l;
-    if (k->stopping || k->conn_count >= k->cfg.max_connections) {
-        qlog_warn("kme %s: refusing connection from %s (%s)", k->cfg.kme_id,
-                  net_conn_peer_addr(conn),
-                  k->stopping ? "stopping" : "max_connections reached");
+    if (k->stopping) {
         net_conn_close(&conn);
         return;
+    }
+    if (k->hs_count >= k->cfg.max_handshakes && k->hs_first != NULL) {
+        /* A flood of half-open handshakes: the oldest makes room. A real
+         * SAE's handshake takes milliseconds; it loses its place only if
+         * max_handshakes newcomers arrive meanwhile. */
+        if (k->hs_evicted++ % 1000 == 0)
+            qlog_warn("kme %s: %zu TLS handshakes under way (max_handshakes): "
+                      "dropping the oldest (%llu dropped so far)", k->cfg.kme_id,
+                      k->hs_count, (unsigned long long)k->hs_evicted);
+        hc_close(k->hs_first);
     }
     struct http_conn *hc = calloc(1, sizeof(*hc));
     if (hc == NULL) {
         net_conn_close(&conn);
         return;
     }
-    settings_init();
     hc->kme = k;
     hc->conn = conn;
     hc->id = ++k->next_conn_id;
     hc->state = HC_HANDSHAKE;
-    llhttp_init(&hc->parser, HTTP_REQUEST, &settings);
-    hc->parser.data = hc;
+    kme_http_parser_init(&hc->req, k->cfg.max_body);
     hc->next = k->conns;
     if (k->conns != NULL)
         k->conns->prev = hc;
     k->conns = hc;
-    k->conn_count++;
+    hs_append(hc);
     net_conn_set_cb(conn, on_conn_event, hc);
     net_conn_set_timeout(conn, k->cfg.idle_timeout_ms);
-    net_conn_set_max_input(conn, k->cfg.max_body + MAX_TARGET + 16384);
+    net_conn_set_deadline(conn, k->cfg.handshake_timeout_ms);
+    net_conn_set_max_input(conn, k->cfg.max_body + KME_HTTP_MAX_TARGET + 16384);
     if (net_conn_start_tls(conn, k->tls_server, NULL) < 0)
         hc_close(hc);
 }

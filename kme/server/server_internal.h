@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <llhttp.h>
 #include <uv.h>
 
 #include "etsi014.h"
@@ -50,7 +51,9 @@ struct kme_cfg {
     bool sync_full;             /* PRAGMA synchronous=FULL (else NORMAL) */
     uint64_t idle_timeout_ms;
     uint64_t max_body;          /* request body limit, bytes */
-    uint64_t max_connections;
+    uint64_t max_connections;   /* authenticated (TLS done) connections */
+    uint64_t handshake_timeout_ms; /* a TLS handshake must end within */
+    uint64_t max_handshakes;    /* handshakes at once; the oldest goes */
     struct kme_e4_cfg {         /* the ETSI 004 listener (kme/ETSI004.md) */
         bool enabled;           /* an "etsi004" object is configured */
         char *host;
@@ -304,7 +307,14 @@ struct kme {
     size_t parked_count;
     struct kme_e4 *e4;           /* the ETSI 004 server (e4*.c), or NULL */
     struct http_conn *conns;     /* list of open HTTPS connections */
-    size_t conn_count;
+    size_t conn_count;           /* authenticated ones (max_connections) */
+    /* Connections still in the TLS handshake, oldest first: they hold no
+     * authenticated slot, and when max_handshakes are under way the
+     * oldest is dropped for a newcomer (a flood of half-open handshakes
+     * cannot lock real SAEs out). */
+    struct http_conn *hs_first, *hs_last;
+    size_t hs_count;
+    uint64_t hs_evicted;         /* handshakes dropped, for the log */
     uint64_t next_conn_id;
 };
 
@@ -354,6 +364,44 @@ uint64_t kme_out_available(const struct kme *k);
  * link listener (peer_host NULL in the config). */
 void kme_server_peer_addr(struct kme_server *srv, const char *kme_id,
                           const char **host_r, uint16_t *port_r);
+
+/* ---- HTTP request parser (http_parse.c) -------------------------------- */
+
+#define KME_HTTP_MAX_TARGET 4096
+#define KME_HTTP_MAX_HEADERS 64
+#define KME_HTTP_MAX_HEADER_BYTES 16384 /* field names and values together */
+
+enum kme_http_parse {
+    KME_HTTP_MORE,    /* all input consumed, the request goes on */
+    KME_HTTP_REQUEST, /* a request is complete: handle it, then _next() */
+    KME_HTTP_BAD,     /* malformed or over a limit: answer limit_status, close */
+};
+
+/* One request at a time; the strings are NUL-terminated. */
+struct kme_http_parser {
+    llhttp_t parser;          /* first: its data points back here */
+    uint64_t max_body;
+    char target[KME_HTTP_MAX_TARGET + 1];
+    size_t target_len;
+    char *body;               /* owned; NULL until a body byte came */
+    size_t body_len, body_cap;
+    char method[16];
+    int limit_status;         /* 413/414/431/503, or 400 when malformed */
+    size_t header_count, header_bytes;
+    char hname[16], hvalue[16]; /* current field, only to spot Expect */
+    size_t hname_len, hvalue_len;
+    bool expect_continue;
+    bool continue_due;        /* headers asked for 100 Continue: send it */
+    bool keep_alive;
+};
+
+void kme_http_parser_init(struct kme_http_parser *hp, uint64_t max_body);
+void kme_http_parser_clear(struct kme_http_parser *hp);
+/* Consumes input (*used_r bytes; less than len only at a request's end). */
+enum kme_http_parse kme_http_parser_feed(struct kme_http_parser *hp, const char *data,
+                                         size_t len, size_t *used_r);
+/* After a request was handled: parse the next one (keep-alive). */
+void kme_http_parser_next(struct kme_http_parser *hp);
 
 /* ---- HTTPS (http.c) ---------------------------------------------------- */
 

@@ -10,6 +10,7 @@
  * commits on power loss), secure_delete (consumed key bytes are zeroed in
  * the file). The connection is used by one thread at a time: the loop
  * thread at open/load, then the committer thread. */
+#include <libgen.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -17,7 +18,9 @@
 #include <string.h>
 
 #include "e4_internal.h"
+#include "log.h"
 #include "server_internal.h"
+#include "statefile.h"
 
 enum stmt_id {
     S_BEGIN,
@@ -101,10 +104,44 @@ static int fail_db(sqlite3 *db, char **error_r, const char *what)
     return KME_SERVER_ESTORE;
 }
 
+/* The database holds raw key stream and held keys: it and its companions
+ * are 0600 in a folder only we may write, whatever the umask. SQLite gives
+ * the -wal and -shm files it creates the database file's mode; ones left
+ * over from before are fixed too. */
+static int make_private(const char *path, char **error_r)
+{
+    static const char *const companions[] = {"", "-wal", "-shm", "-journal"};
+    char *dir = strdup(path), *warning = NULL, *error = NULL;
+    int rc = dir != NULL ? statefile_dir(dirname(dir), &warning, &error) : -1;
+    free(dir);
+    for (size_t i = 0; rc == 0 && i < sizeof(companions) / sizeof(companions[0]); i++) {
+        char *p = NULL;
+        if (warning != NULL)
+            qlog_warn("kme store: %s", warning);
+        free(warning);
+        warning = NULL;
+        if (asprintf(&p, "%s%s", path, companions[i]) < 0)
+            return -1;
+        rc = statefile_private(p, i == 0, &warning, &error);
+        free(p);
+    }
+    if (warning != NULL)
+        qlog_warn("kme store: %s", warning);
+    free(warning);
+    if (rc < 0 && error_r != NULL) {
+        if (asprintf(error_r, "database %s: %s", path, error ? error : "out of memory") < 0)
+            *error_r = NULL;
+    }
+    free(error);
+    return rc;
+}
+
 int kme_store_open(const char *path, bool sync_full, struct kme_store **st_r,
                    char **error_r)
 {
     *st_r = NULL;
+    if (make_private(path, error_r) < 0)
+        return KME_SERVER_ESTORE;
     struct kme_store *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return KME_SERVER_ENOMEM;

@@ -26,6 +26,7 @@ enum {
     NET_EINPUT = -5003,     /* input limit exceeded */
     NET_ETIMEDOUT = -5004,  /* idle timeout */
     NET_ESTATE = -5005,     /* call not valid in this state (e.g. TLS twice) */
+    NET_EDEADLINE = -5006,  /* overall deadline (net_conn_set_deadline) passed */
 };
 const char *net_strerror(int code);
 
@@ -61,7 +62,8 @@ enum net_event {
     NET_EV_READ,       /* more plaintext input is buffered */
     NET_EV_DRAINED,    /* every queued byte was handed to the kernel */
     NET_EV_EOF,        /* peer closed (buffered input may remain) */
-    NET_EV_TIMEOUT,    /* no input within the idle timeout */
+    NET_EV_TIMEOUT,    /* no input within the idle timeout, or the overall
+                          deadline passed (error code NET_EDEADLINE) */
     NET_EV_ERROR,      /* connect, I/O or TLS failure: net_conn_error() */
 };
 const char *net_event_name(enum net_event ev);
@@ -107,6 +109,15 @@ const char *net_conn_peer_addr(const net_conn *conn);
  * and on each call. */
 void net_conn_set_timeout(net_conn *conn, uint64_t idle_ms);
 
+/* Overall deadline: ms milliseconds from now, whatever arrives meanwhile
+ * (input does not re-arm it; the idle timeout runs independently). When it
+ * passes the callback gets NET_EV_TIMEOUT once, with net_conn_error_code()
+ * == NET_EDEADLINE. A new call replaces the previous deadline; 0 cancels.
+ * Protocols give each phase one: a command line, a message body, a TLS
+ * handshake, an authentication exchange. Time spent closing is bounded
+ * separately (see net_conn_close_after_write). */
+void net_conn_set_deadline(net_conn *conn, uint64_t ms);
+
 /* Input is buffered up to max_input bytes (default 64 KiB); when the buffer
  * is full reading pauses until the caller consumes. A protocol that finds
  * no line end in a full buffer reports "line too long" itself. */
@@ -119,6 +130,23 @@ size_t net_conn_line_len(const net_conn *conn);
 /* Stop / restart delivering input (backpressure from the protocol). */
 void net_conn_pause(net_conn *conn);
 void net_conn_resume(net_conn *conn);
+
+/* Output bound. Once more than `high` bytes are queued (bookkeeping of each
+ * queued write counted), the connection stops reading from the socket and
+ * delivering input (NET_EV_READ, NET_EV_EOF) until the queue is back at
+ * `low` or below; then buffered input is offered again with NET_EV_READ.
+ * So a peer that sends requests and never reads the answers costs at most
+ * `high` + the input buffer, for every protocol. Writes themselves are never
+ * refused: a producer that writes without reading (a bulk sender) keeps its
+ * queue short with net_conn_output_pending and NET_EV_DRAINED.
+ * Defaults NET_OUTPUT_HIGH / NET_OUTPUT_LOW; high 0 disables the bound. */
+#define NET_OUTPUT_HIGH ((size_t)256 * 1024)
+#define NET_OUTPUT_LOW ((size_t)64 * 1024)
+void net_conn_set_output_limits(net_conn *conn, size_t high, size_t low);
+/* True while the output is above the high-water mark: a protocol loop over
+ * input already buffered stops dispatching and waits for the next
+ * NET_EV_READ, which comes once the queue has drained to `low`. */
+bool net_conn_output_blocked(const net_conn *conn);
 
 /* Queue output (copied). Returns 0 or a negative code when the connection
  * is closing or failed. */
@@ -138,8 +166,15 @@ int net_conn_error_code(const net_conn *conn);
 /* Closes now (pending output dropped) and clears *conn. Safe inside the
  * callback; the callback is not called again. */
 void net_conn_close(net_conn **conn);
-/* Closes once queued output is written (TLS close_notify included); the
- * callback is not called again. Clears *conn. */
+/* Closes once queued output is written (TLS close_notify included), then
+ * half-closes and discards input until the peer's FIN; the callback is not
+ * called again. Clears *conn. Bounded in time whatever the peer does: the
+ * output must be written within NET_CLOSE_DRAIN_MS and the peer's FIN
+ * come within NET_CLOSE_LINGER_MS after ours, else the socket is closed
+ * (a TLS handshake still in progress is abandoned at once: output queued
+ * for after it is dropped). */
+#define NET_CLOSE_DRAIN_MS 10000
+#define NET_CLOSE_LINGER_MS 2000
 void net_conn_close_after_write(net_conn **conn);
 
 /* Arbitrary per-connection pointer for the owner. */
@@ -209,12 +244,14 @@ typedef struct net_listener net_listener;
 typedef void (*net_accept_cb)(net_listener *listener, net_conn *conn, void *arg);
 
 /* Binds host:port (port 0 picks a free port, see net_listener_port). host is
- * a numeric address ("127.0.0.1", "::1", "0.0.0.0"). NULL + *error_r on
+ * a numeric address ("127.0.0.1", "::1", "0.0.0.0"). Every readable event
+ * accepts until the kernel's queue is empty (libuv). NULL + *error_r on
  * failure. */
 net_listener *net_listen(uv_loop_t *loop, const char *host, uint16_t port,
                          net_accept_cb cb, void *arg, char **error_r);
-/* The same with a listen(2) backlog (net_listen: NET_LISTEN_BACKLOG; the
- * kernel caps it at net.core.somaxconn). */
+/* The same with a listen(2) backlog, the queue of connections not yet
+ * accepted (net_listen: NET_LISTEN_BACKLOG; 0 the same; the kernel caps it
+ * at net.core.somaxconn). */
 #define NET_LISTEN_BACKLOG 511
 net_listener *net_listen_backlog(uv_loop_t *loop, const char *host, uint16_t port,
                                  int backlog, net_accept_cb cb, void *arg,

@@ -160,6 +160,8 @@ static void proceed_starttls(smtp_session *s, const struct smtp_cmd *cmd)
     s->authenticated = false;
     if (net_conn_start_tls(s->conn, s->cfg.tls_ctx, NULL) < 0)
         smtp_session_schedule_close(s, false);
+    else
+        smtp_phase_start(s, SMTP_PHASE_TLS);
 }
 
 /* ---- AUTH (relayed) ------------------------------------------------------- */
@@ -178,7 +180,10 @@ static void auth_reply(smtp_client *c, const struct smtp_client_reply *r, void *
         smtp_reply_code(s, 334, NULL, r->text);
         smtp_enter_state(s, SMTP_STATE_AUTH_CLIENT);
     } else {
+        smtp_phase_end(s, SMTP_PHASE_AUTH);
         smtp_enter_state(s, SMTP_STATE_READY);
+        if (r->code != 235)
+            smtp_guard_refused(s, SMTP_CMD_AUTH);
         if (r->code == 235) {
             s->authenticated = true;
             qlog_info("smtp %s: authenticated by upstream", s->id);
@@ -243,6 +248,7 @@ static void proceed_auth(smtp_session *s, const struct smtp_cmd *cmd)
         return;
     }
     snprintf(line, n, "AUTH %.*s", (int)cmd->arg_len, cmd->arg);
+    smtp_phase_start(s, SMTP_PHASE_AUTH);
     relay_auth_line(s, line);
     OPENSSL_cleanse(line, n);
     free(line);
@@ -466,6 +472,7 @@ static void proceed_data(smtp_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
     smtp_body_begin(s);
+    smtp_phase_start(s, SMTP_PHASE_DATA);
     smtp_enter_state(s, SMTP_STATE_DATA);
     smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -488,6 +495,7 @@ static void proceed_bdat(smtp_session *s, const struct smtp_cmd *cmd)
     s->chunk_left = cmd->chunk_size;
     s->chunk_last = cmd->last;
     net_conn_set_timeout(s->conn, s->cfg.data_timeout_ms);
+    smtp_phase_start(s, SMTP_PHASE_DATA);
     if (s->discard_reply) {
         s->resume = s->state;
         smtp_enter_state(s, SMTP_STATE_BDAT_DISCARD);
@@ -501,6 +509,7 @@ static void proceed_bdat(smtp_session *s, const struct smtp_cmd *cmd)
 /* The current chunk was read in full. */
 void smtp_bdat_chunk_done(smtp_session *s)
 {
+    smtp_phase_end(s, SMTP_PHASE_DATA);
     net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms);
     if (s->state == SMTP_STATE_BDAT_DISCARD) {
         const char *reply = s->discard_reply;
@@ -602,14 +611,17 @@ void smtp_command(smtp_session *s, char *line, size_t len)
         while (n > 0 && (copy[n - 1] == '\n' || copy[n - 1] == '\r'))
             n--;
         copy[n] = '\0';
-        qlog_debug("smtp %s: <<< <redacted>", s->id);
+        qlog_debug("smtp %s: <<< <redacted, %zu bytes>", s->id, len);
         relay_auth_line(s, copy);
         return;
     }
     struct smtp_cmd cmd;
     const char *err = NULL;
-    if (smtp_cmd_parse(line, len, &cmd, &err) < 0) {
-        qlog_debug("smtp %s: <<< %s (invalid)", s->id, smtp_verb_name(cmd.verb));
+    bool valid = smtp_cmd_parse(line, len, &cmd, &err) == 0;
+    smtp_log_client_line(s, &cmd, valid, line, len);
+    if (!valid) {
+        if (cmd.verb == SMTP_CMD_AUTH || cmd.verb == SMTP_CMD_DATA)
+            smtp_guard_refused(s, cmd.verb);
         /* A malformed BDAT cannot be resynchronised. */
         smtp_reply(s, "%s", err);
         if (cmd.verb == SMTP_CMD_BDAT) {
@@ -619,22 +631,15 @@ void smtp_command(smtp_session *s, char *line, size_t len)
         bad_command(s);
         return;
     }
-    if (qlog_get_level() >= QLOG_DEBUG) {
-        if (cmd.verb == SMTP_CMD_AUTH)
-            qlog_debug("smtp %s: <<< AUTH <redacted>", s->id);
-        else
-            qlog_debug("smtp %s: <<< %.*s", s->id,
-                       (int)(len > 200 ? 200 : len - (len && line[len - 1] == '\n') -
-                                              (len > 1 && line[len - 2] == '\r')),
-                       line);
-    }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (commands[i].verb != cmd.verb)
             continue;
-        if (commands[i].check(s, &cmd))
+        if (commands[i].check(s, &cmd)) {
             commands[i].proceed(s, &cmd);
-        else
+        } else {
+            smtp_guard_refused(s, cmd.verb);
             bad_command(s);
+        }
         return;
     }
     smtp_reply(s, "500 5.5.2 Command unrecognized");

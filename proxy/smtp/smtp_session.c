@@ -77,6 +77,11 @@ void smtp_enter_state(smtp_session *s, enum smtp_state st)
     s->state = st;
     if (!s->conn || st == SMTP_STATE_CLOSING)
         return;
+    /* While upstream answers, the clock of the client's phase stops. */
+    if (holds_input(st) && !holds_input(old))
+        smtp_phase_suspend(s);
+    else if (holds_input(old) && !holds_input(st))
+        smtp_phase_continue(s);
     if (holds_input(st) && !holds_input(old)) {
         net_conn_pause(s->conn);
     } else if ((holds_input(old) || ignores_input(old)) && !holds_input(st) &&
@@ -179,6 +184,7 @@ smtp_session *smtp_session_new(uv_loop_t *loop, net_conn *conn,
         smtp_enter_state(s, SMTP_STATE_TLS);
         if (net_conn_start_tls(conn, s->cfg.tls_ctx, NULL) < 0)
             goto fail;
+        smtp_phase_start(s, SMTP_PHASE_TLS);
     }
     return s;
 fail:
@@ -367,6 +373,7 @@ void smtp_body_end(smtp_session *s)
 {
     smtp_hdrfilter_finish(&s->filter);
     smtp_spool_finish(s->spool);
+    smtp_phase_end(s, SMTP_PHASE_DATA);
     net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms);
     const char *reject = NULL;
     if (smtp_spool_overflow(s->spool))
@@ -436,6 +443,7 @@ static void process_data(smtp_session *s)
     const char *err = NULL;
     enum smtp_parse_result pr = smtp_data_feed(&s->reader, in, avail, &used, &err);
     net_conn_consume(s->conn, used);
+    smtp_phase_progress(s, used);
     if (pr == SMTP_DONE)
         smtp_body_end(s);
     else if (pr == SMTP_ERR) {
@@ -455,6 +463,7 @@ static void process_chunk(smtp_session *s)
             smtp_hdrfilter_feed(&s->filter, in, n);
         net_conn_consume(s->conn, n);
         s->chunk_left -= n;
+        smtp_phase_progress(s, n);
     }
     if (s->chunk_left == 0)
         smtp_bdat_chunk_done(s);
@@ -478,9 +487,12 @@ static bool reads_commands(enum smtp_state st)
            st == SMTP_STATE_SKIP_LINE;
 }
 
+/* Dispatches buffered input while the client reads its replies: once the
+ * queued output passes the connection's high-water mark it stops, and the
+ * connection offers the rest again (NET_EV_READ) when the client caught up. */
 static void process_input(smtp_session *s)
 {
-    while (s->conn) {
+    while (s->conn && !net_conn_output_blocked(s->conn)) {
         size_t avail;
         const char *in = net_conn_input(s->conn, &avail);
         if (s->state == SMTP_STATE_DATA) {
@@ -500,6 +512,10 @@ static void process_input(smtp_session *s)
         size_t len = net_conn_line_len(s->conn);
         size_t limit = line_limit(s, in, avail);
         if (len == 0) {
+            /* A command line is awaited: it has command_timeout in all,
+             * however slowly its bytes come. */
+            if (!smtp_phase_running(s, SMTP_PHASE_LINE))
+                smtp_phase_start(s, SMTP_PHASE_LINE);
             if (avail >= limit) {
                 if (s->state != SMTP_STATE_SKIP_LINE) {
                     smtp_reply(s, "500 5.5.2 Line too long");
@@ -510,6 +526,7 @@ static void process_input(smtp_session *s)
             }
             return;
         }
+        smtp_phase_end(s, SMTP_PHASE_LINE);
         if (s->state == SMTP_STATE_SKIP_LINE) {
             net_conn_consume(s->conn, len);
             smtp_enter_state(s, s->resume);
@@ -558,6 +575,7 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
 {
     switch (ev) {
     case NET_EV_TLS_READY:
+        smtp_phase_end(s, SMTP_PHASE_TLS);
         if (s->state != SMTP_STATE_TLS)
             return;
         if (s->cfg.implicit_tls && !s->helo && s->up && smtp_client_ready(s->up)) {
@@ -588,6 +606,16 @@ static void session_handle_event(smtp_session *s, enum net_event ev)
         smtp_session_schedule_close(s, false);
         return;
     case NET_EV_TIMEOUT:
+        if (net_conn_error_code(s->conn) == NET_EDEADLINE) {
+            const char *phase = smtp_phase_expired(s);
+            if (phase == NULL)
+                return; /* extended meanwhile */
+            smtp_reply(s, "421 4.4.2 %s Timeout, closing", s->hostname);
+            qlog_info("smtp %s: timeout in state %s (%s deadline)", s->id,
+                      state_names[s->state], phase);
+            smtp_session_schedule_close(s, true);
+            return;
+        }
         if (holds_input(s->state) || ignores_input(s->state) ||
             s->state == SMTP_STATE_UPSTREAM) {
             net_conn_set_timeout(s->conn, s->cfg.command_timeout_ms); /* re-arm */

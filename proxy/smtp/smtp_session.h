@@ -58,8 +58,14 @@ struct smtp_session_config {
     uint64_t max_message_size;   /* what we accept from the client */
     uint32_t max_recipients;
     uint32_t max_line_length;    /* command lines and DATA lines, with CRLF */
-    uint64_t command_timeout_ms;
-    uint64_t data_timeout_ms;
+    uint64_t command_timeout_ms;  /* idle, and the whole of a command line
+                                     or of an AUTH exchange */
+    uint64_t data_timeout_ms;     /* idle in DATA/BDAT, and the grace of a
+                                     body before data_min_rate applies */
+    uint64_t handshake_timeout_ms; /* TLS handshake; 0: 30 s (at most
+                                      command_timeout) */
+    uint64_t data_min_rate;       /* bytes/s a body must average after the
+                                     grace; 0: 1024 */
     const char *spool_dir;       /* NULL: $TMPDIR */
     struct smtp_client_config upstream;
 };

@@ -39,6 +39,23 @@ enum smtp_state {
 
 struct delivery_run; /* smtp_deliver.c */
 
+/* Phases with an overall deadline (smtp_guard.c). */
+enum smtp_phase {
+    SMTP_PHASE_LINE,   /* a command line, from the moment one is awaited */
+    SMTP_PHASE_DATA,   /* a message body (DATA) or one BDAT chunk */
+    SMTP_PHASE_TLS,    /* a TLS handshake (implicit or STARTTLS) */
+    SMTP_PHASE_AUTH,   /* an AUTH exchange, command to final reply */
+    SMTP_PHASE_COUNT,
+};
+
+struct smtp_guard {
+    uint64_t end[SMTP_PHASE_COUNT]; /* loop time each must end by; 0: idle */
+    uint64_t left[SMTP_PHASE_COUNT]; /* suspended while upstream works */
+    uint64_t data_start, data_bytes; /* DATA: extends with data_min_rate */
+    unsigned hide_lines;   /* lines kept out of the log after a refused AUTH */
+    bool hide_until_dot;   /* message lines after a refused DATA */
+};
+
 #define SMTP_HEADER_KEEP 16384 /* header block handed to the message hook */
 /* RFC 4954 4: an AUTH command with its initial response, and each line of
  * the exchange, may be 12288 octets (OAuth bearer tokens are long), more
@@ -88,6 +105,7 @@ struct smtp_session {
     struct smtp_hdrfilter filter;
 
     struct delivery_run *run;
+    struct smtp_guard guard;
 };
 
 /* smtp_session.c */
@@ -121,6 +139,31 @@ uint64_t smtp_advertised_size(const smtp_session *s);
 /* line: the session's line buffer (NUL-terminated), modified in place. */
 void smtp_command(smtp_session *s, char *line, size_t len);
 void smtp_bdat_chunk_done(smtp_session *s);
+
+/* smtp_guard.c: phase deadlines (one net_conn deadline at the earliest)
+ * and log redaction. */
+void smtp_phase_start(smtp_session *s, enum smtp_phase p);
+void smtp_phase_progress(smtp_session *s, size_t bytes); /* DATA/BDAT bytes */
+void smtp_phase_end(smtp_session *s, enum smtp_phase p);
+bool smtp_phase_running(const smtp_session *s, enum smtp_phase p);
+/* While upstream works on a command the clock of the client's phases
+ * stops (upstream's own timeout covers it), and runs on after. */
+void smtp_phase_suspend(smtp_session *s);
+void smtp_phase_continue(smtp_session *s);
+/* The deadline fired: name of the phase that ran out, or NULL if none has
+ * (re-armed then). */
+const char *smtp_phase_expired(smtp_session *s);
+enum smtp_log_view { SMTP_LOG_LINE, SMTP_LOG_VERB, SMTP_LOG_NOTHING };
+/* The one redaction decision: what the log may show of a client line, by
+ * session state and by content. */
+enum smtp_log_view smtp_log_view(const struct smtp_guard *g, enum smtp_state st,
+                                 const struct smtp_cmd *cmd, bool valid);
+/* Logs a client command line (debug level) as smtp_log_view allows and
+ * advances the redaction state. */
+void smtp_log_client_line(smtp_session *s, const struct smtp_cmd *cmd, bool valid,
+                          const char *line, size_t len);
+/* AUTH or DATA was refused: the client may go on sending secrets blindly. */
+void smtp_guard_refused(smtp_session *s, enum smtp_verb verb);
 
 /* smtp_deliver.c */
 void smtp_deliver_free(smtp_session *s);

@@ -102,7 +102,9 @@ class MailStack:
     "smtp:[127.0.0.1]:PORT"}), or only on the submission service with
     submission_options (["content_filter=..."]). master_cf_extra: master.cf lines appended
     verbatim (services of your own; continuation lines start with blanks).
-    users: dict address -> password replacing USERS (addresses must be in
+    dovecot_extra: dovecot.conf text appended verbatim (later settings
+    win; e.g. service limits for benchmarks with thousands of IMAP
+    connections). users: dict address -> password replacing USERS (addresses must be in
     `domains`). keep: leave the directory on disk after stop (for
     debugging; its path is printed)."""
 
@@ -110,7 +112,7 @@ class MailStack:
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
                  auth_failure_delay=0, keep=None, start_timeout=30,
                  smtps_auth=True, postfix_settings=None, reinjection=False,
-                 master_cf_extra=(), submission_options=()):
+                 master_cf_extra=(), submission_options=(), dovecot_extra=""):
         self.tls = tls
         self.smtps_auth = smtps_auth
         self.postfix_settings = dict(postfix_settings or {})
@@ -119,6 +121,7 @@ class MailStack:
         # "name=value" -o overrides of the submission service only (a
         # content_filter for submitted mail, inbound on smtp_port unfiltered)
         self.submission_options = list(submission_options)
+        self.dovecot_extra = dovecot_extra
         self.users = dict(USERS if users is None else users)
         self.domains = tuple(domains)
         self.message_size_limit = message_size_limit

@@ -338,4 +338,4 @@ def write_dovecot_conf(st):
         mail=st.mail_dir, auth_failure_delay="%ds" % st.auth_failure_delay,
         ssl=ssl_conf, users=users_file, uid=pw.pw_uid, gid=pw.pw_gid,
         imap=st.imap_port, imaps=st.imaps_port or 0,
-        lmtp=st.lmtp_port))
+        lmtp=st.lmtp_port) + getattr(st, "dovecot_extra", ""))

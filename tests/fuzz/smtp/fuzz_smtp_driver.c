@@ -1,7 +1,8 @@
 /* Regression driver for fuzz_smtp_proto.c without libFuzzer: runs the
  * entry point over every file in a seed directory, then over pseudo-random
  * inputs built from SMTP-ish tokens (fixed xorshift seed, so a failure is
- * reproducible). Usage: fuzz_smtp_regress SEED_DIR [ITERATIONS]
+ * reproducible). Usage: fuzz_smtp_proto_regress ITERATIONS SEED_DIR
+ * (the argument order of tests/fuzz/common/fuzz_driver.c).
  * An invariant failure abort()s (non-zero exit for ctest). */
 #include <dirent.h>
 #include <stdint.h>
@@ -105,14 +106,15 @@ static size_t gen(uint8_t *buf, size_t cap)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s SEED_DIR [ITERATIONS]\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s ITERATIONS SEED_DIR\n", argv[0]);
         return 2;
     }
-    long iters = argc > 2 ? strtol(argv[2], NULL, 10) : 3000;
-    DIR *dir = opendir(argv[1]);
+    long iters = strtol(argv[1], NULL, 10);
+    const char *seed_dir = argv[2];
+    DIR *dir = opendir(seed_dir);
     if (!dir) {
-        fprintf(stderr, "cannot open %s\n", argv[1]);
+        fprintf(stderr, "cannot open %s\n", seed_dir);
         return 2;
     }
     struct dirent *e;
@@ -121,7 +123,7 @@ int main(int argc, char **argv)
         if (e->d_name[0] == '.')
             continue;
         char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", argv[1], e->d_name);
+        snprintf(path, sizeof(path), "%s/%s", seed_dir, e->d_name);
         if (run_file(path) < 0) {
             fprintf(stderr, "cannot read %s\n", path);
             closedir(dir);
@@ -131,7 +133,7 @@ int main(int argc, char **argv)
     }
     closedir(dir);
     if (seeds == 0) {
-        fprintf(stderr, "no seeds in %s\n", argv[1]);
+        fprintf(stderr, "no seeds in %s\n", seed_dir);
         return 2;
     }
     enum { CAP = 12000 };
@@ -145,7 +147,7 @@ int main(int argc, char **argv)
         LLVMFuzzerTestOneInput(exact, n);
         free(exact);
     }
-    printf("fuzz_smtp_regress: %d seeds, %ld random inputs, all invariants held\n",
+    printf("fuzz_smtp_proto_regress: %d seeds, %ld random inputs, all invariants held\n",
            seeds, iters);
     return 0;
 }

@@ -2,6 +2,7 @@
  * certs/mkcerts.sh. Each test runs its own loop to completion and checks
  * that no handle is left open. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -577,8 +578,334 @@ static void test_listen_errors(void **state)
     finish_loop(&loop);
 }
 
+/* ---- hostile peers ------------------------------------------------------------ */
+
+/* Output bound: a client sends many requests and does not read the answers
+ * (16 KiB each). The server must stop taking requests once its queue passes
+ * the high-water mark, so its queue never grows past the mark plus one
+ * answer; once the client reads, everything is answered. */
+#define FLOOD_LINES 3000
+#define FLOOD_REPLY 16384
+
+struct flood {
+    net_listener *listener;
+    net_conn *server, *client;
+    size_t lines_done;
+    size_t max_pending;
+    bool saw_blocked;
+    size_t received;
+    char reply[FLOOD_REPLY];
+};
+
+static void flood_client_maybe_read(struct flood *f)
+{
+    /* Reads once the server is held back (or, without a bound, has answered
+     * everything): no timing involved. */
+    if (f->client != NULL && (f->saw_blocked || f->lines_done == FLOOD_LINES))
+        net_conn_resume(f->client);
+}
+
+static void flood_server_cb(net_conn *c, enum net_event ev, void *arg)
+{
+    struct flood *f = arg;
+    if (ev == NET_EV_READ) {
+        size_t n;
+        while (!net_conn_output_blocked(c) && (n = net_conn_line_len(c)) > 0) {
+            net_conn_consume(c, n);
+            assert_int_equal(net_conn_write(c, f->reply, sizeof(f->reply)), 0);
+            f->lines_done++;
+            if (net_conn_output_pending(c) > f->max_pending)
+                f->max_pending = net_conn_output_pending(c);
+        }
+        if (net_conn_output_blocked(c))
+            f->saw_blocked = true;
+        flood_client_maybe_read(f);
+        if (f->lines_done == FLOOD_LINES)
+            net_conn_close_after_write(&f->server);
+        return;
+    }
+    if (ev == NET_EV_ERROR || ev == NET_EV_EOF || ev == NET_EV_TIMEOUT)
+        net_conn_close(&f->server);
+}
+
+static void flood_accept(net_listener *l, net_conn *c, void *arg)
+{
+    struct flood *f = arg;
+    (void)l;
+    f->server = c;
+    net_conn_set_cb(c, flood_server_cb, f);
+    net_listener_close(&f->listener);
+}
+
+static void flood_client_cb(net_conn *c, enum net_event ev, void *arg)
+{
+    struct flood *f = arg;
+    if (ev == NET_EV_CONNECTED) {
+        net_conn_pause(c); /* does not read until told */
+        static const char line[] = "NOOP\r\n";
+        for (int i = 0; i < FLOOD_LINES; i++)
+            net_conn_write(c, line, sizeof(line) - 1);
+        return;
+    }
+    if (ev == NET_EV_READ) {
+        size_t len;
+        net_conn_input(c, &len);
+        f->received += len;
+        net_conn_consume(c, len);
+        return;
+    }
+    if (ev == NET_EV_EOF || ev == NET_EV_ERROR || ev == NET_EV_TIMEOUT)
+        net_conn_close(&f->client);
+}
+
+static void test_output_bound_holds_input(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_timer_t guard;
+    uv_loop_init(&loop);
+    arm_guard(&loop, &guard, 60000);
+    struct flood *f = calloc(1, sizeof(*f));
+    memset(f->reply, 'x', sizeof(f->reply));
+    char *err = NULL;
+    f->listener = net_listen(&loop, "127.0.0.1", 0, flood_accept, f, &err);
+    assert_non_null(f->listener);
+    f->client = net_connect(&loop, "127.0.0.1", net_listener_port(f->listener),
+                            flood_client_cb, f);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    close_guard(&guard);
+    finish_loop(&loop);
+    assert_true(f->saw_blocked);
+    assert_true(f->max_pending <= NET_OUTPUT_HIGH + FLOOD_REPLY);
+    assert_int_equal(f->lines_done, FLOOD_LINES);
+    assert_int_equal(f->received, (size_t)FLOOD_LINES * FLOOD_REPLY);
+    free(f);
+}
+
+/* Deadline: a peer that sends a byte every 20 ms keeps a 200 ms idle timer
+ * alive forever, but not a 300 ms deadline. */
+struct trickle {
+    net_listener *listener;
+    net_conn *server, *client;
+    uv_timer_t tick;
+    int timeouts, deadline_hits, bytes;
+};
+
+static void trickle_server_cb(net_conn *c, enum net_event ev, void *arg)
+{
+    struct trickle *t = arg;
+    if (ev == NET_EV_READ) {
+        size_t len;
+        net_conn_input(c, &len);
+        t->bytes += (int)len;
+        /* keeps the bytes: a line that never ends */
+        return;
+    }
+    if (ev == NET_EV_TIMEOUT) {
+        t->timeouts++;
+        if (net_conn_error_code(c) == NET_EDEADLINE)
+            t->deadline_hits++;
+    }
+    net_conn_close(&t->server);
+    uv_timer_stop(&t->tick);
+    net_conn_close(&t->client);
+    uv_close((uv_handle_t *)&t->tick, NULL);
+}
+
+static void trickle_accept(net_listener *l, net_conn *c, void *arg)
+{
+    struct trickle *t = arg;
+    (void)l;
+    t->server = c;
+    net_conn_set_cb(c, trickle_server_cb, t);
+    net_conn_set_timeout(c, 200);
+    net_conn_set_deadline(c, 300);
+    net_listener_close(&t->listener);
+}
+
+static void trickle_tick(uv_timer_t *timer)
+{
+    struct trickle *t = timer->data;
+    if (t->client != NULL)
+        net_conn_write(t->client, "x", 1);
+}
+
+static void trickle_client_cb(net_conn *c, enum net_event ev, void *arg)
+{
+    (void)c;
+    (void)ev;
+    (void)arg;
+}
+
+static void test_deadline_beats_trickle(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_timer_t guard;
+    uv_loop_init(&loop);
+    arm_guard(&loop, &guard, 20000);
+    struct trickle t = {0};
+    char *err = NULL;
+    t.listener = net_listen(&loop, "127.0.0.1", 0, trickle_accept, &t, &err);
+    assert_non_null(t.listener);
+    t.client = net_connect(&loop, "127.0.0.1", net_listener_port(t.listener),
+                           trickle_client_cb, &t);
+    uv_timer_init(&loop, &t.tick);
+    t.tick.data = &t;
+    uv_timer_start(&t.tick, trickle_tick, 20, 20);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    close_guard(&guard);
+    finish_loop(&loop);
+    assert_int_equal(t.timeouts, 1);
+    assert_int_equal(t.deadline_hits, 1);
+    assert_true(t.bytes > 0);
+}
+
+/* A TLS handshake that never finishes: the server times out, queues a
+ * farewell (which cannot be sent before the handshake) and closes after
+ * write. The socket must be closed, not left half-open for good. */
+struct stall {
+    net_listener *listener;
+    net_conn *server;
+    net_tls *tls;
+    int timeouts;
+};
+
+static void stall_server_cb(net_conn *c, enum net_event ev, void *arg)
+{
+    struct stall *s = arg;
+    (void)c;
+    if (ev == NET_EV_TIMEOUT) {
+        s->timeouts++;
+        net_conn_write(s->server, "421 timeout\r\n", 13);
+        net_conn_close_after_write(&s->server);
+        return;
+    }
+    if (ev != NET_EV_READ)
+        net_conn_close(&s->server);
+}
+
+static void stall_accept(net_listener *l, net_conn *c, void *arg)
+{
+    struct stall *s = arg;
+    (void)l;
+    s->server = c;
+    net_conn_set_cb(c, stall_server_cb, s);
+    net_conn_set_timeout(c, 100);
+    assert_int_equal(net_conn_start_tls(c, s->tls, NULL), 0);
+    net_listener_close(&s->listener);
+}
+
+static void test_stalled_handshake_closes(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_timer_t guard;
+    uv_loop_init(&loop);
+    arm_guard(&loop, &guard, 15000);
+    struct stall s = {.tls = make_tls(true, false, "localhost.pem", "localhost.key")};
+    char *err = NULL;
+    s.listener = net_listen(&loop, "127.0.0.1", 0, stall_accept, &s, &err);
+    assert_non_null(s.listener);
+    /* A plain client that sends half a ClientHello header and waits. */
+    struct client k = {.send_first = "\x16\x03\x01"};
+    k.conn = net_connect(&loop, "127.0.0.1", net_listener_port(s.listener), client_cb, &k);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    close_guard(&guard);
+    finish_loop(&loop);
+    assert_int_equal(s.timeouts, 1);
+    assert_int_equal(k.eofs + k.errors, 1); /* the client saw the close */
+    assert_int_equal(k.got_len, 0);         /* and no plaintext */
+    net_tls_free(&s.tls);
+}
+
+/* close_after_write to a peer that never reads: the socket is closed after
+ * NET_CLOSE_DRAIN_MS even though output is still queued. */
+struct deaf {
+    net_listener *listener;
+    net_conn *server, *client;
+    uv_timer_t wake;
+    size_t written, received;
+    bool closed_seen;
+};
+
+static void deaf_server_cb(net_conn *c, enum net_event ev, void *arg)
+{
+    (void)c;
+    (void)ev;
+    (void)arg;
+}
+
+static void deaf_accept(net_listener *l, net_conn *c, void *arg)
+{
+    struct deaf *d = arg;
+    (void)l;
+    d->server = c;
+    net_conn_set_cb(c, deaf_server_cb, d);
+    static char chunk[65536];
+    memset(chunk, 'y', sizeof(chunk));
+    for (int i = 0; i < 256; i++) { /* 16 MiB: more than the kernel buffers */
+        assert_int_equal(net_conn_write(c, chunk, sizeof(chunk)), 0);
+        d->written += sizeof(chunk);
+    }
+    net_conn_close_after_write(&d->server);
+    net_listener_close(&d->listener);
+}
+
+static void deaf_client_cb(net_conn *c, enum net_event ev, void *arg)
+{
+    struct deaf *d = arg;
+    if (ev == NET_EV_CONNECTED) {
+        net_conn_pause(c);
+        return;
+    }
+    if (ev == NET_EV_READ) {
+        size_t len;
+        net_conn_input(c, &len);
+        d->received += len;
+        net_conn_consume(c, len);
+        return;
+    }
+    d->closed_seen = true;
+    net_conn_close(&d->client);
+}
+
+static void deaf_wake(uv_timer_t *t)
+{
+    struct deaf *d = t->data;
+    if (d->client != NULL)
+        net_conn_resume(d->client); /* now read what is left, then EOF */
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_close_after_write_to_deaf_peer_is_bounded(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_timer_t guard;
+    uv_loop_init(&loop);
+    arm_guard(&loop, &guard, 60000);
+    struct deaf *d = calloc(1, sizeof(*d));
+    char *err = NULL;
+    d->listener = net_listen(&loop, "127.0.0.1", 0, deaf_accept, d, &err);
+    assert_non_null(d->listener);
+    d->client = net_connect(&loop, "127.0.0.1", net_listener_port(d->listener),
+                            deaf_client_cb, d);
+    uv_timer_init(&loop, &d->wake);
+    d->wake.data = d;
+    uv_timer_start(&d->wake, deaf_wake, NET_CLOSE_DRAIN_MS + 3000, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    close_guard(&guard);
+    finish_loop(&loop);
+    assert_true(d->closed_seen);
+    /* The server gave up: the client could not get everything. */
+    assert_true(d->received < d->written);
+    free(d);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as the daemon does */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_echo),
         cmocka_unit_test(test_mutual_tls_identity),
@@ -593,6 +920,10 @@ int main(void)
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_tls_config_errors),
         cmocka_unit_test(test_listen_errors),
+        cmocka_unit_test(test_output_bound_holds_input),
+        cmocka_unit_test(test_deadline_beats_trickle),
+        cmocka_unit_test(test_stalled_handshake_closes),
+        cmocka_unit_test(test_close_after_write_to_deaf_peer_is_bounded),
     };
     return cmocka_run_group_tests(tests, make_certs, NULL);
 }
