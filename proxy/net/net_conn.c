@@ -310,8 +310,14 @@ static void begin_linger(net_conn *c)
 {
     c->state = CONN_LINGER;
     c->shutdown_req.data = c;
-    if (c->eof || uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0)
+    if (c->eof || uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
         conn_shutdown_handles(c);
+        return;
+    }
+    /* Read and discard until the peer's FIN: unread input at close makes
+     * the kernel answer RST, which destroys our reply in the peer's buffer
+     * (reading may be off here when the output never queued). */
+    update_reading(c);
 }
 
 void net_conn_close(net_conn **cp)
