@@ -151,13 +151,22 @@ class SinkServer:
         if not self.capture:
             return out
         entries = []
+        # smtp-sink creates a dump file when a transaction starts and
+        # removes it when the transaction is abandoned (the fault tests
+        # disconnect mid-DATA): a file listed may be gone a moment later.
         for n in os.listdir(self.dump_dir):
             p = os.path.join(self.dump_dir, n)
-            entries.append((os.stat(p).st_mtime_ns, n, p))
+            try:
+                entries.append((os.stat(p).st_mtime_ns, n, p))
+            except FileNotFoundError:
+                continue
         entries.sort()
         for _, _, p in entries:
-            with open(p, "rb") as f:
-                out.append(_parse_sink_dump(f.read()))
+            try:
+                with open(p, "rb") as f:
+                    out.append(_parse_sink_dump(f.read()))
+            except FileNotFoundError:
+                continue
         return out
 
     def wait_for_messages(self, count, timeout=15):
