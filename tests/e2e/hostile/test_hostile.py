@@ -13,7 +13,6 @@ harness); exits 77 (skipped) otherwise."""
 
 import base64
 import os
-import socket
 import stat
 import sys
 import tempfile
@@ -69,12 +68,7 @@ class Hostile(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        status = cls.px.stop()
-        log = cls.px.log_text()
-        cls.ms.stop()
-        if status != 0 or "Sanitizer" in log or "runtime error" in log:
-            sys.stderr.write(log[-6000:])
-            raise AssertionError("proxy exit status %r or sanitizer report" % status)
+        P.stop_clean(cls.px, cls.ms)
 
     def setUp(self):
         # Descriptors of the proxy at rest (its KME connections open after a

@@ -17,16 +17,10 @@ import sys
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from checks import check, summary  # noqa: E402
 import imapstack as I  # noqa: E402
 import imapwire as W  # noqa: E402
 
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 CRLF_MSG = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\n"
@@ -87,9 +81,7 @@ def main():
         if rig.px is not None:
             st = rig.px.stop()
             check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)
-    print("imap rig self-test: %s" % ("FAILED: " + "; ".join(failures) if failures
-                                      else "every check passed"))
-    return 1 if failures else 0
+    return summary("imap rig self-test")
 
 
 if __name__ == "__main__":

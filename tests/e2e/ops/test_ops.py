@@ -28,17 +28,11 @@ except ImportError:
     sys.path.append("/usr/lib/python3/dist-packages")
     from prometheus_client.parser import text_string_to_metric_families
 
+import checks  # noqa: E402
+from checks import check  # noqa: E402
 import mailstack as M  # noqa: E402
 import proxystack as P  # noqa: E402
 
-FAILS, PASSES = [], []
-
-
-def check(cond, what, detail=""):
-    print(("ok: " if cond else "FAIL: ") + what, flush=True)
-    (PASSES if cond else FAILS).append(what)
-    if not cond and detail:
-        print(str(detail)[-3000:], flush=True)
 
 
 class AdminProxy(P.ProxyStack):
@@ -260,8 +254,8 @@ def main():
             check(metric(m, "qumail_smtp_messages_total", outcome="deferred", reason="keys") == 1
                   and metric(m, "qumail_kme_errors_total", link="site") >= 1,
                   "metrics: deferred for keys, KME errors")
-    print("%d passed, %d failed" % (len(PASSES), len(FAILS)))
-    return 1 if FAILS else 0
+    print(checks.counts())
+    return 1 if checks.failures else 0
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 
-from procutil import (HOST, Reaper, free_ports, register, unregister,  # noqa: E402
-                      wait_port)
+from procutil import (HOST, Reaper, free_ports, register, terminate,  # noqa: E402
+                      unregister, wait_port)
+from testcerts import make_certs  # noqa: E402,F401 (the callers' P.make_certs)
 
 SRC = os.environ.get("QUMAIL_SRC", os.path.abspath(os.path.join(HERE, "..", "..", "..")))
 BUILD = os.environ.get("QUMAIL_BUILD", os.path.join(SRC, "build"))
@@ -44,32 +45,6 @@ sub.example.org       action=none
 refused.example.net   action=refuse
 *                     action=none
 """
-
-
-def make_certs(workdir):
-    out = os.path.join(workdir, "certs")
-    subprocess.run(["sh", os.path.join(SRC, "certs", "mkcerts.sh"), "-o", out,
-                    "-k", "KME_A", "-k", "KME_B", "-s", "SAE_A", "-s", "SAE_B"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    files = {}
-    for name in os.listdir(out):
-        files[name] = os.path.join(out, name)
-
-    def pick(base):
-        for cand in (base, base.lower(), base.replace("_", "-").lower()):
-            if cand + ".pem" in files:
-                return files[cand + ".pem"], files[cand + ".key"]
-        raise RuntimeError("mkcerts made no %s.pem in %s: %s" % (base, out, sorted(files)))
-
-    c = {"dir": out, "ca": files["ca.pem"]}
-    for base in ("localhost", "KME_A", "KME_B", "SAE_A", "SAE_B"):
-        c[base] = pick(base)
-    # Postfix and Dovecot (other users) must read the localhost key.
-    for p in c["localhost"]:
-        os.chmod(p, 0o644)
-    os.chmod(out, 0o755)
-    os.chmod(workdir, 0o755)
-    return c
 
 
 class ProxyStack:
@@ -271,17 +246,7 @@ class ProxyStack:
     def stop(self):
         """SIGTERM and wait; returns the exit status (sanitizer reports make
         it non-zero)."""
-        status = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                status = self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                status = -9
-        elif self.proc:
-            status = self.proc.returncode
+        status = terminate(self.proc, 15, group=True) if self.proc else None
         if getattr(self, "_reaper", None) is not None:
             self._reaper.close()   # clean stop: it removes nothing, kills nothing
             self._reaper = None
@@ -306,3 +271,16 @@ class ProxyStack:
         if ids:
             self._plain[ids] = r.stdout
         return r.stdout
+
+
+def stop_clean(px, *others):
+    """Stops the proxy, then `others` (the MailStack...), and fails
+    (AssertionError, the proxy log's tail on stderr) when the proxy exited
+    non-zero or a sanitizer reported: the tearDownClass of a suite."""
+    status = px.stop()
+    log = px.log_text()
+    for o in others:
+        o.stop()
+    if status != 0 or "Sanitizer" in log or "runtime error" in log:
+        sys.stderr.write(log[-6000:])
+        raise AssertionError("proxy exit status %r or sanitizer report" % status)

@@ -104,12 +104,7 @@ class ProxyE2E(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        status = cls.px.stop()
-        log = cls.px.log_text()
-        cls.ms.stop()
-        if status != 0 or "Sanitizer" in log or "runtime error" in log:
-            sys.stderr.write(log[-6000:])
-            raise AssertionError("proxy exit status %r or sanitizer report" % status)
+        P.stop_clean(cls.px, cls.ms)
 
     # -- helpers --------------------------------------------------------------
 
