@@ -538,6 +538,21 @@ static void encrypt_work(uv_work_t *w)
     free(rcpts);
 }
 
+/* One asynchronous piece of the job's current step finished: true when it
+ * was the last one and the session still waits for the job, which then
+ * moves on. A job whose session left meanwhile is freed here (nothing is
+ * sent for it). */
+static bool job_step_done(struct job *job)
+{
+    if (--job->pending > 0)
+        return false;
+    if (!job->s) {
+        job_free(job);
+        return false;
+    }
+    return true;
+}
+
 static void job_encrypted_all(struct job *job)
 {
     for (size_t i = 0; i < job->n_copies; i++) {
@@ -560,13 +575,8 @@ static void encrypt_done(uv_work_t *w, int status)
     struct job *job = c->job;
     (void)status;
     kme_keys_free(&c->keys); /* wiped: used once, never again */
-    if (--job->pending > 0)
-        return;
-    if (!job->s) {
-        job_free(job); /* the session is gone: nothing is sent */
-        return;
-    }
-    job_encrypted_all(job);
+    if (job_step_done(job))
+        job_encrypted_all(job);
 }
 
 static void job_encrypt(struct job *job)
@@ -620,17 +630,25 @@ static void keys_done_all(struct job *job)
     job_encrypt(job);
 }
 
+/* A KME request of copy c answered: its latency into the histogram (a
+ * cancelled one measures nothing). */
+static void copy_kme_answered(struct copy *c, const struct kme_result *res, const char *what)
+{
+    protect_out *po = c->job->po;
+    if (c->kme_started_ms && res->error != KME_ECANCELLED)
+        metric_observe(po->m_kme_seconds,
+                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
+                       what);
+    c->kme_started_ms = 0;
+}
+
 /* Keys (or the failure) for one copy; the last one moves the job on. */
 static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, void *arg)
 {
     struct copy *c = arg;
     struct job *job = c->job;
     protect_out *po = job->po;
-    if (c->kme_started_ms && res->error != KME_ECANCELLED)
-        metric_observe(po->m_kme_seconds,
-                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
-                       "enc_keys");
-    c->kme_started_ms = 0;
+    copy_kme_answered(c, res, "enc_keys");
     if (res->error != KME_OK || !keys) {
         if (res->error != KME_ECANCELLED)
             metric_add(po->m_kme_errors, 1, c->rule->link);
@@ -645,48 +663,41 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
             bits += (uint64_t)keys->keys[i].len * 8;
         metric_add(po->m_key_bits, (double)bits, c->rule->link);
     }
-    if (--job->pending > 0)
-        return;
-    if (!job->s) {
-        job_free(job);
-        return;
-    }
-    keys_done_all(job);
+    if (job_step_done(job))
+        keys_done_all(job);
+}
+
+/* The copy gets no keys: code and message as if the KME had answered so. */
+static void copy_keys_failed(struct copy *c, int code, const char *message)
+{
+    struct kme_result r = {code, 0, message};
+    copy_keys_cb(&r, NULL, c);
 }
 
 static void copy_fetch_keys(struct copy *c)
 {
     c->kme_started_ms = uv_now(c->job->po->loop);
     int rc = kme_client_enc_bits(c->kme, c->rule->slave_sae, c->bits, copy_keys_cb, c);
-    if (rc < 0) {
-        struct kme_result r = {rc, 0, kme_client_strerror(rc)};
-        copy_keys_cb(&r, NULL, c);
-    }
+    if (rc < 0)
+        copy_keys_failed(c, rc, kme_client_strerror(rc));
 }
 
 static void copy_status_cb(const struct kme_result *res, const struct kme_status *st,
                            void *arg)
 {
     struct copy *c = arg;
-    protect_out *po = c->job->po;
-    if (c->kme_started_ms && res->error != KME_ECANCELLED)
-        metric_observe(po->m_kme_seconds,
-                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
-                       "status");
-    c->kme_started_ms = 0;
+    copy_kme_answered(c, res, "status");
     if (res->error != KME_OK || !st) {
         copy_keys_cb(res, NULL, c);
         return;
     }
     if (!c->job->s) {
-        struct kme_result r = {KME_ECANCELLED, 0, "cancelled"};
-        copy_keys_cb(&r, NULL, c);
+        copy_keys_failed(c, KME_ECANCELLED, "cancelled");
         return;
     }
     if (ids_store(c->job->po, c->rule->link, c->rule->slave_sae, st->source_kme_id,
                   st->master_sae_id) < 0) {
-        struct kme_result r = {KME_ENOMEM, 0, "out of memory"};
-        copy_keys_cb(&r, NULL, c);
+        copy_keys_failed(c, KME_ENOMEM, "out of memory");
         return;
     }
     copy_fetch_keys(c);
@@ -706,19 +717,12 @@ static void job_fetch_keys(struct job *job)
         } else {
             c->kme_started_ms = uv_now(job->po->loop);
             int rc = kme_client_status(c->kme, c->rule->slave_sae, copy_status_cb, c);
-            if (rc < 0) {
-                struct kme_result r = {rc, 0, kme_client_strerror(rc)};
-                copy_keys_cb(&r, NULL, c);
-            }
+            if (rc < 0)
+                copy_keys_failed(c, rc, kme_client_strerror(rc));
         }
     }
-    if (--job->pending > 0)
-        return;
-    if (!job->s) {
-        job_free(job);
-        return;
-    }
-    keys_done_all(job);
+    if (job_step_done(job))
+        keys_done_all(job);
 }
 
 /* ---- grouping into copies ---------------------------------------------------------- */
