@@ -450,6 +450,9 @@ nomem:
 
 /* ---- DATA / BDAT ------------------------------------------------------------ */
 
+/* No file for the message (smtp_body_begin logged why). */
+static const char SPOOL_FAILED[] = "451 4.3.0 Local error: cannot store the message";
+
 static bool check_data(smtp_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
@@ -471,7 +474,10 @@ static bool check_data(smtp_session *s, const struct smtp_cmd *cmd)
 static void proceed_data(smtp_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    smtp_body_begin(s);
+    if (smtp_body_begin(s) < 0) {
+        smtp_reply(s, "%s", SPOOL_FAILED);
+        return; /* still RCPT: the client may try DATA again */
+    }
     smtp_phase_start(s, SMTP_PHASE_DATA);
     smtp_enter_state(s, SMTP_STATE_DATA);
     smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
@@ -496,13 +502,15 @@ static void proceed_bdat(smtp_session *s, const struct smtp_cmd *cmd)
     s->chunk_last = cmd->last;
     net_conn_set_timeout(s->conn, s->cfg.data_timeout_ms);
     smtp_phase_start(s, SMTP_PHASE_DATA);
+    /* The first chunk starts the body; without a spool file the chunk is
+     * consumed and refused (RFC 3030 2), the transaction stays. */
+    if (!s->discard_reply && s->state == SMTP_STATE_RCPT && smtp_body_begin(s) < 0)
+        s->discard_reply = SPOOL_FAILED;
     if (s->discard_reply) {
         s->resume = s->state;
         smtp_enter_state(s, SMTP_STATE_BDAT_DISCARD);
         return;
     }
-    if (s->state == SMTP_STATE_RCPT)
-        smtp_body_begin(s); /* the first chunk */
     smtp_enter_state(s, SMTP_STATE_BDAT);
 }
 

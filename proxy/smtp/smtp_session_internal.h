@@ -128,10 +128,11 @@ void smtp_session_leave(smtp_session *s);
 void smtp_reply(smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *text);
-void smtp_txn_reset(smtp_session *s);      /* local transaction state */
+void smtp_txn_reset(smtp_session *s);      /* local transaction state, spool file */
 void smtp_session_schedule_close(smtp_session *s, bool after_write);
 bool smtp_upstream_usable(smtp_session *s); /* else replies 421, closes */
-void smtp_body_begin(smtp_session *s);
+/* -1 (logged) when the spool file cannot be made: the caller answers 451. */
+int smtp_body_begin(smtp_session *s);
 void smtp_body_end(smtp_session *s);
 uint64_t smtp_advertised_size(const smtp_session *s);
 

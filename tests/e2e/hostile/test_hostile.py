@@ -369,7 +369,11 @@ class IdleConnections(unittest.TestCase):
                              % (greeted, self.COUNT, refused))
             self.assertLessEqual(n, fds0, "descriptors left: %d (%d before)" % (n, fds0))
             self.assertLess(t_normal, NORMAL_MAX_S)
-            # Per idle connection: session, upstream connection, spool.
+            # Two descriptors per idle session (client, upstream): the spool
+            # file exists only while a message is in it.
+            self.assertLessEqual(fds_peak - fds0, 2 * self.COUNT + 50,
+                                 "descriptors for %d idle sessions: %d" % (self.COUNT,
+                                                                           fds_peak - fds0))
             per_conn_kb = (peak - rss0) * 1024 / self.COUNT
             figure("idle_%d" % self.COUNT, greet_all_s=t_greet, rss0_mb=rss0, peak_mb=peak,
                    after_mb=rss_after, per_conn_kb=per_conn_kb, fds_peak=fds_peak,
