@@ -118,8 +118,8 @@ static char *kme_json(const struct pi_env *e)
                  "\"secret_key_rate\":%llu,\"max_key_count\":%lld,"
                  "\"dec_keys_wait\":\"%llums\",\"dec_keys_redeliver\":\"%llums\","
                  "\"sqlite_synchronous\":\"normal\"}",
-                 id, i == 0 ? e->port_a : e->port_b, e->certs, id, e->certs, id,
-                 e->ca, e->dir, id, i == 0 ? e->link_a : e->link_b, peer,
+                 id, (unsigned)(i == 0 ? e->port_a : e->port_b), e->certs, id, e->certs, id,
+                 e->ca, e->dir, id, (unsigned)(i == 0 ? e->link_a : e->link_b), peer,
                  (unsigned long long)(e->rate_bps ? e->rate_bps : 20000000),
                  (long long)(e->max_key_count ? e->max_key_count : 100000),
                  (unsigned long long)e->dec_wait_ms,
