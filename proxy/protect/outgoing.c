@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "mime.h"
+#include "smtp_authid.h"
 
 /* Cached KME identities per (link, slave SAE): the encryption's control
  * part names the source KME and the master SAE. Nodes never change once
@@ -89,6 +90,8 @@ struct job {
     char session_id[16];      /* the client connection (smtp_session_id) */
     char peer[64];
     bool authenticated;
+    char auth_user[SMTP_AUTHID_MAX];    /* escaped; "" when none */
+    char auth_authzid[SMTP_AUTHID_MAX];
     char message_id[128];     /* from the header, "" when none */
     char **addrs;             /* n_rcpts entries, or NULL */
     struct rcpt_info **infos; /* n_rcpts entries, or NULL */
@@ -363,7 +366,7 @@ static void header_message_id(const char *h, size_t len, char *out, size_t cap)
 /* The log lines of a message: one summary line (info when accepted, warn
  * when deferred or refused), then one line per recipient with its copy and
  * status, like an MTA's delivery lines:
- *   msg ID: from=<..> session=S client=A auth=yes message-id=<..> rcpts=N
+ *   msg ID: from=<..> session=S client=A auth=yes [user=U [authzid=Z]] message-id=<..> rcpts=N
  *       size=B copies=N [...] queued_as=Q1,Q2 delivered=d/n outcome=250 2.0.0 (...) in T ms
  *   msg ID: to=<addr>, copy=1 (otp, link=site), status=sent
  * Never key material, message text or passwords. */
@@ -390,11 +393,13 @@ static void job_log(struct job *job, int code, const char *enh, const char *what
     }
     uint64_t ms = uv_now(job->po->loop) - job->started_ms;
     enum qlog_level lvl = code >= 200 && code < 300 ? QLOG_INFO : QLOG_WARN;
-    qlog(lvl, "msg %s: from=<%s> session=%s client=%s auth=%s message-id=%s rcpts=%zu "
+    qlog(lvl, "msg %s: from=<%s> session=%s client=%s auth=%s%s%s%s%s message-id=%s rcpts=%zu "
               "size=%llu copies=%zu %s queued_as=%s delivered=%zu/%zu outcome=%d %s (%s) "
               "in %llu ms",
          job->id, job->from ? job->from : "?", job->session_id, job->peer,
-         job->authenticated ? "yes" : "no", job->message_id[0] ? job->message_id : "-",
+         job->authenticated ? "yes" : "no", job->auth_user[0] ? " user=" : "", job->auth_user,
+         job->auth_authzid[0] ? " authzid=" : "", job->auth_authzid,
+         job->message_id[0] ? job->message_id : "-",
          job->n_rcpts, (unsigned long long)job->size, job->n_copies, copies,
          queue_ids && queue_ids[0] ? queue_ids : "-", done, job->n_copies, code, enh, what,
          (unsigned long long)ms);
@@ -880,6 +885,9 @@ static void out_message(void *ctx, smtp_session *s, const struct smtp_message *m
     snprintf(job->session_id, sizeof(job->session_id), "%s", smtp_session_id(s));
     snprintf(job->peer, sizeof(job->peer), "%s", m->peer ? m->peer : "?");
     job->authenticated = m->authenticated;
+    snprintf(job->auth_user, sizeof(job->auth_user), "%s", m->auth_user ? m->auth_user : "");
+    snprintf(job->auth_authzid, sizeof(job->auth_authzid), "%s",
+             m->auth_authzid ? m->auth_authzid : "");
     header_message_id(m->headers, m->headers_len, job->message_id, sizeof(job->message_id));
     job->size = m->size;
     if (job_copy_message(job, m) < 0) {

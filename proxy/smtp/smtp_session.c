@@ -202,7 +202,9 @@ fail:
 
 static void session_destroy(smtp_session *s)
 {
-    qlog_info("smtp %s: disconnect from %s", s->id, s->peer);
+    qlog_info("smtp %s: disconnect from %s%s%s", s->id, s->peer,
+              s->auth_user[0] ? " user=" : "", s->auth_user);
+    smtp_authid_end(&s->authid, 0, s->auth_user, s->auth_authzid); /* wipes */
     if (s->hooks.closed)
         s->hooks.closed(s->hooks_ctx, s);
     smtp_client_free(&s->up);   /* cancelled callbacks touch nothing */
@@ -411,6 +413,8 @@ void smtp_body_end(smtp_session *s)
         .fd = smtp_spool_fd(s->spool),
         .size = smtp_spool_size(s->spool),
         .authenticated = s->authenticated,
+        .auth_user = s->authenticated && s->auth_user[0] ? s->auth_user : NULL,
+        .auth_authzid = s->authenticated && s->auth_authzid[0] ? s->auth_authzid : NULL,
         .peer = s->peer,
     };
     if (s->hdr_buf && !s->filter.capture_overflow && s->filter.in_body) {

@@ -4,6 +4,7 @@
 #ifndef QUMAIL_SMTP_SESSION_INTERNAL_H
 #define QUMAIL_SMTP_SESSION_INTERNAL_H
 
+#include "smtp_authid.h"
 #include "smtp_hdrfilter.h"
 #include "smtp_proto.h"
 #include "smtp_session.h"
@@ -81,6 +82,10 @@ struct smtp_session {
     char *hdr_buf;           /* header block of the current message */
     bool esmtp;
     bool authenticated;
+    /* The identity of the AUTH exchange under way, then (after 235) who
+     * authenticated, escaped, for the logs: never a password. */
+    struct smtp_authid authid;
+    char auth_user[SMTP_AUTHID_MAX], auth_authzid[SMTP_AUTHID_MAX];
     unsigned bad_commands;
     unsigned busy;           /* entries on the stack (smtp_session_enter):
                                 destruction waits for the last leave */

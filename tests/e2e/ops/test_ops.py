@@ -116,9 +116,10 @@ def main():
             ms.wait_for_delivery("bob@example.org", 1, timeout=60)
             log = px.log_text()
             check(re.search(r"info: msg [0-9A-F]+: from=<alice@example\.org> session=\S+ "
-                            r"client=127\.0\.0\.1:\d+ auth=yes message-id=<ops-1@example\.org> "
+                            r"client=127\.0\.0\.1:\d+ auth=yes user=alice@example\.org "
+                            r"message-id=<ops-1@example\.org> "
                             r"rcpts=2 .* queued_as=[0-9A-Z]+,[0-9A-Z]+ delivered=2/2 outcome=250",
-                            log), "message line: session, client, auth, Message-ID, upstream "
+                            log), "message line: session, client, auth, user, Message-ID, upstream "
                   "queue ids", log[-2000:])
             check(re.search(r"msg [0-9A-F]+: to=<bob@example\.org>, copy=\d \(otp, link=site\), "
                             r"status=sent", log) and

@@ -217,6 +217,7 @@ struct fixture {
     size_t spooled_len;
     unsigned delivered;
     struct smtp_delivery_result result;
+    char auth_user[200];     /* the message's auth_user ("" for NULL) */
 };
 
 static void h_rcpt(void *ctx, smtp_session *s, const char *addr, struct smtp_rcpt_verdict *v)
@@ -251,6 +252,7 @@ static void h_delivered(smtp_session *s, const struct smtp_delivery_result *res,
 static void h_message(void *ctx, smtp_session *s, const struct smtp_message *m)
 {
     struct fixture *f = ctx;
+    snprintf(f->auth_user, sizeof(f->auth_user), "%s", m->auth_user ? m->auth_user : "");
     ssize_t n = pread(m->fd, f->spooled, sizeof(f->spooled) - 1, 0);
     assert_true(n >= 0);
     f->spooled_len = (size_t)n;
@@ -635,8 +637,8 @@ static void test_two_copies_second_refused(void **state)
         "> BDAT 6\r\nA: b",
         "< 250 2.0.0",
         "> BDAT 8 LAST\r\n\r\nbody",
-        "< 452 4.2.2 Upstream refused copy 2 of 2 (for <b2@y.test>): mailbox full "
-        "(earlier copies were already delivered)",
+        ("< 452 4.2.2 Upstream refused copy 2 of 2 (for <b2@y.test>): mailbox full "
+         "(earlier copies were already delivered)"),
         "> QUIT",
         "< 221",
         NULL,
@@ -974,10 +976,95 @@ static void test_auth_oauth_pass_through(void **state)
     assert_null(strstr(logged, "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"));
     assert_null(strstr(logged, "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"));
     assert_null(strstr(logged, "eyJzdGF0dXMiOiI0MDEi"));
+    /* (these responses are token-shaped filler, no GS2 header at their
+     * start: nobody is named) and no decoded token shows either */
     assert_non_null(strstr(logged, "authenticated by upstream"));
+    assert_null(strstr(logged, "SECRETTOKEN"));
+    assert_null(strstr(logged, "BEARERTOK"));
     /* upstream got the whole initial responses and the empty answer */
     assert_non_null(strstr(up.peer.log, xoauth2 + 2));
     assert_non_null(strstr(up.peer.log, "\r\n\r\nAUTH OAUTHBEARER "));
+}
+
+/* The log names who authenticated (PLAIN's authcid and authzid, LOGIN's
+ * user name) once upstream answered 235, on the session's lines and in the
+ * message; never a password, and nobody for a refused exchange. */
+static void test_auth_identity_logged(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN",
+        "< AUTH LOGIN",
+        "> 334 VXNlcm5hbWU6",
+        "< bWFsbG9yeQ==",
+        "> 334 UGFzc3dvcmQ6",
+        "< cGFzc3dvcmQx",
+        "> 535 5.7.8 Authentication credentials invalid",
+        "< AUTH PLAIN Ym9zc0BleGFtcGxlLm9yZwBhbGljZUBleGFtcGxlLm9yZwBzM2NyM3QtcHc=",
+        "> 235 2.7.0 Authentication successful",
+        "< MAIL FROM:<alice@example.org>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< DATA",
+        "> 354 go ahead",
+        "<.",
+        "> 250 2.0.0 Ok: queued as Q1",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> AUTH LOGIN",          /* mallory / password1: refused */
+        "< 334 VXNlcm5hbWU6",
+        "> bWFsbG9yeQ==",
+        "< 334 UGFzc3dvcmQ6",
+        "> cGFzc3dvcmQx",
+        "< 535",
+        /* authzid boss@example.org, authcid alice@example.org, s3cr3t-pw */
+        "> AUTH PLAIN Ym9zc0BleGFtcGxlLm9yZwBhbGljZUBleGFtcGxlLm9yZwBzM2NyM3QtcHc=",
+        "< 235",
+        "> MAIL FROM:<alice@example.org>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> DATA",
+        "< 354",
+        "> Subject: s\r\n\r\nbody\r\n.",
+        "< 250 2.0.0 Ok: queued as Q1",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    enum qlog_level was = qlog_get_level();
+    qlog_set_level(QLOG_DEBUG);
+    logged_len = 0;
+    qlog_set_sink(capture_log, NULL);
+    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    qlog_set_sink(NULL, NULL);
+    qlog_set_level(was);
+    assert_non_null(strstr(logged, "authenticated by upstream user=alice@example.org "
+                                   "authzid=boss@example.org"));
+    assert_non_null(strstr(logged, "disconnect from 127.0.0.1"));
+    assert_non_null(strstr(strstr(logged, "disconnect from"), " user=alice@example.org"));
+    assert_string_equal(f.auth_user, "alice@example.org");
+    assert_int_equal(f.delivered, 1);
+    /* the refused user, the passwords, the responses: nowhere */
+    static const char *const never[] = {
+        "mallory", "password1", "s3cr3t-pw", "bWFsbG9yeQ", "cGFzc3dvcmQx",
+        "Ym9zc0BleGFtcGxlLm9yZwBhbGljZUBleGFtcGxlLm9yZwBzM2NyM3QtcHc",
+    };
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+        if (strstr(logged, never[i]) != NULL)
+            fail_msg("'%s' is in the log", never[i]);
 }
 
 static void test_upstream_down(void **state)
@@ -1007,6 +1094,7 @@ int main(void)
         cmocka_unit_test(test_deliver_refused_keeps_caller_arrays),
         cmocka_unit_test(test_states_and_pipelining),
         cmocka_unit_test(test_auth_oauth_pass_through),
+        cmocka_unit_test(test_auth_identity_logged),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
