@@ -177,6 +177,9 @@ void qumail_config__free_link(struct qumail_kme_link *l)
     free(l->ca_file);
     free(l->cert_file);
     free(l->key_file);
+    free(l->ksid);
+    free(l->source);
+    free(l->destination);
 }
 
 void qumail_config_free(struct qumail_config **cfgp)

@@ -173,19 +173,35 @@ struct qumail_imap {
     struct qumail_imap_decrypt decrypt;
 };
 
-/* One ETSI GS QKD 014 KME this side talks to, as an SAE (mutual TLS). */
+/* The interface a KME link speaks. */
+enum qumail_kme_kind {
+    QUMAIL_KME_ETSI014 = 0, /* REST key delivery (keys by key_ID) */
+    QUMAIL_KME_ETSI004 = 1, /* key streams (chunks of a KSID by index) */
+};
+
+/* One KME this side talks to, as an SAE (mutual TLS). */
 struct qumail_kme_link {
     char *name;          /* the key in "kme_links"; used by the policy */
-    char *url;           /* "https://host[:port][/prefix]" as written,
+    enum qumail_kme_kind kind; /* "kind": "etsi014" (default) or "etsi004" */
+    char *url;           /* "https://host[:port][/prefix]" (014) or
+                            "etsi004://host[:port]" (004) as written,
                             without a trailing slash */
     char *host;          /* parsed from url */
-    uint16_t port;       /* parsed from url; 443 when absent */
+    uint16_t port;       /* parsed from url; 443 (014) / 25575 (004) when
+                            absent */
     char *path_prefix;   /* parsed from url; "" when absent */
     char *ca_file;       /* trust anchors for the KME; NULL: system store */
     char *cert_file;     /* our SAE client certificate (required) */
     char *key_file;      /* its private key (required) */
     uint64_t timeout_ms; /* per request; default 10s */
     uint32_t connections; /* keep-alive pool size; default 4 (1..64) */
+    /* ETSI 004 only: the key stream, agreed with the peer organisation. */
+    char *ksid;          /* predefined Key_stream_ID (UUID); required */
+    char *source;        /* OPEN_CONNECT source URI; NULL: qkd://<our SAE> */
+    char *destination;   /* NULL: qkd://peer */
+    uint32_t chunk_size; /* Key_chunk_size asked, bytes; 0: the KME's */
+    uint64_t ttl_ms;     /* TTL asked; 0: the KME's */
+    uint64_t qos_timeout_ms; /* Timeout asked; 0: the KME's */
 };
 
 /* One KME of the embedded simulator. */

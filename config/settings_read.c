@@ -8,15 +8,19 @@
 
 #include "settings_internal.h"
 
-/* "https://host[:port][/prefix]" */
+/* "https://host[:port][/prefix]" (014) or "etsi004://host[:port]" (004) */
 static void parse_url(struct qumail_rd *r, qcfg_node *node, struct qumail_kme_link *l)
 {
     const char *u = l->url;
-    if (strncmp(u, "https://", 8) != 0) {
-        qcfg_error_at(r->doc, node, "must start with https:// (ETSI 014 runs over mutual TLS)");
+    bool e4 = l->kind == QUMAIL_KME_ETSI004;
+    const char *scheme = e4 ? "etsi004://" : "https://";
+    if (strncmp(u, scheme, strlen(scheme)) != 0) {
+        qcfg_error_at(r->doc, node, e4 ? "an etsi004 link's url must start with etsi004://"
+                                       : "must start with https:// (ETSI 014 runs over "
+                                         "mutual TLS)");
         return;
     }
-    const char *h = u + 8, *hend, *p;
+    const char *h = u + strlen(scheme), *hend, *p;
     if (*h == '[') {
         hend = strchr(h, ']');
         if (!hend) {
@@ -42,7 +46,7 @@ static void parse_url(struct qumail_rd *r, qcfg_node *node, struct qumail_kme_li
         qcfg_error_at(r->doc, node, "'%s' is not a host name or IP address", l->host);
         return;
     }
-    l->port = 443;
+    l->port = e4 ? 25575 : 443;
     if (*p == ':') {
         unsigned long port = 0;
         const char *d = ++p;
@@ -56,6 +60,10 @@ static void parse_url(struct qumail_rd *r, qcfg_node *node, struct qumail_kme_li
     }
     if (*p && *p != '/') {
         qcfg_error_at(r->doc, node, "unexpected '%c' after the host and port", *p);
+        return;
+    }
+    if (e4 && *p && strcmp(p, "/") != 0) {
+        qcfg_error_at(r->doc, node, "an etsi004:// address has no path");
         return;
     }
     if (strpbrk(p, "?#")) {
@@ -74,8 +82,25 @@ static void parse_url(struct qumail_rd *r, qcfg_node *node, struct qumail_kme_li
         l->url[--ulen] = '\0';
 }
 
+/* A UUID: 8-4-4-4-12 hex digits. */
+static bool uuid_text(const char *s)
+{
+    if (strlen(s) != 36)
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !strchr("0123456789abcdefABCDEF", s[i]))
+            return false;
+    }
+    return strspn(s, "0-") != 36; /* the NULL KSID asks the KME for one */
+}
+
 static void read_link(struct qumail_rd *r, qcfg_node *o, struct qumail_kme_link *l)
 {
+    static const char *const kinds[] = {"etsi014", "etsi004", NULL};
+    int kind = 0;
+    qcfg_enum(qcfg_member(o, "kind", 0), kinds, &kind);
+    l->kind = kind == 1 ? QUMAIL_KME_ETSI004 : QUMAIL_KME_ETSI014;
     qcfg_node *url = qcfg_member(o, "url", QCFG_REQUIRED);
     if (qcfg_string(url, QCFG_NONEMPTY, &l->url) == 1)
         parse_url(r, url, l);
@@ -84,6 +109,18 @@ static void read_link(struct qumail_rd *r, qcfg_node *o, struct qumail_kme_link 
     qcfg_path(qcfg_member(o, "key_file", QCFG_REQUIRED), 0, &l->key_file);
     qcfg_duration(qcfg_member(o, "timeout", 0), 100, 10 * MIN, &l->timeout_ms);
     qumail_config__u32(qcfg_member(o, "connections", 0), 1, 64, &l->connections);
+    if (l->kind == QUMAIL_KME_ETSI004) {
+        qcfg_node *ks = qcfg_member(o, "ksid", QCFG_REQUIRED);
+        if (qcfg_string(ks, QCFG_NONEMPTY, &l->ksid) == 1 && !uuid_text(l->ksid))
+            qcfg_error_at(r->doc, ks, "a KSID is a UUID (8-4-4-4-12 hex digits), not all "
+                                      "zero: the stream agreed with the peer organisation");
+        qcfg_string(qcfg_member(o, "source", 0), QCFG_NONEMPTY, &l->source);
+        qcfg_string(qcfg_member(o, "destination", 0), QCFG_NONEMPTY, &l->destination);
+        qumail_config__u32(qcfg_member(o, "chunk_size", 0), 1, 65536, &l->chunk_size);
+        qcfg_duration(qcfg_member(o, "ttl", 0), 1000, (uint64_t)UINT32_MAX * 1000,
+                      &l->ttl_ms);
+        qcfg_duration(qcfg_member(o, "qos_timeout", 0), 1, UINT32_MAX, &l->qos_timeout_ms);
+    }
     qcfg_done(o);
 }
 

@@ -113,9 +113,13 @@ struct kme_client_config {
 #define KME_KEY_ID_SIZE 37 /* UUID text (36) + NUL */
 
 struct kme_key {
-    char key_id[KME_KEY_ID_SIZE]; /* UUID as sent by the KME */
+    char key_id[KME_KEY_ID_SIZE]; /* UUID as sent by the KME ("" for 004) */
     const uint8_t *bytes;         /* points into kme_keys.material */
     size_t len;                   /* bytes; the key has 8 * len bits */
+    /* An ETSI 004 chunk (etsi004_client.h): its stream's KSID (lowercase
+     * UUID text) and index; ksid is "" for a 014 key. */
+    char ksid[KME_KEY_ID_SIZE];
+    uint32_t index;
 };
 
 /* An ordered list of keys. material holds all key bytes concatenated in
@@ -129,6 +133,9 @@ struct kme_keys {
     size_t total_len;
 };
 void kme_keys_free(struct kme_keys **keys);
+/* Appends src's keys after *dst's (*dst NULL: becomes src); src is
+ * consumed either way. -1 when out of memory (*dst unchanged). */
+int kme_keys_append(struct kme_keys **dst, struct kme_keys *src);
 
 /* Status of the key supply between the calling SAE and slave_sae_id
  * (ETSI 014 clause 6.1; sizes in bits). */

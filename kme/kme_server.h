@@ -82,6 +82,9 @@ int kme_server_start(uv_loop_t *loop, const kme_server_config *cfg,
  * 0 in the configuration); 0 when i is out of range. */
 uint16_t kme_server_port(const kme_server *srv, size_t i);
 uint16_t kme_server_link_port(const kme_server *srv, size_t i);
+/* Port of the i-th KME's ETSI GS QKD 004 listener; 0 when it has none
+ * (no "etsi004" object in its configuration) or i is out of range. */
+uint16_t kme_server_004_port(const kme_server *srv, size_t i);
 
 /* Stops accepting, closes every connection, waits for the commit in
  * flight, closes the stores, and calls done(arg) on the loop when every

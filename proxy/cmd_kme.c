@@ -110,6 +110,10 @@ int cmd_kme(int argc, char **argv)
         kme_server_config_free(&cfg);
         return 0;
     }
+    /* A peer KME or client that vanished must not kill the simulator with
+     * SIGPIPE on the next write (seen with kill -9 of the peer KME): the
+     * write fails with EPIPE and the connection closes instead. */
+    signal(SIGPIPE, SIG_IGN);
     struct run_ctx ctx = {.loop = uv_default_loop()};
     int ret = kme_server_start(ctx.loop, cfg, &ctx.srv, &err);
     kme_server_config_free(&cfg);

@@ -23,6 +23,7 @@ static void usage(FILE *out)
             "       qumail kme-client enc --slave-sae SAE_ID --bits TOTAL_BITS [--show-keys]\n"
             "       qumail kme-client dec --master-sae SAE_ID --key-id UUID [--key-id UUID...]\n"
             "                             [--show-keys]\n"
+            "       qumail kme-client open|get|close ...   (ETSI 004 key streams: open --help)\n"
             "\n"
             "connection options (the same names as `qumail mime`):\n"
             "  --kme URL          KME base URL, https://host[:port][/prefix] (required;\n"
@@ -266,8 +267,11 @@ int cmd_kme_client(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *verb = argv[1];
+    if (cmd_kme_client004_verb(verb)) /* ETSI 004 key streams */
+        return cmd_kme_client004(argc, argv);
     if (strcmp(verb, "status") != 0 && strcmp(verb, "enc") != 0 && strcmp(verb, "dec") != 0) {
-        fprintf(stderr, "qumail kme-client: unknown action '%s' (status, enc or dec)\n", verb);
+        fprintf(stderr, "qumail kme-client: unknown action '%s' (status, enc, dec, open, "
+                        "get or close)\n", verb);
         return 2;
     }
     struct cli c = {.cfg.max_connections = 4};

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 
 #include "commands.h"
+#include "cmd_mime004.h"
 #include "kme_client.h"
 #include "mime.h"
 
@@ -47,6 +48,10 @@ static const char usage_text[] =
     "                         for the message's master SAE)\n"
     "      --cert FILE --key FILE --ca FILE   mutual TLS for --kme\n"
     "      --kme-id ID        require this KME ID in the KME certificate\n"
+    "      --kme etsi004://HOST[:PORT] --ksid UUID\n"
+    "                         ETSI 004 key stream instead (encrypt: chunks of that\n"
+    "                         stream, registered at both ends; decrypt: the chunks\n"
+    "                         the message names, from this KME)\n"
     "\n"
     "encrypt options:\n"
     "  -l, --level L          otp | aes | auto (default aes)\n"
@@ -77,6 +82,7 @@ struct opts {
     const char *input, *output;
     const char *keys_file;
     struct kme_client_config kme;
+    const char *ksid;           /* --ksid: an ETSI 004 stream */
     int use_kme;
     enum mime_level level;
     uint64_t auto_threshold;
@@ -267,7 +273,10 @@ static int keyset_from_kme(struct kme_keys *kk, struct keyset *ks)
     for (size_t i = 0; i < kk->count; i++)
         ks->keys[i] = (struct mime_key){.key_id = kk->keys[i].key_id,
                                         .key = kk->keys[i].bytes,
-                                        .key_len = kk->keys[i].len};
+                                        .key_len = kk->keys[i].len,
+                                        .ksid = kk->keys[i].ksid[0] != '\0'
+                                                    ? kk->keys[i].ksid : NULL,
+                                        .index = kk->keys[i].index};
     return 0;
 }
 
@@ -417,9 +426,23 @@ static int do_encrypt(const struct opts *o)
         .n_recipients = o->n_recipients,
     };
     struct kme_status *st = NULL;
-    char *err = NULL;
+    char *err = NULL, *kme_id = NULL, *sae_id = NULL;
     int status = 1;
-    if (o->use_kme) {
+    if (o->use_kme && mime004_url(o->kme.url)) { /* ETSI 004 stream */
+        struct kme_keys *kk = NULL;
+        int k = mime004_enc_keys(&o->kme, o->ksid, bits, &kk, &kme_id, &sae_id, &err);
+        if (k != KME_OK) {
+            fprintf(stderr, "qumail mime encrypt: ETSI 004 KME (%llu bits): %s: %s\n",
+                    (unsigned long long)bits, kme_client_strerror(k), err ? err : "");
+            goto out;
+        }
+        if (o->source_kme == NULL && kme_id != NULL)
+            p.source_kme_id = kme_id;
+        if (o->master_sae == NULL && sae_id != NULL)
+            p.master_sae_id = sae_id;
+        if (keyset_from_kme(kk, &ks) != 0)
+            goto out;
+    } else if (o->use_kme) {
         if (o->slave_sae == NULL) {
             fprintf(stderr, "qumail mime encrypt: --kme needs --slave-sae\n");
             goto out;
@@ -469,6 +492,8 @@ static int do_encrypt(const struct opts *o)
     status = 0;
 out:
     free(err);
+    free(kme_id);
+    free(sae_id);
     kme_status_free(&st);
     keyset_clear(&ks);
     if (sin != in)
@@ -500,6 +525,19 @@ static int do_decrypt(const struct opts *o)
             status = fail("decrypt", rc, err);
             err = NULL;
             goto out;
+        }
+        if (mime004_url(o->kme.url)) { /* the chunks of ETSI 004 streams */
+            struct kme_keys *kk = NULL;
+            int k = mime004_dec_keys(&o->kme, info, &kk, &err);
+            mime_info_free(&info);
+            if (k != KME_OK) {
+                fprintf(stderr, "qumail mime decrypt: ETSI 004 KME: %s: %s\n",
+                        kme_client_strerror(k), err ? err : "");
+                goto out;
+            }
+            if (keyset_from_kme(kk, &ks) != 0 || lseek(in, 0, SEEK_SET) != 0)
+                goto out;
+            goto keys_ready;
         }
         size_t n = mime_info_key_count(info);
         for (size_t i = 0; i < n; i++) {
@@ -533,6 +571,7 @@ static int do_decrypt(const struct opts *o)
     } else if (keyset_from_file(o->keys_file, &ks) != 0) {
         goto out;
     }
+keys_ready:;
     struct output out;
     if (open_output(o->output, &out) != 0)
         goto out;
@@ -719,7 +758,7 @@ static int do_recipients(const struct opts *o)
 enum {
     OPT_KME = 256, OPT_CERT, OPT_KEY, OPT_CA, OPT_KME_ID, OPT_THRESHOLD,
     OPT_SOURCE_KME, OPT_MASTER, OPT_SLAVE, OPT_SUBJECT, OPT_KEEP_SUBJECT,
-    OPT_JSON, OPT_RECIPIENT,
+    OPT_JSON, OPT_RECIPIENT, OPT_KSID,
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -745,6 +784,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"keep-subject", no_argument, NULL, OPT_KEEP_SUBJECT},
         {"json", no_argument, NULL, OPT_JSON},
         {"recipient", required_argument, NULL, OPT_RECIPIENT},
+        {"ksid", required_argument, NULL, OPT_KSID},
         {NULL, 0, NULL, 0},
     };
     o->level = MIME_LEVEL_AES;
@@ -782,6 +822,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case OPT_SUBJECT: o->subject = optarg; break;
         case OPT_KEEP_SUBJECT: o->keep_subject = 1; break;
         case OPT_JSON: o->json = 1; break;
+        case OPT_KSID: o->ksid = optarg; break;
         case OPT_RECIPIENT: {
             const char **r = realloc(o->recipients,
                                      (o->n_recipients + 1) * sizeof(*r));

@@ -126,10 +126,8 @@ int cmd_proxy(int argc, char **argv)
     free(warning);
 
     /* The protocols this binary serves. */
-    static const struct proxy_protocol *const protocols[] = {&proxy_smtp_protocol};
-    if (cfg->imap.enabled)
-        qlog_warn("imap: configured, but this build has no IMAP proxy yet: "
-                  "its listeners are not opened");
+    static const struct proxy_protocol *const protocols[] = {&proxy_smtp_protocol,
+                                                             &proxy_imap_protocol};
 
     uv_loop_t loop;
     uv_loop_init(&loop);

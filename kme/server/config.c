@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "etsi004.h"
 #include "qcfg.h"
 #include "server_internal.h"
 
@@ -29,6 +30,68 @@ static void cfg_defaults(struct kme_cfg *c)
     c->max_connections = 1024;
     c->handshake_timeout_ms = 5000;
     c->max_handshakes = 64;
+    c->e4.port = ETSI004_DEFAULT_PORT;
+    c->e4.chunk_default = 32;
+    c->e4.chunk_min = 1;
+    c->e4.chunk_max = 4096;
+    c->e4.timeout_default_ms = 5000;
+    c->e4.timeout_max_ms = 60000;
+    c->e4.ttl_default_s = 86400;
+    c->e4.ttl_max_s = 30 * 86400;
+    c->e4.max_streams = 4096;
+    c->e4.max_connections = 256;
+    c->e4.handshake_timeout_ms = 5000;
+    c->e4.idle_timeout_ms = 60000;
+}
+
+/* The "etsi004" object: the 004 listener and its limits (kme/ETSI004.md). */
+static void read_e4(qcfg_node *o, struct kme_cfg *c)
+{
+    if (o == NULL)
+        return;
+    struct qcfg *doc = qcfg_node_doc(o);
+    struct kme_e4_cfg *e = &c->e4;
+    e->enabled = true;
+    qcfg_string(qcfg_member(o, "host", 0), QCFG_NONEMPTY, &e->host);
+    qcfg_port(qcfg_member(o, "port", 0), QCFG_ZERO_OK, &e->port);
+    int64_t v = e->chunk_default;
+    qcfg_int(qcfg_member(o, "chunk_size", 0), 1, ETSI004_MAX_CHUNK, &v);
+    e->chunk_default = (uint32_t)v;
+    v = e->chunk_min;
+    qcfg_int(qcfg_member(o, "min_chunk_size", 0), 1, ETSI004_MAX_CHUNK, &v);
+    e->chunk_min = (uint32_t)v;
+    v = e->chunk_max;
+    qcfg_int(qcfg_member(o, "max_chunk_size", 0), 1, ETSI004_MAX_CHUNK, &v);
+    e->chunk_max = (uint32_t)v;
+    uint64_t ms = e->timeout_default_ms;
+    qcfg_duration(qcfg_member(o, "timeout", 0), 1, UINT32_MAX, &ms);
+    e->timeout_default_ms = (uint32_t)ms;
+    ms = e->timeout_max_ms;
+    qcfg_duration(qcfg_member(o, "max_timeout", 0), 1, UINT32_MAX, &ms);
+    e->timeout_max_ms = (uint32_t)ms;
+    ms = (uint64_t)e->ttl_default_s * 1000;
+    qcfg_duration(qcfg_member(o, "ttl", 0), 1000, (uint64_t)UINT32_MAX * 1000, &ms);
+    e->ttl_default_s = (uint32_t)(ms / 1000);
+    ms = (uint64_t)e->ttl_max_s * 1000;
+    qcfg_duration(qcfg_member(o, "max_ttl", 0), 1000, (uint64_t)UINT32_MAX * 1000, &ms);
+    e->ttl_max_s = (uint32_t)(ms / 1000);
+    v = (int64_t)e->max_streams;
+    qcfg_int(qcfg_member(o, "max_streams", 0), 1, 1000000, &v);
+    e->max_streams = (uint64_t)v;
+    v = (int64_t)e->max_connections;
+    qcfg_int(qcfg_member(o, "max_connections", 0), 1, 100000, &v);
+    e->max_connections = (uint64_t)v;
+    qcfg_duration(qcfg_member(o, "handshake_timeout", 0), 100, 600000,
+                  &e->handshake_timeout_ms);
+    qcfg_duration(qcfg_member(o, "idle_timeout", 0), 0, UINT64_C(1) << 40,
+                  &e->idle_timeout_ms);
+    if (!(e->chunk_min <= e->chunk_default && e->chunk_default <= e->chunk_max))
+        qcfg_error_at(doc, o, "min_chunk_size <= chunk_size <= max_chunk_size shall hold");
+    if (e->timeout_default_ms > e->timeout_max_ms)
+        qcfg_error_at(doc, o, "timeout shall not exceed max_timeout");
+    if (e->ttl_default_s > e->ttl_max_s)
+        qcfg_error_at(doc, o, "ttl shall not exceed max_ttl");
+    qcfg_done(o);
 }
 
 uint64_t kme_cfg_pool_bytes(const struct kme_cfg *c)
@@ -74,6 +137,7 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     c->listen_host = strdup("127.0.0.1");
     c->sae_id_field = strdup("CN");
     c->link_host = strdup("127.0.0.1");
+    c->e4.host = strdup("127.0.0.1");
     if (o == NULL)
         return;
     struct qcfg *doc = qcfg_node_doc(o);
@@ -143,6 +207,7 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     int64_t mh = (int64_t)c->max_handshakes;
     qcfg_int(qcfg_member(o, "max_handshakes", 0), 1, 100000, &mh);
     c->max_handshakes = (uint64_t)mh;
+    read_e4(qcfg_object(qcfg_member(o, "etsi004", 0)), c);
 
     if ((n = qcfg_member(o, "key_size", 0)) == NULL)
         n = o;
@@ -234,6 +299,7 @@ void kme_cfg_clear(struct kme_cfg *c)
     free(c->link_host);
     free(c->peer_kme_id);
     free(c->peer_host);
+    free(c->e4.host);
     memset(c, 0, sizeof(*c));
 }
 
@@ -262,6 +328,7 @@ int kme_cfg_copy(struct kme_cfg *dst, const struct kme_cfg *src)
     bad |= dup_str(&dst->link_host, src->link_host);
     bad |= dup_str(&dst->peer_kme_id, src->peer_kme_id);
     bad |= dup_str(&dst->peer_host, src->peer_host);
+    bad |= dup_str(&dst->e4.host, src->e4.host);
     if (src->sae_count > 0) {
         dst->sae_ids = calloc(src->sae_count, sizeof(char *));
         if (dst->sae_ids == NULL)

@@ -173,6 +173,7 @@ static void sweep_tick(uv_timer_t *t)
     expire_held(k);
     kme_api_wake(k, false);
     kme_link_tick(k);
+    kme_e4_tick(k);
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -238,6 +239,8 @@ int kme_init(struct kme *k, struct kme_server *srv, uv_loop_t *loop,
         if (k->link_listener == NULL)
             ret = KME_SERVER_ELISTEN;
     }
+    if (ret == 0)
+        ret = kme_e4_init(k, error_r);
     if (ret < 0) {
         if (ret == KME_SERVER_ESTORE || ret == KME_SERVER_ELISTEN ||
             ret == KME_SERVER_ETLS) {
@@ -300,6 +303,7 @@ void kme_stop(struct kme *k)
     net_listener_close(&k->api_listener);
     net_listener_close(&k->link_listener);
     kme_api_wake(k, true);
+    kme_e4_stop(k);
     kme_http_close_all(k);
     kme_link_close_all(k);
     if (k->timers_open > 0) {
@@ -314,11 +318,13 @@ bool kme_stopped(const struct kme *k)
 {
     return k->in_commit == 0 && k->pending == NULL && !k->committer_started &&
            k->timers_open == 0 &&
-           k->conns == NULL && k->lo == NULL && k->li_all == NULL;
+           k->conns == NULL && k->lo == NULL && k->li_all == NULL &&
+           kme_e4_stopped(k);
 }
 
 void kme_destroy(struct kme *k)
 {
+    kme_e4_destroy(k);
     kme_commit_destroy(k);
     kme_store_close(&k->store);
     net_tls_free(&k->tls_server);

@@ -235,7 +235,7 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
         /* input may already be buffered */
         __attribute__((fallthrough));
     case NET_EV_READ: {
-        bool changed = false, ping = false;
+        bool changed = false, ping = false, hello = false;
         for (;;) {
             size_t n = net_conn_line_len(conn), have;
             const char *line = net_conn_input(conn, &have);
@@ -281,6 +281,7 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
                         k->cfg.kme_id, "material", (json_int_t)li->acked_tail,
                         "applied", (json_int_t)li->acked_head));
                     li_enter(li, LI_READY);
+                    hello = true;
                 }
             } else if (t != NULL && li->state == LI_READY && strcmp(t, "ping") == 0) {
                 ping = true;
@@ -288,6 +289,10 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
             } else if (t != NULL && li->state == LI_READY && strcmp(t, "r") == 0) {
                 ret = li_on_reservation(li, msg);
                 changed = true;
+            } else if (t != NULL && li->state == LI_READY) {
+                /* ETSI 004 stream messages (e4_link.c); 0: unknown type */
+                int r4 = kme_e4_link_msg(k, t, msg, &changed);
+                ret = r4 > 0 ? 0 : -1;
             }
             json_decref(msg);
             if (ret < 0) {
@@ -297,8 +302,11 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
                 return;
             }
         }
+        if (hello)
+            kme_e4_link_up(k);
         if (changed) {
             kme_api_wake(k, false); /* a woken dec_keys commits at once */
+            kme_e4_wake(k);
             kme_flush_lazy(k);
         }
         if (ping) {
@@ -320,6 +328,11 @@ static void li_on_event(net_conn *conn, enum net_event ev, void *arg)
         link_in_close(li, net_conn_error(conn));
         return;
     }
+}
+
+bool kme_link_in_ready(const struct kme *k)
+{
+    return k->li != NULL && k->li->state == LI_READY;
 }
 
 void kme_link_accept(net_listener *l, net_conn *conn, void *arg)

@@ -46,6 +46,7 @@ void link_out_close(struct link_out *lo, const char *why)
                   "every second)", why);
     if (why != NULL)
         k->link_down_logged = true;
+    kme_e4_link_down(k);
     net_conn_close(&lo->conn);
     free(lo->host);
     free(lo);
@@ -151,6 +152,15 @@ static void add_material(struct obuf *b, const uint8_t *data, uint64_t off,
 
 static void add_reservation(struct obuf *b, const struct kme_reservation *r)
 {
+    if (r->e4) { /* an ETSI 004 chunk: its own line (e4_link.c) */
+        char line[256];
+        size_t n = kme_e4_reservation_line(r, line, sizeof(line));
+        if (n == 0)
+            b->failed = true;
+        else
+            ob_add(b, line, n);
+        return;
+    }
     char head[160];
     int n = snprintf(head, sizeof(head),
                      "{\"t\":\"r\",\"off\":%" PRIu64 ",\"len\":%u,\"id\":\"%s\","
@@ -168,6 +178,7 @@ void link_out_pump(struct link_out *lo)
     if (lo->state != LO_READY ||
         net_conn_output_pending(lo->conn) > SEND_HIGH_WATER)
         return;
+    kme_e4_link_pump(k, lo->conn); /* 004 stream messages first */
     struct obuf b = {0};
     /* Reservations first: they are what slave SAEs wait for. Only what is
      * committed here may leave (else a crash could re-draw those bytes). */
@@ -240,7 +251,14 @@ static void lo_on_hello(struct link_out *lo, json_t *msg)
     if (kme_batch(k) != NULL)
         kme_flush(k);
     lo_enter(lo, LO_READY);
-    link_out_pump(lo);
+    kme_e4_link_up(k);
+    if (k->lo == lo)
+        link_out_pump(lo);
+}
+
+bool kme_link_out_ready(const struct kme *k)
+{
+    return k->lo != NULL && k->lo->state == LO_READY;
 }
 
 static void lo_on_ack(struct link_out *lo, json_t *msg)

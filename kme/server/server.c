@@ -85,6 +85,11 @@ uint16_t kme_server_link_port(const kme_server *srv, size_t i)
     return net_listener_port(srv->kmes[i].link_listener);
 }
 
+uint16_t kme_server_004_port(const kme_server *srv, size_t i)
+{
+    return srv != NULL && i < srv->count ? kme_e4_port(&srv->kmes[i]) : 0;
+}
+
 static void stop_timer_closed(uv_handle_t *h)
 {
     struct kme_server *srv = h->data;

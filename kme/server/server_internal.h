@@ -54,6 +54,16 @@ struct kme_cfg {
     uint64_t max_connections;   /* authenticated (TLS done) connections */
     uint64_t handshake_timeout_ms; /* a TLS handshake must end within */
     uint64_t max_handshakes;    /* handshakes at once; the oldest goes */
+    struct kme_e4_cfg {         /* the ETSI 004 listener (kme/ETSI004.md) */
+        bool enabled;           /* an "etsi004" object is configured */
+        char *host;
+        uint16_t port;
+        uint32_t chunk_default, chunk_min, chunk_max;   /* bytes */
+        uint32_t timeout_default_ms, timeout_max_ms;
+        uint32_t ttl_default_s, ttl_max_s;
+        uint64_t max_streams, max_connections;
+        uint64_t handshake_timeout_ms, idle_timeout_ms;
+    } e4;
 };
 
 struct kme_server_config {
@@ -152,9 +162,12 @@ void kme_held_free(struct kme_held *h);
 struct kme_reservation {
     uint64_t off;
     uint32_t len;               /* bytes */
-    char key_id[ETSI014_UUID_LEN + 1];
-    char *master;
-    char *slaves_json;          /* JSON array of slave SAE IDs */
+    char key_id[ETSI014_UUID_LEN + 1]; /* 004: the KSID */
+    char *master;               /* 004: NULL */
+    char *slaves_json;          /* JSON array of slave SAE IDs; 004: NULL */
+    bool e4;                    /* an ETSI 004 chunk (kme/ETSI004.md) */
+    uint32_t e4_index;
+    uint64_t e4_at, e4_exp;
 };
 
 struct kme_outbox {
@@ -180,6 +193,13 @@ enum kme_op_kind {
     KME_OP_HELD_ADD,     /* key held for one slave (off, key_id, ...) */
     KME_OP_HELD_DEL,     /* key collected by (or expired for) one slave
                             (off, slave) */
+    /* ETSI 004 (e4_store.c); key_id holds the KSID text. */
+    KME_OP_E4_STREAM,    /* master: the stream's state (JSON) */
+    KME_OP_E4_STREAM_DEL, /* the stream and its chunks */
+    KME_OP_E4_CHUNK,     /* e4_index, data/len (NULL: used here), e4_at,
+                            expires_ms */
+    KME_OP_E4_CHUNK_TRIM, /* chunk rows below e4_index (the floor) */
+    KME_OP_E4_OUTBOX_ADD, /* off, len, e4_index, e4_at, expires_ms */
 };
 
 struct kme_op {
@@ -190,6 +210,7 @@ struct kme_op {
     char key_id[ETSI014_UUID_LEN + 1];
     char *master, *slave, *slaves_json; /* owned */
     uint64_t expires_ms;
+    uint64_t e4_index, e4_at;  /* ETSI 004 ops */
 };
 
 /* Counters persisted with every batch (snapshot at submit time). */
@@ -284,6 +305,7 @@ struct kme {
     struct link_in *li_all;      /* every incoming link connection */
     struct kme_parked *parked;   /* dec_keys waiting for keys (api.c) */
     size_t parked_count;
+    struct kme_e4 *e4;           /* the ETSI 004 server (e4*.c), or NULL */
     struct http_conn *conns;     /* list of open HTTPS connections */
     size_t conn_count;           /* authenticated ones (max_connections) */
     /* Connections still in the TLS handshake, oldest first: they hold no
@@ -420,5 +442,34 @@ void kme_link_tick(struct kme *k);
 /* New committed material or reservations to send. */
 void kme_link_kick(struct kme *k);
 void kme_link_close_all(struct kme *k);
+/* The link's sender to the peer is connected and past its hello. */
+bool kme_link_out_ready(const struct kme *k);
+bool kme_link_in_ready(const struct kme *k);
+
+/* ---- ETSI GS QKD 004 (e4*.c, e4_internal.h) ----------------------------- */
+
+/* Binds the 004 listener and loads the 004 state (no-op when not
+ * configured). */
+int kme_e4_init(struct kme *k, char **error_r);
+void kme_e4_tick(struct kme *k);            /* sweep: deadlines, TTL */
+void kme_e4_wake(struct kme *k);            /* state changed: retry waiters */
+void kme_e4_stop(struct kme *k);
+bool kme_e4_stopped(const struct kme *k);
+void kme_e4_destroy(struct kme *k);
+uint16_t kme_e4_port(const struct kme *k);  /* 0: no 004 listener */
+/* The link: a direction became ready / went down. */
+void kme_e4_link_up(struct kme *k);
+void kme_e4_link_down(struct kme *k);
+/* Writes the 004 stream messages due to the peer (link_out pump). */
+void kme_e4_link_pump(struct kme *k, net_conn *conn);
+/* A link message of type t: 1 handled, 0 not a 004 message, -1 protocol
+ * error (the link is closed). *changed: state changed (flush). */
+int kme_e4_link_msg(struct kme *k, const char *t, json_t *msg, bool *changed);
+/* The "c" line of a 004 reservation into buf; its length (0: too small). */
+size_t kme_e4_reservation_line(const struct kme_reservation *r, char *buf,
+                               size_t cap);
+/* store.c hooks */
+struct kme_e4_store;
+struct kme_e4_store *kme_store_e4(struct kme_store *st);
 
 #endif

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "e4_internal.h"
 #include "log.h"
 #include "server_internal.h"
 #include "statefile.h"
@@ -78,14 +79,16 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS held(off INTEGER NOT NULL, "
     "  slave TEXT NOT NULL, key_id TEXT NOT NULL, master TEXT NOT NULL, "
     "  key BLOB NOT NULL, expires INTEGER NOT NULL, "
-    "  PRIMARY KEY(off, slave)) WITHOUT ROWID;"
-    "PRAGMA user_version = 1;";
+    "  PRIMARY KEY(off, slave)) WITHOUT ROWID;";
 
-#define SCHEMA_VERSION 1
+/* Version 2 added the ETSI 004 tables (e4_store.c): a version 1 file is
+ * upgraded in place (the new tables are created empty). */
+#define SCHEMA_VERSION 2
 
 struct kme_store {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
+    struct kme_e4_store *e4;  /* the 004 tables' statements */
     struct kme_meta last;   /* counters as last committed (or loaded) */
 };
 
@@ -152,8 +155,10 @@ int kme_store_open(const char *path, bool sync_full, struct kme_store **st_r,
     if (rc == SQLITE_OK &&
         asprintf(&sql,
                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
-                 "PRAGMA secure_delete=ON; PRAGMA cache_size=-16384; %s",
-                 sync_full ? "FULL" : "NORMAL", schema) < 0)
+                 "PRAGMA secure_delete=ON; PRAGMA cache_size=-16384; %s%s"
+                 "PRAGMA user_version = %d;",
+                 sync_full ? "FULL" : "NORMAL", schema, kme_e4_schema,
+                 SCHEMA_VERSION) < 0)
         rc = SQLITE_NOMEM;
     /* An existing file of another layout is refused, not reinterpreted. */
     int version = 0;
@@ -164,7 +169,7 @@ int kme_store_open(const char *path, bool sync_full, struct kme_store **st_r,
             version = sqlite3_column_int(q, 0);
         sqlite3_finalize(q);
     }
-    if (rc == SQLITE_OK && version != 0 && version != SCHEMA_VERSION) {
+    if (rc == SQLITE_OK && version != 0 && version != 1 && version != SCHEMA_VERSION) {
         free(sql);
         if (error_r != NULL &&
             asprintf(error_r, "%s: database layout version %d, this KME "
@@ -179,6 +184,8 @@ int kme_store_open(const char *path, bool sync_full, struct kme_store **st_r,
     for (int i = 0; rc == SQLITE_OK && i < S_COUNT; i++)
         rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1,
                                 SQLITE_PREPARE_PERSISTENT, &st->st[i], NULL);
+    if (rc == SQLITE_OK)
+        rc = kme_e4_store_open(st->db, &st->e4);
     if (rc != SQLITE_OK) {
         int ret = fail_db(st->db, error_r, path);
         kme_store_close(&st);
@@ -194,6 +201,7 @@ void kme_store_close(struct kme_store **stp)
     if (st == NULL)
         return;
     *stp = NULL;
+    kme_e4_store_close(&st->e4);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(st->st[i]);
     sqlite3_close(st->db);
@@ -389,8 +397,9 @@ static int apply_op(struct kme_store *st, const struct kme_op *op)
         sqlite3_bind_int64(s, 1, (sqlite3_int64)op->off);
         sqlite3_bind_text(s, 2, op->slave, -1, SQLITE_STATIC);
         return run(s);
+    default:
+        return kme_e4_store_apply(st->e4, op);
     }
-    return -1;
 }
 
 void kme_store_commit(struct kme_store *st, struct kme_batch *b)
@@ -416,6 +425,8 @@ void kme_store_commit(struct kme_store *st, struct kme_batch *b)
         sqlite3_bind_int64(st->st[S_OUTBOX_TRIM], 1,
                            (sqlite3_int64)m->out_applied);
         ret = run(st->st[S_OUTBOX_TRIM]);
+        if (ret == 0)
+            ret = kme_e4_store_trim(st->e4, m->out_applied);
     }
     if (ret == 0)
         ret = run(st->st[S_COMMIT]);
@@ -426,6 +437,11 @@ void kme_store_commit(struct kme_store *st, struct kme_batch *b)
     } else {
         st->last = *m;
     }
+}
+
+struct kme_e4_store *kme_store_e4(struct kme_store *st)
+{
+    return st->e4;
 }
 
 void kme_batch_free(struct kme_batch **bp)

@@ -43,6 +43,7 @@
 #include <uv.h>
 
 #include "kme_client.h"
+#include "kme_source.h"
 #include "metrics.h"
 #include "net.h"
 #include "policy.h"
@@ -147,9 +148,12 @@ void proxy_session_end(proxy_session **s);
 uv_loop_t *proxy_daemon_loop(const proxy_daemon *d);
 /* A new reference to the current policy snapshot (policy_unref it). */
 policy *proxy_daemon_policy(proxy_daemon *d);
-/* The KME client of a configured link; NULL when there is no such link
- * (or after stop). */
+/* The KME client of a configured ETSI 014 link; NULL when there is no
+ * such link, when it is an ETSI 004 link, or after stop. */
 kme_client *proxy_daemon_kme_link(proxy_daemon *d, const char *name);
+/* The key source of a configured link of either kind (kme/kme_source.h);
+ * NULL when there is no such link (or after stop). */
+kme_source *proxy_daemon_kme_source(proxy_daemon *d, const char *name);
 /* Live sessions of a protocol (all protocols: NULL). */
 size_t proxy_daemon_sessions(const proxy_daemon *d, const char *protocol);
 /* The process's metrics registry (proxy/admin/metrics.h): protocols

@@ -54,7 +54,8 @@ struct proxy_session {
 struct link_state {
     const struct qumail_kme_link *cfg; /* in the first generation (the
                                           caller's configuration) */
-    kme_client *client;
+    kme_client *client;       /* kind etsi014, else NULL */
+    kme_source *source;       /* either kind; owns a 004 link's client */
 };
 
 struct proxy_proto_state {

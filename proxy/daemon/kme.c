@@ -1,4 +1,6 @@
-/* The KME links (one kme_client each) and the embedded KME simulator. */
+/* The KME links (one key source each: a kme_client for ETSI 014, an
+ * etsi004_client and its stream for ETSI 004) and the embedded KME
+ * simulator. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,46 @@ kme_client *proxy_daemon_kme_link(proxy_daemon *d, const char *name)
         if (strcmp(d->links[i].cfg->name, name) == 0)
             return d->links[i].client;
     return NULL;
+}
+
+kme_source *proxy_daemon_kme_source(proxy_daemon *d, const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < d->n_links; i++)
+        if (strcmp(d->links[i].cfg->name, name) == 0)
+            return d->links[i].source;
+    return NULL;
+}
+
+/* An ETSI 004 link: its client and stream (kme/kme_source.h). */
+static kme_source *link_004(proxy_daemon *d, const struct qumail_kme_link *lk, char **err)
+{
+    struct etsi004_client_config ec = {
+        .host = lk->host,
+        .port = lk->port,
+        .cert_file = lk->cert_file,
+        .key_file = lk->key_file,
+        .ca_file = lk->ca_file,
+        .max_connections = lk->connections,
+        .connect_timeout_ms = lk->timeout_ms,
+        .request_timeout_ms = lk->timeout_ms,
+    };
+    etsi004_client *c = etsi004_client_new(d->loop, &ec, err);
+    if (!c)
+        return NULL;
+    struct kme_source_stream st = {
+        .ksid = lk->ksid,
+        .source = lk->source,
+        .destination = lk->destination,
+        .chunk_size = lk->chunk_size,
+        .ttl_s = (uint32_t)(lk->ttl_ms / 1000),
+        .timeout_ms = (uint32_t)lk->qos_timeout_ms,
+    };
+    kme_source *s = kme_source_new_004(c, true, &st, err);
+    if (!s)
+        etsi004_client_free(&c);
+    return s;
 }
 
 static int error_msg(char **error_r, const char *prefix, char *err, const char *fallback)
@@ -94,6 +136,18 @@ int proxy_kme__start(proxy_daemon *d, char **error_r)
     }
     for (size_t i = 0; i < cfg->n_kme_links; i++) {
         const struct qumail_kme_link *lk = &cfg->kme_links[i];
+        if (lk->kind == QUMAIL_KME_ETSI004) {
+            char *err = NULL;
+            d->links[i].cfg = lk;
+            d->links[i].source = link_004(d, lk, &err);
+            if (!d->links[i].source) {
+                char prefix[256];
+                snprintf(prefix, sizeof(prefix), "kme_links.%s: ", lk->name);
+                return error_msg(error_r, prefix, err, "invalid");
+            }
+            d->n_links++;
+            continue;
+        }
         struct kme_client_config kc = {
             .url = lk->url,
             .cert_file = lk->cert_file,
@@ -106,7 +160,10 @@ int proxy_kme__start(proxy_daemon *d, char **error_r)
         char *err = NULL;
         d->links[i].cfg = lk;
         d->links[i].client = kme_client_new(d->loop, &kc, &err);
-        if (!d->links[i].client) {
+        if (d->links[i].client)
+            d->links[i].source = kme_source_new_014(d->links[i].client, false);
+        if (!d->links[i].source) {
+            kme_client_free(&d->links[i].client);
             char prefix[256];
             snprintf(prefix, sizeof(prefix), "kme_links.%s: ", lk->name);
             return error_msg(error_r, prefix, err, "invalid");
@@ -118,8 +175,10 @@ int proxy_kme__start(proxy_daemon *d, char **error_r)
 
 void proxy_kme__stop(proxy_daemon *d)
 {
-    for (size_t i = 0; i < d->n_links; i++)
+    for (size_t i = 0; i < d->n_links; i++) {
+        kme_source_free(&d->links[i].source); /* before the client it uses */
         kme_client_free(&d->links[i].client);
+    }
     d->n_links = 0;
     if (d->kme_sim)
         kme_server_stop(&d->kme_sim, NULL, NULL);

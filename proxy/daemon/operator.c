@@ -146,6 +146,20 @@ static void on_upstream(net_conn *conn, enum net_event ev, void *arg)
     }
 }
 
+/* An ETSI 004 link: its stream opens (reattaches) at its KME. */
+static void on_identity(const struct kme_result *res, const char *kme_id, const char *sae_id,
+                        void *arg)
+{
+    struct probe *p = arg;
+    (void)kme_id;
+    (void)sae_id;
+    if (res->error == KME_ECANCELLED) {
+        p->inflight = false;
+        return;
+    }
+    probe_result(p, res->error == KME_OK, res->message);
+}
+
 static void probe_start(struct probe *p)
 {
     proxy_daemon *d = p->ops->d;
@@ -153,6 +167,15 @@ static void probe_start(struct probe *p)
         return;
     if (p->kind == PROBE_KME) {
         kme_client *c = proxy_daemon_kme_link(d, p->name);
+        kme_source *s = c ? NULL : proxy_daemon_kme_source(d, p->name);
+        if (s) { /* ETSI 004 */
+            p->inflight = true;
+            if (kme_source_identity(s, p->target, on_identity, p) < 0) {
+                p->inflight = false;
+                probe_result(p, false, "cannot open the key stream");
+            }
+            return;
+        }
         if (!c)
             return;
         p->inflight = true;

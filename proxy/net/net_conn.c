@@ -29,7 +29,7 @@
  * arrived is copied into the connection's own input buffer, which starts
  * small and is given back when emptied: an idle connection holds no input
  * memory at all (10,000 idle clients must not cost 64 KiB each). */
-#define READ_BUF ((size_t)64 * 1024)
+#define READ_BUF ((size_t)256 * 1024) /* one per thread; a relay reads this much at once */
 #define INPUT_MIN_CAP ((size_t)1024)
 #define INPUT_KEEP_CAP ((size_t)4096) /* kept when emptied; larger is freed */
 /* How long a closing connection waits for the peer's FIN. Closing a socket
@@ -73,6 +73,7 @@ struct net_conn {
     bool paused;         /* caller asked for no more input */
     bool out_blocked;    /* queued output above out_high: input held */
     bool deferred;       /* `timer` runs deferred_cb (idle timer waits) */
+    bool drain_pending;  /* output went out at once: NET_EV_DRAINED is due */
     bool eof;      /* the socket (or TLS close_notify) said end of input */
     bool eof_sent; /* NET_EV_EOF delivered */
     int in_dispatch; /* nesting depth of callbacks running */
@@ -84,6 +85,10 @@ struct net_conn {
     /* Input: plaintext at in[in_off .. in_off+in_len). Owned. */
     char *in;
     size_t in_off, in_len, in_cap, max_input;
+    /* The last read filled all the room it was given: a stream is under
+     * way (a relay). Its buffer is kept when emptied and reads go straight
+     * into it - no copy, no wipe per read; the first short read ends it. */
+    bool in_hot;
 
     /* TLS */
     SSL *ssl;
@@ -558,10 +563,27 @@ static void write_done(uv_write_t *req, int status)
 }
 
 /* Hands bytes to libuv (copied). */
+/* Hands bytes to the kernel at once when nothing is queued (no copy: the
+ * common case for a relay), and what it does not take to libuv (copied). */
 static int raw_write(net_conn *c, const void *data, size_t len)
 {
     if (len == 0)
         return 0;
+    if (c->out_reqs == 0 && c->state == CONN_OPEN) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n > 0) {
+            data = (const char *)data + n;
+            len -= (size_t)n;
+        }
+        if (len == 0) {
+            /* no write callback will say so: tell on the next turn */
+            c->drain_pending = true;
+            schedule_deferred(c);
+            return 0;
+        }
+        /* EAGAIN or an error: the queued write below reports errors */
+    }
     struct write_req *w = malloc(sizeof(*w) + len);
     if (w == NULL)
         return UV_ENOMEM;
@@ -731,7 +753,7 @@ static void schedule_deferred(net_conn *c)
  * hold no input memory. */
 static void input_shrink(net_conn *c)
 {
-    if (c->in_len != 0 || c->in_cap <= INPUT_KEEP_CAP)
+    if (c->in_len != 0 || c->in_cap <= INPUT_KEEP_CAP || c->in_hot)
         return;
     OPENSSL_cleanse(c->in, c->in_cap);
     free(c->in);
@@ -785,6 +807,11 @@ static void deferred_cb(uv_timer_t *t)
     net_conn *c = t->data;
     c->deferred = false;
     rearm_timer(c);
+    if (c->drain_pending && c->state == CONN_OPEN) {
+        c->drain_pending = false;
+        if (c->out_pending == 0 && c->tls_queued_len == 0)
+            dispatch(c, NET_EV_DRAINED);
+    }
     if (c->state != CONN_OPEN || input_held(c))
         return;
     if (c->in_len > 0)
@@ -836,6 +863,12 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         room = c->max_input > c->in_len ? c->max_input - c->in_len : 0;
     if (room > READ_BUF)
         room = READ_BUF;
+    if (c->tls == TLS_OFF && c->state == CONN_OPEN && c->in_hot && room > 0 &&
+        input_reserve(c, room) == 0) {
+        /* a stream: straight into the connection's buffer */
+        *buf = uv_buf_init(c->in + c->in_off + c->in_len, (unsigned)room);
+        return;
+    }
     *buf = uv_buf_init(rb, rb != NULL ? (unsigned)room : 0);
 }
 
@@ -904,15 +937,23 @@ static long tls_read_some(net_conn *c)
             room = TLS_READ_CHUNK;
         ERR_clear_error();
         /* The thread's buffer is free here: its ciphertext already went
-         * into the BIO. */
-        int n = SSL_read(c->ssl, plain, (int)room);
+         * into the BIO. A stream (hot) decrypts straight into its own
+         * buffer instead. */
+        bool direct = c->in_hot && input_reserve(c, room) == 0;
+        char *dst = direct ? c->in + c->in_off + c->in_len : plain;
+        int n = SSL_read(c->ssl, dst, (int)room);
         if (n > 0) {
-            int rc = input_append(c, plain, (size_t)n);
-            OPENSSL_cleanse(plain, (size_t)n);
-            if (rc < 0) {
-                fail(c, UV_ENOMEM, "out of memory");
-                return -1;
+            if (direct) {
+                c->in_len += (size_t)n;
+            } else {
+                int rc = input_append(c, plain, (size_t)n);
+                OPENSSL_cleanse(plain, (size_t)n);
+                if (rc < 0) {
+                    fail(c, UV_ENOMEM, "out of memory");
+                    return -1;
+                }
             }
+            c->in_hot = (size_t)n == room || n >= 16384; /* a full record */
             got += n;
             continue;
         }
@@ -997,12 +1038,17 @@ static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
     }
     rearm_timer(c);
     if (c->tls == TLS_OFF) {
-        int rc = input_append(c, buf->base, (size_t)nread);
-        OPENSSL_cleanse(buf->base, (size_t)nread);
-        if (rc < 0) {
-            fail(c, rc, "out of memory");
-            return;
+        if (c->in != NULL && buf->base == c->in + c->in_off + c->in_len) {
+            c->in_len += (size_t)nread; /* read in place (hot) */
+        } else {
+            int rc = input_append(c, buf->base, (size_t)nread);
+            OPENSSL_cleanse(buf->base, (size_t)nread);
+            if (rc < 0) {
+                fail(c, rc, "out of memory");
+                return;
+            }
         }
+        c->in_hot = (size_t)nread == buf->len;
         update_reading(c);
         if (!input_held(c))
             dispatch(c, NET_EV_READ);

@@ -57,7 +57,7 @@ struct copy {
     bool bcc;
     enum mime_alg alg;
     uint64_t bits;
-    kme_client *kme;                /* the rule's link (daemon's) */
+    kme_source *kme;                /* the rule's link (daemon's): 014 or 004 */
     const struct kme_ids *ids;      /* looked up on the loop before encrypting */
     struct kme_keys *keys;          /* owned; wiped after encryption */
     size_t n_keys;                  /* for the log, after the keys are wiped */
@@ -212,7 +212,7 @@ void protect_out_session_free(protect_out_session **psp)
     free(ps);
 }
 
-static kme_client *find_link(const protect_out *po, const char *name)
+static kme_source *find_link(const protect_out *po, const char *name)
 {
     return name && po->find_link ? po->find_link(po->link_arg, name) : NULL;
 }
@@ -517,6 +517,10 @@ static void encrypt_work(uv_work_t *w)
         keys[i].key_id = c->keys->keys[i].key_id;
         keys[i].key = c->keys->keys[i].bytes;
         keys[i].key_len = c->keys->keys[i].len;
+        /* An ETSI 004 chunk: written as a Key-Chunks entry (KSID and index
+         * range) in the authenticated control part. */
+        keys[i].ksid = c->keys->keys[i].ksid[0] ? c->keys->keys[i].ksid : NULL;
+        keys[i].index = c->keys->keys[i].index;
     }
     struct mime_encrypt_params p = {
         .algorithm = c->alg,
@@ -682,17 +686,17 @@ static void copy_keys_failed(struct copy *c, int code, const char *message)
 static void copy_fetch_keys(struct copy *c)
 {
     c->kme_started_ms = uv_now(c->job->po->loop);
-    int rc = kme_client_enc_bits(c->kme, c->rule->slave_sae, c->bits, copy_keys_cb, c);
+    int rc = kme_source_enc_bits(c->kme, c->rule->slave_sae, c->bits, copy_keys_cb, c);
     if (rc < 0)
         copy_keys_failed(c, rc, kme_client_strerror(rc));
 }
 
-static void copy_status_cb(const struct kme_result *res, const struct kme_status *st,
-                           void *arg)
+static void copy_status_cb(const struct kme_result *res, const char *source_kme_id,
+                           const char *master_sae_id, void *arg)
 {
     struct copy *c = arg;
     copy_kme_answered(c, res, "status");
-    if (res->error != KME_OK || !st) {
+    if (res->error != KME_OK) {
         copy_keys_cb(res, NULL, c);
         return;
     }
@@ -700,8 +704,8 @@ static void copy_status_cb(const struct kme_result *res, const struct kme_status
         copy_keys_failed(c, KME_ECANCELLED, "cancelled");
         return;
     }
-    if (ids_store(c->job->po, c->rule->link, c->rule->slave_sae, st->source_kme_id,
-                  st->master_sae_id) < 0) {
+    if (ids_store(c->job->po, c->rule->link, c->rule->slave_sae, source_kme_id,
+                  master_sae_id) < 0) {
         copy_keys_failed(c, KME_ENOMEM, "out of memory");
         return;
     }
@@ -721,7 +725,7 @@ static void job_fetch_keys(struct job *job)
             copy_fetch_keys(c);
         } else {
             c->kme_started_ms = uv_now(job->po->loop);
-            int rc = kme_client_status(c->kme, c->rule->slave_sae, copy_status_cb, c);
+            int rc = kme_source_identity(c->kme, c->rule->slave_sae, copy_status_cb, c);
             if (rc < 0)
                 copy_keys_failed(c, rc, kme_client_strerror(rc));
         }
@@ -933,7 +937,7 @@ static void out_closed(void *ctx, smtp_session *s)
             job->pending++; /* the callbacks run inside the cancel calls */
             for (size_t i = 0; i < job->n_copies; i++)
                 if (job->copies[i].protect && job->copies[i].kme)
-                    kme_client_cancel(job->copies[i].kme, &job->copies[i]);
+                    kme_source_cancel(job->copies[i].kme, &job->copies[i]);
             if (--job->pending == 0)
                 job_free(job);
             break;

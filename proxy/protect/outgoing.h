@@ -55,6 +55,7 @@
 #include <uv.h>
 
 #include "kme_client.h"
+#include "kme_source.h"
 #include "metrics.h"
 #include "policy.h"
 #include "smtp_session.h"
@@ -62,10 +63,11 @@
 typedef struct protect_out protect_out;
 typedef struct protect_out_session protect_out_session;
 
-/* The KME client of the link a policy rule names; NULL when no such link
- * is configured (the recipient is then refused, or sent as it is under
+/* The key source of the link a policy rule names (an ETSI 014 KME or an
+ * ETSI 004 stream: kme/kme_source.h); NULL when no such link is
+ * configured (the recipient is then refused, or sent as it is under
  * "prefer"). */
-typedef kme_client *(*protect_out_link_fn)(void *arg, const char *link);
+typedef kme_source *(*protect_out_link_fn)(void *arg, const char *link);
 
 /* One per daemon: the link lookup and the cache of KME identities (source
  * KME ID and master SAE ID per link and slave SAE, learnt from status). */

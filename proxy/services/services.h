@@ -9,5 +9,7 @@
 
 /* SMTP: smtp_session with the outgoing protection hooks (smtp_service.c). */
 extern const struct proxy_protocol proxy_smtp_protocol;
+/* IMAP: imap_session, pass-through (imap_service.c). */
+extern const struct proxy_protocol proxy_imap_protocol;
 
 #endif

@@ -35,10 +35,10 @@ static void smtp_settings(const struct qumail_config *cfg,
     *limits_r = &cfg->smtp.limits.conn;
 }
 
-static kme_client *find_link(void *arg, const char *name)
+static kme_source *find_link(void *arg, const char *name)
 {
     struct smtp_svc *svc = arg;
-    return proxy_daemon_kme_link(svc->d, name);
+    return proxy_daemon_kme_source(svc->d, name);
 }
 
 static int smtp_init(proxy_daemon *d, void **svc_r, char **error_r)

@@ -36,6 +36,9 @@ JSON
 }
 { echo '{"kmes": ['; kme kme-a kme-b; echo ','; kme kme-b kme-a; echo ']}'; } >"$tmp/kme.json"
 
+# The background job opens its redirection in the child, maybe after the
+# first sed below: create the log first.
+: >"$tmp/kme.log"
 "$qumail" kme --config "$tmp/kme.json" >"$tmp/kme.log" 2>&1 &
 pid=$!
 i=0

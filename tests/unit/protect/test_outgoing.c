@@ -67,6 +67,7 @@ static char certs[512];
 static uv_loop_t loop;
 static kme_server *kme;
 static kme_client *link_local, *link_hole, *link_down;
+static kme_source *src_local, *src_hole, *src_down; /* the links as key sources */
 static net_listener *hole;          /* a "KME" that accepts and never answers */
 static net_conn *hole_conns[16];
 static size_t n_hole_conns;
@@ -81,15 +82,15 @@ static const char policy_text[] =
     "hole.test   action=require link=hole slave_sae=sae-b\n"
     "*           action=none\n";
 
-static kme_client *find_link(void *arg, const char *name)
+static kme_source *find_link(void *arg, const char *name)
 {
     (void)arg;
     if (strcmp(name, "local") == 0)
-        return link_local;
+        return src_local;
     if (strcmp(name, "hole") == 0)
-        return link_hole;
+        return src_hole;
     if (strcmp(name, "down") == 0)
-        return link_down;
+        return src_down;
     return NULL;
 }
 
@@ -941,8 +942,11 @@ static int world_up(void **state)
         fprintf(stderr, "policy: %s\n", err);
         return -1;
     }
+    src_local = kme_source_new_014(link_local, false);
+    src_hole = kme_source_new_014(link_hole, false);
+    src_down = kme_source_new_014(link_down, false);
     po = protect_out_new(&loop, find_link, NULL);
-    if (!po)
+    if (!po || !src_local || !src_hole || !src_down)
         return -1;
     struct warm w = {0};
     run_until(warm_enough, &w);
@@ -965,6 +969,9 @@ static void walk_cb(uv_handle_t *h, void *arg)
 static int world_down(void **state)
 {
     (void)state;
+    kme_source_free(&src_local);
+    kme_source_free(&src_hole);
+    kme_source_free(&src_down);
     kme_client_free(&link_local);
     kme_client_free(&link_hole);
     kme_client_free(&link_down);

@@ -325,8 +325,8 @@ static void test_put_kme(void **state)
     for (int i = 0; i < 64; i++)
         material[i] = (uint8_t)i;
     struct kme_key keys[2] = {
-        {"0b2c4ac6-6a0f-4a9e-8d4b-2f1d2b1e6c01", material, 32},
-        {"0b2c4ac6-6a0f-4a9e-8d4b-2f1d2b1e6c02", material + 32, 32},
+        {"0b2c4ac6-6a0f-4a9e-8d4b-2f1d2b1e6c01", material, 32, "", 0},
+        {"0b2c4ac6-6a0f-4a9e-8d4b-2f1d2b1e6c02", material + 32, 32, "", 0},
     };
     struct kme_keys list = {2, keys, material, 64};
     assert_int_equal(kme_vault_keys_put_kme(v, KME_VAULT_RECEIVED, SRC, MASTER,

@@ -1,0 +1,137 @@
+/* imap_session: the proxy's IMAP server side, one per client connection.
+ *
+ * A faithful pass-through: the session is a server to its client and,
+ * through its imap_client, a client of the upstream server. Commands are
+ * relayed with their tags as the client wrote them (pipelined, in order);
+ * every response is relayed as the server wrote it, copied once from the
+ * upstream's input into the client's output. What the proxy changes:
+ *  - capabilities (greeting, CAPABILITY, [CAPABILITY ...] codes, ENABLE,
+ *    ENABLED) are filtered to what the proxy honours (imap_capability.h);
+ *    STARTTLS and LOGINDISABLED are the proxy's own;
+ *  - commands the proxy does not honour are answered by it (tagged BAD or
+ *    NO) and never reach the upstream; so are bad syntax and over-long
+ *    lines or literals, as Dovecot answers them;
+ *  - ID loses the client's x-originating-* / x-connected-* fields (the
+ *    upstream may trust the proxy's word for them) and, when configured,
+ *    the upstream learns the real client address;
+ *  - a FETCH can be claimed by the FETCH hooks below (issue 12: decrypt on
+ *    FETCH), which then see each response item by item.
+ * Credentials pass through and are never stored or logged (LOGIN with
+ * quoted or literal arguments; AUTHENTICATE PLAIN, LOGIN, XOAUTH2,
+ * OAUTHBEARER with SASL-IR and continuations); the identity the upstream
+ * accepted is kept for logs and the hooks.
+ *
+ * States (one enum, one transition function, logged at debug):
+ *   TLS -> CONNECTING -> NOT_AUTH -> AUTH_WAIT <-> AUTHENTICATE
+ *   AUTH_WAIT -> AUTHENTICATED <-> SELECTED; IDLE, APPEND, APPEND_WAIT and
+ *   DISCARD return to AUTHENTICATED or SELECTED; LOGOUT; CLOSING.
+ * One log line per session at its end: user, client address, duration,
+ * bytes each way, commands, outcome; every line carries the session id. */
+#ifndef QUMAIL_IMAP_SESSION_H
+#define QUMAIL_IMAP_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "imap_client.h"
+#include "imap_cmd.h"
+#include "imap_parser.h"
+#include "net.h"
+
+typedef struct imap_session imap_session;
+
+#define IMAP_MIN_IDLE_TIMEOUT_MS (30ull * 60 * 1000) /* RFC 3501 5.4 */
+
+struct imap_session_config {
+    const char *listener;          /* name for logs */
+    net_tls *tls_ctx;              /* server context; NULL: no TLS */
+    bool implicit_tls;             /* TLS from the first byte (993) */
+    bool require_tls_for_auth;     /* LOGINDISABLED, AUTHENTICATE refused
+                                      until TLS (unless implicit) */
+    uint64_t login_timeout_ms;     /* before authentication (0: 180 s) */
+    uint64_t idle_timeout_ms;      /* authenticated; at least 30 min */
+    uint64_t command_timeout_ms;   /* inside a command or literal (0: 300 s) */
+    size_t max_line;               /* command bytes outside literals (0: 64 KiB) */
+    size_t max_command;            /* a command with its literals, APPEND
+                                      excepted (0: 256 KiB) */
+    uint64_t max_append;           /* APPEND literal (0: no own limit) */
+    size_t output_high_water;      /* pause the other side above (0: 256 KiB) */
+    struct imap_client_config upstream;
+};
+
+/* ---- FETCH hooks ------------------------------------------------------------
+ *
+ * How a rewriter (issue 12) sits between the upstream's FETCH responses and
+ * the client. All optional; without `command` every FETCH is relayed as a
+ * byte span (the fast path).
+ *
+ *  command(f, &rewrite): a FETCH / UID FETCH the client sent, parsed. NULL:
+ *      relay it and its responses untouched. Otherwise a context claims it;
+ *      *rewrite may be set to a malloc'd replacement for everything after
+ *      "FETCH " (sequence set, items, modifiers; quoted strings only, no
+ *      literals), which is what the upstream then gets; the session frees it.
+ *  response_begin(cmd, seq): a `* seq FETCH (` of a claimed command. While
+ *      one is in flight, every untagged FETCH goes to the oldest claimed
+ *      command - including flag updates (FLAGS/UID/MODSEQ only): pass them.
+ *  item(cmd, name, index): an item of it ("UID", "BODY[HEADER.FIELDS
+ *      (FROM)]<0>": imap_resp's canonical name). PASS relays it verbatim,
+ *      DROP discards it, TAKE hands its value to value() instead.
+ *  value(cmd, tok, last): a TAKEn item's value, token by token (literal
+ *      data in chunks as it arrives; last on the value's final token).
+ *  response_end(cmd): CONTINUE closes the response now; WAIT keeps it open
+ *      and stops reading the upstream until imap_session_fetch_resume().
+ *  command_end(cmd, status): the tagged response arrived (it is relayed
+ *      right after); free the context here.
+ * While a response is open the hook adds items with
+ * imap_session_fetch_item() and streams long values with
+ * imap_session_fetch_write(); the session writes `* seq FETCH (`, the
+ * spaces between items and `)` CRLF. Flow control for long values:
+ * imap_session_client_pending(). */
+enum imap_fetch_verdict { IMAP_FETCH_PASS, IMAP_FETCH_DROP, IMAP_FETCH_TAKE };
+enum imap_fetch_flow { IMAP_FETCH_CONTINUE, IMAP_FETCH_WAIT };
+
+struct imap_fetch_hooks {
+    void *(*command)(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite_r);
+    void (*response_begin)(void *ctx, imap_session *s, void *cmd, uint32_t seq);
+    enum imap_fetch_verdict (*item)(void *ctx, imap_session *s, void *cmd, const char *name,
+                                    unsigned index);
+    void (*value)(void *ctx, imap_session *s, void *cmd, const struct imap_token *tok, bool last);
+    enum imap_fetch_flow (*response_end)(void *ctx, imap_session *s, void *cmd);
+    void (*command_end)(void *ctx, imap_session *s, void *cmd, enum imap_status status);
+};
+
+struct imap_session_hooks {
+    /* The upstream accepted a login; user is the identity the proxy saw
+     * (LOGIN's user name, the SASL authorization or authentication id),
+     * "" when unknown (PREAUTH). */
+    void (*login)(void *ctx, imap_session *s, const char *user);
+    struct imap_fetch_hooks fetch;
+    /* The session is gone (s is invalid afterwards). Stop any work for it. */
+    void (*closed)(void *ctx, imap_session *s);
+};
+
+/* Takes over an accepted connection; NULL on failure (the connection is
+ * closed then). The session connects upstream at once and greets the
+ * client when the upstream is ready. */
+imap_session *imap_session_new(uv_loop_t *loop, net_conn *conn,
+                               const struct imap_session_config *cfg,
+                               const struct imap_session_hooks *hooks, void *hooks_ctx);
+/* Closes at once with "* BYE <reason>" (daemon shutdown); the closed
+ * hook runs. */
+void imap_session_close(imap_session *s, const char *reason);
+
+const char *imap_session_id(const imap_session *s);
+const char *imap_session_peer(const imap_session *s);
+const char *imap_session_user(const imap_session *s); /* "" before login */
+bool imap_session_selected(const imap_session *s);
+
+/* For FETCH hooks, inside an open response (see above). value is raw IMAP
+ * ("123", "(\\Seen)", "{5}\r\nhello", "NIL"). */
+int imap_session_fetch_item(imap_session *s, const char *name, const void *value, size_t len);
+int imap_session_fetch_write(imap_session *s, const void *data, size_t len);
+void imap_session_fetch_resume(imap_session *s);
+size_t imap_session_client_pending(const imap_session *s);
+
+#endif

@@ -1,0 +1,242 @@
+/* Scripted peers over real loopback sockets for the IMAP session tests: a
+ * client talking to an imap_session whose upstream is a scripted server.
+ *
+ * Script steps:
+ *   "> text"    send text + CRLF
+ *   ">>text"    send text as is (C escapes for CRLF inside)
+ *   "< text"    the next line received equals text (without CRLF)
+ *   "<^text"    the next line starts with text
+ *   "<~text"    skip lines until one starts with text
+ *   "<*text"    the next line contains text
+ *   "<@text"    the next line is "TAG text..." (text a prefix); TAG is kept
+ *   ">@text"    send the kept TAG, a space, text and CRLF
+ *   "T" / "S"   start TLS as client (verifying tls_name) / as server;
+ *               "T?" / "S?" when the handshake is expected to fail
+ *   "<$"        the other side closes (EOF) next; no line before it
+ *   "~ms"       pause
+ *   "x"         close now
+ * A script that ends without "x" or "<$" closes after its last write.
+ * Lines received are appended to log (for extra assertions). */
+#ifndef IMAP_TEST_PEER_H
+#define IMAP_TEST_PEER_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "net.h"
+
+struct peer {
+    const char *name;
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    bool timer_on;
+    net_conn *conn;
+    const char *const *script;
+    size_t step;
+    bool done;
+    bool failed;
+    bool eof_seen;
+    void (*on_done)(void *arg);
+    void *done_arg;
+    char *log;
+    size_t log_len, log_cap;
+    net_tls *tls;          /* for "T" / "S" */
+    const char *tls_name;
+    bool tls_started;
+    char tag[64];          /* "<@" */
+};
+
+static inline void peer_finish(struct peer *p)
+{
+    if (p->timer_on) {
+        uv_close((uv_handle_t *)&p->timer, NULL);
+        p->timer_on = false;
+    }
+    if (!p->done) {
+        p->done = true;
+        if (p->on_done)
+            p->on_done(p->done_arg);
+    }
+}
+
+static void peer_run(struct peer *p);
+
+static inline void peer_timer_cb(uv_timer_t *t)
+{
+    struct peer *p = t->data;
+    p->step++;
+    peer_run(p);
+}
+
+static void peer_run(struct peer *p)
+{
+    while (p->conn && p->script[p->step]) {
+        const char *st = p->script[p->step];
+        if (st[0] == '~') {
+            if (!p->timer_on) {
+                uv_timer_init(p->loop, &p->timer);
+                p->timer.data = p;
+                p->timer_on = true;
+            }
+            uv_timer_start(&p->timer, peer_timer_cb, strtoull(st + 1, NULL, 10), 0);
+            return;
+        }
+        if (st[0] == 'T' || st[0] == 'S') {
+            if (!p->tls_started) {
+                p->tls_started = true;
+                if (net_conn_start_tls(p->conn, p->tls, st[0] == 'T' ? p->tls_name : NULL) < 0) {
+                    fprintf(stderr, "%s: cannot start TLS\n", p->name);
+                    p->failed = true;
+                    net_conn_close(&p->conn);
+                    peer_finish(p);
+                }
+            }
+            return; /* NET_EV_TLS_READY moves on */
+        }
+        if (st[0] == 'x') {
+            net_conn_close(&p->conn);
+            p->step++;
+            break;
+        }
+        if (st[0] == '>' && st[1] == '@') {
+            net_conn_printf(p->conn, "%s %s\r\n", p->tag, st + 2);
+        } else if (st[0] == '>' && st[1] == '>') {
+            net_conn_write(p->conn, st + 2, strlen(st + 2));
+        } else if (st[0] == '>') {
+            net_conn_printf(p->conn, "%s\r\n", st + 2);
+        } else {
+            return; /* an expectation */
+        }
+        p->step++;
+    }
+    if (!p->script[p->step]) {
+        if (p->conn)
+            net_conn_close_after_write(&p->conn);
+        peer_finish(p);
+    }
+}
+
+static inline void peer_log(struct peer *p, const char *line, size_t len)
+{
+    if (p->log_len + len + 1 > p->log_cap) {
+        size_t cap = p->log_cap ? p->log_cap * 2 : 4096;
+        while (cap < p->log_len + len + 1)
+            cap *= 2;
+        p->log = realloc(p->log, cap);
+        p->log_cap = cap;
+    }
+    memcpy(p->log + p->log_len, line, len);
+    p->log_len += len;
+    p->log[p->log_len] = '\0';
+}
+
+static inline void peer_fail(struct peer *p, const char *what, const char *line, size_t len)
+{
+    fprintf(stderr, "%s: step %zu (%s): %s '%.*s'\n", p->name, p->step,
+            p->script[p->step] ? p->script[p->step] : "end", what, (int)(len > 300 ? 300 : len),
+            line);
+    p->failed = true;
+    net_conn_close(&p->conn);
+    peer_finish(p);
+}
+
+static inline void peer_line(struct peer *p, const char *line, size_t len)
+{
+    peer_log(p, line, len);
+    size_t l = len;
+    while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+        l--;
+    const char *want = p->script[p->step];
+    if (!want) {
+        peer_fail(p, "unexpected line after the script", line, l);
+        return;
+    }
+    if (want[0] != '<') {
+        peer_fail(p, "unexpected line", line, l);
+        return;
+    }
+    bool ok;
+    if (want[1] == '^') {
+        ok = l >= strlen(want + 2) && memcmp(line, want + 2, strlen(want + 2)) == 0;
+    } else if (want[1] == '~') {
+        if (!(l >= strlen(want + 2) && memcmp(line, want + 2, strlen(want + 2)) == 0))
+            return; /* skipped */
+        ok = true;
+    } else if (want[1] == '$') {
+        ok = false;
+    } else if (want[1] == '*') {
+        char *tmp = malloc(l + 1);
+        memcpy(tmp, line, l);
+        tmp[l] = '\0';
+        ok = strstr(tmp, want + 2) != NULL;
+        free(tmp);
+    } else if (want[1] == '@') {
+        const char *sp = memchr(line, ' ', l);
+        size_t tl = sp ? (size_t)(sp - line) : 0;
+        ok = sp && tl < sizeof(p->tag) && (size_t)(line + l - sp - 1) >= strlen(want + 2) &&
+             memcmp(sp + 1, want + 2, strlen(want + 2)) == 0;
+        if (ok) {
+            memcpy(p->tag, line, tl);
+            p->tag[tl] = '\0';
+        }
+    } else {
+        ok = l == strlen(want + 2) && memcmp(line, want + 2, l) == 0;
+    }
+    if (!ok) {
+        peer_fail(p, "got", line, l);
+        return;
+    }
+    p->step++;
+    peer_run(p);
+}
+
+static inline void peer_cb(net_conn *conn, enum net_event ev, void *arg)
+{
+    struct peer *p = arg;
+    (void)conn;
+    switch (ev) {
+    case NET_EV_CONNECTED:
+        peer_run(p);
+        return;
+    case NET_EV_TLS_READY:
+        p->step++;
+        peer_run(p);
+        return;
+    case NET_EV_READ: {
+        size_t len;
+        while (p->conn && (len = net_conn_line_len(p->conn)) > 0) {
+            size_t avail;
+            const char *in = net_conn_input(p->conn, &avail);
+            char *line = malloc(len);
+            memcpy(line, in, len);
+            net_conn_consume(p->conn, len);
+            peer_line(p, line, len);
+            free(line);
+        }
+        return;
+    }
+    case NET_EV_EOF:
+    case NET_EV_ERROR:
+    case NET_EV_TIMEOUT:
+        p->eof_seen = true;
+        if (p->script[p->step] &&
+            (strcmp(p->script[p->step], "<$") == 0 || strcmp(p->script[p->step], "S?") == 0 ||
+             strcmp(p->script[p->step], "T?") == 0)) {
+            p->step++; /* an end that was expected (or a TLS failure that was) */
+        } else if (p->script[p->step]) {
+            fprintf(stderr, "%s: %s at step %zu (%s)\n", p->name, net_event_name(ev), p->step,
+                    p->script[p->step]);
+            p->failed = true;
+        }
+        net_conn_close(&p->conn);
+        peer_finish(p);
+        return;
+    default:
+        return;
+    }
+}
+
+#endif
