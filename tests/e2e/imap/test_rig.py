@@ -12,7 +12,9 @@ with the reason while it has no IMAP side).
 """
 
 import os
+import re
 import sys
+import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,6 +49,24 @@ def main():
         uids = rig.load(USER, "INBOX", [CRLF_MSG, LF_MSG])
         check(uids == [1, 2], "APPEND loads return UIDs 1, 2 (got %r)" % uids)
         rig.load(USER, "Archive", [CRLF_MSG])
+        if not via_proxy:
+            # Loads at different moments give the same INTERNALDATEs (by
+            # position): an undated message sorts by it (RFC 5256).
+            time.sleep(1.1)
+            rig.load(USER, "Later", [CRLF_MSG, LF_MSG])
+            dates = {}
+            c = rig.direct().connect(USER)
+            try:
+                for box in ("INBOX", "Later"):
+                    c.select(box, readonly=True)
+                    untagged, _ = c.command(b"UID FETCH 1:2 (INTERNALDATE)", check=True)
+                    dates[box] = [re.search(rb'INTERNALDATE "([^"]+)"', u).group(1)
+                                  for u in untagged]
+            finally:
+                c.logout()
+            check(dates["INBOX"] == dates["Later"] == [I.load_date(0).encode(),
+                                                       I.load_date(1).encode()],
+                  "INTERNALDATE by position, the same for every load (%r)" % dates)
         rig.write_maildir(USER, "INBOX", LF_MSG, "lfdisk")
         for tls in ("none", "starttls", "implicit"):
             for t in rig.targets(tls=tls):

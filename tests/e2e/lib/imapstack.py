@@ -168,6 +168,15 @@ def _listener_probe(qumail, d):
 
 # -- certificates -----------------------------------------------------------
 
+def load_date(i):
+    """The INTERNALDATE ImapRig.load gives the i-th message: one second
+    apart from 2026-12-01 00:00:00 UTC (after every dated corpus message)."""
+    t = time.gmtime(1796083200 + i)
+    month = "JanFebMarAprMayJunJulAugSepOctNovDec"[3 * t.tm_mon - 3:3 * t.tm_mon]
+    return "%02d-%s-%04d %02d:%02d:%02d +0000" % (t.tm_mday, month, t.tm_year, t.tm_hour,
+                                                  t.tm_min, t.tm_sec)
+
+
 # -- targets: where a client connects ----------------------------------------
 
 class Target:
@@ -326,14 +335,24 @@ class ImapRig:
         as CRLF anyway). Returns the UIDs. APPEND rather than LMTP: no
         delivery headers are added, the order and UIDs are known, and it
         works for any mailbox; doveadm save would need the stack's
-        dovecot.conf and gives no UIDs."""
+        dovecot.conf and gives no UIDs.
+
+        INTERNALDATE is given, by position (load_date(i)), not left to the
+        server's clock: a message without a Date: field sorts and searches
+        by it (RFC 5256 SORT DATE, Dovecot's SENT* too), so two mailboxes
+        loaded with the same list must hold the same dates; with the clock,
+        a load that straddled a second boundary reordered them (a flaky
+        e2e_imap_search under load: SORT (REVERSE DATE) of the three
+        undated corpus messages)."""
+        dates = [load_date(i) for i in range(len(messages))]
         c = self.direct().connect(user)
         try:
             if create and mailbox.upper() != "INBOX":
                 c.command(b"CREATE " + quote(mailbox))  # may exist already
             if flags:
-                return [c.append(mailbox, m, flags=flags)[1] for m in messages]
-            return c.append_many(mailbox, messages)
+                return [c.append(mailbox, m, flags=flags, date=d)[1]
+                        for m, d in zip(messages, dates)]
+            return c.append_many(mailbox, messages, dates=dates)
         finally:
             c.logout()
 
