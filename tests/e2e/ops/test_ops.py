@@ -230,7 +230,8 @@ def main():
         # the KME unreachable: not ready, and the reason names the link
         dead = M.free_ports(1)[0]
         with AdminProxy(certs, upstream_port=ms.submission_port, listeners=("plain",),
-                        workdir=work, kme_url="https://127.0.0.1:%d" % dead) as px:
+                        workdir=work, kme_url="https://127.0.0.1:%d" % dead,
+                        kme_timeout="3s") as px:
             code, body = wait_ready(px, want=503)
             code, body = px.get("/readyz")
             check(code == 503 and "kme link 'site', slave SAE 'SAE_B'" in body,

@@ -6,9 +6,11 @@
 
 The proxy runs with the embedded KME simulator (KME_A for the sender side,
 KME_B for the receiver side), one KME link "site" (SAE_A -> KME_A) and a
-policy file. decrypt(raw) decrypts a stored message as the receiver does
-(tests/e2e/smtp/qkd_decrypt.c: dec_keys from KME_B with SAE_B's
-certificate). Every process is killed on stop(), at exit and on SIGTERM
+policy file. KME requests time out after kme_timeout, 30 s by default (an
+ASan build of the simulator on a loaded machine can take seconds per
+enc_keys); tests that point at a dead KME pass a short one. decrypt(raw)
+decrypts a stored message as the receiver does (tests/e2e/smtp/qkd_decrypt.c:
+dec_keys from KME_B with SAE_B's certificate). Every process is killed on stop(), at exit and on SIGTERM
 (through the mailstack harness' registry). Python 3 standard library only.
 """
 
@@ -52,7 +54,7 @@ class ProxyStack:
                  policy=DEFAULT_POLICY, listeners=("plain", "starttls", "implicit"),
                  kme_url=None, trace_header=True, limits=None, log_level="info",
                  trusted_networks=None, upstream_client_cert=False, workdir=None,
-                 kme_timeout="3s", upstream_server_name="localhost", fixed_ports=None):
+                 kme_timeout="30s", upstream_server_name="localhost", fixed_ports=None):
         self.certs = certs
         self.upstream_port = upstream_port
         self.upstream_tls = upstream_tls

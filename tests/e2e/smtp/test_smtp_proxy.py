@@ -109,6 +109,9 @@ class ProxyE2E(unittest.TestCase):
     # -- helpers --------------------------------------------------------------
 
     def send(self, rcpts, msg, px=None, port="plain", login=ALICE, sender=None, **kw):
+        # patient beyond the proxy's own KME and upstream deadlines (30 s):
+        # on a loaded machine the answer comes late, not never
+        kw.setdefault("timeout", 90)
         px = px or self.px
         return M.smtp_send(px.host, px.ports[port], sender or ALICE[0], rcpts, msg,
                            login=login, ssl_context=self.ctx, **kw)
@@ -281,7 +284,7 @@ class ProxyE2E(unittest.TestCase):
             "example.net           action=require")
         with P.ProxyStack(self.certs, self.ms.submission_port, workdir=self.work,
                           kme_url="https://127.0.0.1:%d" % dead, policy=policy,
-                          trusted_networks=["192.0.2.0/24"]) as px:
+                          trusted_networks=["192.0.2.0/24"], kme_timeout="3s") as px:
             before = self.ms.accepted_queue_ids()
             msg = mime_message(ALICE[0], ["bob@example.org"], "kme down", "secret\n")
             with self.assertRaises(smtplib.SMTPDataError) as cm:
