@@ -243,7 +243,7 @@ int qcfg_load_buffer(const char *name, const char *base_dir, const char *text,
     if (error_r)
         *error_r = NULL;
     if (len > QCFG_MAX_FILE_SIZE) {
-        set_error(error_r, "%s: larger than %u bytes", name, QCFG_MAX_FILE_SIZE);
+        set_error(error_r, "%s: larger than %zu bytes", name, QCFG_MAX_FILE_SIZE);
         return QCFG_EIO;
     }
     json_error_t jerr;
@@ -304,7 +304,7 @@ int qcfg_load_file(const char *path, struct qcfg **doc_r, char **error_r)
         return QCFG_EIO;
     }
     if ((uintmax_t)st.st_size > QCFG_MAX_FILE_SIZE) {
-        set_error(error_r, "%s: larger than %u bytes", path, QCFG_MAX_FILE_SIZE);
+        set_error(error_r, "%s: larger than %zu bytes", path, QCFG_MAX_FILE_SIZE);
         fclose(f);
         return QCFG_EIO;
     }

@@ -41,7 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QCFG_MAX_FILE_SIZE (4u * 1024u * 1024u)
+#define QCFG_MAX_FILE_SIZE ((size_t)4 << 20)
 
 /* Return codes of the loaders. */
 enum {
@@ -150,7 +150,7 @@ void qcfg_node_key_pos(const qcfg_node *node, unsigned *line_r, unsigned *col_r)
 void qcfg_error_at(struct qcfg *doc, const qcfg_node *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void qcfg_verror_at(struct qcfg *doc, const qcfg_node *node, const char *fmt,
-                    va_list ap);
+                    va_list ap) __attribute__((format(printf, 3, 0)));
 /* The same, but pointing at the node's key rather than its value. */
 void qcfg_error_at_key(struct qcfg *doc, const qcfg_node *node,
                        const char *fmt, ...)

@@ -185,17 +185,6 @@ const char *etsi014_endpoint_name(enum etsi014_endpoint ep)
     return "?";
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 char *etsi014_url_decode(const char *s, size_t len, bool plus_is_space,
                          size_t max_len)
 {
@@ -209,8 +198,8 @@ char *etsi014_url_decode(const char *s, size_t len, bool plus_is_space,
         char c = s[i];
         if (c == '%') {
             int hi, lo;
-            if (i + 2 >= len || (hi = hexval((unsigned char)s[i + 1])) < 0 ||
-                (lo = hexval((unsigned char)s[i + 2])) < 0) {
+            if (i + 2 >= len || (hi = OPENSSL_hexchar2int((unsigned char)s[i + 1])) < 0 ||
+                (lo = OPENSSL_hexchar2int((unsigned char)s[i + 2])) < 0) {
                 free(out);
                 return NULL;
             }

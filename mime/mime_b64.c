@@ -113,11 +113,11 @@ dec_avx2(const unsigned char **pp, const unsigned char *end, unsigned char **oo)
     unsigned char *o = *oo;
 #define DEC_BLOCK_CHECK(str, hi_n, bad)                                       \
     do {                                                                      \
-        hi_n = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);          \
+        (hi_n) = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);        \
         __m256i lo_ = _mm256_shuffle_epi8(lut_lo, _mm256_and_si256(str,       \
                                                                    mask_2f)); \
         __m256i hi_ = _mm256_shuffle_epi8(lut_hi, hi_n);                      \
-        bad = !_mm256_testz_si256(lo_, hi_);                                  \
+        (bad) = !_mm256_testz_si256(lo_, hi_);                                \
     } while (0)
 #define DEC_BLOCK_STORE(str, hi_n, out)                                       \
     do {                                                                      \
@@ -232,7 +232,7 @@ size_t mime_b64_encode_lines(const unsigned char *in, size_t n,
             memcpy(&c[1], enc_pair[(x >> 40) & 0xfff], 2);
             memcpy(&c[2], enc_pair[(x >> 28) & 0xfff], 2);
             memcpy(&c[3], enc_pair[(x >> 16) & 0xfff], 2);
-            memcpy(o + g / 3 * 4, c, 8);
+            memcpy(o + (size_t)g / 3 * 4, c, 8);
         }
         encode_group(in + 54, o + 72); /* octets 54..56 */
         o += 76;

@@ -13,7 +13,7 @@
 #include "mime_internal.h"
 
 #define READ_BUF (MIME_LINE_LIMIT * 4u)
-#define WRITE_BUF (512u * 1024u)
+#define WRITE_BUF ((size_t)512 << 10)
 
 /* ---- reader ----------------------------------------------------------------- */
 
@@ -215,7 +215,7 @@ struct mime_writer *mime_writer_mem(size_t exact_size, int wipe)
         return NULL;
     w->fd = -1;
     w->wipe = wipe;
-    w->cap = exact_size > 0 ? exact_size : 64u * 1024u;
+    w->cap = exact_size > 0 ? exact_size : (size_t)64 << 10;
     w->exact = exact_size > 0;
     if ((w->buf = malloc(w->cap)) == NULL) {
         free(w);
@@ -486,7 +486,7 @@ int mime_spill_append(struct mime_spill *s, const void *data, size_t len)
 {
     if (s->fd < 0 && s->mem_len + len <= s->threshold) {
         if (s->mem_cap - s->mem_len < len) {
-            size_t ncap = s->mem_cap ? s->mem_cap : 64u * 1024u;
+            size_t ncap = s->mem_cap ? s->mem_cap : (size_t)64 << 10;
             while (ncap - s->mem_len < len)
                 ncap *= 2;
             if (ncap > s->threshold)

@@ -15,7 +15,7 @@
 #define MAX_PLACEHOLDER 200
 #define MAX_SAE_ID 255
 #define DEFAULT_PLACEHOLDER "Protected message"
-#define DEFAULT_OTP_MAX (64u * 1024u)
+#define DEFAULT_OTP_MAX ((uint64_t)64 << 10)
 
 /* ---- errors ---- */
 
@@ -791,7 +791,7 @@ int pol_parse(const char *name, const char *text, size_t len,
         .on_no_key = POLICY_DEFER,
     };
     if (len > POLICY_MAX_FILE_SIZE)
-        perror_at(&p, 0, "larger than %u bytes", POLICY_MAX_FILE_SIZE);
+        perror_at(&p, 0, "larger than %zu bytes", POLICY_MAX_FILE_SIZE);
     else
         parse_lines(&p, text, len);
     if (!p.oom)

@@ -42,8 +42,8 @@ int policy_load_file(const char *path, const char *const *links, policy **pol_r,
         why = "not a regular file";
     else if ((uintmax_t)st.st_size > POLICY_MAX_FILE_SIZE)
         why = "file too large";
-    if (why) {
-        if (error_r && asprintf(error_r, "%s: %s", path, why) < 0)
+    if (why || !f) {
+        if (error_r && asprintf(error_r, "%s: %s", path, why ? why : "cannot open") < 0)
             *error_r = NULL;
         if (f)
             fclose(f);

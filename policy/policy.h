@@ -92,7 +92,7 @@ struct policy_sender_rule {
 typedef struct policy policy;
 
 /* Limits on input. */
-#define POLICY_MAX_FILE_SIZE (64u * 1024u * 1024u)
+#define POLICY_MAX_FILE_SIZE ((size_t)64 << 20)
 #define POLICY_MAX_LINE 8192   /* bytes per physical line */
 #define POLICY_MAX_ERRORS 100  /* further errors are counted, not listed */
 

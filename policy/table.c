@@ -89,7 +89,7 @@ struct pol_chunk {
     char data[];
 };
 
-#define CHUNK_SIZE (64u * 1024u)
+#define CHUNK_SIZE ((size_t)64 << 10)
 
 char *pol_arena_strndup(struct pol_arena *a, const char *s, size_t n)
 {

@@ -161,6 +161,9 @@ static bool req_complete(kme_pool *p, struct kme_http_req *r, int error, int sta
         return false; /* cancelled while in flight: the answer is dropped */
     bool gone = false;
     bool *outer = p->gone;
+    /* Only for the callback's duration: restored below, or the pool is
+     * gone (freed by the callback) and with it the pointer. */
+    // cppcheck-suppress autoVariables
     p->gone = &gone;
     done(error, status, body != NULL ? body : "", len, detail, arg);
     if (gone) {
@@ -287,8 +290,11 @@ static bool conn_assign(struct pconn *c, struct kme_http_req *r)
 
 static void pump(kme_pool *p)
 {
+    /* p->idle holds exactly the IDLE connections: conn_assign moves the
+     * head out of it (conn_enter) before it can be destroyed. The analyzer
+     * does not know the state of the head and reports a use after free. */
     while (p->qhead != NULL && p->idle != NULL)
-        conn_assign(p->idle, p->qhead); /* on failure the next idle one */
+        conn_assign(p->idle, p->qhead); // NOLINT(clang-analyzer-unix.Malloc)
     unsigned pending = p->nopening;
     while (pending < p->queued && p->nconns < p->cfg.max_connections) {
         if (!conn_open(p))
@@ -503,6 +509,10 @@ static void deadline_cb(void *arg)
 {
     kme_pool *p = arg;
     uint64_t now = uv_now(p->loop);
+    /* req_free unlinks the head (which has no aprev) and moves p->ahead on;
+     * the analyzer assumes a head with an aprev and reports a use after
+     * free. */
+    // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
     while (p->ahead != NULL && p->ahead->deadline <= now)
         if (request_expire(p, p->ahead))
             return;
@@ -601,9 +611,12 @@ void kme_pool_free(kme_pool **pp)
     /* Detach everything first: the callbacks below may do anything except
      * use this pool (it is being freed). */
     struct kme_http_req *cancelled = NULL;
+    /* conn_destroy unlinks c from c->pool->conns, and c->pool is p: the
+     * analyzer does not know the back pointer (use after free reported at
+     * c->req). */
     while (p->conns != NULL) {
         struct pconn *c = p->conns;
-        if (c->req != NULL) {
+        if (c->req != NULL) { // NOLINT(clang-analyzer-unix.Malloc)
             c->req->next = cancelled;
             cancelled = c->req;
             c->req = NULL;
@@ -616,9 +629,11 @@ void kme_pool_free(kme_pool **pp)
         r->next = cancelled;
         cancelled = r;
     }
+    /* A request is on one connection or in the queue, never both: the list
+     * has no cycle (the analyzer cannot tell, and reports r as freed). */
     while (cancelled != NULL) {
         struct kme_http_req *r = cancelled;
-        cancelled = r->next;
+        cancelled = r->next; // NOLINT(clang-analyzer-unix.Malloc)
         kme_http_done_cb done = r->done;
         void *arg = r->arg;
         req_free(p, r);

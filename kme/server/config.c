@@ -26,7 +26,7 @@ static void cfg_defaults(struct kme_cfg *c)
     c->dec_wait_ms = 1000;
     c->sync_full = true;
     c->idle_timeout_ms = 60000;
-    c->max_body = 64 * 1024;
+    c->max_body = (size_t)64 << 10;
     c->max_connections = 1024;
     c->handshake_timeout_ms = 5000;
     c->max_handshakes = 64;
@@ -198,7 +198,7 @@ static void read_kme(qcfg_node *o, struct kme_cfg *c)
     c->sync_full = sync == 1;
     qcfg_duration(qcfg_member(o, "idle_timeout", 0), 0, UINT64_C(1) << 40,
                   &c->idle_timeout_ms);
-    qcfg_size(qcfg_member(o, "max_body", 0), 1024, 16 * 1024 * 1024, &c->max_body);
+    qcfg_size(qcfg_member(o, "max_body", 0), 1024, (uint64_t)16 << 20, &c->max_body);
     int64_t mc = (int64_t)c->max_connections;
     qcfg_int(qcfg_member(o, "max_connections", 0), 1, 1000000, &mc);
     c->max_connections = (uint64_t)mc;

@@ -127,7 +127,7 @@ static int li_on_material(struct link_in *li, uint64_t off, const char *b64,
         ret = 0;
         if (skip < (size_t)n) {
             size_t len = (size_t)n - skip;
-            uint64_t limit = 2 * li->peer_pool + 16 * 1024 * 1024;
+            uint64_t limit = 2 * li->peer_pool + ((uint64_t)16 << 20);
             struct kme_batch *b = kme_batch(k);
             struct kme_op *op = b != NULL ? kme_batch_op(b, KME_OP_IN_MATERIAL) : NULL;
             uint8_t *copy = malloc(len);
@@ -157,16 +157,15 @@ static int li_on_reservation(struct link_in *li, json_t *msg)
     const char *id = json_string_value(json_object_get(msg, "id"));
     const char *master = json_string_value(json_object_get(msg, "master"));
     json_t *slaves = json_object_get(msg, "slaves");
+    size_t ns = json_is_array(slaves) ? json_array_size(slaves) : 0;
     if (!link_get_u64(msg, "off", &off) || !link_get_u64(msg, "len", &len) || id == NULL ||
-        !etsi014_uuid_valid(id, strlen(id)) || master == NULL ||
-        !json_is_array(slaves) || json_array_size(slaves) == 0 ||
-        json_array_size(slaves) > 65 || len == 0 || len > (1u << 24))
+        !etsi014_uuid_valid(id, strlen(id)) || master == NULL || ns == 0 || ns > 65 ||
+        len == 0 || len > (1u << 24))
         return -1;
     if (off + len <= k->in.head)
         return 0; /* already applied (resend after reconnect) */
     if (off != k->in.head || off + len > k->in.tail)
         return -1;
-    size_t ns = json_array_size(slaves);
     const char *names[65];
     for (size_t i = 0; i < ns; i++) {
         names[i] = json_string_value(json_array_get(slaves, i));

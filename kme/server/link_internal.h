@@ -8,10 +8,10 @@
 
 #include "server_internal.h"
 
-#define MAX_LINE (64 * 1024)
+#define MAX_LINE ((size_t)64 << 10)
 #define MATERIAL_CHUNK 1024        /* bytes per "m" message (and stored row) */
-#define SEND_HIGH_WATER (256 * 1024)
-#define RETRY_MS 1000
+#define SEND_HIGH_WATER ((size_t)256 << 10)
+#define RETRY_MS ((uint64_t)1000)
 #define PING_MS 10000              /* sender pings an idle link */
 #define LINK_TIMEOUT_MS 30000      /* no input for this long: link dead */
 

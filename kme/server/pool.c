@@ -104,14 +104,14 @@ int kme_held_init(struct kme_held_table *t)
 {
     memset(t, 0, sizeof(*t));
     t->bucket_count = 4096;
-    t->buckets = calloc(t->bucket_count, sizeof(*t->buckets));
+    t->buckets = calloc(t->bucket_count, sizeof(struct kme_held *));
     return t->buckets != NULL ? 0 : -1;
 }
 
 void kme_held_free(struct kme_held *h)
 {
     free(h->master);
-    for (size_t i = 0; i < h->slave_count; i++)
+    for (size_t i = 0; h->slaves != NULL && i < h->slave_count; i++)
         free(h->slaves[i]);
     free(h->slaves);
     for (size_t i = 0; i < h->delivered_count; i++)
@@ -142,7 +142,7 @@ void kme_held_free_all(struct kme_held_table *t)
 static void held_rehash(struct kme_held_table *t)
 {
     size_t n = t->bucket_count * 2;
-    struct kme_held **b = calloc(n, sizeof(*b));
+    struct kme_held **b = calloc(n, sizeof(struct kme_held *));
     if (b == NULL)
         return; /* keep the longer chains */
     for (size_t i = 0; i < t->bucket_count; i++) {
@@ -325,8 +325,8 @@ int kme_outbox_reserve(struct kme_outbox *q, size_t n)
         struct kme_reservation *items = calloc(cap, sizeof(*items));
         if (items == NULL)
             return -1;
-        for (size_t i = 0; i < q->count; i++)
-            items[i] = *kme_outbox_at(q, i);
+        for (size_t i = 0; q->cap > 0 && i < q->count; i++) /* count > 0: cap > 0 */
+            items[i] = q->items[(q->first + i) % q->cap];
         free(q->items);
         q->items = items;
         q->cap = cap;

@@ -372,7 +372,7 @@ static int apply_op(struct kme_store *st, const struct kme_op *op)
     case KME_OP_IN_MATERIAL:
         s = st->st[op->kind == KME_OP_OUT_MATERIAL ? S_OUT_INS : S_IN_INS];
         sqlite3_bind_int64(s, 1, (sqlite3_int64)op->off);
-        sqlite3_bind_int64(s, 2, (sqlite3_int64)(op->off + op->len));
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)op->off + (sqlite3_int64)op->len);
         sqlite3_bind_blob(s, 3, op->data, (int)op->len, SQLITE_STATIC);
         return run(s);
     case KME_OP_OUTBOX_ADD:

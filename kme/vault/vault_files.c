@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "statefile.h"
 #include "vault_internal.h"
 
 static int fail_errno(char **error_r, const char *what, const char *path)
@@ -41,37 +42,16 @@ static char *dir_of(const char *path)
 
 int kme_vault_mkdirs(const char *dir, char **error_r)
 {
-    char *p = strdup(dir);
-    if (p == NULL)
-        return KME_VAULT_ENOMEM;
-    int ret = 0;
-    size_t len = strlen(p);
-    /* Walk the components; each missing one is created 0700 (chmod after
-     * mkdir, so the umask does not matter). */
-    for (size_t i = 1; i <= len && ret == 0; i++) {
-        if (p[i] != '/' && p[i] != '\0')
-            continue;
-        char saved = p[i];
-        p[i] = '\0';
-        if (mkdir(p, 0700) == 0) {
-            if (chmod(p, 0700) != 0)
-                ret = fail_errno(error_r, "chmod", p);
-        } else if (errno != EEXIST) {
-            ret = fail_errno(error_r, "cannot create folder", p);
-        }
-        p[i] = saved;
+    char *warning = NULL, *err = NULL;
+    if (statefile_dir(dir, &warning, &err) == 0) {
+        /* Listable by others: accepted, the vault's files are 0600. */
+        free(warning);
+        return 0;
     }
-    struct stat st;
-    if (ret == 0 && stat(dir, &st) != 0)
-        ret = fail_errno(error_r, "cannot stat folder", dir);
-    else if (ret == 0 && !S_ISDIR(st.st_mode))
-        ret = kme_vault_fail(error_r, KME_VAULT_EIO, "%s: not a folder", dir);
-    else if (ret == 0 && (st.st_mode & 022) != 0)
-        ret = kme_vault_fail(error_r, KME_VAULT_EPERM,
-                             "folder %s is writable by group or others "
-                             "(mode %03o): chmod 700 %s",
-                             dir, (unsigned)(st.st_mode & 0777), dir);
-    free(p);
+    int e = errno;
+    int code = e == ENOMEM ? KME_VAULT_ENOMEM : e == EPERM ? KME_VAULT_EPERM : KME_VAULT_EIO;
+    int ret = kme_vault_fail(error_r, code, "%s", err != NULL ? err : "state folder");
+    free(err);
     return ret;
 }
 
@@ -92,17 +72,6 @@ int kme_vault_fsync_dir(const char *path, char **error_r)
 
 /* ---- master key ------------------------------------------------------------ */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* 32 raw bytes, or 64 hex digits with an optional line end. */
 static bool parse_key(const uint8_t *buf, size_t len,
                       uint8_t key[KME_VAULT_MASTER_LEN])
@@ -118,7 +87,7 @@ static bool parse_key(const uint8_t *buf, size_t len,
     if (len != 2 * KME_VAULT_MASTER_LEN)
         return false;
     for (size_t i = 0; i < KME_VAULT_MASTER_LEN; i++) {
-        int hi = hexval(buf[2 * i]), lo = hexval(buf[2 * i + 1]);
+        int hi = OPENSSL_hexchar2int(buf[2 * i]), lo = OPENSSL_hexchar2int(buf[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             OPENSSL_cleanse(key, KME_VAULT_MASTER_LEN);
             return false;

@@ -73,8 +73,9 @@ bool kme_vault_id_ok(const char *s, size_t max);
 
 /* ---- files (vault_files.c) -------------------------------------------------- */
 
-/* Creates the missing folders of dir with mode 0700; refuses a folder that
- * group or others may write. */
+/* Creates the missing folders of dir with mode 0700 and refuses a folder
+ * that is a link, another user's, or writable by group or others
+ * (statefile_dir: KME_VAULT_EPERM). */
 int kme_vault_mkdirs(const char *dir, char **error_r);
 /* Loads the master key; when it is missing and create is set (and no
  * vault exists), creates it atomically first. */

@@ -10,14 +10,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failf(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int failf(char **error_r, const char *fmt, ...)
+/* *error_r formatted, errno = err (statefile.h: the reason for callers
+ * with error codes of their own), -1. */
+static int failf(char **error_r, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int failf(char **error_r, int err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     if (vasprintf(error_r, fmt, ap) < 0)
         *error_r = NULL;
     va_end(ap);
+    errno = err;
     return -1;
 }
 
@@ -37,6 +41,16 @@ static int owner_ok(const struct stat *st)
     return st->st_uid == geteuid() || st->st_uid == 0;
 }
 
+/* mkdir with mode 0700 whatever the umask (one that narrows it further
+ * would leave a folder its owner cannot use). 0, or -1 with errno (EEXIST
+ * when it was there). */
+static int mkdir_private(const char *dir)
+{
+    if (mkdir(dir, 0700) < 0)
+        return -1;
+    return chmod(dir, 0700);
+}
+
 /* mkdir -p for the folders above dir: each missing one is created 0700
  * (a relative state path in an example configuration points into a folder
  * of the checkout that a clean tree does not have yet). */
@@ -47,8 +61,10 @@ static int make_parents(const char *dir)
         return -1;
     for (char *p = path + 1; (p = strchr(p, '/')) != NULL; p++) {
         *p = '\0';
-        if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+        if (mkdir_private(path) < 0 && errno != EEXIST) {
+            int e = errno;
             free(path);
+            errno = e;
             return -1;
         }
         *p = '/';
@@ -64,25 +80,26 @@ int statefile_dir(const char *dir, char **warning_r, char **error_r)
     struct stat st;
     if (lstat(dir, &st) < 0) {
         if (errno != ENOENT)
-            return failf(error_r, "state folder %s: %s", dir, strerror(errno));
-        /* mkdir's mode is masked by the umask: 0700 is only narrowed. */
-        int rc = mkdir(dir, 0700);
+            return failf(error_r, errno, "state folder %s: %s", dir, strerror(errno));
+        int rc = mkdir_private(dir);
         if (rc < 0 && errno == ENOENT && make_parents(dir) == 0)
-            rc = mkdir(dir, 0700);
+            rc = mkdir_private(dir);
         if (rc < 0 && errno != EEXIST)
-            return failf(error_r, "cannot create state folder %s: %s", dir, strerror(errno));
+            return failf(error_r, errno, "cannot create state folder %s: %s", dir,
+                         strerror(errno));
         if (lstat(dir, &st) < 0)
-            return failf(error_r, "state folder %s: %s", dir, strerror(errno));
+            return failf(error_r, errno, "state folder %s: %s", dir, strerror(errno));
     }
     if (S_ISLNK(st.st_mode))
-        return failf(error_r, "state folder %s is a symbolic link: refused", dir);
+        return failf(error_r, EPERM, "state folder %s is a symbolic link: refused", dir);
     if (!S_ISDIR(st.st_mode))
-        return failf(error_r, "state folder %s is not a folder", dir);
+        return failf(error_r, ENOTDIR, "state folder %s is not a folder", dir);
     if (!owner_ok(&st))
-        return failf(error_r, "state folder %s belongs to user %u, not to this one (%u): refused",
-                     dir, (unsigned)st.st_uid, (unsigned)geteuid());
+        return failf(error_r, EPERM,
+                     "state folder %s belongs to user %u, not to this one (%u): refused", dir,
+                     (unsigned)st.st_uid, (unsigned)geteuid());
     if (st.st_mode & (S_IWGRP | S_IWOTH))
-        return failf(error_r,
+        return failf(error_r, EPERM,
                      "state folder %s can be written by %s (mode %04o): others could replace "
                      "its files; refused (chmod 700 %s)",
                      dir, (st.st_mode & S_IWOTH) ? "everyone" : "its group",
@@ -106,21 +123,22 @@ int statefile_private(const char *path, int create, char **warning_r, char **err
         if (errno == ENOENT && !create)
             return 0;
         if (errno == ELOOP)
-            return failf(error_r, "state file %s is a symbolic link: refused", path);
-        return failf(error_r, "state file %s: %s", path, strerror(errno));
+            return failf(error_r, EPERM, "state file %s is a symbolic link: refused", path);
+        return failf(error_r, errno, "state file %s: %s", path, strerror(errno));
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        rc = failf(error_r, "state file %s: %s", path, strerror(errno));
+        rc = failf(error_r, errno, "state file %s: %s", path, strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {
-        rc = failf(error_r, "state file %s is not a regular file: refused", path);
+        rc = failf(error_r, EPERM, "state file %s is not a regular file: refused", path);
     } else if (!owner_ok(&st)) {
-        rc = failf(error_r, "state file %s belongs to user %u, not to this one (%u): refused",
-                   path, (unsigned)st.st_uid, (unsigned)geteuid());
+        rc = failf(error_r, EPERM,
+                   "state file %s belongs to user %u, not to this one (%u): refused", path,
+                   (unsigned)st.st_uid, (unsigned)geteuid());
     } else if ((st.st_mode & 07777) != 0600) {
         if (fchmod(fd, 0600) < 0) {
-            rc = failf(error_r, "cannot make state file %s private (mode %04o): %s", path,
-                       (unsigned)(st.st_mode & 07777), strerror(errno));
+            rc = failf(error_r, errno, "cannot make state file %s private (mode %04o): %s",
+                       path, (unsigned)(st.st_mode & 07777), strerror(errno));
         } else if (st.st_mode & (S_IRWXG | S_IRWXO)) {
             warnf(warning_r,
                   "state file %s was open to others (mode %04o), now 0600: what it held "
@@ -128,6 +146,8 @@ int statefile_private(const char *path, int create, char **warning_r, char **err
                   path, (unsigned)(st.st_mode & 07777));
         }
     }
+    int e = errno;
     close(fd);
+    errno = e;
     return rc;
 }

@@ -6,8 +6,13 @@
 #ifndef QUMAIL_STATEFILE_H
 #define QUMAIL_STATEFILE_H
 
-/* Makes sure dir is a private folder: created with mode 0700 when missing
- * (its parent must exist). Returns 0, or -1 with *error_r (caller frees)
+/* On failure both functions leave the reason in errno as well: EPERM when
+ * the folder or file is refused (a link, another owner, writable by
+ * others), ENOTDIR when dir is not a folder, else the failing call's. */
+
+/* Makes sure dir is a private folder: created with mode 0700 (whatever the
+ * umask) when missing, with its missing parents. Returns 0, or -1 with
+ * *error_r (caller frees)
  * when it is not a directory (a symbolic link is refused), belongs to
  * another user (root excepted), or group or others may write into it.
  * When group or others may list or enter it, it is accepted (the files in

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "mime.h"
+#include "smtp_authid.h"
 
 /* Cached KME identities per (link, slave SAE): the encryption's control
  * part names the source KME and the master SAE. Nodes never change once
@@ -89,6 +90,8 @@ struct job {
     char session_id[16];      /* the client connection (smtp_session_id) */
     char peer[64];
     bool authenticated;
+    char auth_user[SMTP_AUTHID_MAX];    /* escaped; "" when none */
+    char auth_authzid[SMTP_AUTHID_MAX];
     char message_id[128];     /* from the header, "" when none */
     char **addrs;             /* n_rcpts entries, or NULL */
     struct rcpt_info **infos; /* n_rcpts entries, or NULL */
@@ -363,7 +366,7 @@ static void header_message_id(const char *h, size_t len, char *out, size_t cap)
 /* The log lines of a message: one summary line (info when accepted, warn
  * when deferred or refused), then one line per recipient with its copy and
  * status, like an MTA's delivery lines:
- *   msg ID: from=<..> session=S client=A auth=yes message-id=<..> rcpts=N
+ *   msg ID: from=<..> session=S client=A auth=yes [user=U [authzid=Z]] message-id=<..> rcpts=N
  *       size=B copies=N [...] queued_as=Q1,Q2 delivered=d/n outcome=250 2.0.0 (...) in T ms
  *   msg ID: to=<addr>, copy=1 (otp, link=site), status=sent
  * Never key material, message text or passwords. */
@@ -390,11 +393,13 @@ static void job_log(struct job *job, int code, const char *enh, const char *what
     }
     uint64_t ms = uv_now(job->po->loop) - job->started_ms;
     enum qlog_level lvl = code >= 200 && code < 300 ? QLOG_INFO : QLOG_WARN;
-    qlog(lvl, "msg %s: from=<%s> session=%s client=%s auth=%s message-id=%s rcpts=%zu "
+    qlog(lvl, "msg %s: from=<%s> session=%s client=%s auth=%s%s%s%s%s message-id=%s rcpts=%zu "
               "size=%llu copies=%zu %s queued_as=%s delivered=%zu/%zu outcome=%d %s (%s) "
               "in %llu ms",
          job->id, job->from ? job->from : "?", job->session_id, job->peer,
-         job->authenticated ? "yes" : "no", job->message_id[0] ? job->message_id : "-",
+         job->authenticated ? "yes" : "no", job->auth_user[0] ? " user=" : "", job->auth_user,
+         job->auth_authzid[0] ? " authzid=" : "", job->auth_authzid,
+         job->message_id[0] ? job->message_id : "-",
          job->n_rcpts, (unsigned long long)job->size, job->n_copies, copies,
          queue_ids && queue_ids[0] ? queue_ids : "-", done, job->n_copies, code, enh, what,
          (unsigned long long)ms);
@@ -542,6 +547,21 @@ static void encrypt_work(uv_work_t *w)
     free(rcpts);
 }
 
+/* One asynchronous piece of the job's current step finished: true when it
+ * was the last one and the session still waits for the job, which then
+ * moves on. A job whose session left meanwhile is freed here (nothing is
+ * sent for it). */
+static bool job_step_done(struct job *job)
+{
+    if (--job->pending > 0)
+        return false;
+    if (!job->s) {
+        job_free(job);
+        return false;
+    }
+    return true;
+}
+
 static void job_encrypted_all(struct job *job)
 {
     for (size_t i = 0; i < job->n_copies; i++) {
@@ -564,13 +584,8 @@ static void encrypt_done(uv_work_t *w, int status)
     struct job *job = c->job;
     (void)status;
     kme_keys_free(&c->keys); /* wiped: used once, never again */
-    if (--job->pending > 0)
-        return;
-    if (!job->s) {
-        job_free(job); /* the session is gone: nothing is sent */
-        return;
-    }
-    job_encrypted_all(job);
+    if (job_step_done(job))
+        job_encrypted_all(job);
 }
 
 static void job_encrypt(struct job *job)
@@ -624,17 +639,25 @@ static void keys_done_all(struct job *job)
     job_encrypt(job);
 }
 
+/* A KME request of copy c answered: its latency into the histogram (a
+ * cancelled one measures nothing). */
+static void copy_kme_answered(struct copy *c, const struct kme_result *res, const char *what)
+{
+    protect_out *po = c->job->po;
+    if (c->kme_started_ms && res->error != KME_ECANCELLED)
+        metric_observe(po->m_kme_seconds,
+                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
+                       what);
+    c->kme_started_ms = 0;
+}
+
 /* Keys (or the failure) for one copy; the last one moves the job on. */
 static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, void *arg)
 {
     struct copy *c = arg;
     struct job *job = c->job;
     protect_out *po = job->po;
-    if (c->kme_started_ms && res->error != KME_ECANCELLED)
-        metric_observe(po->m_kme_seconds,
-                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
-                       "enc_keys");
-    c->kme_started_ms = 0;
+    copy_kme_answered(c, res, "enc_keys");
     if (res->error != KME_OK || !keys) {
         if (res->error != KME_ECANCELLED)
             metric_add(po->m_kme_errors, 1, c->rule->link);
@@ -649,48 +672,41 @@ static void copy_keys_cb(const struct kme_result *res, struct kme_keys *keys, vo
             bits += (uint64_t)keys->keys[i].len * 8;
         metric_add(po->m_key_bits, (double)bits, c->rule->link);
     }
-    if (--job->pending > 0)
-        return;
-    if (!job->s) {
-        job_free(job);
-        return;
-    }
-    keys_done_all(job);
+    if (job_step_done(job))
+        keys_done_all(job);
+}
+
+/* The copy gets no keys: code and message as if the KME had answered so. */
+static void copy_keys_failed(struct copy *c, int code, const char *message)
+{
+    struct kme_result r = {code, 0, message};
+    copy_keys_cb(&r, NULL, c);
 }
 
 static void copy_fetch_keys(struct copy *c)
 {
     c->kme_started_ms = uv_now(c->job->po->loop);
     int rc = kme_source_enc_bits(c->kme, c->rule->slave_sae, c->bits, copy_keys_cb, c);
-    if (rc < 0) {
-        struct kme_result r = {rc, 0, kme_client_strerror(rc)};
-        copy_keys_cb(&r, NULL, c);
-    }
+    if (rc < 0)
+        copy_keys_failed(c, rc, kme_client_strerror(rc));
 }
 
 static void copy_status_cb(const struct kme_result *res, const char *source_kme_id,
                            const char *master_sae_id, void *arg)
 {
     struct copy *c = arg;
-    protect_out *po = c->job->po;
-    if (c->kme_started_ms && res->error != KME_ECANCELLED)
-        metric_observe(po->m_kme_seconds,
-                       (double)(uv_now(po->loop) - c->kme_started_ms) / 1000.0, c->rule->link,
-                       "status");
-    c->kme_started_ms = 0;
+    copy_kme_answered(c, res, "status");
     if (res->error != KME_OK) {
         copy_keys_cb(res, NULL, c);
         return;
     }
     if (!c->job->s) {
-        struct kme_result r = {KME_ECANCELLED, 0, "cancelled"};
-        copy_keys_cb(&r, NULL, c);
+        copy_keys_failed(c, KME_ECANCELLED, "cancelled");
         return;
     }
     if (ids_store(c->job->po, c->rule->link, c->rule->slave_sae, source_kme_id,
                   master_sae_id) < 0) {
-        struct kme_result r = {KME_ENOMEM, 0, "out of memory"};
-        copy_keys_cb(&r, NULL, c);
+        copy_keys_failed(c, KME_ENOMEM, "out of memory");
         return;
     }
     copy_fetch_keys(c);
@@ -710,19 +726,12 @@ static void job_fetch_keys(struct job *job)
         } else {
             c->kme_started_ms = uv_now(job->po->loop);
             int rc = kme_source_identity(c->kme, c->rule->slave_sae, copy_status_cb, c);
-            if (rc < 0) {
-                struct kme_result r = {rc, 0, kme_client_strerror(rc)};
-                copy_keys_cb(&r, NULL, c);
-            }
+            if (rc < 0)
+                copy_keys_failed(c, rc, kme_client_strerror(rc));
         }
     }
-    if (--job->pending > 0)
-        return;
-    if (!job->s) {
-        job_free(job);
-        return;
-    }
-    keys_done_all(job);
+    if (job_step_done(job))
+        keys_done_all(job);
 }
 
 /* ---- grouping into copies ---------------------------------------------------------- */
@@ -880,6 +889,9 @@ static void out_message(void *ctx, smtp_session *s, const struct smtp_message *m
     snprintf(job->session_id, sizeof(job->session_id), "%s", smtp_session_id(s));
     snprintf(job->peer, sizeof(job->peer), "%s", m->peer ? m->peer : "?");
     job->authenticated = m->authenticated;
+    snprintf(job->auth_user, sizeof(job->auth_user), "%s", m->auth_user ? m->auth_user : "");
+    snprintf(job->auth_authzid, sizeof(job->auth_authzid), "%s",
+             m->auth_authzid ? m->auth_authzid : "");
     header_message_id(m->headers, m->headers_len, job->message_id, sizeof(job->message_id));
     job->size = m->size;
     if (job_copy_message(job, m) < 0) {

@@ -158,6 +158,7 @@ static void proceed_starttls(smtp_session *s, const struct smtp_cmd *cmd)
     smtp_reply(s, "220 2.0.0 Ready to start TLS");
     smtp_enter_state(s, SMTP_STATE_TLS);
     s->authenticated = false;
+    s->auth_user[0] = s->auth_authzid[0] = '\0';
     if (net_conn_start_tls(s->conn, s->cfg.tls_ctx, NULL) < 0)
         smtp_session_schedule_close(s, false);
     else
@@ -184,9 +185,14 @@ static void auth_reply(smtp_client *c, const struct smtp_client_reply *r, void *
         smtp_enter_state(s, SMTP_STATE_READY);
         if (r->code != 235)
             smtp_guard_refused(s, SMTP_CMD_AUTH);
+        /* The identity the client gave counts only now, upstream having
+         * accepted it. */
+        smtp_authid_end(&s->authid, r->code, s->auth_user, s->auth_authzid);
         if (r->code == 235) {
             s->authenticated = true;
-            qlog_info("smtp %s: authenticated by upstream", s->id);
+            qlog_info("smtp %s: authenticated by upstream%s%s%s%s", s->id,
+                      s->auth_user[0] ? " user=" : "", s->auth_user,
+                      s->auth_authzid[0] ? " authzid=" : "", s->auth_authzid);
         } else {
             qlog_info("smtp %s: authentication refused by upstream: %d %s", s->id,
                       r->code, r->enh);
@@ -248,6 +254,7 @@ static void proceed_auth(smtp_session *s, const struct smtp_cmd *cmd)
         return;
     }
     snprintf(line, n, "AUTH %.*s", (int)cmd->arg_len, cmd->arg);
+    smtp_authid_begin(&s->authid, cmd->arg, cmd->arg_len);
     smtp_phase_start(s, SMTP_PHASE_AUTH);
     relay_auth_line(s, line);
     OPENSSL_cleanse(line, n);
@@ -450,6 +457,9 @@ nomem:
 
 /* ---- DATA / BDAT ------------------------------------------------------------ */
 
+/* No file for the message (smtp_body_begin logged why). */
+static const char SPOOL_FAILED[] = "451 4.3.0 Local error: cannot store the message";
+
 static bool check_data(smtp_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
@@ -471,7 +481,10 @@ static bool check_data(smtp_session *s, const struct smtp_cmd *cmd)
 static void proceed_data(smtp_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    smtp_body_begin(s);
+    if (smtp_body_begin(s) < 0) {
+        smtp_reply(s, "%s", SPOOL_FAILED);
+        return; /* still RCPT: the client may try DATA again */
+    }
     smtp_phase_start(s, SMTP_PHASE_DATA);
     smtp_enter_state(s, SMTP_STATE_DATA);
     smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
@@ -496,13 +509,15 @@ static void proceed_bdat(smtp_session *s, const struct smtp_cmd *cmd)
     s->chunk_last = cmd->last;
     net_conn_set_timeout(s->conn, s->cfg.data_timeout_ms);
     smtp_phase_start(s, SMTP_PHASE_DATA);
+    /* The first chunk starts the body; without a spool file the chunk is
+     * consumed and refused (RFC 3030 2), the transaction stays. */
+    if (!s->discard_reply && s->state == SMTP_STATE_RCPT && smtp_body_begin(s) < 0)
+        s->discard_reply = SPOOL_FAILED;
     if (s->discard_reply) {
         s->resume = s->state;
         smtp_enter_state(s, SMTP_STATE_BDAT_DISCARD);
         return;
     }
-    if (s->state == SMTP_STATE_RCPT)
-        smtp_body_begin(s); /* the first chunk */
     smtp_enter_state(s, SMTP_STATE_BDAT);
 }
 
@@ -612,6 +627,7 @@ void smtp_command(smtp_session *s, char *line, size_t len)
             n--;
         copy[n] = '\0';
         qlog_debug("smtp %s: <<< <redacted, %zu bytes>", s->id, len);
+        smtp_authid_response(&s->authid, copy, n);
         relay_auth_line(s, copy);
         return;
     }

@@ -171,6 +171,7 @@ smtp_session *smtp_session_new(uv_loop_t *loop, net_conn *conn,
     qlog_info("smtp %s: connect from %s on %s", s->id, s->peer, s->listener);
 
     char *err = NULL;
+    /* No file yet: smtp_body_begin opens it. */
     s->spool = smtp_spool_new(s->spool_dir, s->cfg.max_message_size, &err);
     if (!s->spool) {
         qlog_error("smtp %s: %s", s->id, err);
@@ -201,7 +202,9 @@ fail:
 
 static void session_destroy(smtp_session *s)
 {
-    qlog_info("smtp %s: disconnect from %s", s->id, s->peer);
+    qlog_info("smtp %s: disconnect from %s%s%s", s->id, s->peer,
+              s->auth_user[0] ? " user=" : "", s->auth_user);
+    smtp_authid_end(&s->authid, 0, s->auth_user, s->auth_authzid); /* wipes */
     if (s->hooks.closed)
         s->hooks.closed(s->hooks_ctx, s);
     smtp_client_free(&s->up);   /* cancelled callbacks touch nothing */
@@ -334,9 +337,16 @@ static void rfc5322_date(char *buf, size_t len)
     strftime(buf, len, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 }
 
-void smtp_body_begin(smtp_session *s)
+int smtp_body_begin(smtp_session *s)
 {
-    smtp_spool_reset(s->spool);
+    /* The spool's file exists from here to the end of the transaction
+     * (smtp_txn_reset): an idle session holds no descriptor for it. */
+    char *err = NULL;
+    if (smtp_spool_open(s->spool, &err) < 0) {
+        qlog_error("smtp %s: %s", s->id, err ? err : "spool: out of memory");
+        free(err);
+        return -1;
+    }
     smtp_hdrfilter_init(&s->filter, dropped_headers, spool_sink, s);
     if (!s->hdr_buf)
         s->hdr_buf = malloc(SMTP_HEADER_KEEP);
@@ -366,6 +376,7 @@ void smtp_body_begin(smtp_session *s)
             smtp_spool_write(s->spool, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     }
     net_conn_set_timeout(s->conn, s->cfg.data_timeout_ms);
+    return 0;
 }
 
 /* End of DATA or of the LAST BDAT chunk. */
@@ -402,6 +413,8 @@ void smtp_body_end(smtp_session *s)
         .fd = smtp_spool_fd(s->spool),
         .size = smtp_spool_size(s->spool),
         .authenticated = s->authenticated,
+        .auth_user = s->authenticated && s->auth_user[0] ? s->auth_user : NULL,
+        .auth_authzid = s->authenticated && s->auth_authzid[0] ? s->auth_authzid : NULL,
         .peer = s->peer,
     };
     if (s->hdr_buf && !s->filter.capture_overflow && s->filter.in_body) {
@@ -431,6 +444,7 @@ void smtp_txn_reset(smtp_session *s)
     s->msg_id[0] = '\0';
     free(s->hdr_buf); /* reallocated by the next message's body */
     s->hdr_buf = NULL;
+    smtp_spool_close(s->spool); /* the message's file (the hooks keep dups) */
 }
 
 static void process_data(smtp_session *s)

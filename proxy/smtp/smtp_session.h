@@ -119,6 +119,10 @@ struct smtp_message {
     const char *headers;
     size_t headers_len;
     bool authenticated;
+    /* Who authenticated (escaped for a log line), NULL when the AUTH
+     * exchange named nobody or there was none; authzid: PLAIN's, when
+     * given and different. */
+    const char *auth_user, *auth_authzid;
     const char *peer;
 };
 

@@ -4,6 +4,7 @@
 #ifndef QUMAIL_SMTP_SESSION_INTERNAL_H
 #define QUMAIL_SMTP_SESSION_INTERNAL_H
 
+#include "smtp_authid.h"
 #include "smtp_hdrfilter.h"
 #include "smtp_proto.h"
 #include "smtp_session.h"
@@ -81,6 +82,10 @@ struct smtp_session {
     char *hdr_buf;           /* header block of the current message */
     bool esmtp;
     bool authenticated;
+    /* The identity of the AUTH exchange under way, then (after 235) who
+     * authenticated, escaped, for the logs: never a password. */
+    struct smtp_authid authid;
+    char auth_user[SMTP_AUTHID_MAX], auth_authzid[SMTP_AUTHID_MAX];
     unsigned bad_commands;
     unsigned busy;           /* entries on the stack (smtp_session_enter):
                                 destruction waits for the last leave */
@@ -128,10 +133,11 @@ void smtp_session_leave(smtp_session *s);
 void smtp_reply(smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void smtp_reply_code(smtp_session *s, int code, const char *enh, const char *text);
-void smtp_txn_reset(smtp_session *s);      /* local transaction state */
+void smtp_txn_reset(smtp_session *s);      /* local transaction state, spool file */
 void smtp_session_schedule_close(smtp_session *s, bool after_write);
 bool smtp_upstream_usable(smtp_session *s); /* else replies 421, closes */
-void smtp_body_begin(smtp_session *s);
+/* -1 (logged) when the spool file cannot be made: the caller answers 451. */
+int smtp_body_begin(smtp_session *s);
 void smtp_body_end(smtp_session *s);
 uint64_t smtp_advertised_size(const smtp_session *s);
 

@@ -1,4 +1,5 @@
-/* Message spool: an unlinked temporary file with a write buffer. */
+/* Message spool: an unlinked temporary file per message, with a write
+ * buffer. */
 #include "smtp_spool.h"
 
 #include <errno.h>
@@ -11,7 +12,8 @@
 #define SPOOL_BUF 16384
 
 struct smtp_spool {
-    int fd;
+    char *dir;        /* where the file of a message is made */
+    int fd;           /* -1 between messages */
     uint64_t max_size;
     uint64_t size;    /* bytes offered */
     uint64_t kept;    /* bytes stored (<= max_size) */
@@ -28,40 +30,74 @@ smtp_spool *smtp_spool_new(const char *dir, uint64_t max_size, char **error_r)
             dir = "/tmp";
     }
     smtp_spool *sp = calloc(1, sizeof(*sp));
-    if (!sp) {
+    if (!sp || !(sp->dir = strdup(dir))) {
+        free(sp);
         *error_r = strdup("out of memory");
         return NULL;
     }
+    sp->fd = -1;
     sp->max_size = max_size;
-    sp->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (sp->fd < 0) {
-        /* Filesystems without O_TMPFILE: mkstemp + unlink. */
-        char path[4096];
-        int n = snprintf(path, sizeof(path), "%s/qumail-spool-XXXXXX", dir);
-        if (n > 0 && (size_t)n < sizeof(path)) {
-            sp->fd = mkostemp(path, O_CLOEXEC);
-            if (sp->fd >= 0)
-                unlink(path);
-        }
-    }
-    if (sp->fd < 0) {
-        int e = errno;
-        char msg[512];
-        snprintf(msg, sizeof(msg), "spool in %s: %s", dir, strerror(e));
-        *error_r = strdup(msg);
-        free(sp);
-        return NULL;
-    }
     return sp;
+}
+
+/* An anonymous file in sp->dir: O_TMPFILE, or mkstemp + unlink where the
+ * file system has no O_TMPFILE. */
+static int open_file(const smtp_spool *sp)
+{
+    int fd = open(sp->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/qumail-spool-XXXXXX", sp->dir);
+    if (n <= 0 || (size_t)n >= sizeof(path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
+}
+
+int smtp_spool_open(smtp_spool *sp, char **error_r)
+{
+    sp->buf_len = 0;
+    sp->size = 0;
+    sp->kept = 0;
+    sp->error = 0;
+    if (sp->fd >= 0) { /* still open (not closed since the last message) */
+        if (ftruncate(sp->fd, 0) < 0 || lseek(sp->fd, 0, SEEK_SET) < 0)
+            sp->error = -errno;
+    } else if ((sp->fd = open_file(sp)) < 0) {
+        sp->error = -errno;
+    }
+    if (sp->error) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "spool in %s: %s", sp->dir, strerror(-sp->error));
+        *error_r = strdup(msg);
+        return sp->error;
+    }
+    return 0;
+}
+
+void smtp_spool_close(smtp_spool *sp)
+{
+    if (!sp)
+        return;
+    if (sp->fd >= 0)
+        close(sp->fd);
+    sp->fd = -1;
+    free(sp->buf);
+    sp->buf = NULL;
+    sp->buf_len = 0;
 }
 
 void smtp_spool_free(smtp_spool **sp)
 {
     if (!sp || !*sp)
         return;
-    if ((*sp)->fd >= 0)
-        close((*sp)->fd);
-    free((*sp)->buf);
+    smtp_spool_close(*sp);
+    free((*sp)->dir);
     free(*sp);
     *sp = NULL;
 }
@@ -120,19 +156,6 @@ int smtp_spool_finish(smtp_spool *sp)
     free(sp->buf); /* idle sessions keep no buffer */
     sp->buf = NULL;
     return rc;
-}
-
-int smtp_spool_reset(smtp_spool *sp)
-{
-    sp->buf_len = 0;
-    sp->size = 0;
-    sp->kept = 0;
-    sp->error = 0;
-    if (ftruncate(sp->fd, 0) < 0 || lseek(sp->fd, 0, SEEK_SET) < 0) {
-        sp->error = -errno;
-        return sp->error;
-    }
-    return 0;
 }
 
 uint64_t smtp_spool_size(const smtp_spool *sp) { return sp->size; }

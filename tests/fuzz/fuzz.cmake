@@ -1,5 +1,6 @@
 # qumail_fuzz_target(NAME SOURCES src... [LIBS lib...] [INCLUDES dir...]
-#                    [SEEDS dir...] [RUNS n] [DRIVER src])
+#                    [SEEDS dir-or-file...] [RUNS n] [PREFIXES] [DRIVER src]
+#                    [LABELS label...] [TIMEOUT s])
 #
 # One libFuzzer entry point (LLVMFuzzerTestOneInput), two builds:
 #  - with -DQUMAIL_FUZZ=ON (clang): a libFuzzer executable NAME. The top
@@ -7,18 +8,25 @@
 #    -fsanitize=fuzzer-no-link, so the code under test is instrumented, not
 #    only the harness. tests/fuzz/run-fuzz.sh runs each for a set time.
 #  - otherwise: NAME_regress, the same entry point with a driver (default
-#    common/fuzz_driver.c: the seeds, then RUNS mutated inputs, fixed
-#    random seed) and a ctest NAME_regress (label unit): the short run in
-#    the test suite, under the suite's ASan/UBSan.
-# SEEDS default: the folder's seeds/.
+#    common/fuzz_driver.c: the seeds, with PREFIXES their prefixes too, then
+#    RUNS mutated inputs, fixed random seed) and a ctest NAME_regress
+#    (labels unit + LABELS, TIMEOUT default 120 s): the short run in the
+#    test suite, under the suite's ASan/UBSan.
+# SEEDS default: the folder's seeds/. A target's sources may define
+# `const char *const fuzz_driver_tokens[]` (NULL-terminated) for the
+# driver's token insertions.
 if(NOT COMMAND qumail_fuzz_target)
 function(qumail_fuzz_target name)
-  cmake_parse_arguments(F "" "RUNS;DRIVER" "SOURCES;LIBS;INCLUDES;SEEDS" ${ARGN})
+  cmake_parse_arguments(F "PREFIXES" "RUNS;DRIVER;TIMEOUT" "SOURCES;LIBS;INCLUDES;SEEDS;LABELS"
+                        ${ARGN})
   if(NOT F_SEEDS)
     set(F_SEEDS ${CMAKE_CURRENT_SOURCE_DIR}/seeds)
   endif()
-  if(NOT F_RUNS)
+  if(NOT DEFINED F_RUNS)
     set(F_RUNS 2000)
+  endif()
+  if(NOT F_TIMEOUT)
+    set(F_TIMEOUT 120)
   endif()
   if(QUMAIL_FUZZ)
     add_executable(${name} ${F_SOURCES})
@@ -34,8 +42,13 @@ function(qumail_fuzz_target name)
     endif()
     set(target ${name}_regress)
     add_executable(${target} ${F_SOURCES} ${F_DRIVER})
-    add_test(NAME ${target} COMMAND ${target} ${F_RUNS} ${F_SEEDS})
-    set_tests_properties(${target} PROPERTIES TIMEOUT 120 LABELS unit)
+    set(flags "")
+    if(F_PREFIXES)
+      set(flags -p)
+    endif()
+    add_test(NAME ${target} COMMAND ${target} ${flags} ${F_RUNS} ${F_SEEDS})
+    set(labels unit ${F_LABELS})
+    set_tests_properties(${target} PROPERTIES TIMEOUT ${F_TIMEOUT} LABELS "${labels}")
   endif()
   target_link_libraries(${target} PRIVATE ${F_LIBS})
   if(F_INCLUDES)

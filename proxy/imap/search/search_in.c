@@ -100,13 +100,17 @@ static int parse_list(const char **pp, const char *end, struct node *parent, uns
             p++;
             n->in.len = o;
         } else if (*p == '{') {
-            char *e = NULL;
-            unsigned long long sz = strtoull(p + 1, &e, 10);
-            if (e == NULL || e == p + 1)
+            /* The size by hand, not strtoull: the text is not NUL-terminated
+             * (found by fuzzing: strtoull read past its end). */
+            const char *e = p + 1;
+            unsigned long long sz = 0;
+            while (e < end && *e >= '0' && *e <= '9' && sz <= (unsigned long long)(end - p))
+                sz = sz * 10 + (unsigned long long)(*e++ - '0');
+            if (e == p + 1)
                 goto bad_literal;
-            if (*e == '+')
+            if (e < end && *e == '+')
                 e++;
-            if (*e != '}')
+            if (e >= end || *e != '}')
                 goto bad_literal;
             e++;
             if (e < end && *e == '\r')

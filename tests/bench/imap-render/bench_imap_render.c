@@ -109,7 +109,7 @@ static void run(const char *name, size_t size, int rounds)
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    run("10kB", 10 * 1024, quick ? 20 : 5000);
-    run("1MB", 1024 * 1024, quick ? 3 : 200);
+    run("10kB", (size_t)10 * 1024, quick ? 20 : 5000);
+    run("1MB", (size_t)1024 * 1024, quick ? 3 : 200);
     return 0;
 }

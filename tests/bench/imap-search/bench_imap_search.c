@@ -18,6 +18,23 @@
 #include "append.h"
 #include "imap_search.h"
 
+/* A step failed: the benchmark stops (exit: nothing to free). */
+__attribute__((noreturn)) static void die(const char *what)
+{
+    fprintf(stderr, "bench_imap_search: %s failed\n", what);
+    exit(1);
+}
+
+/* A count or size option: a positive number, else the run stops. */
+static unsigned long number(const char *s)
+{
+    char *end = NULL;
+    unsigned long v = strtoul(s, &end, 10);
+    if (end == s || *end != '\0' || v == 0)
+        die("a number option");
+    return v;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -71,19 +88,19 @@ static int rm_one(const char *p, const struct stat *st, int f, struct FTW *ftw)
 int main(int argc, char **argv)
 {
     unsigned count = 1000;
-    size_t size = 10 * 1000;
+    size_t size = (size_t)10 * 1000;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             count = 50;
         else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
-            count = (unsigned)atoi(argv[++i]);
+            count = (unsigned)number(argv[++i]);
         else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
-            size = (size_t)atol(argv[++i]);
+            size = (size_t)number(argv[++i]);
     }
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/bench-XXXXXX", QUMAIL_TEST_TMP);
     if (mkdtemp(dir) == NULL)
-        return 1;
+        die("mkdtemp");
     char db[600], key[600];
     snprintf(db, sizeof(db), "%s/v/vault.sqlite", dir);
     snprintf(key, sizeof(key), "%s/k/vault.key", dir);
@@ -97,6 +114,8 @@ int main(int argc, char **argv)
     }
     uint8_t **enc = calloc(count, sizeof(*enc));
     size_t *enc_len = calloc(count, sizeof(*enc_len));
+    if (enc == NULL || enc_len == NULL)
+        die("calloc");
     struct protect_append_params p = {.vault = v, .owner = "bob@example.org"};
     double t0 = now_s();
     for (unsigned i = 0; i < count; i++) {
@@ -104,16 +123,16 @@ int main(int argc, char **argv)
         char *m = make_msg(size, i, &len);
         int fd = memfd_create("b", 0);
         if (write(fd, m, len) != (ssize_t)len)
-            return 1;
+            die("write");
         struct protect_append_result r;
         if (protect_append_run(&p, fd, len, &r, &err) != 0) {
             fprintf(stderr, "append: %s\n", err);
-            return 1;
+            die("protect_append_run");
         }
         enc[i] = malloc(r.size);
         enc_len[i] = r.size;
-        if (pread(r.fd, enc[i], r.size, 0) != (ssize_t)r.size)
-            return 1;
+        if (enc[i] == NULL || pread(r.fd, enc[i], r.size, 0) != (ssize_t)r.size)
+            die("reading the encrypted copy");
         protect_append_result_clear(&r);
         close(fd);
         free(m);
@@ -132,7 +151,9 @@ int main(int argc, char **argv)
     imap_search_parse(in, n_in, NULL, &sh, &perr);
     imap_search_in_free(&in);
 
-    struct mime_struct **views = calloc(count, sizeof(*views));
+    struct mime_struct **views = calloc(count, sizeof(struct mime_struct *));
+    if (views == NULL)
+        die("calloc");
     unsigned hits = 0;
     t0 = now_s();
     for (unsigned i = 0; i < count; i++) {
@@ -143,18 +164,18 @@ int main(int argc, char **argv)
         size_t kl = 0;
         if (kme_vault_key_get(v, KME_VAULT_LOCAL_SOURCE, mime_info_master_sae_id(info), id, &kb,
                               &kl, NULL) != 0)
-            return 1;
+            die("kme_vault_key_get");
         struct mime_key k = {.key_id = id, .key = kb, .key_len = kl};
         struct mime_key_list list = {&k, 1};
         unsigned char *plain = NULL;
         size_t plain_len = 0;
         if (mime_decrypt_mem(enc[i], enc_len[i], mime_key_list_lookup, &list, &plain,
                              &plain_len, NULL, NULL) != 0)
-            return 1;
+            die("mime_decrypt_mem");
         kme_vault_bytes_free(&kb, kl);
         mime_info_free(&info);
         if (mime_struct_parse(plain, plain_len, 0, &views[i], NULL) != 0)
-            return 1;
+            die("mime_struct_parse");
         mime_plaintext_free(&plain, plain_len);
         struct imap_search_msg m = {.ms = views[i], .seq = i + 1, .uid = i + 1};
         hits += (unsigned)imap_search_eval(s, &m);

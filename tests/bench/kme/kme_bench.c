@@ -278,9 +278,9 @@ static long proc_cpu_ticks(long pid)
     for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
         field++;
         if (field == 14)
-            utime = atol(tok);
+            utime = strtol(tok, NULL, 10); /* the kernel's digits */
         else if (field == 15) {
-            stime = atol(tok);
+            stime = strtol(tok, NULL, 10);
             break;
         }
     }
@@ -340,7 +340,8 @@ static long run_level(const struct opts *o, enum mode mode, int clients)
     }
     if (all.n > 0)
         qsort(all.v, all.n, sizeof(*all.v), cmp_u32);
-    double p50 = all.n ? all.v[all.n / 2] / 1000.0 : 0;
+    /* the index is meant to be an integer (the median element) */
+    double p50 = all.n ? all.v[all.n / 2] / 1000.0 : 0; // NOLINT(bugprone-integer-division)
     double p99 = all.n ? all.v[(size_t)((double)all.n * 0.99)] / 1000.0 : 0;
     long ticks = sysconf(_SC_CLK_TCK);
     double srv_cpu = srv0 >= 0 && srv1 >= 0 ? (double)(srv1 - srv0) / (double)ticks : -1;
@@ -354,7 +355,7 @@ static long run_level(const struct opts *o, enum mode mode, int clients)
            rss, hwm, 100.0 * cpu / wall, srv_cpu >= 0 ? 100.0 * srv_cpu / wall : -1.0, cli_us,
            srv_us,
            (unsigned long long)conns, (unsigned long long)reqs,
-           (unsigned long long)(errors + mism), first_error[0] ? "  first error: " : "",
+           (unsigned long long)errors + (unsigned long long)mism, first_error[0] ? "  first error: " : "",
            first_error);
     fflush(stdout);
     for (int i = 0; i < nthreads; i++) {
@@ -371,6 +372,18 @@ static long run_level(const struct opts *o, enum mode mode, int clients)
     free(all.v);
     free(ts);
     return errors + mism == 0 ? (long)done : -1;
+}
+
+__attribute__((noreturn)) static void usage(void);
+
+/* An option's number (integer or decimal); anything else is a usage error. */
+static double opt_num(const char *s)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0')
+        usage();
+    return v;
 }
 
 static void usage(void)
@@ -402,11 +415,11 @@ int main(int argc, char **argv)
         case 'c': o.certs = optarg; break;
         case 'm': o.master = optarg; break;
         case 's': o.slave = optarg; break;
-        case 'p': o.server_pid = atol(optarg); break;
-        case 'S': o.seconds = atof(optarg); break;
-        case 'W': o.warmup = atof(optarg); break;
+        case 'p': o.server_pid = (long)opt_num(optarg); break;
+        case 'S': o.seconds = opt_num(optarg); break;
+        case 'W': o.warmup = opt_num(optarg); break;
         case 'B': o.bits = strtoull(optarg, NULL, 10); break;
-        case 'T': o.threads = atoi(optarg); break;
+        case 'T': o.threads = (int)opt_num(optarg); break;
         case 'O':
             o.no_status = strcmp(optarg, "delivery") == 0;
             o.no_delivery = strcmp(optarg, "status") == 0;
@@ -418,7 +431,7 @@ int main(int argc, char **argv)
             char *save = NULL;
             for (char *t = strtok_r(optarg, ",", &save); t && o.nclients < 16;
                  t = strtok_r(NULL, ",", &save))
-                o.clients[o.nclients++] = atoi(t);
+                o.clients[o.nclients++] = (int)opt_num(t);
             break;
         }
         default: usage();

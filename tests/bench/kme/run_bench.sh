@@ -41,8 +41,10 @@ JSON
 : >"$tmp/kme.log"
 "$qumail" kme --config "$tmp/kme.json" >"$tmp/kme.log" 2>&1 &
 pid=$!
+# Up to 60 s for the KMEs to listen: an ASan build on a loaded machine is
+# slow to start (the loop ends as soon as both have).
 i=0
-while [ $i -lt 100 ]; do
+while [ $i -lt 600 ]; do
     a=$(sed -n 's/.*kme kme-a: 014 API on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/kme.log")
     b=$(sed -n 's/.*kme kme-b: 014 API on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/kme.log")
     [ -n "$a" ] && [ -n "$b" ] && break

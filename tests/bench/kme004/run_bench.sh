@@ -42,7 +42,7 @@ pid=$!
 i=0
 a=""
 b=""
-while [ $i -lt 100 ]; do
+while [ $i -lt 600 ]; do # up to 60 s: an ASan build under load starts slowly
     a=$(sed -n 's/.*kme kme-a: ETSI 004 on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/kme.log")
     b=$(sed -n 's/.*kme kme-b: ETSI 004 on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/kme.log")
     [ -n "$a" ] && [ -n "$b" ] && break

@@ -304,7 +304,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
         else if (strcmp(argv[i], "--spill-mb") == 0 && i + 1 < argc)
-            spill_threshold = (size_t)atoi(argv[++i]) << 20;
+            spill_threshold = (size_t)strtoul(argv[++i], NULL, 10) << 20;
         else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc && n_sizes < 8 &&
                  (sizes[n_sizes] = strtoul(argv[++i], NULL, 10)) >= 4096)
             n_sizes++;
@@ -338,10 +338,10 @@ int main(int argc, char **argv)
         run_case(sizes[i], label);
     }
     if (n_sizes == 0) {
-        run_case(10u * 1000u, "10kB");
-        run_case(1000u * 1000u, "1MB");
+        run_case((size_t)10 * 1000, "10kB");
+        run_case((size_t)1000 * 1000, "1MB");
         if (!quick)
-            run_case(25u * 1000u * 1000u, "25MB");
+            run_case((size_t)25 * 1000 * 1000, "25MB");
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

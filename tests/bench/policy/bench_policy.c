@@ -26,8 +26,10 @@ static long rss_kib(void)
     char line[256];
     long kib = -1;
     while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kib = strtol(line + 6, NULL, 10);
             break;
+        }
     if (f)
         fclose(f);
     return kib;
@@ -111,8 +113,11 @@ int main(int argc, char **argv)
     struct pat *pats = calloc(n_rules, sizeof(*pats));
     size_t cap = n_rules * 128 + 64;
     char *text = malloc(cap);
-    if (!pats || !text)
+    if (!pats || !text) {
+        free(pats);
+        free(text);
         return 1;
+    }
     size_t off = 0;
     for (size_t i = 0; i < n_rules; i++) {
         struct pat *p = &pats[i];

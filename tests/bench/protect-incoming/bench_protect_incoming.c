@@ -181,7 +181,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
         else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc)
-            n = atoi(argv[++i]);
+            n = (int)strtol(argv[++i], NULL, 10); /* < 1: 1, below */
     }
     if (quick)
         n = 3;
@@ -195,10 +195,10 @@ int main(int argc, char **argv)
     env.dec_wait_ms = 1000; /* the KME's default: park until the keys arrive */
     pi_kme_start(&env);
     printf("protect_in: time to a view, per read path (fetch from memory)\n");
-    run_case(&env, "10kB-otp", 10 * 1024, MIME_ALG_OTP_POLY1305, n);
-    run_case(&env, "10kB-aes", 10 * 1024, MIME_ALG_AES_256_GCM, n);
-    run_case(&env, "1MB-aes", 1024 * 1024, MIME_ALG_AES_256_GCM, quick ? 2 : n / 5 + 1);
-    run_case(&env, "1MB-otp", 1024 * 1024, MIME_ALG_OTP_POLY1305, quick ? 1 : 5);
+    run_case(&env, "10kB-otp", (size_t)10 * 1024, MIME_ALG_OTP_POLY1305, n);
+    run_case(&env, "10kB-aes", (size_t)10 * 1024, MIME_ALG_AES_256_GCM, n);
+    run_case(&env, "1MB-aes", (size_t)1024 * 1024, MIME_ALG_AES_256_GCM, quick ? 2 : n / 5 + 1);
+    run_case(&env, "1MB-otp", (size_t)1024 * 1024, MIME_ALG_OTP_POLY1305, quick ? 1 : 5);
     pi_kme_kill(&env);
     pi_rmrf(env.dir);
     return 0;

@@ -128,7 +128,8 @@ static void note_error(struct sl_client *c, enum sl_err err, bool with_reply)
     if (run->first_error[0] != '\0')
         return;
     snprintf(run->first_error, sizeof(run->first_error),
-             "client %u, state %s: %s error%s%.*s", c->id, state_names[c->state],
+             "client %u, state %s: %s error%s%.*s", c->id,
+             c->state < CS__COUNT ? state_names[c->state] : "?",
              sl_err_names[err], with_reply ? ": " : "",
              with_reply ? (int)(c->line_len > 200 ? 200 : c->line_len) : 0, c->line);
 }

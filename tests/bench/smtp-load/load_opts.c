@@ -54,7 +54,7 @@ static int parse_size(const char *s, size_t *out)
     if (*end == 'k' || *end == 'K')
         mult = 1024, end++;
     else if (*end == 'M' || *end == 'm')
-        mult = 1024 * 1024, end++;
+        mult = (uint64_t)1024 * 1024, end++;
     if (*end != '\0' || v > SL_MAX_SIZE / mult)
         return -1;
     *out = (size_t)(v * mult);
@@ -148,7 +148,7 @@ int sl_opts_parse(struct sl_opts *o, int argc, char **argv, const char **error_r
     };
     memset(o, 0, sizeof(*o));
     o->concurrency = 1;
-    o->size = 10 * 1024;
+    o->size = (size_t)10 * 1024;
     o->timeout = 30;
     bool have_count = false;
     uint64_t v;

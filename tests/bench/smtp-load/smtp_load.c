@@ -181,7 +181,7 @@ int main(int argc, char **argv)
     nclients = opts.concurrency;
     if (opts.count != 0 && opts.count < nclients)
         nclients = (unsigned)opts.count;
-    clients = calloc(nclients, sizeof(*clients));
+    clients = calloc(nclients, sizeof(struct sl_client *));
     if (clients == NULL) {
         fprintf(stderr, "smtp_load: out of memory\n");
         goto out;

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path.insert(0, HERE)
 import mailstack as M  # noqa: E402
 import proxystack as P  # noqa: E402
 import hostile as H  # noqa: E402
-from procutil import Reaper, free_ports, wait_port  # noqa: E402
+from procutil import Reaper, free_ports, terminate, wait_port  # noqa: E402
 
 ALICE = ("alice@example.org", M.USERS["alice@example.org"])
 
@@ -90,13 +89,8 @@ class KmeProcess:
         self.reaper.close()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc, 15)
         try:
             self.log.close()
             self.reaper.close()

@@ -68,9 +68,12 @@ int main(int argc, char **argv)
     for (;;) {
         if (len == cap) {
             cap = cap ? cap * 2 : 65536;
-            msg = realloc(msg, cap);
-            if (msg == NULL)
+            char *grown = realloc(msg, cap);
+            if (grown == NULL) {
+                free(msg);
                 return 1;
+            }
+            msg = grown;
         }
         n = fread(msg + len, 1, cap - len, f);
         if (n == 0)
@@ -120,11 +123,17 @@ int main(int argc, char **argv)
             char names[8192];
             const char *spec = line + 8;
             unsigned long long po = 0, pn = 0;
-            int partial = line[0] == 'P', used = 0;
+            int partial = line[0] == 'P';
             if (partial) {
-                if (sscanf(spec, "%llu %llu %n", &po, &pn, &used) < 2)
+                char *end = NULL;
+                po = strtoull(spec, &end, 10);
+                if (end == spec || *end != ' ')
                     return 1;
-                spec += used;
+                spec = end + 1;
+                pn = strtoull(spec, &end, 10);
+                if (end == spec)
+                    return 1;
+                spec = end + strspn(end, " ");
             }
             if (imap_render_section_parse(spec, &sec, path, 128, fields, 64,
                                           names) != 0) {

@@ -36,18 +36,12 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
+from checks import check, summary  # noqa: E402
 import corpus  # noqa: E402
 import imapstack as I  # noqa: E402
 import imapwire as W  # noqa: E402
 
 USER = "bob@example.org"
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def reference(rig):
@@ -259,9 +253,7 @@ def main():
                 check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("imap clients: %s" % ("FAILED: " + "; ".join(failures) if failures
-                                else "every check passed"))
-    return 1 if failures else 0
+    return summary("imap clients")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ import sys
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import checks  # noqa: E402
+from checks import check  # noqa: E402
 import imapstack as I  # noqa: E402
 import mailstack as M  # noqa: E402
 
@@ -49,13 +51,6 @@ STRESS_SECS = int(os.environ.get("IMAPTEST_STRESS_SECS", "8"))
 STRESS_CLIENTS = int(os.environ.get("IMAPTEST_STRESS_CLIENTS", "10"))
 STRESS_PASSWORD = "stress-secret"
 
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def summary(out):
@@ -269,9 +264,7 @@ def main():
         if not ok:
             I.skip(reason)
         encrypted_mode(tests)
-        print("imaptest e2e: %s" % ("FAILED: " + "; ".join(failures) if failures
-                                     else "every check passed"))
-        return 1 if failures else 0
+        return checks.summary("imaptest e2e")
     via_proxy = "--proxy" in sys.argv[1:]
     if via_proxy:
         ok, reason = I.proxy_support()
@@ -314,9 +307,7 @@ def main():
             check(st == 0, "proxy exits 0 on SIGTERM (sanitizers clean), got %r" % st)
             if st != 0:
                 sys.stdout.write(rig.px.log_text()[-4000:])
-    print("imaptest e2e: %s" % ("FAILED: " + "; ".join(failures) if failures
-                                 else "every check passed"))
-    return 1 if failures else 0
+    return checks.summary("imaptest e2e")
 
 
 if __name__ == "__main__":

@@ -31,18 +31,12 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
+from checks import check, summary  # noqa: E402
 import corpus  # noqa: E402
 import imapstack as I  # noqa: E402
 import oracle as O  # noqa: E402
 
 USER = "bob@example.org"
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def mutate(msg):
@@ -114,9 +108,7 @@ def main():
         if rig.px is not None:
             st = rig.px.stop()
             check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)
-    print("imap oracle: %s" % ("FAILED: %d checks" % len(failures) if failures
-                               else "every check passed"))
-    return 1 if failures else 0
+    return summary("imap oracle")
 
 
 if __name__ == "__main__":

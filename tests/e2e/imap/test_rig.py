@@ -12,21 +12,17 @@ with the reason while it has no IMAP side).
 """
 
 import os
+import re
 import sys
+import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from checks import check, summary  # noqa: E402
 import imapstack as I  # noqa: E402
 import imapwire as W  # noqa: E402
 
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 CRLF_MSG = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\n"
@@ -53,6 +49,24 @@ def main():
         uids = rig.load(USER, "INBOX", [CRLF_MSG, LF_MSG])
         check(uids == [1, 2], "APPEND loads return UIDs 1, 2 (got %r)" % uids)
         rig.load(USER, "Archive", [CRLF_MSG])
+        if not via_proxy:
+            # Loads at different moments give the same INTERNALDATEs (by
+            # position): an undated message sorts by it (RFC 5256).
+            time.sleep(1.1)
+            rig.load(USER, "Later", [CRLF_MSG, LF_MSG])
+            dates = {}
+            c = rig.direct().connect(USER)
+            try:
+                for box in ("INBOX", "Later"):
+                    c.select(box, readonly=True)
+                    untagged, _ = c.command(b"UID FETCH 1:2 (INTERNALDATE)", check=True)
+                    dates[box] = [re.search(rb'INTERNALDATE "([^"]+)"', u).group(1)
+                                  for u in untagged]
+            finally:
+                c.logout()
+            check(dates["INBOX"] == dates["Later"] == [I.load_date(0).encode(),
+                                                       I.load_date(1).encode()],
+                  "INTERNALDATE by position, the same for every load (%r)" % dates)
         rig.write_maildir(USER, "INBOX", LF_MSG, "lfdisk")
         for tls in ("none", "starttls", "implicit"):
             for t in rig.targets(tls=tls):
@@ -87,9 +101,7 @@ def main():
         if rig.px is not None:
             st = rig.px.stop()
             check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)
-    print("imap rig self-test: %s" % ("FAILED: " + "; ".join(failures) if failures
-                                      else "every check passed"))
-    return 1 if failures else 0
+    return summary("imap rig self-test")
 
 
 if __name__ == "__main__":

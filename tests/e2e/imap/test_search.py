@@ -26,6 +26,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
+from checks import check, summary  # noqa: E402
 import corpus  # noqa: E402
 import imapstack as I  # noqa: E402
 
@@ -90,13 +91,6 @@ SORTS = [
     b"RETURN (MIN MAX COUNT) (DATE) UTF-8 ALL",
 ]
 
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def literalize(crit):
@@ -231,9 +225,7 @@ def main():
         if rig.px is not None:
             st = rig.px.stop()
             check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)
-    print("imap search: %s" % ("FAILED: %d checks" % len(failures) if failures
-                               else "every check passed"))
-    return 1 if failures else 0
+    return summary("imap search")
 
 
 if __name__ == "__main__":

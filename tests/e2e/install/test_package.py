@@ -30,19 +30,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import checks  # noqa: E402
+from checks import check  # noqa: E402
 
 SRC = os.environ["QUMAIL_SRC"]
 BUILD = os.environ["QUMAIL_BUILD"]
 ROOTFS = os.environ.get("QUMAIL_TEST_ROOTFS", "/var/tmp/qumail-rootfs-bookworm")
-FAILS, PASSES = [], []
-
-
-def check(cond, what, detail=""):
-    print(("ok: " if cond else "FAIL: ") + what, flush=True)
-    (PASSES if cond else FAILS).append(what)
-    if not cond and detail:
-        print(detail[-4000:], flush=True)
 
 
 def run(cmd, **kw):
@@ -162,18 +157,18 @@ def main():
         return 0
     if os.environ.get("QUMAIL_PKG_INNER"):
         serve(os.environ["QUMAIL_PKG_INNER"])
-        print("%d passed, %d failed" % (len(PASSES), len(FAILS)))
-        return 1 if FAILS else 0
+        print(checks.counts())
+        return 1 if checks.failures else 0
     deb = build_deb()
     base = rootfs()
     if deb is None:
-        print("%d passed, %d failed" % (len(PASSES), len(FAILS) or 1))
+        print("%d passed, %d failed" % (len(checks.passes), len(checks.failures) or 1))
         return 1
     if base is None:
         print("SKIPPED: the install part: no Debian root at %s "
               "(sh deploy/make-test-rootfs.sh, or QUMAIL_TEST_DEBOOTSTRAP=1)" % ROOTFS)
-        print("%d passed, %d failed" % (len(PASSES), len(FAILS)))
-        return 1 if FAILS else 0
+        print(checks.counts())
+        return 1 if checks.failures else 0
     work = tempfile.mkdtemp(prefix="qumail-pkg-", dir="/var/tmp")
     root = os.path.join(work, "root")
     try:
@@ -217,15 +212,15 @@ def main():
         check(r.returncode == 0 and inner is not None, "the service's commands in the root",
               r.stderr)
         if inner:
-            PASSES.extend(["inner"] * int(inner.group(1)))
+            checks.passes.extend(["inner"] * int(inner.group(1)))
         r = in_root(root, "dpkg", "--purge", "qumail")
         check(r.returncode == 0 and not os.path.exists(os.path.join(root, "var/lib/qumail"))
               and not os.path.exists(os.path.join(root, "usr/bin/qumail")),
               "dpkg --purge removes the program and /var/lib/qumail", r.stdout + r.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (len(PASSES), len(FAILS)))
-    return 1 if FAILS else 0
+    print(checks.counts())
+    return 1 if checks.failures else 0
 
 
 if __name__ == "__main__":

@@ -33,15 +33,15 @@ Python 3 standard library only.
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from procutil import HOST, Reaper, free_ports, register, unregister, wait_port
-from imapwire import RawImap, ImapError, quote
+from procutil import HOST, Reaper, free_ports, register, terminate, unregister, wait_port
+from testcerts import make_certs  # noqa: F401 (I.make_certs for the scripts)
+from imapwire import RawImap, quote
 import mailstack as M
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -163,34 +163,18 @@ def _listener_probe(qumail, d):
             time.sleep(0.1)
         return (False, "qumail proxy opened no IMAP listener within 20 s (issue 11)")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 10)
 
 
 # -- certificates -----------------------------------------------------------
 
-def make_certs(workdir):
-    """The test CA and its certificates (certs/mkcerts.sh): localhost
-    (server: Dovecot, the proxy, nginx), KME_A/KME_B, SAE_A/SAE_B. Returns
-    {"dir", "ca", "localhost": (pem, key), "KME_A": ..., ...}; readable by
-    Dovecot's and Postfix's users."""
-    out = os.path.join(workdir, "certs")
-    subprocess.run(["sh", os.path.join(SRC, "certs", "mkcerts.sh"), "-o", out,
-                    "-k", "KME_A", "-k", "KME_B", "-s", "SAE_A", "-s", "SAE_B"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    c = {"dir": out, "ca": os.path.join(out, "ca.pem")}
-    for base in ("localhost", "KME_A", "KME_B", "SAE_A", "SAE_B"):
-        c[base] = (os.path.join(out, base + ".pem"), os.path.join(out, base + ".key"))
-    for p in c["localhost"]:
-        os.chmod(p, 0o644)
-    os.chmod(out, 0o755)
-    os.chmod(workdir, 0o755)
-    return c
+def load_date(i):
+    """The INTERNALDATE ImapRig.load gives the i-th message: one second
+    apart from 2026-12-01 00:00:00 UTC (after every dated corpus message)."""
+    t = time.gmtime(1796083200 + i)
+    month = "JanFebMarAprMayJunJulAugSepOctNovDec"[3 * t.tm_mon - 3:3 * t.tm_mon]
+    return "%02d-%s-%04d %02d:%02d:%02d +0000" % (t.tm_mday, month, t.tm_year, t.tm_hour,
+                                                  t.tm_min, t.tm_sec)
 
 
 # -- targets: where a client connects ----------------------------------------
@@ -351,14 +335,24 @@ class ImapRig:
         as CRLF anyway). Returns the UIDs. APPEND rather than LMTP: no
         delivery headers are added, the order and UIDs are known, and it
         works for any mailbox; doveadm save would need the stack's
-        dovecot.conf and gives no UIDs."""
+        dovecot.conf and gives no UIDs.
+
+        INTERNALDATE is given, by position (load_date(i)), not left to the
+        server's clock: a message without a Date: field sorts and searches
+        by it (RFC 5256 SORT DATE, Dovecot's SENT* too), so two mailboxes
+        loaded with the same list must hold the same dates; with the clock,
+        a load that straddled a second boundary reordered them (a flaky
+        e2e_imap_search under load: SORT (REVERSE DATE) of the three
+        undated corpus messages)."""
+        dates = [load_date(i) for i in range(len(messages))]
         c = self.direct().connect(user)
         try:
             if create and mailbox.upper() != "INBOX":
                 c.command(b"CREATE " + quote(mailbox))  # may exist already
             if flags:
-                return [c.append(mailbox, m, flags=flags)[1] for m in messages]
-            return c.append_many(mailbox, messages)
+                return [c.append(mailbox, m, flags=flags, date=d)[1]
+                        for m, d in zip(messages, dates)]
+            return c.append_many(mailbox, messages, dates=dates)
         finally:
             c.logout()
 
@@ -478,6 +472,27 @@ class ImapProxy:
         with open(os.path.join(self.dir, "policy"), "w") as f:
             f.write(self.policy)
         self.log_path = os.path.join(self.dir, "proxy.log")
+        return self.start_same()
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return getattr(self, "_log", "")
+
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def restart(self):
+        """Stop (SIGTERM) and start again on the same ports and state."""
+        st = self.stop(remove=False)
+        self.start_same()
+        return st
+
+    def start_same(self):
+        """Starts `qumail proxy` on the configuration written by start()
+        (the same ports and state) and waits for its listeners."""
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         env.setdefault("LSAN_OPTIONS", "suppressions=%s" % os.path.join(SRC, "tests", "lsan.supp"))
@@ -501,50 +516,8 @@ class ImapProxy:
             raise
         return self
 
-    def log_text(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return getattr(self, "_log", "")
-
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def restart(self):
-        """Stop (SIGTERM) and start again on the same ports and state."""
-        st = self.stop(remove=False)
-        self.start_same()
-        return st
-
-    def start_same(self):
-        log = open(self.log_path, "ab")
-        env = dict(os.environ)
-        env.update(self.env)
-        try:
-            self.proc = subprocess.Popen([QUMAIL, "proxy", "--config", self.config_path],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True, env=env)
-        finally:
-            log.close()
-        self._reaper = Reaper()
-        self._reaper.watch(pid=self.proc.pid, session=self.proc.pid)
-        register(self)
-        for port in list(self.ports.values()) + [self.smtp_port]:
-            wait_port(port, 30, None, proc=self.proc, what="qumail proxy")
-
     def stop(self, remove=True):
-        status = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                status = self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                status = -9
-        elif self.proc:
-            status = self.proc.returncode
+        status = terminate(self.proc, 15, group=True) if self.proc else None
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None

@@ -209,17 +209,21 @@ class RawImap:
         m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", tagged)
         return (int(m.group(1)), int(m.group(2))) if m else None
 
-    def append_many(self, mailbox, msgs, window=64):
+    def append_many(self, mailbox, msgs, window=64, dates=None):
         """APPEND every message, pipelined with LITERAL+ (window commands
-        in flight); returns the UIDs in order."""
+        in flight); returns the UIDs in order. dates: an INTERNALDATE
+        ("dd-Mon-yyyy hh:mm:ss +zzzz") per message, or None (the server's
+        clock)."""
+        dates = dates or [None] * len(msgs)
         if b"LITERAL+" not in (self.capabilities or self.capability()):
-            return [self.append(mailbox, m)[1] for m in msgs]
+            return [self.append(mailbox, m, date=d)[1] for m, d in zip(msgs, dates)]
         uids = []
         pending = []
         box = quote(mailbox)
-        for m in msgs:
+        for m, d in zip(msgs, dates):
             tag = self.next_tag()
-            self.sock.sendall(tag + b" APPEND " + box + b" {%d+}\r\n" % len(m)
+            date = b' "' + d.encode() + b'"' if d else b""
+            self.sock.sendall(tag + b" APPEND " + box + date + b" {%d+}\r\n" % len(m)
                               + m + b"\r\n")
             pending.append(tag)
             if len(pending) >= window:

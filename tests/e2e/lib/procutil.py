@@ -211,6 +211,26 @@ def kill_processes(procs, grace=3.0):
             time.sleep(0.05)
 
 
+def terminate(proc, timeout=15.0, group=False):
+    """Stops a daemon started with subprocess.Popen as it asks to be
+    stopped: SIGTERM, up to `timeout` seconds for it to exit, then SIGKILL
+    (to its whole process group with group=True, for one started with
+    start_new_session). Returns its exit status (-9 when it had to be
+    killed); one that had already exited gives its status."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
+        return -9
+
+
 def wait_port(port, timeout, expect=None, host=HOST, proc=None, what="service"):
     """Wait until `host:port` accepts a connection (and, if `expect` is
     given, sends a greeting starting with it)."""

@@ -28,17 +28,11 @@ except ImportError:
     sys.path.append("/usr/lib/python3/dist-packages")
     from prometheus_client.parser import text_string_to_metric_families
 
+import checks  # noqa: E402
+from checks import check  # noqa: E402
 import mailstack as M  # noqa: E402
 import proxystack as P  # noqa: E402
 
-FAILS, PASSES = [], []
-
-
-def check(cond, what, detail=""):
-    print(("ok: " if cond else "FAIL: ") + what, flush=True)
-    (PASSES if cond else FAILS).append(what)
-    if not cond and detail:
-        print(str(detail)[-3000:], flush=True)
 
 
 class AdminProxy(P.ProxyStack):
@@ -122,9 +116,10 @@ def main():
             ms.wait_for_delivery("bob@example.org", 1, timeout=60)
             log = px.log_text()
             check(re.search(r"info: msg [0-9A-F]+: from=<alice@example\.org> session=\S+ "
-                            r"client=127\.0\.0\.1:\d+ auth=yes message-id=<ops-1@example\.org> "
+                            r"client=127\.0\.0\.1:\d+ auth=yes user=alice@example\.org "
+                            r"message-id=<ops-1@example\.org> "
                             r"rcpts=2 .* queued_as=[0-9A-Z]+,[0-9A-Z]+ delivered=2/2 outcome=250",
-                            log), "message line: session, client, auth, Message-ID, upstream "
+                            log), "message line: session, client, auth, user, Message-ID, upstream "
                   "queue ids", log[-2000:])
             check(re.search(r"msg [0-9A-F]+: to=<bob@example\.org>, copy=\d \(otp, link=site\), "
                             r"status=sent", log) and
@@ -235,7 +230,8 @@ def main():
         # the KME unreachable: not ready, and the reason names the link
         dead = M.free_ports(1)[0]
         with AdminProxy(certs, upstream_port=ms.submission_port, listeners=("plain",),
-                        workdir=work, kme_url="https://127.0.0.1:%d" % dead) as px:
+                        workdir=work, kme_url="https://127.0.0.1:%d" % dead,
+                        kme_timeout="3s") as px:
             code, body = wait_ready(px, want=503)
             code, body = px.get("/readyz")
             check(code == 503 and "kme link 'site', slave SAE 'SAE_B'" in body,
@@ -260,8 +256,8 @@ def main():
             check(metric(m, "qumail_smtp_messages_total", outcome="deferred", reason="keys") == 1
                   and metric(m, "qumail_kme_errors_total", link="site") >= 1,
                   "metrics: deferred for keys, KME errors")
-    print("%d passed, %d failed" % (len(PASSES), len(FAILS)))
-    return 1 if FAILS else 0
+    print(checks.counts())
+    return 1 if checks.failures else 0
 
 
 if __name__ == "__main__":

@@ -28,17 +28,13 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import checks  # noqa: E402
+from checks import check  # noqa: E402
+
 SRC = os.environ.get("QUMAIL_SRC") or os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
 BUILD = os.environ["QUMAIL_BUILD"]
-FAILS, PASSES = [], []
-
-
-def check(cond, what, detail=""):
-    print(("ok: " if cond else "FAIL: ") + what, flush=True)
-    (PASSES if cond else FAILS).append(what)
-    if not cond and detail:
-        print(detail[-4000:], flush=True)
 
 
 def readme_block(heading):
@@ -238,8 +234,8 @@ def main():
         follow_readme(tree, bindir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (len(PASSES), len(FAILS)))
-    return 1 if FAILS else 0
+    print(checks.counts())
+    return 1 if checks.failures else 0
 
 
 if __name__ == "__main__":

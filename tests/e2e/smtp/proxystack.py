@@ -6,9 +6,11 @@
 
 The proxy runs with the embedded KME simulator (KME_A for the sender side,
 KME_B for the receiver side), one KME link "site" (SAE_A -> KME_A) and a
-policy file. decrypt(raw) decrypts a stored message as the receiver does
-(tests/e2e/smtp/qkd_decrypt.c: dec_keys from KME_B with SAE_B's
-certificate). Every process is killed on stop(), at exit and on SIGTERM
+policy file. KME requests time out after kme_timeout, 30 s by default (an
+ASan build of the simulator on a loaded machine can take seconds per
+enc_keys); tests that point at a dead KME pass a short one. decrypt(raw)
+decrypts a stored message as the receiver does (tests/e2e/smtp/qkd_decrypt.c:
+dec_keys from KME_B with SAE_B's certificate). Every process is killed on stop(), at exit and on SIGTERM
 (through the mailstack harness' registry). Python 3 standard library only.
 """
 
@@ -27,8 +29,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 
-from procutil import (HOST, Reaper, free_ports, register, unregister,  # noqa: E402
-                      wait_port)
+from procutil import (HOST, Reaper, free_ports, register, terminate,  # noqa: E402
+                      unregister, wait_port)
+from testcerts import make_certs  # noqa: E402,F401 (the callers' P.make_certs)
 
 SRC = os.environ.get("QUMAIL_SRC", os.path.abspath(os.path.join(HERE, "..", "..", "..")))
 BUILD = os.environ.get("QUMAIL_BUILD", os.path.join(SRC, "build"))
@@ -46,38 +49,12 @@ refused.example.net   action=refuse
 """
 
 
-def make_certs(workdir):
-    out = os.path.join(workdir, "certs")
-    subprocess.run(["sh", os.path.join(SRC, "certs", "mkcerts.sh"), "-o", out,
-                    "-k", "KME_A", "-k", "KME_B", "-s", "SAE_A", "-s", "SAE_B"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    files = {}
-    for name in os.listdir(out):
-        files[name] = os.path.join(out, name)
-
-    def pick(base):
-        for cand in (base, base.lower(), base.replace("_", "-").lower()):
-            if cand + ".pem" in files:
-                return files[cand + ".pem"], files[cand + ".key"]
-        raise RuntimeError("mkcerts made no %s.pem in %s: %s" % (base, out, sorted(files)))
-
-    c = {"dir": out, "ca": files["ca.pem"]}
-    for base in ("localhost", "KME_A", "KME_B", "SAE_A", "SAE_B"):
-        c[base] = pick(base)
-    # Postfix and Dovecot (other users) must read the localhost key.
-    for p in c["localhost"]:
-        os.chmod(p, 0o644)
-    os.chmod(out, 0o755)
-    os.chmod(workdir, 0o755)
-    return c
-
-
 class ProxyStack:
     def __init__(self, certs, upstream_port, upstream_tls="none", mode="submission",
                  policy=DEFAULT_POLICY, listeners=("plain", "starttls", "implicit"),
                  kme_url=None, trace_header=True, limits=None, log_level="info",
                  trusted_networks=None, upstream_client_cert=False, workdir=None,
-                 kme_timeout="3s", upstream_server_name="localhost", fixed_ports=None):
+                 kme_timeout="30s", upstream_server_name="localhost", fixed_ports=None):
         self.certs = certs
         self.upstream_port = upstream_port
         self.upstream_tls = upstream_tls
@@ -271,17 +248,7 @@ class ProxyStack:
     def stop(self):
         """SIGTERM and wait; returns the exit status (sanitizer reports make
         it non-zero)."""
-        status = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                status = self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                status = -9
-        elif self.proc:
-            status = self.proc.returncode
+        status = terminate(self.proc, 15, group=True) if self.proc else None
         if getattr(self, "_reaper", None) is not None:
             self._reaper.close()   # clean stop: it removes nothing, kills nothing
             self._reaper = None
@@ -306,3 +273,16 @@ class ProxyStack:
         if ids:
             self._plain[ids] = r.stdout
         return r.stdout
+
+
+def stop_clean(px, *others):
+    """Stops the proxy, then `others` (the MailStack...), and fails
+    (AssertionError, the proxy log's tail on stderr) when the proxy exited
+    non-zero or a sanitizer reported: the tearDownClass of a suite."""
+    status = px.stop()
+    log = px.log_text()
+    for o in others:
+        o.stop()
+    if status != 0 or "Sanitizer" in log or "runtime error" in log:
+        sys.stderr.write(log[-6000:])
+        raise AssertionError("proxy exit status %r or sanitizer report" % status)

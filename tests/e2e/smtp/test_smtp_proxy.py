@@ -104,16 +104,14 @@ class ProxyE2E(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        status = cls.px.stop()
-        log = cls.px.log_text()
-        cls.ms.stop()
-        if status != 0 or "Sanitizer" in log or "runtime error" in log:
-            sys.stderr.write(log[-6000:])
-            raise AssertionError("proxy exit status %r or sanitizer report" % status)
+        P.stop_clean(cls.px, cls.ms)
 
     # -- helpers --------------------------------------------------------------
 
     def send(self, rcpts, msg, px=None, port="plain", login=ALICE, sender=None, **kw):
+        # patient beyond the proxy's own KME and upstream deadlines (30 s):
+        # on a loaded machine the answer comes late, not never
+        kw.setdefault("timeout", 90)
         px = px or self.px
         return M.smtp_send(px.host, px.ports[port], sender or ALICE[0], rcpts, msg,
                            login=login, ssl_context=self.ctx, **kw)
@@ -269,8 +267,13 @@ class ProxyE2E(unittest.TestCase):
         with self.assertRaises(smtplib.SMTPSenderRefused) as cm:
             self.send(["bob@example.org"], msg, login=None)
         self.assertEqual(cm.exception.smtp_code, 530)
-        self.assertNotIn("wrong-password", self.px.log_text())
-        self.assertNotIn(M.USERS["alice@example.org"], self.px.log_text())
+        log = self.px.log_text()
+        self.assertNotIn("wrong-password", log)
+        self.assertNotIn(M.USERS["alice@example.org"], log)
+        # who authenticated is logged (PLAIN, then LOGIN after 334), once
+        # upstream said 235; the refused attempt names nobody
+        self.assertRegex(log, r"authenticated by upstream user=alice@example\.org")
+        self.assertNotRegex(log, r"authentication refused by upstream.*user=")
 
     def test_08_kme_down_gives_4xx_and_nothing_reaches_postfix(self):
         dead = M.free_ports(1)[0]
@@ -281,7 +284,7 @@ class ProxyE2E(unittest.TestCase):
             "example.net           action=require")
         with P.ProxyStack(self.certs, self.ms.submission_port, workdir=self.work,
                           kme_url="https://127.0.0.1:%d" % dead, policy=policy,
-                          trusted_networks=["192.0.2.0/24"]) as px:
+                          trusted_networks=["192.0.2.0/24"], kme_timeout="3s") as px:
             before = self.ms.accepted_queue_ids()
             msg = mime_message(ALICE[0], ["bob@example.org"], "kme down", "secret\n")
             with self.assertRaises(smtplib.SMTPDataError) as cm:

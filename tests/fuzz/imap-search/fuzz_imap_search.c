@@ -66,3 +66,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     imap_search_in_free(&in);
     return 0;
 }
+
+/* For the regression driver (tests/fuzz/common/fuzz_driver.c): the
+ * criteria syntax's delimiters and a few keywords. */
+extern const char *const fuzz_driver_tokens[];
+const char *const fuzz_driver_tokens[] = {
+    "(", ")", "\"", " ", "{", "}", "*", ":", ",", "\\", "\r\n",
+    "NOT ", "OR ", "UID ", "BODY ", "TEXT ", "HEADER ", "SUBJECT ", "FROM ",
+    "LARGER ", "SMALLER ", "SENTSINCE 1-Jan-2020 ", "KEYWORD ", "{3+}\r\n", "1:*", "$",
+    NULL,
+};

@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *in = (const char *)data + 1;
     size_t len = size - 1;
     struct kme_http_resp r;
-    kme_http_resp_init(&r, 64 * 1024);
+    kme_http_resp_init(&r, (size_t)64 * 1024);
     int rc = 0;
     size_t off = 0;
     while (off < len && rc == 0) {

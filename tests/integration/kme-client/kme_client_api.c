@@ -156,7 +156,7 @@ static void test_pool_enc_dec(uv_loop_t *loop)
 
     /* a request larger than max_key_size * max_key_per_request */
     struct slot big = {0};
-    uint64_t big_bits = 8ull * 1024 * 300 + 8 * 77;
+    uint64_t big_bits = 8ull * 1024 * 300 + 8ull * 77;
     CHECK(kme_client_enc_bits(a, slave, big_bits, keys_cb, &big) == 0, "big submit");
     run_until(loop, &big, 1);
     CHECK(big.error == 0 && big.keys && big.keys->total_len * 8 == big_bits, "big enc: %s",

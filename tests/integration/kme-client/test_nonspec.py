@@ -13,6 +13,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peer  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "e2e", "lib"))
+from procutil import free_ports  # noqa: E402
+
 QUMAIL = os.environ.get("QUMAIL_BIN", "qumail")
 SRC = os.environ.get("QUMAIL_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
 UUID1 = "550e8400-e29b-41d4-a716-446655440000"
@@ -46,11 +49,11 @@ def expect(name, got, want_rc, want_error=None, contains=None):
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port below the kernel's ephemeral range, never handed out twice
+    here (procutil.free_ports): a port the kernel picked for port 0 can be
+    taken by any process's next outgoing connection before our KME binds it
+    (seen under ctest -j2)."""
+    return free_ports(1)[0]
 
 
 def main():

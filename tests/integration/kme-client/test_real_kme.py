@@ -9,11 +9,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "e2e", "lib"))
+from procutil import free_ports  # noqa: E402
 
 QUMAIL = os.environ.get("QUMAIL_BIN", "qumail")
 SRC = os.environ.get("QUMAIL_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
@@ -82,11 +84,11 @@ def spawn(tmp, name, kmes, want):
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port below the kernel's ephemeral range, never handed out twice
+    here (procutil.free_ports): a port the kernel picked for port 0 can be
+    taken by any process's next outgoing connection before our KME binds it
+    (seen under ctest -j2)."""
+    return free_ports(1)[0]
 
 
 def stop(proc):

@@ -20,14 +20,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "e2e", "lib"))
+from procutil import free_ports  # noqa: E402
 
 QUMAIL = os.environ.get("QUMAIL_BIN", "qumail")
 SRC = os.environ.get("QUMAIL_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
@@ -61,9 +62,11 @@ def check(cond, what):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the kernel's ephemeral range, never handed out twice
+    here (procutil.free_ports): a port the kernel picked for port 0 can be
+    taken by any process's next outgoing connection before our KME binds it
+    (seen under ctest -j2)."""
+    return free_ports(1)[0]
 
 
 # ---- certificates -----------------------------------------------------------
@@ -169,8 +172,10 @@ def curl(port, sae, method, path, body=None, certbase=CERTS, extra=()):
 
 
 def wait_ready(port, sae, slave, min_keys=200):
+    """Polls until the KME answers with key material (as soon as it does;
+    up to 120 s: an ASan build under load is slow to start and fill)."""
     t0 = time.time()
-    while time.time() - t0 < 30:
+    while time.time() - t0 < 120:
         s, d = curl(port, sae, "GET", "/api/v1/keys/%s/status" % slave)
         if s == 200 and d["stored_key_count"] >= min_keys:
             return d

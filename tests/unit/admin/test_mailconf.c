@@ -34,7 +34,7 @@ static void test_addresses(void **state)
         assert_false(admin_address_ok(bad[i]));
     char big[300];
     memset(big, 'a', sizeof(big));
-    strcpy(big + 250, "@example.org");
+    snprintf(big + 250, sizeof(big) - 250, "@example.org");
     assert_false(admin_address_ok(big));
 }
 

@@ -326,9 +326,11 @@ static void test_map_iteration(void **state)
     const char *name;
     qcfg_node *l;
     int count = 0;
-    const char *order[2];
+    const char *order[2] = {"", ""};
     while ((l = qcfg_object_next(links, &it, &name))) {
-        order[count++] = name;
+        if (count < 2)
+            order[count] = name;
+        count++;
         qcfg_node *o = qcfg_object(l);
         char *url = NULL;
         qcfg_string(qcfg_member(o, "url", 0), 0, &url);

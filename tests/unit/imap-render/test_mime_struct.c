@@ -203,7 +203,7 @@ static void test_nesting_limit(void **state)
     p += sprintf(p, "Subject: deep\r\n");
     for (int i = 0; i < 150; i++)
         p += sprintf(p, "Content-Type: message/rfc822\r\n\r\n");
-    p += sprintf(p, "\r\nbottom\r\n");
+    sprintf(p, "\r\nbottom\r\n");
     ms = parse(m);
     for (r = mime_struct_root(ms); r->children != NULL; r = r->children)
         depth++;

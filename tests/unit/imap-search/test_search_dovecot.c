@@ -123,7 +123,7 @@ static void test_casemap_every_code_point(void **state)
     /* broken UTF-8: lone continuation bytes, truncated sequences, C0/C1,
      * F5-FF, runs of invalid bytes (one U+FFFD per run), NUL ends it */
     static const char *const broken[] = {
-        "\x80", "a\x80" "b", "\xc3", "\xc3(", "\xe2\x82", "\xe2\x82(", "\xf0\x9f\x98",
+        "\x80", ("a\x80" "b"), "\xc3", "\xc3(", "\xe2\x82", "\xe2\x82(", "\xf0\x9f\x98",
         "\xc0\x80", "\xc1\xbf", "\xf5\x80\x80\x80", "\xff\xfe", "x\x80\x80\x80y",
         "\xf8\x88\x80\x80\x80", "\xfc\x84\x80\x80\x80\x80", "\xed\xa0\x80", "ab\0cd",
         "\xef\xbf\xbd\x80", "\xe9t\xe9", "caf\xc3\xa9 CR\xc3\x88ME \xef\xac\x81",
@@ -155,7 +155,7 @@ static const char *const headers[] = {
     "=?windows-1252?q?=80=93=94?=",
     "=?utf-8*en?q?lang?=",
     "raw 8bit \xe9 latin",
-    "=?utf-8?q?" "?=",
+    ("=?utf-8?q?" "?="), /* split: no trigraph */
     "  leading =?utf-8?q?x?=",
     "=?iso-2022-jp?b?GyRCJUYlOSVIGyhC?=",
 };

@@ -344,6 +344,36 @@ static void test_threads(void **state)
     mime_struct_free(&g_fix.ms);
 }
 
+/* Every prefix of criteria with literals, each in a buffer of exactly its
+ * length (no NUL after it): the reader stays inside (ASan), and a cut
+ * literal is a syntax error, never a read past the end. */
+static void test_parse_prefixes_exact(void **state)
+{
+    (void)state;
+    static const char text[] = "SUBJECT {3+}\r\nabc BODY {12}\r\nhello world! {99999999999999999999}";
+    size_t len = strlen(text);
+    for (size_t cut = 0; cut <= len; cut++) {
+        char *exact = malloc(cut ? cut : 1);
+        assert_non_null(exact);
+        memcpy(exact, text, cut);
+        struct imap_search_in *in = NULL;
+        size_t n = 0;
+        const char *err = NULL;
+        if (imap_search_in_parse(exact, cut, &in, &n, &err) == 0)
+            imap_search_in_free(&in);
+        free(exact);
+    }
+    struct imap_search_in *in = NULL;
+    size_t n = 0;
+    const char *err = NULL;
+    assert_int_equal(imap_search_in_parse(text, 41, &in, &n, &err), 0); /* up to "!" */
+    assert_int_equal(n, 4);
+    assert_string_equal(in[3].str, "hello world!");
+    imap_search_in_free(&in);
+    assert_int_not_equal(imap_search_in_parse(text, len, &in, &n, &err), 0); /* huge size */
+    assert_int_not_equal(imap_search_in_parse("{3", 2, &in, &n, &err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_eval),            cmocka_unit_test(test_plan),
         cmocka_unit_test(test_result),          cmocka_unit_test(test_sort),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_parse_prefixes_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

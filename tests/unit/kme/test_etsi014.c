@@ -398,8 +398,10 @@ static void test_key_ids(void **state)
     assert_int_equal(ids.count, 1);
     etsi014_key_ids_clear(&ids);
     static const char *const badq[] = {
-        "", "key_ID=x", "key_ID=bc490419-7d60-487f-adc1-4ddcc177c139&key_ID="
-        "bc490419-7d60-487f-adc1-4ddcc177c139", "id=bc490419-7d60-487f-adc1-4ddcc177c139",
+        "", "key_ID=x",
+        ("key_ID=bc490419-7d60-487f-adc1-4ddcc177c139&key_ID="
+         "bc490419-7d60-487f-adc1-4ddcc177c139"),
+        "id=bc490419-7d60-487f-adc1-4ddcc177c139",
         "key_ID=bc490419-7d60-487f-adc1-4ddcc177c139&number=1",
     };
     for (size_t i = 0; i < sizeof(badq) / sizeof(badq[0]); i++) {

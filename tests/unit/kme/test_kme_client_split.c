@@ -73,7 +73,7 @@ static void test_message_sizes(void **state)
         uint64_t total = (msg * 8 + 256 + 7) / 8 * 8;
         check_plan(&lim, total);
     }
-    check_plan(&lim, 8 * 1024 * 1024 * 8ull); /* 8 MiB message */
+    check_plan(&lim, 8ull * 1024 * 1024 * 8); /* 8 MiB message */
 }
 
 static void test_many_calls(void **state)
@@ -87,7 +87,7 @@ static void test_many_calls(void **state)
     assert_int_equal(p.keys, 201);
     assert_true(p.calls >= 2 && p.calls <= 4);
     lim.max_key_per_request = 1;
-    assert_int_equal(kme_split(&lim, 10 * 1024, &p), 0);
+    assert_int_equal(kme_split(&lim, (uint64_t)10 * 1024, &p), 0);
     assert_int_equal(p.calls, 10);
 }
 

@@ -145,9 +145,9 @@ static void test_outbox(void **state)
             off += 32;
         }
         /* The peer applied all but the last 100. */
-        kme_outbox_drop_until(&q, off - 100 * 32);
+        kme_outbox_drop_until(&q, off - (uint64_t)100 * 32);
         assert_int_equal(q.count, 100);
-        assert_int_equal(kme_outbox_at(&q, 0)->off, off - 100 * 32);
+        assert_int_equal(kme_outbox_at(&q, 0)->off, off - (uint64_t)100 * 32);
         for (size_t i = 1; i < q.count; i++)
             assert_int_equal(kme_outbox_at(&q, i)->off,
                              kme_outbox_at(&q, i - 1)->off + 32);

@@ -317,7 +317,7 @@ static void test_huge_headers(void **s)
     assert_int_equal(mime_encrypt_mem(m, n, &p, &k, 1, &enc, &enc_len, NULL),
                      0);
     size_t hl = tu_header_len(enc, enc_len);
-    assert_true(hl < 80 * 1024);
+    assert_true(hl < (size_t)80 * 1024);
     assert_null(memmem(enc, hl, "user1@", 6)); /* the 100 kB To: is inside */
     struct mime_key_list kl = {&k, 1};
     assert_int_equal(mime_decrypt_mem(enc, enc_len, mime_key_list_lookup, &kl,
@@ -348,15 +348,19 @@ static void *worker(void *arg)
                     strlen(msg), 33, "thr");
         struct mime_encrypt_params p =
             tu_params(i % 2 ? MIME_ALG_AES_256_GCM : MIME_ALG_OTP_POLY1305);
-        unsigned char *enc, *dec;
-        size_t enc_len, dec_len;
+        unsigned char *enc = NULL, *dec = NULL;
+        size_t enc_len = 0, dec_len = 0;
         struct mime_key_list kl = {k.keys, k.n};
         if (mime_encrypt_mem(msg, strlen(msg), &p, k.keys, k.n, &enc, &enc_len,
                              NULL) != 0 ||
             mime_decrypt_mem(enc, enc_len, mime_key_list_lookup, &kl, &dec,
                              &dec_len, NULL, NULL) != 0 ||
-            dec_len != strlen(msg) || memcmp(dec, msg, dec_len) != 0)
+            dec_len != strlen(msg) || memcmp(dec, msg, dec_len) != 0) {
+            mime_plaintext_free(&dec, dec_len);
+            free(enc);
+            tu_keys_free(&k);
             return (void *)1;
+        }
         mime_plaintext_free(&dec, dec_len);
         free(enc);
         tu_keys_free(&k);

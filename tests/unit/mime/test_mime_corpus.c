@@ -240,7 +240,9 @@ static int corpus_files(char ***names_r)
         size_t l = strlen(e->d_name);
         if (l < 5 || strcmp(e->d_name + l - 4, ".eml") != 0)
             continue;
-        names = realloc(names, (size_t)(n + 1) * sizeof(char *));
+        char **grown = realloc(names, (size_t)(n + 1) * sizeof(char *));
+        assert_non_null(grown);
+        names = grown;
         assert_true(asprintf(&names[n], "%s/%s", MIME_CORPUS_DIR,
                              e->d_name) > 0);
         n++;

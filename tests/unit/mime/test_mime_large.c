@@ -14,7 +14,7 @@
 
 #include "mime_test_util.h"
 
-#define MSG_SIZE (50u * 1000u * 1000u)
+#define MSG_SIZE ((size_t)50 * 1000 * 1000)
 #define MB (1024.0 * 1024.0)
 
 static long maxrss_kb(void)

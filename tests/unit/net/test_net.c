@@ -395,7 +395,7 @@ struct bulk {
 static void bulk_fill(struct bulk *b)
 {
     unsigned char chunk[8192];
-    while (b->sent < b->total && net_conn_output_pending(b->conn) < 256 * 1024) {
+    while (b->sent < b->total && net_conn_output_pending(b->conn) < (size_t)256 * 1024) {
         size_t n = b->total - b->sent < sizeof(chunk) ? b->total - b->sent : sizeof(chunk);
         for (size_t i = 0; i < n; i++) {
             chunk[i] = (unsigned char)((b->sent + i) * 7 + ((b->sent + i) >> 9));

@@ -1,5 +1,6 @@
 /* statefile: private state folders and files whatever the umask (issue 10,
  * defect 5: key material world-readable at rest). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,6 +56,23 @@ static void test_created_private_whatever_the_umask(void **state)
     umask(old);
 }
 
+/* A umask that takes the owner's own bits away: created folders (the
+ * missing parents too) are 0700 all the same, usable by their owner. */
+static void test_created_usable_under_narrow_umask(void **state)
+{
+    (void)state;
+    mode_t old = umask(0277);
+    char dir[700], parent[600];
+    snprintf(parent, sizeof(parent), "%s/p1", base);
+    snprintf(dir, sizeof(dir), "%s/p2", parent);
+    char *warning = NULL, *error = NULL;
+    assert_int_equal(statefile_dir(dir, &warning, &error), 0);
+    umask(old);
+    assert_null(warning);
+    assert_int_equal(mode_of(parent), 0700);
+    assert_int_equal(mode_of(dir), 0700);
+}
+
 static void test_existing_open_file_fixed_and_reported(void **state)
 {
     (void)state;
@@ -88,6 +106,7 @@ static void test_symlink_and_writable_folder_refused(void **state)
     assert_int_equal(symlink(target, link), 0);
     char *warning = NULL, *error = NULL;
     assert_int_equal(statefile_private(link, 1, &warning, &error), -1);
+    assert_int_equal(errno, EPERM);
     assert_non_null(strstr(error, "symbolic link"));
     free(error);
 
@@ -95,6 +114,7 @@ static void test_symlink_and_writable_folder_refused(void **state)
     assert_int_equal(mkdir(dir, 0700), 0);
     chmod(dir, 0777);
     assert_int_equal(statefile_dir(dir, &warning, &error), -1);
+    assert_int_equal(errno, EPERM);
     assert_non_null(strstr(error, "written by everyone"));
     free(error);
     chmod(dir, 0755); /* listable only: accepted with a warning */
@@ -102,6 +122,7 @@ static void test_symlink_and_writable_folder_refused(void **state)
     assert_non_null(warning);
     free(warning);
     assert_int_equal(statefile_dir(target, &warning, &error), -1);
+    assert_int_equal(errno, ENOTDIR);
     assert_non_null(strstr(error, "not a folder"));
     free(error);
 }
@@ -110,6 +131,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_created_private_whatever_the_umask),
+        cmocka_unit_test(test_created_usable_under_narrow_umask),
         cmocka_unit_test(test_existing_open_file_fixed_and_reported),
         cmocka_unit_test(test_symlink_and_writable_folder_refused),
     };

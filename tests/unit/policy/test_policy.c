@@ -39,8 +39,10 @@ static void expect_errors(const char *text, const char *const *links, const char
     const char *s = err;
     size_t i = 0;
     for (; want[i]; i++) {
-        if (!s)
+        if (!s) {
             fail_msg("missing error %zu '%s'; got:\n%s", i, want[i], err);
+            return;
+        }
         size_t len = strcspn(s, "\n");
         if (strlen(want[i]) != len || strncmp(s, want[i], len) != 0)
             fail_msg("error %zu:\n got  %.*s\n want %s\nall:\n%s", i, (int)len, s, want[i], err);
@@ -347,12 +349,13 @@ static void test_errors_lines_and_resolution(void **state)
     char *err = NULL;
     assert_int_equal(policy_load_buffer("p.txt", text, strlen(text), links2, &p, &err),
                      POLICY_EINVALID);
-    char *filtered = calloc(1, strlen(err) + 1);
+    size_t cap = strlen(err) + 1, fl = 0;
+    char *filtered = calloc(1, cap);
+    assert_non_null(filtered);
     for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n")) {
         if (strstr(line, "unknown setting 'w") && !strstr(line, "'w1'"))
             continue;
-        strcat(filtered, *filtered ? "\n" : "");
-        strcat(filtered, line);
+        fl += (size_t)snprintf(filtered + fl, cap - fl, "%s%s", fl ? "\n" : "", line);
     }
     free(err);
     const char *s = filtered;
@@ -371,8 +374,9 @@ static void test_error_cap(void **state)
 {
     size_t n = POLICY_MAX_ERRORS + 5;
     char *text = calloc(n, 32);
+    assert_non_null(text);
     for (size_t i = 0; i < n; i++)
-        strcat(text, "x.test bad=1\n");
+        memcpy(text + i * 13, "x.test bad=1\n", 13);
     policy *p = NULL;
     char *err = NULL;
     assert_int_equal(policy_load_buffer("p.txt", text, strlen(text), NULL, &p, &err),

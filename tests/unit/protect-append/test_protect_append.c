@@ -296,7 +296,7 @@ static void test_otp(void **state)
 {
     (void)state;
     /* 150 kB: three vault keys (64 KiB, 64 KiB, remainder). */
-    size_t len = 150 * 1000;
+    size_t len = (size_t)150 * 1000;
     char *msg = malloc(len);
     size_t hdr = (size_t)snprintf(msg, len, "Subject: otp\n\n");
     for (size_t i = hdr; i < len; i++)
@@ -368,7 +368,7 @@ static void test_canonicalize(void **state)
 static void test_large(void **state)
 {
     (void)state;
-    size_t len = 10u * 1000 * 1000;
+    size_t len = (size_t)10 * 1000 * 1000;
     char *msg = malloc(len);
     size_t hdr = (size_t)snprintf(msg, len,
                                   "From: a@example.org\nSubject: big\nMIME-Version: 1.0\n"

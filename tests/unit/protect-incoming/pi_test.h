@@ -118,8 +118,8 @@ static char *kme_json(const struct pi_env *e)
                  "\"secret_key_rate\":%llu,\"max_key_count\":%lld,"
                  "\"dec_keys_wait\":\"%llums\",\"dec_keys_redeliver\":\"%llums\","
                  "\"sqlite_synchronous\":\"normal\"}",
-                 id, i == 0 ? e->port_a : e->port_b, e->certs, id, e->certs, id,
-                 e->ca, e->dir, id, i == 0 ? e->link_a : e->link_b, peer,
+                 id, (unsigned)(i == 0 ? e->port_a : e->port_b), e->certs, id, e->certs, id,
+                 e->ca, e->dir, id, (unsigned)(i == 0 ? e->link_a : e->link_b), peer,
                  (unsigned long long)(e->rate_bps ? e->rate_bps : 20000000),
                  (long long)(e->max_key_count ? e->max_key_count : 100000),
                  (unsigned long long)e->dec_wait_ms,
@@ -193,6 +193,30 @@ static void pi_kme_kill(struct pi_env *e)
     int st;
     waitpid(e->kme_pid, &st, 0);
     e->kme_pid = 0;
+}
+
+/* The KME process again with another redelivery grace (same ports, same
+ * durable state). */
+static void pi_kme_restart(struct pi_env *e, uint64_t redeliver_ms)
+{
+    pi_kme_kill(e);
+    e->redeliver_ms = redeliver_ms;
+    pi_kme_start(e);
+}
+
+/* A test binary's group setup: its folder, certificates and the KME
+ * simulator with the given redelivery grace; pi_suite_end undoes it. */
+static void pi_suite_begin(struct pi_env *e, const char *name, uint64_t redeliver_ms)
+{
+    pi_env_init(e, name);
+    e->redeliver_ms = redeliver_ms;
+    pi_kme_start(e);
+}
+
+static void pi_suite_end(struct pi_env *e)
+{
+    pi_kme_kill(e);
+    pi_rmrf(e->dir);
 }
 
 /* ---- sending: real encryption with keys from kme-a ----------------------------- */
@@ -296,8 +320,9 @@ static void pi_reader_open(struct pi_env *e, struct protect_in_config *cfg,
         fail_msg("reader: %s", err != NULL ? err : "?");
 }
 
-/* Frees the reading side and checks that no handle was left behind. */
-static void pi_reader_close(struct pi_env *e)
+/* Frees the reading side; without cmocka asserts (forked children): what
+ * uv_loop_close says (0: no handle was left behind). */
+static int pi_reader_try_close(struct pi_env *e)
 {
     qlog_debug("test: reader close");
     protect_in_free(&e->pi);
@@ -306,7 +331,38 @@ static void pi_reader_close(struct pi_env *e)
     }
     kme_vault_close(&e->vault);
     policy_store_free(&e->policies);
-    assert_int_equal(uv_loop_close(&e->loop), 0);
+    return uv_loop_close(&e->loop);
+}
+
+/* Frees the reading side and checks that no handle was left behind. */
+static void pi_reader_close(struct pi_env *e)
+{
+    assert_int_equal(pi_reader_try_close(e), 0);
+}
+
+/* The tests' configuration: the defaults, but a notice is never reused
+ * (every read asks again: deterministic tests). */
+static void pi_config(struct protect_in_config *cfg)
+{
+    protect_in_config_defaults(cfg);
+    cfg->notice_ttl_ms = 0;
+}
+
+/* pi_reader_open (vault sync normal) and a reader for login. */
+static protect_in_reader *pi_reader_open_as(struct pi_env *e, struct protect_in_config *cfg,
+                                            const char *login)
+{
+    pi_reader_open(e, cfg, KME_VAULT_SYNC_NORMAL);
+    protect_in_reader *r = protect_in_reader_new(e->pi, login);
+    assert_non_null(r);
+    return r;
+}
+
+/* Frees the reader *r and closes the reading side. */
+static void pi_reader_close_as(struct pi_env *e, protect_in_reader **r)
+{
+    protect_in_reader_free(r);
+    pi_reader_close(e);
 }
 
 /* ---- a mailbox message and the fetch callback ------------------------------------- */
@@ -383,6 +439,54 @@ static char *pi_hint(const uint8_t *msg, size_t len)
     assert_int_equal(protect_in_classify(msg, len, &hint), 1);
     assert_non_null(hint);
     return hint;
+}
+
+/* One encrypted message as a mailbox holds it: its bytes, its hint and
+ * the fetch state for protect_in_open (all owned here: pi_mail_free). */
+struct pi_mail {
+    uint8_t *bytes;
+    size_t len;
+    char *hint;
+    struct pi_msg m;
+};
+
+/* msg encrypted with keys from kme-a for rcpts (pi_encrypt). */
+static void pi_mail_make(struct pi_env *e, struct pi_mail *pm, const char *msg,
+                         enum mime_alg alg, const char *const *rcpts)
+{
+    memset(pm, 0, sizeof(*pm));
+    pm->bytes = pi_encrypt(e, msg, alg, rcpts, &pm->len);
+    pm->hint = pi_hint(pm->bytes, pm->len);
+    pm->m = (struct pi_msg){pm->bytes, pm->len, 0, false, 0};
+}
+
+static void pi_mail_free(struct pi_mail *pm)
+{
+    free(pm->hint);
+    free(pm->bytes);
+    memset(pm, 0, sizeof(*pm));
+}
+
+/* Reads pm once as a new reader login (the test configuration) and checks
+ * that the answer is a notice for `reason` which does not show `hidden`
+ * (optional, NULL-terminated: texts of the plaintext) and names `shown`
+ * (optional). */
+static void pi_expect_notice_as(struct pi_env *e, const char *login, struct pi_mail *pm,
+                                enum protect_in_reason reason, const char *shown,
+                                const char *const *hidden)
+{
+    struct protect_in_config cfg;
+    pi_config(&cfg);
+    protect_in_reader *r = pi_reader_open_as(e, &cfg, login);
+    protect_in_view *v = pi_open_wait(e, r, pm->hint, &pm->m);
+    assert_int_equal(protect_in_view_reason(v), reason);
+    const char *data = (const char *)mime_struct_data(protect_in_view_struct(v));
+    if (shown != NULL)
+        assert_non_null(strstr(data, shown));
+    for (size_t i = 0; hidden != NULL && hidden[i] != NULL; i++)
+        assert_null(strstr(data, hidden[i]));
+    protect_in_view_unref(&v);
+    pi_reader_close_as(e, &r);
 }
 
 /* The view must be exactly what the plaintext gives when parsed and

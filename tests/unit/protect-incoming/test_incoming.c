@@ -10,23 +10,15 @@ static struct pi_env env;
 static int setup(void **state)
 {
     (void)state;
-    pi_env_init(&env, "incoming");
-    pi_kme_start(&env);
+    pi_suite_begin(&env, "incoming", 0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    pi_kme_kill(&env);
-    pi_rmrf(env.dir);
+    pi_suite_end(&env);
     return 0;
-}
-
-static void test_config(struct protect_in_config *cfg)
-{
-    protect_in_config_defaults(cfg);
-    cfg->notice_ttl_ms = 0; /* every read retries: deterministic tests */
 }
 
 /* ---- classification ---------------------------------------------------------- */
@@ -82,9 +74,8 @@ static void test_kme_cache_vault_meta(void **state)
     struct pi_msg m = {c, clen, 0, false, 1000};
 
     struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    pi_config(&cfg);
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     assert_non_null(alice);
     protect_in_view *v = NULL;
 
@@ -113,14 +104,12 @@ static void test_kme_cache_vault_meta(void **state)
     /* let the metadata reach the vault */
     while (protect_in_get_stats(env.pi, &st), st.meta_stored == 0)
         uv_run(&env.loop, UV_RUN_NOWAIT);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
 
     /* 3. restart: new process state, same vault. The KME deleted the keys
      * when it delivered them (no redelivery grace here): only the vault
      * can have them. */
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    alice = protect_in_reader_new(env.pi, "alice@example.org");
+    alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     /* a summary from the durable metadata, without fetching */
     assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_FULL, &v), 0);
     assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_SUMMARY, &v), 1);
@@ -166,8 +155,7 @@ static void test_kme_cache_vault_meta(void **state)
     protect_in_reader *bob = protect_in_reader_new(env.pi, "bob@example.org");
     assert_int_equal(protect_in_lookup(env.pi, bob, hint, PROTECT_IN_SUMMARY, &v), 0);
     protect_in_reader_free(&bob);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(hint);
     free(c);
 }
@@ -182,9 +170,8 @@ static void test_kme_down_then_recovery(void **state)
     char *hint = pi_hint(c, clen);
     struct pi_msg m = {c, clen, 0, false, 0};
     struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    pi_config(&cfg);
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
 
     pi_kme_kill(&env);
     protect_in_view *v = pi_open_wait(&env, alice, hint, &m);
@@ -213,8 +200,7 @@ static void test_kme_down_then_recovery(void **state)
     v = pi_open_wait(&env, alice, hint, &m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(hint);
     free(c);
 }
@@ -232,8 +218,7 @@ static void test_notice_ttl(void **state)
     struct protect_in_config cfg;
     protect_in_config_defaults(&cfg);
     cfg.notice_ttl_ms = 600000;
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     pi_kme_kill(&env);
     protect_in_view *v = pi_open_wait(&env, alice, h1, &m1);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
@@ -253,8 +238,7 @@ static void test_notice_ttl(void **state)
     assert_int_equal(st.kme_requests, kme_before);
     assert_int_equal(m1.fetches, 1);
     pi_kme_start(&env);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(h1);
     free(h2);
     free(c1);
@@ -278,9 +262,8 @@ static void test_tampered(void **state)
     *b64 = *b64 == 'A' ? 'B' : 'A';
     struct pi_msg tm = {t, clen, 0, false, 0}, m = {c, clen, 0, false, 0};
     struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    pi_config(&cfg);
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     protect_in_view *v = pi_open_wait(&env, alice, hint, &tm);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_AUTH_FAILED);
     const char *data = (const char *)mime_struct_data(protect_in_view_struct(v));
@@ -294,8 +277,7 @@ static void test_tampered(void **state)
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, 1);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(hint);
     free(t);
     free(c);
@@ -313,25 +295,14 @@ static void test_unknown_key(void **state)
                                     .source_kme_id = "kme-a", .master_sae_id = "sae-a",
                                     .slave_sae_id = "sae-b", .recipients = PI_TO_ALICE,
                                     .n_recipients = 1};
-    unsigned char *c = NULL;
-    size_t clen;
-    assert_int_equal(mime_encrypt_mem(PI_MSG_MIXED, strlen(PI_MSG_MIXED), &p, &k, 1, &c,
-                                      &clen, NULL), 0);
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 0};
-    struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
-    protect_in_view *v = pi_open_wait(&env, alice, hint, &m);
-    assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KEY_UNKNOWN);
-    const char *data = (const char *)mime_struct_data(protect_in_view_struct(v));
-    assert_non_null(strstr(data, "0b7d3f2a-1c9e-4e58-9a61-2c4d8e0f1a2b"));
-    protect_in_view_unref(&v);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
-    free(hint);
-    free(c);
+    struct pi_mail pm = {0};
+    assert_int_equal(mime_encrypt_mem(PI_MSG_MIXED, strlen(PI_MSG_MIXED), &p, &k, 1,
+                                      &pm.bytes, &pm.len, NULL), 0);
+    pm.hint = pi_hint(pm.bytes, pm.len);
+    pm.m = (struct pi_msg){pm.bytes, pm.len, 0, false, 0};
+    pi_expect_notice_as(&env, "alice@example.org", &pm, PROTECT_IN_R_KEY_UNKNOWN,
+                        "0b7d3f2a-1c9e-4e58-9a61-2c4d8e0f1a2b", NULL);
+    pi_mail_free(&pm);
 }
 
 /* Two users through one proxy: bob holds a copy of alice's message. */
@@ -343,13 +314,12 @@ static void test_wrong_user(void **state)
     char *hint = pi_hint(c, clen);
     struct pi_msg m = {c, clen, 0, false, 0};
     struct protect_in_config cfg;
-    test_config(&cfg);
+    pi_config(&cfg);
     const struct protect_in_address map[] = {{"carol", "Alice@Example.org"}};
     cfg.default_domain = "example.org";
     cfg.addresses = map;
     cfg.n_addresses = 1;
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice");
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice");
     protect_in_reader *bob = protect_in_reader_new(env.pi, "bob@example.org");
     protect_in_reader *carol = protect_in_reader_new(env.pi, "carol");
     assert_int_equal(protect_in_reader_address_count(alice), 1);
@@ -380,20 +350,17 @@ static void test_wrong_user(void **state)
     protect_in_view_unref(&v);
     protect_in_reader_free(&alice);
     protect_in_reader_free(&bob);
-    protect_in_reader_free(&carol);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &carol);
 
     /* recipient_check off: anyone logged in */
-    test_config(&cfg);
+    pi_config(&cfg);
     cfg.recipient_check = PROTECT_IN_CHECK_OFF;
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    bob = protect_in_reader_new(env.pi, "bob");
+    bob = pi_reader_open_as(&env, &cfg, "bob");
     assert_int_equal(protect_in_reader_address_count(bob), 0);
     v = pi_open_wait(&env, bob, hint, &m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
-    protect_in_reader_free(&bob);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &bob);
     free(hint);
     free(c);
 }
@@ -409,9 +376,8 @@ static void test_unbound_and_no_rule(void **state)
     char *h1 = pi_hint(unbound, l1), *h2 = pi_hint(norule, l2);
     struct pi_msg m1 = {unbound, l1, 0, false, 0}, m2 = {norule, l2, 0, false, 0};
     struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    pi_config(&cfg);
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     protect_in_view *v = pi_open_wait(&env, alice, h1, &m1);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_UNBOUND);
     protect_in_view_unref(&v);
@@ -421,18 +387,15 @@ static void test_unbound_and_no_rule(void **state)
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, 0); /* never a guess */
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     /* release_unbound: the unbound copy is read */
-    test_config(&cfg);
+    pi_config(&cfg);
     cfg.release_unbound = true;
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    alice = protect_in_reader_new(env.pi, "alice@example.org");
+    alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     v = pi_open_wait(&env, alice, h1, &m1);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(h1);
     free(h2);
     free(unbound);
@@ -446,28 +409,16 @@ static void test_inner_sender_mismatch(void **state)
     (void)state;
     const char *msg = "From: boss@evil.example\r\nTo: alice@example.org\r\n"
                       "Subject: pay now\r\n\r\nbody\r\n";
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, msg, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &clen);
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, msg, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     /* the outer From rewritten to a sender of the right rule */
-    char *s = (char *)c;
-    char *f = strstr(s, "From: boss@evil.example");
+    char *f = strstr((char *)pm.bytes, "From: boss@evil.example");
     assert_non_null(f);
     memcpy(f, "From: bossy@example.org", strlen("From: bossy@example.org"));
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 0};
-    struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
-    protect_in_view *v = pi_open_wait(&env, alice, hint, &m);
-    assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_SENDER_MISMATCH);
-    const char *data = (const char *)mime_struct_data(protect_in_view_struct(v));
-    assert_null(strstr(data, "pay now"));
-    protect_in_view_unref(&v);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
-    free(hint);
-    free(c);
+    static const char *const hidden[] = {"pay now", NULL};
+    pi_expect_notice_as(&env, "alice@example.org", &pm, PROTECT_IN_R_SENDER_MISMATCH, NULL,
+                        hidden);
+    pi_mail_free(&pm);
 }
 
 /* ---- coalescing, fetch failures ------------------------------------------------------------ */
@@ -482,9 +433,8 @@ static void test_coalescing(void **state)
     struct pi_msg bad = {c, clen, 0, true, 0};
     struct pi_msg m = {c, clen, 0, false, 0};
     struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    pi_config(&cfg);
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     protect_in_reader *bob = protect_in_reader_new(env.pi, "bob@example.org");
     enum { N = 6 };
     struct pi_answer a[N];
@@ -526,18 +476,15 @@ static void test_coalescing(void **state)
     protect_in_view_unref(&v);
     /* a message larger than max_message_size */
     protect_in_reader_free(&alice);
-    protect_in_reader_free(&bob);
-    pi_reader_close(&env);
-    test_config(&cfg);
+    pi_reader_close_as(&env, &bob);
+    pi_config(&cfg);
     cfg.max_message_size = 100;
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    alice = protect_in_reader_new(env.pi, "alice@example.org");
+    alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     struct pi_msg big = {c2, clen, 0, false, 0};
     v = pi_open_wait(&env, alice, h2, &big);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_TOO_LARGE);
     protect_in_view_unref(&v);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(h2);
     free(c2);
     free(hint);
@@ -552,9 +499,8 @@ static void test_supplied(void **state)
     uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
     char *hint = pi_hint(c, clen);
     struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    pi_config(&cfg);
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     struct pi_answer a1 = {0}, a2 = {0}, a3 = {0};
     protect_in_fetch *f1 = NULL, *f2 = (protect_in_fetch *)1;
     assert_int_equal(protect_in_open_supplied(env.pi, alice, hint, &f1, pi_answer_cb, &a1), 0);
@@ -586,8 +532,7 @@ static void test_supplied(void **state)
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.builds, 1);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(hint);
     free(c);
 }
@@ -605,9 +550,8 @@ static void test_mislabeled_hint(void **state)
     char *h1 = pi_hint(c1, l1);
     struct pi_msg m1 = {c1, l1, 0, false, 0}, m2 = {c2, l2, 0, false, 0};
     struct protect_in_config cfg;
-    test_config(&cfg);
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    pi_config(&cfg);
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     struct pi_answer a1 = {0}, a2 = {0};
     /* c2 presented under c1's hint, first: its fetch supplies the bytes */
     assert_int_equal(protect_in_open(env.pi, alice, h1, pi_fetch, &m2, pi_answer_cb, &a2), 0);
@@ -619,8 +563,7 @@ static void test_mislabeled_hint(void **state)
     assert_int_equal(m1.fetches, 1); /* asked again, for its own bytes */
     protect_in_view_unref(&a1.view);
     protect_in_view_unref(&a2.view);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(h1);
     free(c1);
     free(c2);
@@ -657,12 +600,11 @@ static void test_eviction_wipes(void **state)
     struct pi_msg m1 = {c1, l1, 0, false, 0}, m2 = {c2, l2, 0, false, 0};
     struct wipes w = {0, 0, true};
     struct protect_in_config cfg;
-    test_config(&cfg);
+    pi_config(&cfg);
     cfg.cache_max_views = 1;
     cfg.test_wiped = on_wiped;
     cfg.test_arg = &w;
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    protect_in_reader *alice = protect_in_reader_new(env.pi, "alice@example.org");
+    protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     protect_in_view *v1 = pi_open_wait(&env, alice, h1, &m1);
     size_t size1 = (size_t)protect_in_view_size(v1);
     /* held by us: evicting it does not wipe it yet */
@@ -682,20 +624,17 @@ static void test_eviction_wipes(void **state)
     protect_in_view_unref(&v2);
     assert_int_equal(w.count, 1); /* still cached */
     /* byte limit: a view larger than the whole cache is not kept */
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     assert_int_equal(w.count, 2); /* freeing the cache wiped the last one */
     assert_true(w.all_zero);
-    test_config(&cfg);
+    pi_config(&cfg);
     cfg.cache_max_bytes = 100;
-    pi_reader_open(&env, &cfg, KME_VAULT_SYNC_NORMAL);
-    alice = protect_in_reader_new(env.pi, "alice@example.org");
+    alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     v1 = pi_open_wait(&env, alice, h1, &m1);
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.cached_views, 0);
     protect_in_view_unref(&v1);
-    protect_in_reader_free(&alice);
-    pi_reader_close(&env);
+    pi_reader_close_as(&env, &alice);
     free(h1);
     free(h2);
     free(c1);
@@ -707,9 +646,7 @@ static void test_eviction_wipes(void **state)
 static void test_kme_redelivery(void **state)
 {
     (void)state;
-    pi_kme_kill(&env);
-    env.redeliver_ms = 60000;
-    pi_kme_start(&env);
+    pi_kme_restart(&env, 60000);
     struct kme_keys *enc = NULL, *d1 = NULL, *d2 = NULL;
     for (int i = 0; i < 100 && enc == NULL; i++) {
         char *err = NULL;
@@ -733,9 +670,7 @@ static void test_kme_redelivery(void **state)
     assert_int_equal(kme_sync_dec_keys(&env.sb_cfg, "sae-a", ids, 1, &d2, &err), 0);
     kme_keys_free(&d2);
     /* after the grace: gone */
-    pi_kme_kill(&env);
-    env.redeliver_ms = 200;
-    pi_kme_start(&env);
+    pi_kme_restart(&env, 200);
     assert_int_equal(kme_sync_dec_keys(&env.sb_cfg, "sae-a", ids, 1, &d2, &err), 0);
     kme_keys_free(&d2);
     usleep(800 * 1000);
@@ -743,9 +678,7 @@ static void test_kme_redelivery(void **state)
     free(err);
     kme_keys_free(&d1);
     kme_keys_free(&enc);
-    pi_kme_kill(&env);
-    env.redeliver_ms = 0;
-    pi_kme_start(&env);
+    pi_kme_restart(&env, 0);
 }
 
 int main(void)

@@ -50,8 +50,10 @@ static void test_values(void **state)
         " \"addresses\": {\"alice\": [\"team@example.org\", \"sales@example.org\"],"
         "                 \"bob\": [\"alice@example.org\"]}}},"
         " \"kme_simulator\": {\"dec_keys_redeliver\": \"10m\"}}", &err);
-    if (c == NULL)
+    if (c == NULL) {
         fail_msg("%s", err);
+        return;
+    }
     const struct qumail_imap_decrypt *d = &c->imap.decrypt;
     assert_int_equal(d->cache_size, 64u << 20);
     assert_int_equal(d->cache_views, 500);

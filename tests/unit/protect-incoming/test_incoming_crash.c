@@ -20,17 +20,14 @@ static struct pi_env env;
 static int setup(void **state)
 {
     (void)state;
-    pi_env_init(&env, "crash");
-    env.redeliver_ms = 60000;
-    pi_kme_start(&env);
+    pi_suite_begin(&env, "crash", 60000);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    pi_kme_kill(&env);
-    pi_rmrf(env.dir);
+    pi_suite_end(&env);
     return 0;
 }
 
@@ -64,8 +61,7 @@ static void child_read(const uint8_t *c, size_t clen, const char *plain,
                        struct read_result *res)
 {
     struct protect_in_config cfg;
-    protect_in_config_defaults(&cfg);
-    cfg.notice_ttl_ms = 0;
+    pi_config(&cfg);
     cfg.test_stage = on_stage;
     char *err = NULL;
     if (pi_reader_try_open(&env, &cfg, KME_VAULT_SYNC_FULL, &err) < 0) {
@@ -95,13 +91,7 @@ static void child_read(const uint8_t *c, size_t clen, const char *plain,
     protect_in_view_unref(&a.view);
     protect_in_reader_free(&alice);
     free(hint);
-    protect_in_free(&env.pi);
-    kme_client_free(&env.kme);
-    while (uv_run(&env.loop, UV_RUN_DEFAULT) != 0) {
-    }
-    kme_vault_close(&env.vault);
-    policy_store_free(&env.policies);
-    uv_loop_close(&env.loop);
+    pi_reader_try_close(&env);
 }
 
 /* ---- the parent --------------------------------------------------------------- */
@@ -278,9 +268,7 @@ static void test_kill_random_during_vault_write(void **state)
 static void test_without_grace_keys_lost(void **state)
 {
     (void)state;
-    pi_kme_kill(&env);
-    env.redeliver_ms = 0;
-    pi_kme_start(&env);
+    pi_kme_restart(&env, 0);
     size_t clen;
     uint8_t *c = pi_encrypt(&env, PLAIN, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
     struct child ch = spawn_reader(c, clen, PLAIN, "keys-received");

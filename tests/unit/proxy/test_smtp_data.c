@@ -236,6 +236,9 @@ static void test_spool(void **state)
     char *err = NULL;
     smtp_spool *sp = smtp_spool_new(NULL, 100000, &err);
     assert_non_null(sp);
+    assert_int_equal(smtp_spool_fd(sp), -1); /* no file until a message starts */
+    assert_int_equal(smtp_spool_open(sp, &err), 0);
+    assert_true(smtp_spool_fd(sp) >= 0);
     static char chunk[70000];
     memset(chunk, 'q', sizeof(chunk));
     assert_int_equal(smtp_spool_write(sp, chunk, sizeof(chunk)), 0);
@@ -245,17 +248,29 @@ static void test_spool(void **state)
     assert_int_equal(smtp_spool_size(sp), 140000);
     assert_int_equal(smtp_spool_finish(sp), 0);
     assert_int_equal(lseek(smtp_spool_fd(sp), 0, SEEK_END), 100000);
-    assert_int_equal(smtp_spool_reset(sp), 0);
+    /* the next message in the same file (not closed in between): empty */
+    assert_int_equal(smtp_spool_open(sp, &err), 0);
     assert_int_equal(smtp_spool_write(sp, "abc", 3), 0);
     assert_int_equal(smtp_spool_finish(sp), 0);
     char back[4] = {0};
     assert_int_equal(pread(smtp_spool_fd(sp), back, 3, 0), 3);
     assert_string_equal(back, "abc");
+    assert_int_equal(lseek(smtp_spool_fd(sp), 0, SEEK_END), 3);
+    smtp_spool_close(sp);
+    assert_int_equal(smtp_spool_fd(sp), -1);
+    /* and after a close, a new file */
+    assert_int_equal(smtp_spool_open(sp, &err), 0);
+    assert_int_equal(lseek(smtp_spool_fd(sp), 0, SEEK_END), 0);
     smtp_spool_free(&sp);
     assert_null(sp);
-    assert_null(smtp_spool_new("/nonexistent/dir", 10, &err));
+    /* a folder that does not exist: said when a message starts */
+    sp = smtp_spool_new("/nonexistent/dir", 10, &err);
+    assert_non_null(sp);
+    assert_true(smtp_spool_open(sp, &err) < 0);
     assert_non_null(err);
+    assert_non_null(strstr(err, "/nonexistent/dir"));
     free(err);
+    smtp_spool_free(&sp);
 }
 
 int main(void)

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,11 +33,26 @@ static void capture_log(void *arg, enum qlog_level level, const char *line, size
     }
 }
 
+/* Open descriptors of this process (the test's ends of the connections
+ * included: compare counts taken at different steps). */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the one opendir holds */
+}
+
 /* ---- a scripted peer ------------------------------------------------------
  * Steps: "> text" sends text + CRLF; "= text" sends text alone; "< prefix"
  * waits for a line starting with prefix (continuation lines "ddd-" are
- * skipped); "<." waits for the end of a DATA body; "~ms" pauses. Every line received is appended to
- * log. */
+ * skipped); "<." waits for the end of a DATA body; "~ms" pauses; "?"
+ * records the process's open descriptors (fds[]). Every line received is
+ * appended to log. */
 struct peer {
     const char *name;
     uv_loop_t *loop;
@@ -47,6 +63,8 @@ struct peer {
     size_t step;
     bool done;
     bool failed;
+    int fds[8];              /* "?" steps */
+    size_t n_fds;
     char log[131072];
     size_t log_len;
 };
@@ -64,7 +82,13 @@ static void peer_run(struct peer *p)
 {
     while (p->conn && p->script[p->step] &&
            (p->script[p->step][0] == '>' || p->script[p->step][0] == '~' ||
-            p->script[p->step][0] == '=')) {
+            p->script[p->step][0] == '=' || p->script[p->step][0] == '?')) {
+        if (p->script[p->step][0] == '?') {
+            if (p->n_fds < sizeof(p->fds) / sizeof(p->fds[0]))
+                p->fds[p->n_fds++] = count_fds();
+            p->step++;
+            continue;
+        }
         if (p->script[p->step][0] == '~') {
             if (!p->timer_on) {
                 uv_timer_init(p->loop, &p->timer);
@@ -193,6 +217,7 @@ struct fixture {
     size_t spooled_len;
     unsigned delivered;
     struct smtp_delivery_result result;
+    char auth_user[200];     /* the message's auth_user ("" for NULL) */
 };
 
 static void h_rcpt(void *ctx, smtp_session *s, const char *addr, struct smtp_rcpt_verdict *v)
@@ -227,6 +252,7 @@ static void h_delivered(smtp_session *s, const struct smtp_delivery_result *res,
 static void h_message(void *ctx, smtp_session *s, const struct smtp_message *m)
 {
     struct fixture *f = ctx;
+    snprintf(f->auth_user, sizeof(f->auth_user), "%s", m->auth_user ? m->auth_user : "");
     ssize_t n = pread(m->fd, f->spooled, sizeof(f->spooled) - 1, 0);
     assert_true(n >= 0);
     f->spooled_len = (size_t)n;
@@ -298,6 +324,7 @@ static void front_accept(net_listener *l, net_conn *conn, void *arg)
 }
 
 static uint64_t upstream_timeout_ms = 10000;
+static const char *spool_dir; /* NULL: $TMPDIR */
 
 static void walk_cb(uv_handle_t *h, void *arg)
 {
@@ -334,6 +361,7 @@ static void run(enum mode mode, const char *const *client_script,
         .max_line_length = 1000,
         .command_timeout_ms = 10000,
         .data_timeout_ms = 10000,
+        .spool_dir = spool_dir,
         .upstream = {.host = "127.0.0.1", .port = up_port, .tls = SMTP_UPSTREAM_PLAIN,
                      .helo_name = "proxy.test", .timeout_ms = upstream_timeout_ms},
     };
@@ -429,6 +457,135 @@ static void test_single_copy_live_transaction(void **state)
     assert_int_equal(f.result.code, 250);
 }
 
+/* The spool file exists only while a message is in the session: an idle
+ * session holds its client and upstream connections and nothing else (2
+ * descriptors, not 3: hostile's 10,000 idle connections), the DATA body
+ * one more, and the file is gone once the message has its answer. */
+static void test_spool_descriptor_only_during_message(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        NULL, /* ehlo_reply */
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< DATA",
+        "> 354 go ahead",
+        "<.",
+        "> 250 2.0.0 Ok: queued as Q1",
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< DATA",
+        "> 354 go ahead",
+        "<.",
+        "> 250 2.0.0 Ok: queued as Q2",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
+    memcpy(up_script, upstream, sizeof(upstream));
+    up_script[2] = ehlo_reply;
+    static const char *const client[] = {
+        "< 220 proxy.test ESMTP",
+        "> EHLO c.test",
+        "< 250 ",
+        "?", /* 0: idle */
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "?", /* 1: transaction, no body yet */
+        "> DATA",
+        "< 354",
+        "?", /* 2: receiving the body */
+        "> Subject: one\r\n\r\nbody\r\n.",
+        "< 250 2.0.0 Ok: queued as Q1",
+        "?", /* 3: answered */
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> BDAT 20",
+        "= Subject: two\r\n\r\nbody",
+        "< 250 2.0.0 Chunk",
+        "?", /* 4: between chunks */
+        "> BDAT 2 LAST",
+        "= \r\n",
+        "< 250 2.0.0 Ok: queued as Q2",
+        "?", /* 5: answered */
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    run(DELIVER_ONE, client, up_script, false, true, &f, &c, &up);
+    assert_int_equal(c.n_fds, 6);
+    assert_int_equal(c.fds[1], c.fds[0]);
+    assert_int_equal(c.fds[2], c.fds[0] + 1);
+    assert_int_equal(c.fds[3], c.fds[0]);
+    assert_int_equal(c.fds[4], c.fds[0] + 1);
+    assert_int_equal(c.fds[5], c.fds[0]);
+    assert_int_equal(f.delivered, 2);
+}
+
+/* No file can be made for a message: DATA is answered 451 before any
+ * body is sent, a first BDAT chunk is consumed and answered 451 (RFC
+ * 3030 2); the transaction stays, nothing reaches the hooks. */
+static void test_spool_unavailable(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        NULL, /* ehlo_reply */
+        "< MAIL FROM:<a@x.test>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
+    memcpy(up_script, upstream, sizeof(upstream));
+    up_script[2] = ehlo_reply;
+    static const char *const client[] = {
+        "< 220 proxy.test ESMTP",
+        "> EHLO c.test",
+        "< 250 ",
+        "> MAIL FROM:<a@x.test>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> DATA",
+        "< 451 4.3.0 Local error: cannot store the message",
+        "> BDAT 4 LAST",
+        "= abcd",
+        "< 451 4.3.0 Local error: cannot store the message",
+        "> NOOP",
+        "< 250",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    spool_dir = "/nonexistent/spool";
+    run(DELIVER_ONE, client, up_script, false, true, &f, &c, &up);
+    spool_dir = NULL;
+    assert_int_equal(f.delivered, 0);
+    assert_int_equal(f.spooled_len, 0);
+}
+
 static void test_two_copies_second_refused(void **state)
 {
     (void)state;
@@ -480,8 +637,8 @@ static void test_two_copies_second_refused(void **state)
         "> BDAT 6\r\nA: b",
         "< 250 2.0.0",
         "> BDAT 8 LAST\r\n\r\nbody",
-        "< 452 4.2.2 Upstream refused copy 2 of 2 (for <b2@y.test>): mailbox full "
-        "(earlier copies were already delivered)",
+        ("< 452 4.2.2 Upstream refused copy 2 of 2 (for <b2@y.test>): mailbox full "
+         "(earlier copies were already delivered)"),
         "> QUIT",
         "< 221",
         NULL,
@@ -819,10 +976,95 @@ static void test_auth_oauth_pass_through(void **state)
     assert_null(strstr(logged, "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"));
     assert_null(strstr(logged, "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"));
     assert_null(strstr(logged, "eyJzdGF0dXMiOiI0MDEi"));
+    /* (these responses are token-shaped filler, no GS2 header at their
+     * start: nobody is named) and no decoded token shows either */
     assert_non_null(strstr(logged, "authenticated by upstream"));
+    assert_null(strstr(logged, "SECRETTOKEN"));
+    assert_null(strstr(logged, "BEARERTOK"));
     /* upstream got the whole initial responses and the empty answer */
     assert_non_null(strstr(up.peer.log, xoauth2 + 2));
     assert_non_null(strstr(up.peer.log, "\r\n\r\nAUTH OAUTHBEARER "));
+}
+
+/* The log names who authenticated (PLAIN's authcid and authzid, LOGIN's
+ * user name) once upstream answered 235, on the session's lines and in the
+ * message; never a password, and nobody for a refused exchange. */
+static void test_auth_identity_logged(void **state)
+{
+    (void)state;
+    static const char *const upstream[] = {
+        "> 220 up.test ESMTP",
+        "< EHLO proxy.test",
+        "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN",
+        "< AUTH LOGIN",
+        "> 334 VXNlcm5hbWU6",
+        "< bWFsbG9yeQ==",
+        "> 334 UGFzc3dvcmQ6",
+        "< cGFzc3dvcmQx",
+        "> 535 5.7.8 Authentication credentials invalid",
+        "< AUTH PLAIN Ym9zc0BleGFtcGxlLm9yZwBhbGljZUBleGFtcGxlLm9yZwBzM2NyM3QtcHc=",
+        "> 235 2.7.0 Authentication successful",
+        "< MAIL FROM:<alice@example.org>",
+        "> 250 2.1.0 Ok",
+        "< RCPT TO:<b@y.test>",
+        "> 250 2.1.5 Ok",
+        "< DATA",
+        "> 354 go ahead",
+        "<.",
+        "> 250 2.0.0 Ok: queued as Q1",
+        "< QUIT",
+        "> 221 2.0.0 Bye",
+        NULL,
+    };
+    static const char *const client[] = {
+        "< 220",
+        "> EHLO c.test",
+        "< 250 ",
+        "> AUTH LOGIN",          /* mallory / password1: refused */
+        "< 334 VXNlcm5hbWU6",
+        "> bWFsbG9yeQ==",
+        "< 334 UGFzc3dvcmQ6",
+        "> cGFzc3dvcmQx",
+        "< 535",
+        /* authzid boss@example.org, authcid alice@example.org, s3cr3t-pw */
+        "> AUTH PLAIN Ym9zc0BleGFtcGxlLm9yZwBhbGljZUBleGFtcGxlLm9yZwBzM2NyM3QtcHc=",
+        "< 235",
+        "> MAIL FROM:<alice@example.org>",
+        "< 250",
+        "> RCPT TO:<b@y.test>",
+        "< 250",
+        "> DATA",
+        "< 354",
+        "> Subject: s\r\n\r\nbody\r\n.",
+        "< 250 2.0.0 Ok: queued as Q1",
+        "> QUIT",
+        "< 221",
+        NULL,
+    };
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+    enum qlog_level was = qlog_get_level();
+    qlog_set_level(QLOG_DEBUG);
+    logged_len = 0;
+    qlog_set_sink(capture_log, NULL);
+    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    qlog_set_sink(NULL, NULL);
+    qlog_set_level(was);
+    assert_non_null(strstr(logged, "authenticated by upstream user=alice@example.org "
+                                   "authzid=boss@example.org"));
+    assert_non_null(strstr(logged, "disconnect from 127.0.0.1"));
+    assert_non_null(strstr(strstr(logged, "disconnect from"), " user=alice@example.org"));
+    assert_string_equal(f.auth_user, "alice@example.org");
+    assert_int_equal(f.delivered, 1);
+    /* the refused user, the passwords, the responses: nowhere */
+    static const char *const never[] = {
+        "mallory", "password1", "s3cr3t-pw", "bWFsbG9yeQ", "cGFzc3dvcmQx",
+        "Ym9zc0BleGFtcGxlLm9yZwBhbGljZUBleGFtcGxlLm9yZwBzM2NyM3QtcHc",
+    };
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+        if (strstr(logged, never[i]) != NULL)
+            fail_msg("'%s' is in the log", never[i]);
 }
 
 static void test_upstream_down(void **state)
@@ -843,6 +1085,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_copy_live_transaction),
+        cmocka_unit_test(test_spool_descriptor_only_during_message),
+        cmocka_unit_test(test_spool_unavailable),
         cmocka_unit_test(test_two_copies_second_refused),
         cmocka_unit_test(test_fail_resets_upstream),
         cmocka_unit_test(test_upstream_lost_during_copies),
@@ -850,6 +1094,7 @@ int main(void)
         cmocka_unit_test(test_deliver_refused_keeps_caller_arrays),
         cmocka_unit_test(test_states_and_pipelining),
         cmocka_unit_test(test_auth_oauth_pass_through),
+        cmocka_unit_test(test_auth_identity_logged),
         cmocka_unit_test(test_upstream_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

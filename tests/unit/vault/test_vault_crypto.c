@@ -16,39 +16,7 @@
 
 static int setup(void **state)
 {
-    struct vt *t = malloc(sizeof(*t));
-    vt_init(t, "crypto");
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct vt *t = *state;
-    vt_cleanup(t);
-    free(t);
-    return 0;
-}
-
-static kme_vault *open_ok(struct vt *t)
-{
-    kme_vault *v = NULL;
-    char *err = NULL;
-    int ret = kme_vault_open(&t->cfg, &v, &err);
-    if (ret != 0)
-        fail_msg("open: %s (%s)", kme_vault_errname(ret), err ? err : "");
-    return v;
-}
-
-/* Runs SQL on the database behind the vault's back. */
-static void raw_sql(struct vt *t, const char *sql)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(t->db, &db), SQLITE_OK);
-    char *err = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
-        fail_msg("%s: %s", sql, err);
-    sqlite3_close(db);
+    return vt_setup_named(state, "crypto");
 }
 
 /* The whole file (an empty buffer when it cannot be read). */
@@ -90,7 +58,7 @@ static int get_one(kme_vault *v, const char *src, const char *master,
 static void test_nothing_in_clear(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t key[32];
     memset(key, 0xc3, sizeof(key)); /* easy to spot */
     put_one(v, "K", "S", "id", key);
@@ -121,7 +89,7 @@ static void test_nothing_in_clear(void **state)
 static void test_fresh_nonces(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t key[32] = {0};
     enum { N = 500 };
     struct kme_vault_key_in in[N];
@@ -158,7 +126,7 @@ static void test_fresh_nonces(void **state)
 static void test_tampered_key_rows(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t key[32];
     vt_key_bytes("k1", key);
     put_one(v, "K", "S", "k1", key);
@@ -168,15 +136,15 @@ static void test_tampered_key_rows(void **state)
     kme_vault_close(&v);
 
     /* A flipped bit in the ciphertext of k1. */
-    raw_sql(t, "UPDATE keys SET sealed = substr(sealed, 1, 20) || "
+    vt_raw_sql(t, "UPDATE keys SET sealed = substr(sealed, 1, 20) || "
                "x'ff' || substr(sealed, 22) WHERE key_id = 'k1'");
     /* k2's sealed bytes copied over k3 (a row copied to another
      * identity). */
-    raw_sql(t, "UPDATE keys SET sealed = (SELECT sealed FROM keys WHERE "
+    vt_raw_sql(t, "UPDATE keys SET sealed = (SELECT sealed FROM keys WHERE "
                "key_id = 'k2') WHERE key_id = 'k3'");
     /* k2 duplicated under other masters, sources, kinds and origins. */
 #define K2 " FROM keys WHERE key_id = 'k2' AND source = 'K' AND master = 'S';"
-    raw_sql(t, "INSERT INTO keys SELECT kind, source, 'S2', key_id, origin, "
+    vt_raw_sql(t, "INSERT INTO keys SELECT kind, source, 'S2', key_id, origin, "
                "created, sealed" K2
                "INSERT INTO keys SELECT kind, 'K2', master, key_id, origin, "
                "created, sealed" K2
@@ -190,9 +158,9 @@ static void test_tampered_key_rows(void **state)
                "created, x'01'" K2);
 #undef K2
     /* k7's own row, its origin changed (RECEIVED -> SENT). */
-    raw_sql(t, "UPDATE keys SET origin = 2 WHERE key_id = 'k7'");
+    vt_raw_sql(t, "UPDATE keys SET origin = 2 WHERE key_id = 'k7'");
 
-    v = open_ok(t);
+    v = vt_open_ok(t);
     assert_int_equal(get_one(v, "K", "S", "k1"), KME_VAULT_EAUTH);
     assert_int_equal(get_one(v, "K", "S", "k2"), 0);
     assert_int_equal(get_one(v, "K", "S", "k3"), KME_VAULT_EAUTH);
@@ -228,7 +196,7 @@ static void test_tampered_key_rows(void **state)
 static void test_tampered_meta_rows(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t key[32] = {1};
     put_one(v, "K", "S", "k1", key);
     assert_int_equal(kme_vault_meta_put(v, "m1", "one", 3, NULL), 0);
@@ -239,11 +207,11 @@ static void test_tampered_meta_rows(void **state)
     kme_vault_close(&v);
 
     /* m1's blob moved to m2; a key row presented as metadata m3. */
-    raw_sql(t, "UPDATE messages SET sealed = (SELECT sealed FROM messages "
+    vt_raw_sql(t, "UPDATE messages SET sealed = (SELECT sealed FROM messages "
                "WHERE id = 'm1') WHERE id = 'm2';"
                "INSERT INTO messages SELECT 'm3', 0, 0, sealed FROM keys;"
                "INSERT INTO messages VALUES('m4', 0, 0, x'0102')");
-    v = open_ok(t);
+    v = vt_open_ok(t);
     uint8_t *b = NULL;
     size_t len = 0;
     assert_int_equal(kme_vault_meta_get(v, "m1", &b, &len, NULL), 0);
@@ -320,12 +288,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_nothing_in_clear, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_fresh_nonces, setup, teardown),
+                                        vt_teardown),
+        cmocka_unit_test_setup_teardown(test_fresh_nonces, setup, vt_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_key_rows, setup,
-                                        teardown),
+                                        vt_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_meta_rows, setup,
-                                        teardown),
+                                        vt_teardown),
         cmocka_unit_test(test_seal_unseal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

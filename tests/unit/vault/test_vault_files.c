@@ -8,27 +8,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <sqlite3.h>
-#include <sys/wait.h>
 
 #include "vault_test.h"
 
 static int setup(void **state)
 {
-    struct vt *t = malloc(sizeof(*t));
-    vt_init(t, "files");
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct vt *t = *state;
-    vt_cleanup(t);
-    free(t);
-    return 0;
+    return vt_setup_named(state, "files");
 }
 
 static int try_open(struct vt *t, kme_vault **v, char **err)
@@ -95,13 +81,7 @@ static void test_first_run_modes(void **state)
     for (int i = 0; i < 64; i++)
         assert_non_null(strchr("0123456789abcdef", buf[i]));
     snprintf(p, sizeof(p), "%s/k1/k2", t->dir);
-    DIR *d = opendir(p);
-    int entries = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        entries += e->d_name[0] != '.';
-    closedir(d);
-    assert_int_equal(entries, 1);
+    assert_int_equal(vt_entries(p), 1);
 
     /* Reopen with the same key: the key row is readable. */
     assert_int_equal(try_open(t, &v, &err), 0);
@@ -285,51 +265,34 @@ static void test_not_a_vault(void **state)
     assert_int_equal(kme_vault_open(&c, &v, NULL), KME_VAULT_EINVAL);
 }
 
+/* One racer of test_first_run_race: opens the new vault and stores a key
+ * named after it. */
+static int first_run_racer(struct vt *t, int i)
+{
+    kme_vault *v = NULL;
+    char *err = NULL;
+    int r = kme_vault_open(&t->cfg, &v, &err);
+    if (r != 0) {
+        fprintf(stderr, "racer %d: %s: %s\n", i, kme_vault_errname(r), err);
+        return 3;
+    }
+    char id[16];
+    uint8_t key[32];
+    snprintf(id, sizeof(id), "racer-%d", i);
+    vt_key_bytes(id, key);
+    struct kme_vault_key_in in = {id, key, 32};
+    int ret = kme_vault_keys_put(v, KME_VAULT_RECEIVED, "K", "S", &in, 1, NULL);
+    kme_vault_close(&v);
+    return ret == 0 ? 0 : 4;
+}
+
 /* Processes started at the same moment on a new vault: one key file is
  * created, all of them use it, every key each one stored is readable. */
 static void test_first_run_race(void **state)
 {
     struct vt *t = *state;
     enum { N = 6 };
-    int gate[2];
-    assert_int_equal(pipe(gate), 0);
-    pid_t pids[N];
-    for (int i = 0; i < N; i++) {
-        pids[i] = fork();
-        assert_true(pids[i] >= 0);
-        if (pids[i] == 0) {
-            close(gate[1]);
-            char c;
-            if (read(gate[0], &c, 1) < 0) /* EOF: everyone starts */
-                _exit(2);
-            kme_vault *v = NULL;
-            char *err = NULL;
-            int r = kme_vault_open(&t->cfg, &v, &err);
-            if (r != 0) {
-                fprintf(stderr, "racer %d: %s: %s\n", i,
-                        kme_vault_errname(r), err);
-                _exit(3);
-            }
-            char id[16];
-            uint8_t key[32];
-            snprintf(id, sizeof(id), "racer-%d", i);
-            vt_key_bytes(id, key);
-            struct kme_vault_key_in in = {id, key, 32};
-            int ret = kme_vault_keys_put(v, KME_VAULT_RECEIVED, "K", "S", &in,
-                                         1, NULL);
-            kme_vault_close(&v);
-            _exit(ret == 0 ? 0 : 4);
-        }
-    }
-    close(gate[0]);
-    close(gate[1]);
-    int status[N];
-    for (int i = 0; i < N; i++) /* all of them before any assertion */
-        assert_int_equal(waitpid(pids[i], &status[i], 0), pids[i]);
-    for (int i = 0; i < N; i++) {
-        assert_true(WIFEXITED(status[i]));
-        assert_int_equal(WEXITSTATUS(status[i]), 0);
-    }
+    vt_race(t, N, first_run_racer);
     kme_vault *v = NULL;
     char *err = NULL;
     assert_int_equal(try_open(t, &v, &err), 0);
@@ -350,26 +313,20 @@ static void test_first_run_race(void **state)
     /* One key file, no temporaries. */
     char dir[600];
     snprintf(dir, sizeof(dir), "%s/secret", t->dir);
-    DIR *d = opendir(dir);
-    int entries = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        entries += e->d_name[0] != '.';
-    closedir(d);
-    assert_int_equal(entries, 1);
+    assert_int_equal(vt_entries(dir), 1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_first_run_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_first_run_modes, setup, vt_teardown),
         cmocka_unit_test_setup_teardown(test_operator_key_forms, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_lost_key, setup, teardown),
+                                        vt_teardown),
+        cmocka_unit_test_setup_teardown(test_lost_key, setup, vt_teardown),
         cmocka_unit_test_setup_teardown(test_refuse_shared_files, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_not_a_vault, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_first_run_race, setup, teardown),
+                                        vt_teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_vault, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_first_run_race, setup, vt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

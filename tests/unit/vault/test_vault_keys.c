@@ -15,29 +15,7 @@ static const char *const MASTER = "sae-a";
 
 static int setup(void **state)
 {
-    struct vt *t = malloc(sizeof(*t));
-    vt_init(t, "keys");
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct vt *t = *state;
-    vt_cleanup(t);
-    free(t);
-    return 0;
-}
-
-static kme_vault *open_ok(struct vt *t)
-{
-    kme_vault *v = NULL;
-    char *err = NULL;
-    int ret = kme_vault_open(&t->cfg, &v, &err);
-    if (ret != 0)
-        fail_msg("open: %s (%s)", kme_vault_errname(ret), err ? err : "");
-    assert_non_null(v);
-    return v;
+    return vt_setup_named(state, "keys");
 }
 
 /* Puts keys named prefix0..prefix(n-1) with bytes derived from the IDs. */
@@ -72,7 +50,7 @@ static void assert_key(const struct kme_vault_key *k, const char *id)
 static void test_put_get(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     assert_int_equal(put_range(v, "k", 3, KME_VAULT_RECEIVED, NULL), 0);
 
     const char *ids[] = {"k2", "missing", "k0", "k2"};
@@ -116,7 +94,7 @@ static void test_put_get(void **state)
 static void test_identity(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     assert_int_equal(put_range(v, "k", 1, KME_VAULT_RECEIVED, NULL), 0);
     uint8_t *b = NULL;
     size_t len = 0;
@@ -152,7 +130,7 @@ static void test_identity(void **state)
 static void test_idempotent_and_conflict(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     assert_int_equal(put_range(v, "k", 2, KME_VAULT_SENT, NULL), 0);
     assert_int_equal(put_range(v, "k", 2, KME_VAULT_RECEIVED, NULL), 0);
 
@@ -192,7 +170,7 @@ static void test_idempotent_and_conflict(void **state)
 static void test_local_keys(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     struct kme_vault_keys *k = NULL;
     assert_int_equal(kme_vault_local_new(v, "alice@example.org", 3, 32, &k,
                                          NULL),
@@ -240,14 +218,14 @@ static void test_local_keys(void **state)
     kme_vault_close(&v);
 
     /* Durable: readable after reopen. */
-    v = open_ok(t);
+    v = vt_open_ok(t);
     assert_int_equal(kme_vault_local_new(v, "o", 1, 1, &k, NULL), 0);
     char id[37];
     memcpy(id, k->keys[0].key_id, sizeof(id));
     uint8_t byte = k->keys[0].bytes[0];
     kme_vault_keys_free(&k);
     kme_vault_close(&v);
-    v = open_ok(t);
+    v = vt_open_ok(t);
     uint8_t *b = NULL;
     size_t len = 0;
     assert_int_equal(kme_vault_key_get(v, KME_VAULT_LOCAL_SOURCE, "o", id, &b,
@@ -264,7 +242,7 @@ static void test_local_keys(void **state)
 static void test_key_sizes(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     static uint8_t big[KME_VAULT_MAX_KEY_LEN];
     for (size_t i = 0; i < sizeof(big); i++)
         big[i] = (uint8_t)(i * 7);
@@ -310,7 +288,7 @@ static void test_key_sizes(void **state)
 static void test_large_batch(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     size_t n = KME_VAULT_MAX_BATCH;
     assert_int_equal(put_range(v, "big-", n, KME_VAULT_RECEIVED, NULL), 0);
     char (*ids)[64] = calloc(n, sizeof(*ids));
@@ -342,7 +320,7 @@ static void test_large_batch(void **state)
 static void test_put_kme(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t material[64];
     for (int i = 0; i < 64; i++)
         material[i] = (uint8_t)i;
@@ -367,7 +345,7 @@ static void test_put_kme(void **state)
 static void test_invalid(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t key[32] = {0};
     char *err = NULL;
     const struct {
@@ -448,15 +426,15 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_get, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_identity, setup, vt_teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_and_conflict, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_local_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_sizes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_put_kme, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invalid, setup, teardown),
+                                        vt_teardown),
+        cmocka_unit_test_setup_teardown(test_local_keys, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_key_sizes, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_large_batch, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_put_kme, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_invalid, setup, vt_teardown),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,29 +10,11 @@
 
 static int setup(void **state)
 {
-    struct vt *t = malloc(sizeof(*t));
-    vt_init(t, "meta");
-    t->cfg.max_meta_size = 4096;
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
+    if (vt_setup_named(state, "meta") != 0)
+        return -1;
     struct vt *t = *state;
-    vt_cleanup(t);
-    free(t);
+    t->cfg.max_meta_size = 4096;
     return 0;
-}
-
-static kme_vault *open_ok(struct vt *t)
-{
-    kme_vault *v = NULL;
-    char *err = NULL;
-    int ret = kme_vault_open(&t->cfg, &v, &err);
-    if (ret != 0)
-        fail_msg("open: %s (%s)", kme_vault_errname(ret), err ? err : "");
-    return v;
 }
 
 static void expect(kme_vault *v, const char *id, const void *data, size_t len)
@@ -50,7 +32,7 @@ static void expect(kme_vault *v, const char *id, const void *data, size_t len)
 static void test_put_get_replace_delete(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     const char *id = "KME_B/sae-a/0b2c4ac6-6a0f-4a9e-8d4b-2f1d2b1e6c01";
     static const uint8_t blob[] = "size 1234\0BODYSTRUCTURE (\"text\" ...)\0\xff";
     assert_int_equal(kme_vault_meta_put(v, id, blob, sizeof(blob), NULL), 0);
@@ -82,7 +64,7 @@ static void test_put_get_replace_delete(void **state)
     assert_int_equal(kme_vault_meta_delete(v, id, NULL), KME_VAULT_ENOTFOUND);
     kme_vault_close(&v);
 
-    v = open_ok(t);
+    v = vt_open_ok(t);
     expect(v, "empty", NULL, 0);
     kme_vault_close(&v);
 }
@@ -90,7 +72,7 @@ static void test_put_get_replace_delete(void **state)
 static void test_limits(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t *buf = calloc(1, 4097);
     memset(buf, 'z', 4097);
     assert_int_equal(kme_vault_meta_put(v, "m", buf, 4096, NULL), 0);
@@ -137,7 +119,7 @@ static void test_default_limit(void **state)
 {
     struct vt *t = *state;
     t->cfg.max_meta_size = 0;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     size_t n = 1u << 20;
     uint8_t *buf = malloc(n + 1);
     for (size_t i = 0; i <= n; i++)
@@ -155,7 +137,7 @@ static void test_default_limit(void **state)
 static void test_backup(void **state)
 {
     struct vt *t = *state;
-    kme_vault *v = open_ok(t);
+    kme_vault *v = vt_open_ok(t);
     uint8_t key[32] = {3, 1, 4};
     struct kme_vault_key_in in = {"k", key, 32};
     assert_int_equal(kme_vault_keys_put(v, KME_VAULT_SENT, "K", "S", &in, 1,
@@ -176,7 +158,7 @@ static void test_backup(void **state)
 
     t->cfg.path = copy;
     t->cfg.create_key = false;
-    v = open_ok(t);
+    v = vt_open_ok(t);
     uint8_t *b = NULL;
     size_t len = 0;
     assert_int_equal(kme_vault_key_get(v, "K", "S", "k", &b, &len, NULL), 0);
@@ -193,10 +175,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_get_replace_delete, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
+                                        vt_teardown),
+        cmocka_unit_test_setup_teardown(test_limits, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_default_limit, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_backup, setup, vt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

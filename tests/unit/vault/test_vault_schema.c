@@ -9,7 +9,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <sys/wait.h>
 
 #include "vault_internal.h"
 #include "vault_test.h"
@@ -18,8 +17,9 @@ static const uint8_t MASTER_KEY[32] = {0x42, 0x13, 0x37};
 
 static int setup(void **state)
 {
-    struct vt *t = malloc(sizeof(*t));
-    vt_init(t, "schema");
+    if (vt_setup_named(state, "schema") != 0)
+        return -1;
+    struct vt *t = *state;
     /* An operator key, so that a database can be built before the vault
      * is first opened. */
     snprintf(t->key, sizeof(t->key), "%s/vault.key", t->dir);
@@ -30,15 +30,6 @@ static int setup(void **state)
     char dir[600];
     snprintf(dir, sizeof(dir), "%s/state", t->dir);
     assert_int_equal(mkdir(dir, 0700), 0);
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct vt *t = *state;
-    vt_cleanup(t);
-    free(t);
     return 0;
 }
 
@@ -211,40 +202,25 @@ static void test_failed_step_rolls_back(void **state)
     kme_vault_close(&v);
 }
 
+/* One opener of test_concurrent_migration. */
+static int migration_opener(struct vt *t, int i)
+{
+    kme_vault *v = NULL;
+    char *err = NULL;
+    int r = kme_vault_open(&t->cfg, &v, &err);
+    if (r != 0) {
+        fprintf(stderr, "opener %d: %s\n", i, err);
+        return 3;
+    }
+    kme_vault_close(&v);
+    return 0;
+}
+
 static void test_concurrent_migration(void **state)
 {
     struct vt *t = *state;
     build_v1(t);
-    enum { N = 4 };
-    int gate[2];
-    assert_int_equal(pipe(gate), 0);
-    pid_t pids[N];
-    for (int i = 0; i < N; i++) {
-        pids[i] = fork();
-        assert_true(pids[i] >= 0);
-        if (pids[i] == 0) {
-            close(gate[1]);
-            char c;
-            if (read(gate[0], &c, 1) < 0)
-                _exit(2);
-            kme_vault *v = NULL;
-            char *err = NULL;
-            int r = kme_vault_open(&t->cfg, &v, &err);
-            if (r != 0) {
-                fprintf(stderr, "opener %d: %s\n", i, err);
-                _exit(3);
-            }
-            kme_vault_close(&v);
-            _exit(0);
-        }
-    }
-    close(gate[0]);
-    close(gate[1]);
-    int status[N];
-    for (int i = 0; i < N; i++)
-        assert_int_equal(waitpid(pids[i], &status[i], 0), pids[i]);
-    for (int i = 0; i < N; i++)
-        assert_true(WIFEXITED(status[i]) && WEXITSTATUS(status[i]) == 0);
+    vt_race(t, 4, migration_opener);
     sqlite3 *db = raw_open(t);
     assert_int_equal(query_int(db, "PRAGMA user_version"), 2);
     assert_int_equal(query_int(db, "SELECT count(*) FROM migrations"), 2);
@@ -254,12 +230,12 @@ static void test_concurrent_migration(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, vt_teardown),
+        cmocka_unit_test_setup_teardown(test_newer_refused, setup, vt_teardown),
         cmocka_unit_test_setup_teardown(test_failed_step_rolls_back, setup,
-                                        teardown),
+                                        vt_teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_migration, setup,
-                                        teardown),
+                                        vt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
