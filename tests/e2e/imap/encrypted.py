@@ -45,15 +45,18 @@ USER = "bob@example.org"
 SENDER = "alice@example.org"
 
 
-def kme_config(certs, state_dir, ports):
+def kme_config(certs, state_dir, ports, recv_port=None, simulator=None):
     """Top-level config: the embedded simulator (KME_A, KME_B) and two
     links: `send` (SAE_A at KME_A, the SMTP side) and `recv` (SAE_B at
-    KME_B, the IMAP side's dec_keys)."""
-    return {
+    KME_B, the IMAP side's dec_keys; through recv_port when given: a
+    TcpGate in front of KME_B). simulator: keys merged into kme_simulator
+    (e.g. dec_keys_redeliver)."""
+    cfg = {
         "kme_links": {
             "send": {"url": "https://127.0.0.1:%d" % ports[0], "cert_file": certs["SAE_A"][0],
                      "key_file": certs["SAE_A"][1], "ca_file": certs["ca"], "timeout": "5s"},
-            "recv": {"url": "https://127.0.0.1:%d" % ports[1], "cert_file": certs["SAE_B"][0],
+            "recv": {"url": "https://127.0.0.1:%d" % (recv_port or ports[1]),
+                     "cert_file": certs["SAE_B"][0],
                      "key_file": certs["SAE_B"][1], "ca_file": certs["ca"], "timeout": "5s"},
         },
         "kme_simulator": {
@@ -71,12 +74,122 @@ def kme_config(certs, state_dir, ports):
             "max_keys_per_request": 4096,
         },
     }
+    if simulator:
+        cfg["kme_simulator"].update(simulator)
+    return cfg
+
+
+class TcpGate:
+    """A TCP relay on a free 127.0.0.1 port in front of another port
+    (here: KME_B for the `recv` link), that can be shut: down() closes the
+    listener and every relayed connection (new connections are refused, as
+    when the KME is down); up() listens again on the same port. TLS passes
+    through untouched (the proxy still checks KME_B's certificate)."""
+
+    def __init__(self, target_port):
+        import threading
+        self.target = target_port
+        [self.port] = free_ports(1)
+        self.lock = threading.Lock()
+        self.conns = []
+        self.lsock = None
+        self.accepted = 0
+        self.up()
+
+    def up(self):
+        import socket
+        import threading
+        with self.lock:
+            if self.lsock is not None:
+                return
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            deadline = time.time() + 30
+            while True:
+                try:
+                    s.bind(("127.0.0.1", self.port))
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.2)
+            s.listen(64)
+            self.lsock = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def down(self):
+        import socket
+        with self.lock:
+            s, self.lsock = self.lsock, None
+            conns, self.conns = self.conns, []
+        if s is not None:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def is_up(self):
+        return self.lsock is not None
+
+    def _accept(self, s):
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                if self.lsock is not s:
+                    c.close()
+                    u.close()
+                    return
+                self.conns += [c, u]
+                self.accepted += 1
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        import socket
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.down()
 
 
 POLICY = """\
 # the oracle's senders: everything to bob protected, OTP up to 64k, AES above
 bob@example.org   action=require level=auto otp_max=64k link=send slave_sae=SAE_B subject=protect
 *                 action=none
+# the IMAP side (issue 12): mail from anyone was encrypted by SAE_A (the
+# `send` link's SAE, through KME_A); this side fetches its keys as SAE_B
+# from KME_B over the `recv` link
+sender *          link=recv master_sae=SAE_A
 """
 
 
@@ -84,20 +197,33 @@ class KeyedProxy:
     """`qumail proxy` with the KME simulator, its SMTP side in gateway mode
     to Postfix, and the imap section when the daemon has an IMAP side."""
 
-    def __init__(self, rig, with_imap=None):
+    def __init__(self, rig, with_imap=None, decrypt=None, gate=False, simulator=None,
+                 log_level="info", upstream_tls="implicit", extra_imap=None, policy=POLICY):
+        """decrypt: the imap.decrypt section (config/README.md); gate: the
+        `recv` link goes through a TcpGate (self.gate) so a test can take
+        the KME away from the IMAP side; simulator: kme_simulator keys
+        (dec_keys_redeliver...); upstream_tls "none" reads Dovecot's plain
+        port (the benchmark)."""
         self.rig = rig
         if with_imap is None:
             with_imap = I.proxy_support()[0]
         self.kme_ports = free_ports(2)
         certs = rig.certs
+        imap = dict(extra_imap or {})
+        if decrypt is not None:
+            imap["decrypt"] = decrypt
         self.px = I.ImapProxy(
-            certs, rig.ms.imaps_port, upstream_tls="implicit",
-            smtp_upstream_port=rig.ms.smtp_port, workdir=rig.dir, policy=POLICY,
+            certs, rig.ms.imaps_port if upstream_tls == "implicit" else rig.ms.imap_port,
+            upstream_tls=upstream_tls,
+            smtp_upstream_port=rig.ms.smtp_port, workdir=rig.dir, policy=policy,
             kme=None, extra_smtp={"mode": "gateway", "trace_header": False,
                         "limits": {"max_line_length": 1048576,
                                    "max_message_size": "64M"}},
-            with_imap=with_imap)
-        self.px.kme = kme_config(certs, self.px.dir, self.kme_ports)
+            with_imap=with_imap, extra_imap=imap or None, log_level=log_level)
+        self.gate = TcpGate(self.kme_ports[1]) if gate else None
+        self.px.kme = kme_config(certs, self.px.dir, self.kme_ports,
+                                 recv_port=self.gate.port if self.gate else None,
+                                 simulator=simulator)
         self.px.start()
         rig.px = self.px  # the rig stops it
         self._wait_keys()
