@@ -152,12 +152,29 @@ def encrypted_mode(tests):
         c = target.connect("alice@example.org")
         c.select(probe_box, readonly=True)
         u, _ = c.command(b"UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])")
+        su, _ = c.command(b"UID SEARCH BODY probe")
         c.logout()
-        if any(E.is_ours(r) for r in u):
+        if any(E.is_ours(r) for r in u) and not os.environ.get("IMAPTEST_ENC_FORCE"):
             I.skip("the proxy serves our multipart/encrypted messages as they are: no "
                    "decryption on FETCH yet (issue 12)")
-        for label, groups in (("fetch (issue 12)", FETCH_GROUPS),
-                              ("search/sort (issue 13)", SEARCH_GROUPS)):
+        # Groups needing a capability the proxy hides (BINARY: the
+        # fetch-binary-* groups) run directly but are skipped through the
+        # proxy: their summaries could never match. Leave them out of both.
+        hidden, need_hidden = hidden_groups(tests, rig.direct(), target)
+        print("capabilities the proxy hides: %s; left out: %s" % (
+            " ".join(sorted(hidden)) or "none",
+            " ".join(g for g in need_hidden if g in FETCH_GROUPS + SEARCH_GROUPS) or "none"),
+            flush=True)
+        arms = [("fetch (issue 12)", [g for g in FETCH_GROUPS if g not in need_hidden])]
+        # SEARCH over the plaintext is issue 13: run those groups once the
+        # proxy finds the encrypted probe by a word of its plaintext body.
+        if any(re.match(rb"\* SEARCH 1\b", r) for r in su):
+            arms.append(("search/sort (issue 13)",
+                         [g for g in SEARCH_GROUPS if g not in need_hidden]))
+        else:
+            print("search/sort (issue 13) groups not run: UID SEARCH BODY through the proxy "
+                  "does not find the encrypted probe by its plaintext (%r)" % su, flush=True)
+        for label, groups in arms:
             plain_dir = os.path.join(work, "plain-" + label.split()[0].replace("/", "-"))
             os.makedirs(plain_dir)
             import shutil
