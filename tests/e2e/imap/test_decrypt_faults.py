@@ -25,7 +25,8 @@ through the proxy, which fetches the keys from KME_B over its `recv` link
    address (a forward), reads carol's copy decrypted.
 5. kill -9 of the proxy while it decrypts and while it writes the vault:
    rounds of fresh messages (10 kB OTP and 256 kB-1 MB AES), each round
-   read through the proxy and the proxy killed at a random moment, or as
+   read through the proxy and the proxy killed at a random moment while
+   the round's builds run (after the first state change it logs), or as
    soon as its log shows a build entering STORE (the vault write) or
    DECRYPT; the states the builds were in when it died are counted. Then
    the vault passes SQLite's integrity check, the proxy restarts on the
@@ -506,9 +507,12 @@ def kill_rounds(rig, kp, target):
         rd.start()
         deadline = time.monotonic() + 3 * span + 10
         if mode == "random":
-            time.sleep(rng.uniform(0, span))
+            # a random moment while the round's builds run: from the first
+            # state change logged, within half the time a round takes
+            pat = b"incoming: "
         else:
             pat = ("-> %s" % mode).encode()
+        if True:
             seen, pos = b"", log_at
             while time.monotonic() < deadline and pat not in seen:
                 with open(kp.px.log_path, "rb") as f:
@@ -518,6 +522,8 @@ def kill_rounds(rig, kp, target):
                 seen = seen[-200:] + chunk
                 if pat not in seen:
                     time.sleep(0.002)
+            if mode == "random":
+                time.sleep(rng.uniform(0, span / 2))
         kill9(kp.px)
         rd.join(60)
         delivered += rd.got
