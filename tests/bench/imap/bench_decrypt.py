@@ -48,6 +48,7 @@ WRONG OCTETS).
 import argparse
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -248,6 +249,10 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 20 x 10 kB, 2 x 1 MB, sweep of 200, 1 and 4 clients")
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--kme-timeout", default="10s",
+                    help="kme_links.*.timeout (the daemon's default 10s)")
+    ap.add_argument("--log-level", default="info",
+                    help="the proxy's (info: its notices are counted at the end)")
     args = ap.parse_args()
     if args.quick:
         args.small, args.large, args.sweep, args.clients = 20, 2, 200, "1,4"
@@ -266,10 +271,11 @@ def main():
         I.QUMAIL, B.loadavg()))
     with I.ImapRig(dovecot_extra=B.DOVECOT_BENCH) as rig:
         kp = E.KeyedProxy(
-            rig, upstream_tls="none", log_level="warn",
+            rig, upstream_tls="none", log_level=args.log_level,
             extra_imap={"limits": {"max_connections": 20000,
                                    "max_connections_per_address": 0}},
-            decrypt={"cache_size": "2G", "cache_views": 1000000})
+            decrypt={"cache_size": "2G", "cache_views": 1000000},
+            link_timeout=args.kme_timeout)
         probe = kp.encrypt(b"From: a@example.net\r\nSubject: p\r\n\r\nprobe\r\n")
         rig.load(USER, "Probe", [probe])
         c = I.Target("proxy", I.HOST, kp.px.ports["plain"]).connect(USER)
@@ -304,6 +310,14 @@ def main():
         if args.sweep:
             sweep_cells(b, args.sweep, [int(x) for x in args.sweep_clients.split(",")])
         st = kp.px.stop(remove=False)
+        notices = {}
+        for m in re.finditer(r"shown as a notice: ([\w-]+)(?::? ?([^\n]{0,80}))?",
+                             kp.px.log_text()):
+            k = (m.group(1), (m.group(2) or "").strip())
+            notices[k] = notices.get(k, 0) + 1
+        out.write("\nnotices the proxy served (from its log): %s\n" % (
+            "; ".join("%d x %s %s" % (n, r, d) for (r, d), n in sorted(notices.items()))
+            or "none"))
         if st != 0:
             b.bad += 1
             out.write("proxy exit status %r on SIGTERM\n%s" % (st, kp.px.log_text()[-3000:]))

@@ -45,7 +45,7 @@ USER = "bob@example.org"
 SENDER = "alice@example.org"
 
 
-def kme_config(certs, state_dir, ports, recv_port=None, simulator=None):
+def kme_config(certs, state_dir, ports, recv_port=None, simulator=None, link_timeout="5s"):
     """Top-level config: the embedded simulator (KME_A, KME_B) and two
     links: `send` (SAE_A at KME_A, the SMTP side) and `recv` (SAE_B at
     KME_B, the IMAP side's dec_keys; through recv_port when given: a
@@ -54,10 +54,11 @@ def kme_config(certs, state_dir, ports, recv_port=None, simulator=None):
     cfg = {
         "kme_links": {
             "send": {"url": "https://127.0.0.1:%d" % ports[0], "cert_file": certs["SAE_A"][0],
-                     "key_file": certs["SAE_A"][1], "ca_file": certs["ca"], "timeout": "5s"},
+                     "key_file": certs["SAE_A"][1], "ca_file": certs["ca"], "timeout": link_timeout},
             "recv": {"url": "https://127.0.0.1:%d" % (recv_port or ports[1]),
                      "cert_file": certs["SAE_B"][0],
-                     "key_file": certs["SAE_B"][1], "ca_file": certs["ca"], "timeout": "5s"},
+                     "key_file": certs["SAE_B"][1], "ca_file": certs["ca"],
+                     "timeout": link_timeout},
         },
         "kme_simulator": {
             "enabled": True,
@@ -198,12 +199,14 @@ class KeyedProxy:
     to Postfix, and the imap section when the daemon has an IMAP side."""
 
     def __init__(self, rig, with_imap=None, decrypt=None, gate=False, simulator=None,
-                 log_level="info", upstream_tls="implicit", extra_imap=None, policy=POLICY):
+                 log_level="info", upstream_tls="implicit", extra_imap=None, policy=POLICY,
+                 link_timeout="5s"):
         """decrypt: the imap.decrypt section (config/README.md); gate: the
         `recv` link goes through a TcpGate (self.gate) so a test can take
         the KME away from the IMAP side; simulator: kme_simulator keys
         (dec_keys_redeliver...); upstream_tls "none" reads Dovecot's plain
-        port (the benchmark)."""
+        port (the benchmark); link_timeout: kme_links.*.timeout (5 s here,
+        the daemon's default is 10 s)."""
         self.rig = rig
         if with_imap is None:
             with_imap = I.proxy_support()[0]
@@ -223,7 +226,7 @@ class KeyedProxy:
         self.gate = TcpGate(self.kme_ports[1]) if gate else None
         self.px.kme = kme_config(certs, self.px.dir, self.kme_ports,
                                  recv_port=self.gate.port if self.gate else None,
-                                 simulator=simulator)
+                                 simulator=simulator, link_timeout=link_timeout)
         self.px.start()
         rig.px = self.px  # the rig stops it
         self._wait_keys()
