@@ -153,6 +153,13 @@ def read_all(target, user, box, items=b"BODY.PEEK[]", key=b"BODY[]", uids=b"1:*"
         c.logout()
 
 
+def first_diff(a, b):
+    n = min(len(a), len(b))
+    i = next((k for k in range(n) if a[k] != b[k]), n)
+    return "octet %d of %d/%d: %r vs %r" % (i, len(a), len(b), a[max(0, i - 60):i + 30],
+                                            b[max(0, i - 60):i + 30])
+
+
 def header_block(raw):
     i = raw.find(b"\r\n\r\n")
     return raw[:i + 2] if i >= 0 else raw
@@ -264,9 +271,14 @@ def kme_down(rig, kp, target):
         for u, ct in zip(sorted(got), cts):
             check_notice("KME down, uid %d" % u, got[u], "kme-unavailable", ct, secrets)
         consistent(rig, target, BOB, "Down", "KME down", ["down%d" % i for i in range(3)])
+        time.sleep(NOTICE_TTL + 0.5)
         again = read_all(target, BOB, "Down")
         check(all(notice_reason(again[u]) == "kme-unavailable" for u in again),
-              "KME still down: a later read is the same notice again")
+              "KME still down: a later read (notice_ttl past: a new attempt) is a notice "
+              "kme-unavailable again")
+        check(again == got, "deterministic (INCOMING.md: the same facts give the same "
+              "bytes): that notice has the same octets as the first",
+              "\n".join(first_diff(got[u], again[u]) for u in got if got[u] != again.get(u)))
         check(read_all(rig.direct(), BOB, "Down") == stored,
               "nothing lost: the stored ciphertexts are untouched (%d messages)" % len(stored))
     finally:
@@ -304,14 +316,19 @@ def tampered_and_unknown(rig, kp, target):
     rig.load(BOB, "Faulty", [c[1] for c in cases])
     stored = read_all(rig.direct(), BOB, "Faulty")
     got = read_all(target, BOB, "Faulty")
+    first = dict(got)
     for u, (label, ct, reason, secrets) in zip(sorted(got), cases):
         check_notice(label, got[u], reason, ct, secrets)
-    consistent(rig, target, BOB, "Faulty", "tampered / unknown key", [c[0] for c in cases])
     time.sleep(NOTICE_TTL + 0.5)
     got = read_all(target, BOB, "Faulty")
     check(all(notice_reason(got[u]) == c[2] for u, c in zip(sorted(got), cases)),
           "the next read (notice_ttl past, keys now in the vault for the tampered ones) "
           "gives the same notices")
+    for u, c in zip(sorted(got), cases):
+        check(got[u] == first[u], "%s: deterministic (INCOMING.md: the same facts give the "
+              "same bytes): the next read's notice has the same octets" % c[0],
+              first_diff(first[u], got[u] or b""))
+    consistent(rig, target, BOB, "Faulty", "tampered / unknown key", [c[0] for c in cases])
     check(read_all(rig.direct(), BOB, "Faulty") == stored, "the stored messages are untouched")
 
 
