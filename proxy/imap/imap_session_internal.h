@@ -108,6 +108,7 @@ enum relay_mode {
     RELAY_ENABLED,    /* `* ENABLED`: filtered */
     RELAY_SWALLOW,    /* for an internal command: not relayed */
     RELAY_FETCH,      /* a claimed FETCH: item by item */
+    RELAY_OWN,        /* SEARCH/ESEARCH/SORT data of an own command */
 };
 
 struct fetch_relay {
@@ -151,6 +152,7 @@ struct imap_session {
         char tag[IMAP_TAG_MAX + 1];
         size_t tag_len;
         bool uid;
+        bool search;             /* held by the SEARCH hooks */
     } prep;
 
     struct client_out out;

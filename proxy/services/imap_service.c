@@ -241,6 +241,22 @@ static void fh_command_end(void *ctx, imap_session *s, void *cmd, enum imap_stat
     imap_decrypt_command_end(((struct imap_svc_session *)ctx)->dec, s, cmd, status);
 }
 
+static void fh_own_data(void *ctx, imap_session *s, void *own, const struct imap_resp_event *ev)
+{
+    imap_decrypt_own_data(((struct imap_svc_session *)ctx)->dec, s, own, ev);
+}
+static void *sh_command(void *ctx, imap_session *s, enum imap_verb verb, bool uid,
+                        const struct imap_args *args, size_t first, bool *prepare_r)
+{
+    struct imap_svc_session *ss = ctx;
+    return ss->dec ? imap_decrypt_search_command(ss->dec, s, verb, uid, args, first, prepare_r)
+                   : NULL;
+}
+static void sh_prepare(void *ctx, imap_session *s, void *cmd)
+{
+    imap_decrypt_search_prepare(((struct imap_svc_session *)ctx)->dec, s, cmd);
+}
+
 static const struct imap_session_hooks hooks = {
     .login = session_login,
     .fetch = {.command = fh_command,
@@ -249,7 +265,9 @@ static const struct imap_session_hooks hooks = {
               .item = fh_item,
               .value = fh_value,
               .response_end = fh_end,
-              .command_end = fh_command_end},
+              .command_end = fh_command_end,
+              .own_data = fh_own_data},
+    .search = {.command = sh_command, .prepare = sh_prepare, .command_end = fh_command_end},
     .closed = session_closed,
 };
 
