@@ -162,6 +162,13 @@ struct qumail_imap_decrypt {
     size_t n_addresses;
 };
 
+/* imap.search: SEARCH / SORT over encrypted messages (proxy/imap/README.md). */
+struct qumail_imap_search {
+    uint32_t max_decrypt;          /* encrypted messages one command may have
+                                      to read and decrypt (not cached, not
+                                      answered by metadata); default 2000 */
+};
+
 /* The IMAP side. Absent from the file: enabled false, no listeners. */
 struct qumail_imap {
     bool enabled;                       /* the file has an "imap" section */
@@ -171,6 +178,7 @@ struct qumail_imap {
     struct qumail_upstream upstream;    /* tls none, starttls or implicit */
     struct qumail_imap_limits limits;
     struct qumail_imap_decrypt decrypt;
+    struct qumail_imap_search search;
 };
 
 /* The interface a KME link speaks. */

@@ -34,6 +34,7 @@ void qumail_config__imap_defaults(struct qumail_config *c, bool *oom)
     m->decrypt.max_message_size = 64u << 20;
     m->decrypt.recipient_check = true;
     m->decrypt.release_unbound = false;
+    m->search.max_decrypt = 2000;
 }
 
 void qumail_config__imap_finish(struct qumail_config *c, bool *oom)
@@ -126,6 +127,13 @@ static void read_decrypt(struct qumail_rd *r, qcfg_node *o)
     qcfg_done(o);
 }
 
+static void read_search(struct qumail_rd *r, qcfg_node *o)
+{
+    qumail_config__u32(qcfg_member(o, "max_decrypt", 0), 0, 10000000,
+                       &r->cfg->imap.search.max_decrypt);
+    qcfg_done(o);
+}
+
 void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
 {
     struct qumail_imap *m = &r->cfg->imap;
@@ -143,5 +151,8 @@ void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
     qcfg_node *dec = qcfg_object(qcfg_member(o, "decrypt", 0));
     if (dec)
         read_decrypt(r, dec);
+    qcfg_node *se = qcfg_object(qcfg_member(o, "search", 0));
+    if (se)
+        read_search(r, se);
     qcfg_done(o);
 }

@@ -215,11 +215,13 @@ static void dcmd_maybe_free(struct dcmd *c)
         dcmd_free(c);
 }
 
-imap_decrypt *imap_decrypt_new(protect_in *pi)
+imap_decrypt *imap_decrypt_new(protect_in *pi, uint32_t max_decrypt)
 {
     imap_decrypt *d = calloc(1, sizeof(*d));
-    if (d)
+    if (d) {
         d->pi = pi;
+        d->max_decrypt = max_decrypt;
+    }
     return d;
 }
 
@@ -477,6 +479,18 @@ static void after_probe(struct dcmd *c)
             e->view = v;
         else
             protect_in_view_unref(&v); /* header too large to keep: read it */
+    }
+    if (c->max_read) {
+        size_t n = 0;
+        for (size_t i = 0; i < c->n_ents; i++)
+            n += c->ents[i]->encrypted && !c->ents[i]->view;
+        if (n > c->max_read) {
+            /* refused before anything is read or decrypted */
+            c->over = n;
+            c->body_ended = true;
+            release(c);
+            return;
+        }
     }
     next_body(c);
 }

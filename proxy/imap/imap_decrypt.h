@@ -42,8 +42,10 @@
 
 typedef struct imap_decrypt imap_decrypt;
 
-/* One per session. pi must outlive it. NULL when out of memory. */
-imap_decrypt *imap_decrypt_new(protect_in *pi);
+/* One per session. pi must outlive it. max_decrypt: encrypted messages
+ * one SEARCH / SORT may read and decrypt (0: no limit). NULL when out of
+ * memory. */
+imap_decrypt *imap_decrypt_new(protect_in *pi, uint32_t max_decrypt);
 /* Cancels its work (views, fetches). Call after the session's last
  * command_end (from its closed hook). Clears *d. */
 void imap_decrypt_free(imap_decrypt **d);

@@ -80,9 +80,12 @@ struct dcmd {
     void (*done)(struct dcmd *c, void *arg); /* instead of the release */
     void *done_arg;
     unsigned busy;         /* inside one of its callbacks: not freed yet */
+    size_t max_read;       /* messages it may read and decrypt; 0: any */
+    size_t over;           /* > max_read: how many it would have read */
 };
 
 struct imap_decrypt {
+    uint32_t max_decrypt;  /* imap.search.max_decrypt */
     protect_in *pi;
     protect_in_reader *reader;
     struct dcmd *cmds;

@@ -436,6 +436,7 @@ static void step(struct scmd *sc)
             step(sc);
             return;
         }
+        sc->dc->max_read = sc->d->max_decrypt;
         dcmd_start(sc->dc);
         return;
     }
@@ -578,6 +579,22 @@ static void msg_init(struct scmd *sc, struct imap_search_msg *m, uint32_t seq, u
 static void cands_done(struct dcmd *c, void *arg)
 {
     struct scmd *sc = arg;
+    if (c->over) {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "[LIMIT] %s would decrypt %zu protected messages (limit %" PRIu32
+                 "): narrow it (a date range, a folder) or raise imap.search.max_decrypt",
+                 sc->sort ? "Sort" : "Search", c->over, sc->d->max_decrypt);
+        qlog_info("imap %s: %s refused: %zu protected messages to decrypt, limit %" PRIu32,
+                  imap_session_id(sc->s), sc->sort ? "SORT" : "SEARCH", c->over,
+                  sc->d->max_decrypt);
+        sc->dc = NULL;
+        dcmd_finish(c);
+        imap_session_prep_answer(sc->s, "", 0, "NO", text);
+        sc->ended = true;
+        scmd_maybe_free(sc);
+        return;
+    }
     for (size_t i = 0; i < c->n_ents && !sc->failed; i++) {
         struct entry *e = c->ents[i];
         if (!e->encrypted || !e->view || !e->uid)

@@ -284,7 +284,7 @@ static void *imap_accept(const struct proxy_accept *a)
     }
     ss->handle = a->session;
     const struct imap_svc *svc = a->svc;
-    if (svc && svc->pi && !(ss->dec = imap_decrypt_new(svc->pi))) {
+    if (svc && svc->pi && !(ss->dec = imap_decrypt_new(svc->pi, a->cfg->imap.search.max_decrypt))) {
         free(ss);
         net_conn_close(&conn);
         return NULL;
