@@ -701,6 +701,16 @@ void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
     imap_release(s);
 }
 
+void imap_session_fetch_set_rewrite(imap_session *s, char *rewrite)
+{
+    if (s->state != IMAP_STATE_FETCH_PREP || !s->prep.ctx || s->prep.search) {
+        free(rewrite);
+        return;
+    }
+    free(s->prep.rewrite);
+    s->prep.rewrite = rewrite;
+}
+
 void imap_session_prep_tag(const imap_session *s, char *buf, size_t size)
 {
     snprintf(buf, size, "%s", s->prep.tag);

@@ -103,6 +103,7 @@ static struct entry *entry_add(struct dcmd *c, uint32_t seq)
 static void want_free(struct want *w)
 {
     free(w->name);
+    free(w->opt_name);
     for (size_t i = 0; w->fields && i < w->sec.n_fields; i++)
         free(w->fields[i]);
     free(w->fields);
@@ -170,7 +171,8 @@ static const struct want *want_find(struct dcmd *c, const char *name)
     const struct want *first = NULL;
     for (size_t i = 0; i < c->n_wants; i++) {
         struct want *w = &c->wants[i];
-        if (strcasecmp(w->name, name) != 0)
+        const char *wn = c->optimized && w->opt_name ? w->opt_name : w->name;
+        if (strcasecmp(wn, name) != 0)
             continue;
         if (!first)
             first = w;
@@ -213,6 +215,7 @@ static void dcmd_free(struct dcmd *c)
     free(c->wants);
     free(c->set);
     free(c->pbuf);
+    free(c->opt_rewrite);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -261,6 +264,103 @@ void imap_decrypt_login(imap_decrypt *d, const char *user)
 }
 
 /* ---- command: claim and prepare --------------------------------------------------- */
+
+/* The same FETCH with every body section asked as one octet (<o.1>): when
+ * every message of the set turns out to be ours, the server need not send
+ * ciphertext the proxy would drop - it still sets \Seen and sends FLAGS as
+ * for the client's items. NULL when not applicable (macros, `*` in the set
+ * - a message could arrive unprobed -, nothing to save, out of memory). */
+static char *optimised_rewrite(struct dcmd *c, const struct imap_fetch *f)
+{
+    for (size_t i = 0; i < f->set.count; i++)
+        if (f->set.ranges[i].lo == IMAP_SEQ_STAR || f->set.ranges[i].hi == IMAP_SEQ_STAR)
+            return NULL;
+    /* a lone item may span several arguments (BODY[HEADER.FIELDS (X)]):
+     * only the parenthesised list has one raw span */
+    if (f->set.saved || !f->items_arg || !f->list_form)
+        return NULL;
+    size_t saves = 0;
+    for (size_t i = 0; i < f->n_items; i++) {
+        if (f->items[i].from_macro)
+            return NULL;
+        enum imap_fetch_att a = f->items[i].att;
+        saves += a == IMAP_FA_BODY_SECTION || a == IMAP_FA_RFC822 || a == IMAP_FA_RFC822_TEXT ||
+                 a == IMAP_FA_RFC822_HEADER;
+    }
+    if (saves == 0)
+        return NULL;
+    const struct imap_arg *ia = f->items_arg;
+    size_t items_off = ia->raw_off, items_end = ia->raw_off + ia->raw_len;
+    size_t set_off = f->set_arg->raw_off;
+    if (items_end > f->buf_len || set_off > items_off)
+        return NULL;
+    size_t cap = f->buf_len * 2 + f->n_items * 32 + 64, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    len += (size_t)snprintf(out, cap, "%.*s(", (int)(items_off - set_off), f->buf + set_off);
+    size_t w = 0;
+    for (size_t i = 0; i < f->n_items; i++) {
+        const struct imap_fetch_item *it = &f->items[i];
+        const char *raw = f->buf + it->raw_off;
+        int rl = (int)it->raw_len;
+        char item[64 + 4096];
+        const char *opt = NULL;
+        switch (it->att) {
+        case IMAP_FA_RFC822:
+            opt = "BODY[]<0>";
+            snprintf(item, sizeof(item), "BODY[]<0.1>");
+            break;
+        case IMAP_FA_RFC822_TEXT:
+            opt = "BODY[TEXT]<0>";
+            snprintf(item, sizeof(item), "BODY[TEXT]<0.1>");
+            break;
+        case IMAP_FA_RFC822_HEADER:
+            opt = "BODY[HEADER]<0>";
+            snprintf(item, sizeof(item), "BODY.PEEK[HEADER]<0.1>");
+            break;
+        case IMAP_FA_BODY_SECTION:
+            if (it->has_partial) {
+                const char *lt = memrchr(raw, '<', (size_t)rl);
+                if (!lt)
+                    goto fail;
+                snprintf(item, sizeof(item), "%.*s<%" PRIu64 ".1>", (int)(lt - raw), raw,
+                         it->partial_offset);
+            } else {
+                snprintf(item, sizeof(item), "%.*s<0.1>", rl, raw);
+            }
+            break;
+        default:
+            snprintf(item, sizeof(item), "%.*s", rl, raw);
+            break;
+        }
+        if (it->att == IMAP_FA_BODY_SECTION && !it->has_partial) {
+            size_t nl = strlen(it->response_name) + 4;
+            char *n = malloc(nl);
+            if (!n)
+                goto fail;
+            snprintf(n, nl, "%s<0>", it->response_name);
+            opt = NULL;
+            if (imap_fetch_att_is_content(it->att))
+                c->wants[w].opt_name = n;
+            else
+                free(n);
+        }
+        if (opt && imap_fetch_att_is_content(it->att) && !(c->wants[w].opt_name = strdup(opt)))
+            goto fail;
+        if (imap_fetch_att_is_content(it->att))
+            w++;
+        if (len + strlen(item) + 2 >= cap)
+            goto fail;
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? " " : "", item);
+    }
+    len += (size_t)snprintf(out + len, cap - len, ")%.*s", (int)(f->buf_len - items_end),
+                            f->buf + items_end);
+    return len < cap ? out : (free(out), NULL);
+fail:
+    free(out);
+    return NULL;
+}
 
 void *imap_decrypt_command(imap_decrypt *d, imap_session *s, const struct imap_fetch *f,
                            char **rewrite_r, bool *prepare_r)
@@ -311,6 +411,7 @@ void *imap_decrypt_command(imap_decrypt *d, imap_session *s, const struct imap_f
         dcmd_free(c);
         return NULL;
     }
+    c->opt_rewrite = optimised_rewrite(c, f);
     *prepare_r = true;
     return c;
 }
@@ -320,6 +421,14 @@ static void release(struct dcmd *c)
     if (c->released || c->dying)
         return;
     c->released = true;
+    bool all_ours = c->opt_rewrite && c->n_ents > 0;
+    for (size_t i = 0; all_ours && i < c->n_ents; i++)
+        all_ours = c->ents[i]->encrypted && c->ents[i]->view;
+    if (all_ours && !c->done) {
+        imap_session_fetch_set_rewrite(c->s, c->opt_rewrite);
+        c->opt_rewrite = NULL;
+        c->optimized = true;
+    }
     if (c->done)
         c->done(c, c->done_arg);
     else
@@ -654,7 +763,7 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
     if (!w)
         return IMAP_FETCH_PASS; /* FLAGS, INTERNALDATE, MODSEQ, ... */
     if (e->view)
-        answer(c, w, name);
+        answer(c, w, w->name);
     else
         qlog_warn("imap %s: no view for UID %" PRIu32 ": %s left out", imap_session_id(s),
                   e->uid, name);

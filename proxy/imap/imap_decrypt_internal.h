@@ -41,6 +41,8 @@ struct want {
     uint32_t path[IMAP_MAX_PARTS];
     char **fields;         /* owned strings, n = sec.n_fields */
     uint64_t answered;     /* the response that last used it */
+    char *opt_name;        /* owned: the server's name for it in the
+                              optimised command (NULL: unchanged) */
 };
 
 enum taking { T_NONE, T_UID, T_PROBE, T_BODY, T_FLAGS, T_IDATE, T_MODSEQ };
@@ -81,6 +83,9 @@ struct dcmd {
     void *done_arg;
     unsigned busy;         /* inside one of its callbacks: not freed yet */
     size_t max_read;       /* messages it may read and decrypt; 0: any */
+    char *opt_rewrite;     /* owned: the FETCH with 1-octet partials for
+                              bodies, used when every message is ours */
+    bool optimized;
     size_t over;           /* > max_read: how many it would have read */
 };
 

@@ -184,6 +184,9 @@ void imap_session_fetch_release(imap_session *s);
  * its context itself). */
 void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
                               const char *status, const char *text);
+/* During FETCH_PREP of a FETCH: what goes upstream at the release
+ * instead of the rewrite command() gave (takes ownership). */
+void imap_session_fetch_set_rewrite(imap_session *s, char *rewrite);
 /* The held command's tag (for ESEARCH's TAG). */
 void imap_session_prep_tag(const imap_session *s, char *buf, size_t size);
 size_t imap_session_client_pending(const imap_session *s);
