@@ -78,6 +78,8 @@ struct imap_xappend {
     uint64_t total;    /* literal bytes held */
     uint64_t max;      /* limit of total */
     char *mailbox;     /* decoded; NULL while it is a literal not yet read */
+    bool asked;        /* the mailbox hook answered `verdict` at the start */
+    enum imap_append_verdict verdict;
     bool protect;      /* the verdict */
     bool nonsync_up;   /* XA_SEND: the upstream gets {n+} literals */
     struct imap_command *cmd; /* the own LIST, or the APPEND, in flight */
@@ -282,7 +284,9 @@ bool imap_append_hold_begin(imap_session *s, const struct imap_token *tok)
     free(line);
     if (!ok)
         return false;
-    if (named && h->mailbox(s->hooks_ctx, s, name, false) == IMAP_APPEND_PLAIN)
+    enum imap_append_verdict v = named ? h->mailbox(s->hooks_ctx, s, name, false)
+                                       : IMAP_APPEND_ASK;
+    if (v == IMAP_APPEND_PLAIN)
         return false; /* streamed, the fast path */
 
     struct imap_xappend *xa = calloc(1, sizeof(*xa));
@@ -292,6 +296,8 @@ bool imap_append_hold_begin(imap_session *s, const struct imap_token *tok)
     }
     s->xa = xa;
     xa->phase = XA_READ;
+    xa->asked = named;
+    xa->verdict = v;
     snprintf(xa->tag, sizeof(xa->tag), "%s", s->rd.tag);
     xa->max = s->cfg.max_protected_append ? s->cfg.max_protected_append
               : s->cfg.max_append          ? s->cfg.max_append
@@ -468,7 +474,8 @@ static void xa_decide(imap_session *s)
             return;
         }
     }
-    enum imap_append_verdict v = s->hooks.append.mailbox(s->hooks_ctx, s, xa->mailbox, false);
+    enum imap_append_verdict v =
+        xa->asked ? xa->verdict : s->hooks.append.mailbox(s->hooks_ctx, s, xa->mailbox, false);
     if (v == IMAP_APPEND_ASK) {
         xa_enter(s, XA_BARRIER);
         if (s->n_inflight == 0)
