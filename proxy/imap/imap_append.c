@@ -553,8 +553,8 @@ static void xa_protect_next(imap_session *s)
     imap_hold(s); /* until imap_session_append_done */
     void *job = s->hooks.append.protect(s->hooks_ctx, s, l->fd, l->size, &code, &text);
     if (!job) {
-        imap_release(s);
         xa_refuse(s, "NO", code, text);
+        imap_release(s);
         return;
     }
     xa->job = job;
