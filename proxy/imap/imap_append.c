@@ -534,7 +534,11 @@ static void xa_send_list(imap_session *s)
     int n = snprintf(head, sizeof(head), "%s LIST \"\" ", tag);
     imap_client_send(s->up, c->up, head, (size_t)n);
     imap_client_send(s->up, c->up, q, ql);
-    imap_client_send(s->up, c->up, "\r\n", 2);
+    /* RFC 6154: a server may send the attributes only when asked */
+    if (imap_client_has_cap(s->up, "LIST-EXTENDED") && imap_client_has_cap(s->up, "SPECIAL-USE"))
+        imap_client_send(s->up, c->up, " RETURN (SPECIAL-USE)\r\n", 23);
+    else
+        imap_client_send(s->up, c->up, "\r\n", 2);
 }
 
 /* ---- protecting ------------------------------------------------------------------------ */
@@ -814,7 +818,7 @@ void imap_list_token(imap_session *s, const struct imap_token *tok)
     }
 }
 
-void imap_list_end(imap_session *s)
+void imap_list_end(imap_session *s, bool own)
 {
     struct imap_list_obs *lo = s->lo;
     if (!lo)
@@ -824,7 +828,7 @@ void imap_list_end(imap_session *s)
         const char *attrs[LIST_MAX_ATTRS];
         for (size_t i = 0; i < lo->n_attrs; i++)
             attrs[i] = lo->attrs[i];
-        s->hooks.append.list(s->hooks_ctx, s, lo->name, attrs, lo->n_attrs);
+        s->hooks.append.list(s->hooks_ctx, s, lo->name, attrs, lo->n_attrs, own);
     }
     /* not kept for the idle session */
     free(s->lo);

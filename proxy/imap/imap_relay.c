@@ -274,11 +274,11 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             /* the internal CAPABILITY's list, kept, not relayed */
             if (s->swallow_caps && s->up && s->collect && s->collect_len)
                 imap_client_set_capabilities(s->up, s->collect, s->collect_len);
-            imap_list_end(s);
+            imap_list_end(s, true);
             break;
         case RELAY_LIST:
             imap_out_span(s, ev->raw, ev->raw_len);
-            imap_list_end(s);
+            imap_list_end(s, false);
             break;
         case RELAY_FETCH:
             return fetch_end(s);

@@ -118,12 +118,16 @@ struct imap_fetch_hooks {
  *      memory file, bounded by max_protected_append), then calls protect()
  *      for each message. ASK: only a LIST of the mailbox can tell (its
  *      SPECIAL-USE attributes are unknown): the session holds the command,
- *      sends `LIST "" name` upstream once nothing else is in flight, feeds
- *      the answer to list(), then asks again with listed = true (ASK then
- *      counts as PROTECT: fail closed).
- *  list(name, attrs, n): every LIST / LSUB response the session relays (or
- *      its own LIST), observed without being changed: name decoded,
- *      attributes as atoms ("\Sent", "\HasNoChildren").
+ *      sends `LIST "" name RETURN (SPECIAL-USE)` (plain `LIST "" name` when
+ *      the upstream lacks LIST-EXTENDED or SPECIAL-USE) once nothing else
+ *      is in flight, feeds the answer to list(), then asks again with
+ *      listed = true (ASK then counts as PROTECT: fail closed).
+ *  list(name, attrs, n, own): every LIST / LSUB response the session
+ *      relays (own false), and those of its own LIST (own true), observed
+ *      without being changed: name decoded, attributes as atoms ("\Sent",
+ *      "\HasNoChildren"). A relayed response need not carry special-use
+ *      attributes (LSUB, a server that sends them only when asked): only
+ *      its positive news is safe to learn from.
  *  protect(in_fd, len, &code, &text): start protecting one message (the
  *      client's bytes in in_fd from offset 0, borrowed until the answer).
  *      Returns a job; the answer comes later, on the loop, never from
@@ -149,7 +153,7 @@ struct imap_append_hooks {
     enum imap_append_verdict (*mailbox)(void *ctx, imap_session *s, const char *name,
                                         bool listed);
     void (*list)(void *ctx, imap_session *s, const char *name, const char *const *attrs,
-                 size_t n_attrs);
+                 size_t n_attrs, bool own);
     void *(*protect)(void *ctx, imap_session *s, int in_fd, uint64_t len, const char **code_r,
                      const char **text_r);
     void (*cancel)(void *ctx, imap_session *s, void *job);

@@ -228,7 +228,7 @@ void imap_append_abort(struct imap_session *s); /* closing: cancel the job */
 void imap_append_free(struct imap_session *s);  /* session_destroy */
 void imap_list_begin(struct imap_session *s);
 void imap_list_token(struct imap_session *s, const struct imap_token *tok);
-void imap_list_end(struct imap_session *s);
+void imap_list_end(struct imap_session *s, bool own); /* own: the proxy's LIST */
 
 /* imap_relay.c */
 int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event *ev);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "append.h"
 #include "log.h"
@@ -129,12 +130,35 @@ enum imap_append_verdict imap_append_glue_mailbox(struct imap_append_sess *a, co
     return IMAP_APPEND_PLAIN;
 }
 
+static bool special_use(const char *attr)
+{
+    static const char *const su[] = {"\\Sent", "\\Drafts", "\\Archive", "\\Junk",
+                                     "\\Trash", "\\All", "\\Flagged"};
+    for (size_t i = 0; i < sizeof(su) / sizeof(su[0]); i++)
+        if (strcasecmp(attr, su[i]) == 0)
+            return true;
+    return false;
+}
+
+bool imap_append_list_teaches(const char *const *attrs, size_t n, bool own)
+{
+    if (own)
+        return true; /* asked for the attributes: the answer is the truth */
+    for (size_t i = 0; i < n; i++)
+        if (special_use(attrs[i]))
+            return true;
+    /* a relayed response without them (LSUB; a LIST of a server that
+     * sends them only when asked) must not make a \Sent mailbox plain */
+    return false;
+}
+
 void imap_append_glue_list(struct imap_append_sess *a, const char *name,
-                           const char *const *attrs, size_t n)
+                           const char *const *attrs, size_t n, bool own)
 {
     /* ELIMIT (a hostile server listing too many names): the name stays
      * unknown and is asked about again - never wrongly plain */
-    protect_mailboxes_learn(a->m, name, attrs, n);
+    if (imap_append_list_teaches(attrs, n, own))
+        protect_mailboxes_learn(a->m, name, attrs, n);
 }
 
 static void job_done(void *arg, int status, struct protect_append_result *r, const char *error)

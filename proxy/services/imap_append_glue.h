@@ -36,7 +36,10 @@ void imap_append_sess_free(struct imap_append_sess **a);
 enum imap_append_verdict imap_append_glue_mailbox(struct imap_append_sess *a, const char *name,
                                                   bool listed);
 void imap_append_glue_list(struct imap_append_sess *a, const char *name,
-                           const char *const *attrs, size_t n);
+                           const char *const *attrs, size_t n, bool own);
+/* Whether a LIST response may change what is known of its mailbox: always
+ * the proxy's own; a relayed one only with a special-use attribute. */
+bool imap_append_list_teaches(const char *const *attrs, size_t n, bool own);
 void *imap_append_glue_protect(struct imap_append_sess *a, imap_session *s, int in_fd,
                                uint64_t len, const char **code_r, const char **text_r);
 void imap_append_glue_cancel(struct imap_append_sess *a, void *job);
