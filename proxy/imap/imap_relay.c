@@ -187,7 +187,7 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
         imap_relay_line_with_caps(s, ev);
         return 0;
     case IMAP_RESP_DATA_BEGIN:
-        if (s->head && s->head->internal && s->n_inflight == 1) {
+        if (s->head && s->head->internal && !s->head->fetch_ctx && s->n_inflight == 1) {
             /* the proxy's own CAPABILITY after login: kept, not relayed */
             s->relay = RELAY_SWALLOW;
             s->swallow_caps = name_is(ev, "CAPABILITY");

@@ -87,6 +87,24 @@ struct imap_session_config {
  *      and stops reading the upstream until imap_session_fetch_resume().
  *  command_end(cmd, status): the tagged response arrived (it is relayed
  *      right after); free the context here.
+ *
+ * Preparing a FETCH with the proxy's own commands. A rewriter that must
+ * read something first (is each message encrypted? the bytes of those
+ * not in its cache) cannot do it while the client's FETCH is in flight:
+ * its own command would queue behind that FETCH at the server, whose
+ * responses it holds - a deadlock. So command() may set *prepare_r: the
+ * session then holds the client's FETCH (state FETCH_PREP, client input
+ * paused; a FETCH asking for content starts only when nothing else is in
+ * flight, so the server's sequence numbers cannot change meanwhile), calls
+ * prepare(cmd), and the hook sends its own FETCH commands with
+ * imap_session_own_fetch().
+ * Their untagged FETCH responses go through response_begin / item /
+ * value / response_end with the `own` context as cmd (items PASSed reach
+ * the client: flag updates the server sends along), their tagged response
+ * to command_end(own, status), never to the client; other untagged
+ * responses (EXISTS, RECENT) are relayed. When ready the hook calls
+ * imap_session_fetch_release(): the client's FETCH goes upstream (with
+ * *rewrite_r, which is then required) and its responses follow as above.
  * While a response is open the hook adds items with
  * imap_session_fetch_item() and streams long values with
  * imap_session_fetch_write(); the session writes `* seq FETCH (`, the
@@ -96,7 +114,9 @@ enum imap_fetch_verdict { IMAP_FETCH_PASS, IMAP_FETCH_DROP, IMAP_FETCH_TAKE };
 enum imap_fetch_flow { IMAP_FETCH_CONTINUE, IMAP_FETCH_WAIT };
 
 struct imap_fetch_hooks {
-    void *(*command)(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite_r);
+    void *(*command)(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite_r,
+                     bool *prepare_r);
+    void (*prepare)(void *ctx, imap_session *s, void *cmd);
     void (*response_begin)(void *ctx, imap_session *s, void *cmd, uint32_t seq);
     enum imap_fetch_verdict (*item)(void *ctx, imap_session *s, void *cmd, const char *name,
                                     unsigned index);
@@ -190,6 +210,14 @@ bool imap_session_selected(const imap_session *s);
 int imap_session_fetch_item(imap_session *s, const char *name, const void *value, size_t len);
 int imap_session_fetch_write(imap_session *s, const void *data, size_t len);
 void imap_session_fetch_resume(imap_session *s);
+/* During FETCH_PREP only: sends "<own tag> <command>" upstream (command:
+ * "UID FETCH 4,7 (BODY.PEEK[])", no CRLF, no literals). 0, or a negative
+ * code: NET_ESTATE (not preparing), UV_ENOTCONN, UV_ENOMEM. */
+int imap_session_own_fetch(imap_session *s, const char *command, void *own);
+/* Ends FETCH_PREP: the held FETCH goes upstream and client input resumes.
+ * May be called from any hook or callback (prepare() included, not
+ * command()). */
+void imap_session_fetch_release(imap_session *s);
 size_t imap_session_client_pending(const imap_session *s);
 
 /* The answer to an APPEND hook's protect() (see above); r is read during
