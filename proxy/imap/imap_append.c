@@ -69,8 +69,6 @@ struct xa_lit {
 };
 
 struct imap_xappend {
-    enum xa_phase phase;
-    char tag[IMAP_TAG_MAX + 1];
     char *text;        /* the command without literal headers and data (owned) */
     size_t text_len, text_cap;
     struct xa_lit *lits; /* owned */
@@ -78,19 +76,21 @@ struct imap_xappend {
     uint64_t total;    /* literal bytes held */
     uint64_t max;      /* limit of total */
     char *mailbox;     /* decoded; NULL while it is a literal not yet read */
-    bool asked;        /* the mailbox hook answered `verdict` at the start */
-    enum imap_append_verdict verdict;
-    bool protect;      /* the verdict */
-    bool nonsync_up;   /* XA_SEND: the upstream gets {n+} literals */
     struct imap_command *cmd; /* the own LIST, or the APPEND, in flight */
-    bool answered;     /* the upstream answered the APPEND */
     void *job;         /* a protect hook job */
     size_t cur;        /* XA_PROTECT: the literal; XA_SEND: the piece */
-    bool cur_started;  /* XA_SEND: the text and header before cur are queued */
     uint64_t off;      /* XA_SEND: bytes of cur queued */
     char *chunk;       /* XA_SEND: read buffer (owned) */
+    enum xa_phase phase;
+    enum imap_append_verdict verdict;
+    bool asked;        /* the mailbox hook answered `verdict` at the start */
+    bool protect;      /* the verdict */
+    bool nonsync_up;   /* XA_SEND: the upstream gets {n+} literals */
+    bool answered;     /* the upstream answered the APPEND */
+    bool cur_started;  /* XA_SEND: the text and header before cur are queued */
     bool reading;      /* inside imap_append_hold_read: input is not read
                           again from here when the command ends */
+    char tag[IMAP_TAG_MAX + 1];
 };
 
 static void xa_enter(imap_session *s, enum xa_phase ph)
@@ -564,7 +564,8 @@ static void xa_protect_next(imap_session *s)
     xa->job = job;
 }
 
-void imap_session_append_done(imap_session *s, void *job, const struct imap_append_result *r)
+void imap_session_append_done(imap_session *s, const void *job,
+                              const struct imap_append_result *r)
 {
     struct imap_xappend *xa = s->xa;
     int fd = r->status == 0 ? r->fd : -1;

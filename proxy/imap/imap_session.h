@@ -222,6 +222,7 @@ size_t imap_session_client_pending(const imap_session *s);
 
 /* The answer to an APPEND hook's protect() (see above); r is read during
  * the call, r->fd taken. */
-void imap_session_append_done(imap_session *s, void *job, const struct imap_append_result *r);
+void imap_session_append_done(imap_session *s, const void *job,
+                              const struct imap_append_result *r);
 
 #endif
