@@ -176,6 +176,13 @@ struct qumail_imap_append {
                                       NO [TOOBIG]; default 64 MiB */
 };
 
+/* imap.search: SEARCH / SORT over encrypted messages (proxy/imap/README.md). */
+struct qumail_imap_search {
+    uint32_t max_decrypt;          /* encrypted messages one command may have
+                                      to read and decrypt (not cached, not
+                                      answered by metadata); default 2000 */
+};
+
 /* The IMAP side. Absent from the file: enabled false, no listeners. */
 struct qumail_imap {
     bool enabled;                       /* the file has an "imap" section */
@@ -192,6 +199,7 @@ struct qumail_imap {
     size_t n_protect_mailboxes;
     bool protect_mailboxes_set;         /* the key was given */
     struct qumail_imap_append append;
+    struct qumail_imap_search search;
 };
 
 /* The interface a KME link speaks. */

@@ -37,6 +37,7 @@ void qumail_config__imap_defaults(struct qumail_config *c, bool *oom)
     m->append.algorithm = QUMAIL_APPEND_AES;
     m->append.otp_max_size = 64u << 10;
     m->append.max_size = 64u << 20;
+    m->search.max_decrypt = 2000;
 }
 
 void qumail_config__imap_finish(struct qumail_config *c, bool *oom)
@@ -179,6 +180,13 @@ static void read_protect_mailboxes(struct qumail_rd *r, qcfg_node *n)
     }
 }
 
+static void read_search(struct qumail_rd *r, qcfg_node *o)
+{
+    qumail_config__u32(qcfg_member(o, "max_decrypt", 0), 0, 10000000,
+                       &r->cfg->imap.search.max_decrypt);
+    qcfg_done(o);
+}
+
 void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
 {
     struct qumail_imap *m = &r->cfg->imap;
@@ -202,5 +210,8 @@ void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
     qcfg_node *ap = qcfg_object(qcfg_member(o, "append", 0));
     if (ap)
         read_append(r, ap);
+    qcfg_node *se = qcfg_object(qcfg_member(o, "search", 0));
+    if (se)
+        read_search(r, se);
     qcfg_done(o);
 }

@@ -1,5 +1,5 @@
 /* The FETCH rewriter: see imap_decrypt.h. */
-#include "imap_decrypt.h"
+#include "imap_decrypt_internal.h"
 
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -17,81 +17,9 @@
 #define PROBE_MAX 65536     /* probe answer kept per message */
 #define UIDSET_MAX 16384    /* UID set bytes in one own body FETCH */
 
-static struct imap_decrypt_stats g_stats;
+struct imap_decrypt_stats g_stats;
 
 void imap_decrypt_get_stats(struct imap_decrypt_stats *st) { *st = g_stats; }
-
-/* What a hook's `cmd` points at: a client FETCH or one of its own
- * commands (the first member of both says which). */
-enum dkind { K_CLIENT = 1, K_PROBE, K_BODY };
-
-struct dcmd;
-
-struct own {
-    enum dkind kind;
-    struct dcmd *cmd;
-};
-
-/* One message of a prepared FETCH. */
-struct entry {
-    struct dcmd *cmd;
-    uint32_t seq, uid;
-    bool encrypted;
-    char *hint;            /* owned; NULL when the header names none */
-    protect_in_view *view; /* a reference, once there */
-    bool waiting;          /* a protect_in request is out for it */
-    bool asked;            /* its bytes were asked for */
-};
-
-/* One content item the client asked for, answered from a view. */
-struct want {
-    enum imap_fetch_att att;
-    char *name;            /* the server's name for it (owned) */
-    struct imap_section sec;  /* for sections (render form) */
-    uint32_t path[IMAP_MAX_PARTS];
-    char **fields;         /* owned strings, n = sec.n_fields */
-    uint64_t answered;     /* the response that last used it */
-};
-
-enum taking { T_NONE, T_UID, T_PROBE, T_BODY };
-
-struct dcmd {
-    enum dkind kind; /* K_CLIENT */
-    imap_decrypt *d;
-    imap_session *s;
-    struct dcmd *next, *prev;
-    bool uid_fetch;
-    enum protect_in_need need;
-    char *set;             /* owned: the client's sequence set text */
-    struct want *wants;
-    size_t n_wants;
-    struct entry **ents;   /* in the probe's order */
-    size_t n_ents, cap_ents;
-    size_t hit;            /* where the next lookup starts */
-    struct own probe, body;
-    unsigned own_inflight;
-    size_t waiting;        /* views still to come */
-    bool body_ended;
-    bool client_ended;
-    bool released;
-    bool dying;
-    /* the response being read (own and client responses never overlap) */
-    struct entry *cur;
-    uint32_t cur_seq;
-    uint64_t responses;    /* client responses begun (1-based) */
-    enum taking taking;
-    char *pbuf;            /* probe answer (owned) */
-    size_t plen;
-    char uidbuf[16];
-    size_t uidlen;
-    protect_in_fetch *fetch; /* the body being supplied */
-};
-
-struct imap_decrypt {
-    protect_in *pi;
-    protect_in_reader *reader;
-    struct dcmd *cmds;
-};
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -248,6 +176,10 @@ static void entry_free(imap_decrypt *d, struct entry *e)
         protect_in_cancel(d->pi, e); /* callback gets ECANCELLED at once */
     protect_in_view_unref(&e->view);
     free(e->hint);
+    for (size_t i = 0; i < e->n_flags; i++)
+        free(e->flags[i]);
+    free(e->flags);
+    free(e->internaldate);
     free(e);
 }
 
@@ -279,15 +211,17 @@ static void dcmd_free(struct dcmd *c)
 /* Freed when the client's command and every own command have ended. */
 static void dcmd_maybe_free(struct dcmd *c)
 {
-    if (c->client_ended && c->own_inflight == 0)
+    if (c->client_ended && c->own_inflight == 0 && c->busy == 0)
         dcmd_free(c);
 }
 
-imap_decrypt *imap_decrypt_new(protect_in *pi)
+imap_decrypt *imap_decrypt_new(protect_in *pi, uint32_t max_decrypt)
 {
     imap_decrypt *d = calloc(1, sizeof(*d));
-    if (d)
+    if (d) {
         d->pi = pi;
+        d->max_decrypt = max_decrypt;
+    }
     return d;
 }
 
@@ -372,7 +306,10 @@ static void release(struct dcmd *c)
     if (c->released || c->dying)
         return;
     c->released = true;
-    imap_session_fetch_release(c->s);
+    if (c->done)
+        c->done(c, c->done_arg);
+    else
+        imap_session_fetch_release(c->s);
 }
 
 static void probe_send(struct dcmd *c)
@@ -383,7 +320,16 @@ static void probe_send(struct dcmd *c)
         release(c);
         return;
     }
-    snprintf(line, n, "%sFETCH %s (UID " PROBE_FETCH ")", c->uid_fetch ? "UID " : "", c->set);
+    n += c->extra ? strlen(c->extra) : 0;
+    char *l2 = realloc(line, n);
+    if (!l2) {
+        free(line);
+        release(c);
+        return;
+    }
+    line = l2;
+    snprintf(line, n, "%sFETCH %s (UID %s%s" PROBE_FETCH ")", c->uid_fetch ? "UID " : "", c->set,
+             c->extra ? c->extra : "", c->extra ? " " : "");
     if (imap_session_own_fetch(c->s, line, &c->probe) == 0)
         c->own_inflight++;
     else
@@ -400,6 +346,48 @@ void imap_decrypt_prepare(imap_decrypt *d, imap_session *s, void *cmd)
     g_stats.prepared++;
     probe_send(c);
 }
+
+struct dcmd *dcmd_new_internal(imap_decrypt *d, imap_session *s, const char *uid_set,
+                               enum protect_in_need need, const char *extra,
+                               void (*done)(struct dcmd *c, void *arg), void *arg)
+{
+    struct dcmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kind = K_CLIENT;
+    c->d = d;
+    c->s = s;
+    c->uid_fetch = true;
+    c->need = need;
+    c->probe.kind = K_PROBE;
+    c->probe.cmd = c;
+    c->body.kind = K_BODY;
+    c->body.cmd = c;
+    c->extra = extra;
+    c->done = done;
+    c->done_arg = arg;
+    c->next = d->cmds;
+    if (d->cmds)
+        d->cmds->prev = c;
+    d->cmds = c;
+    if (!(c->set = strdup(uid_set))) {
+        dcmd_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void dcmd_start(struct dcmd *c) { probe_send(c); }
+
+void dcmd_finish(struct dcmd *c)
+{
+    c->client_ended = true;
+    c->dying = true;
+    dcmd_maybe_free(c);
+}
+
+protect_in *imap_decrypt_pi(const imap_decrypt *d) { return d->pi; }
+protect_in_reader *imap_decrypt_reader(const imap_decrypt *d) { return d->reader; }
 
 /* ---- views ---------------------------------------------------------------------------- */
 
@@ -492,6 +480,18 @@ static void after_probe(struct dcmd *c)
         else
             protect_in_view_unref(&v); /* header too large to keep: read it */
     }
+    if (c->max_read) {
+        size_t n = 0;
+        for (size_t i = 0; i < c->n_ents; i++)
+            n += c->ents[i]->encrypted && !c->ents[i]->view;
+        if (n > c->max_read) {
+            /* refused before anything is read or decrypted */
+            c->over = n;
+            c->body_ended = true;
+            release(c);
+            return;
+        }
+    }
     next_body(c);
 }
 
@@ -501,6 +501,10 @@ void imap_decrypt_response_begin(imap_decrypt *d, imap_session *s, void *cmd, ui
 {
     (void)d;
     (void)s;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_begin(cmd, seq);
+        return;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     c->cur_seq = seq;
@@ -519,6 +523,8 @@ void imap_decrypt_response_begin(imap_decrypt *d, imap_session *s, void *cmd, ui
     case K_CLIENT:
         c->cur = entry_by_seq(c, seq);
         c->responses++;
+        break;
+    default:
         break;
     }
 }
@@ -585,6 +591,8 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
     (void)d;
     (void)s;
     (void)index;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN)
+        return imap_decrypt_search_item(cmd, name);
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     c->taking = T_NONE;
@@ -599,6 +607,16 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
             c->taking = T_PROBE;
             return IMAP_FETCH_TAKE;
         }
+        if (k == K_PROBE && c->extra && c->cur) {
+            if (strcasecmp(name, "FLAGS") == 0)
+                c->taking = T_FLAGS;
+            else if (strcasecmp(name, "INTERNALDATE") == 0)
+                c->taking = T_IDATE;
+            else if (strcasecmp(name, "MODSEQ") == 0)
+                c->taking = T_MODSEQ;
+            if (c->taking != T_NONE)
+                return IMAP_FETCH_TAKE;
+        }
         if (k == K_BODY && strcasecmp(name, "BODY[]") == 0) {
             c->taking = T_BODY;
             return IMAP_FETCH_TAKE;
@@ -607,7 +625,7 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
         return strcasecmp(name, "FLAGS") == 0 || strcasecmp(name, "MODSEQ") == 0
                    ? IMAP_FETCH_PASS
                    : IMAP_FETCH_DROP;
-    case K_CLIENT:
+    default:
         break;
     }
     if (c->uid_fetch && strcasecmp(name, "UID") == 0) {
@@ -693,6 +711,10 @@ void imap_decrypt_value(imap_decrypt *d, imap_session *s, void *cmd,
                         const struct imap_token *tok, bool last)
 {
     (void)d;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_value(cmd, tok, last);
+        return;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     switch (c->taking) {
@@ -721,6 +743,30 @@ void imap_decrypt_value(imap_decrypt *d, imap_session *s, void *cmd,
     case T_BODY:
         take_body(c, tok, last);
         return;
+    case T_FLAGS:
+        if (c->cur && tok->type == IMAP_TOK_ATOM) {
+            char **n = realloc(c->cur->flags, (c->cur->n_flags + 1) * sizeof(*n));
+            if (n) {
+                c->cur->flags = n;
+                if ((n[c->cur->n_flags] = strndup(tok->str, tok->len)))
+                    c->cur->n_flags++;
+            }
+        }
+        return;
+    case T_IDATE:
+        if (c->cur && tok->type == IMAP_TOK_QUOTED) {
+            free(c->cur->internaldate);
+            c->cur->internaldate = strndup(tok->str, tok->len);
+        }
+        return;
+    case T_MODSEQ:
+        if (c->cur && tok->type == IMAP_TOK_ATOM) {
+            uint64_t v = 0;
+            for (size_t i = 0; i < tok->len && tok->str[i] >= '0' && tok->str[i] <= '9'; i++)
+                v = v * 10 + (uint64_t)(tok->str[i] - '0');
+            c->cur->modseq = v;
+        }
+        return;
     case T_NONE:
         return;
     }
@@ -730,6 +776,10 @@ enum imap_fetch_flow imap_decrypt_response_end(imap_decrypt *d, imap_session *s,
 {
     (void)d;
     (void)s;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_response_end(cmd);
+        return IMAP_FETCH_CONTINUE;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     if (k == K_PROBE && c->cur) {
@@ -761,8 +811,17 @@ void imap_decrypt_command_end(imap_decrypt *d, imap_session *s, void *cmd,
 {
     (void)d;
     (void)s;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_own_end(cmd, status);
+        return;
+    }
+    if (*(enum dkind *)cmd == K_SEARCH) {
+        imap_decrypt_search_end(cmd, status);
+        return;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
+    c->busy++; /* done() may finish it: freed below */
     switch (k) {
     case K_PROBE:
         c->own_inflight--;
@@ -787,6 +846,34 @@ void imap_decrypt_command_end(imap_decrypt *d, imap_session *s, void *cmd,
         c->client_ended = true;
         c->dying = true;
         break;
+    default:
+        break;
     }
+    c->busy--;
     dcmd_maybe_free(c);
+}
+
+void imap_decrypt_own_data(imap_decrypt *d, imap_session *s, void *own,
+                           const struct imap_resp_event *ev)
+{
+    (void)d;
+    (void)s;
+    if (*(enum dkind *)own == K_SEARCH_OWN)
+        imap_decrypt_search_own_data(own, ev);
+}
+
+void *imap_decrypt_search_command(imap_decrypt *d, imap_session *s, enum imap_verb verb,
+                                  bool uid, const struct imap_args *args, size_t first,
+                                  bool *prepare_r)
+{
+    if (!d->reader)
+        return NULL;
+    return imap_decrypt_search_new(d, s, verb, uid, args, first, prepare_r);
+}
+
+void imap_decrypt_search_prepare(imap_decrypt *d, imap_session *s, void *cmd)
+{
+    (void)d;
+    (void)s;
+    imap_decrypt_search_start(cmd);
 }

@@ -198,6 +198,12 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             s->collect_len = 0;
             return 0;
         }
+        if (s->head && s->head->internal && s->head->fetch_ctx && s->hooks.fetch.own_data &&
+            (name_is(ev, "SEARCH") || name_is(ev, "ESEARCH") || name_is(ev, "SORT"))) {
+            s->relay = RELAY_OWN;
+            s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            return s->closing ? 1 : 0;
+        }
         if (name_is(ev, "CAPABILITY") || name_is(ev, "ENABLED")) {
             s->relay = name_is(ev, "CAPABILITY") ? RELAY_CAPS : RELAY_ENABLED;
             if (!s->collect)
@@ -255,6 +261,10 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
         case RELAY_FETCH:
             fetch_token(s, ev);
             break;
+        case RELAY_OWN:
+            if (s->head && s->head->fetch_ctx && s->hooks.fetch.own_data)
+                s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            break;
         case RELAY_NONE:
             break;
         }
@@ -282,6 +292,10 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             break;
         case RELAY_FETCH:
             return fetch_end(s);
+        case RELAY_OWN:
+            if (s->head && s->head->fetch_ctx && s->hooks.fetch.own_data)
+                s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            break;
         case RELAY_NONE:
             break;
         }

@@ -335,7 +335,9 @@ static void session_destroy(imap_session *s)
     for (struct imap_command *c = s->head; c; c = c->next)
         if (c->fetch_ctx && s->hooks.fetch.command_end)
             s->hooks.fetch.command_end(s->hooks_ctx, s, c->fetch_ctx, IMAP_STATUS_BYE);
-    if (s->prep.ctx && s->hooks.fetch.command_end)
+    if (s->prep.ctx && s->prep.search && s->hooks.search.command_end)
+        s->hooks.search.command_end(s->hooks_ctx, s, s->prep.ctx, IMAP_STATUS_BYE);
+    else if (s->prep.ctx && s->hooks.fetch.command_end)
         s->hooks.fetch.command_end(s->hooks_ctx, s, s->prep.ctx, IMAP_STATUS_BYE);
     s->prep.ctx = NULL;
     free(s->prep.rewrite);

@@ -123,6 +123,23 @@ struct imap_fetch_hooks {
     void (*value)(void *ctx, imap_session *s, void *cmd, const struct imap_token *tok, bool last);
     enum imap_fetch_flow (*response_end)(void *ctx, imap_session *s, void *cmd);
     void (*command_end)(void *ctx, imap_session *s, void *cmd, enum imap_status status);
+    /* An untagged SEARCH, ESEARCH or SORT response to an own command,
+     * event by event (DATA_BEGIN, DATA_TOKEN..., DATA_END); not relayed. */
+    void (*own_data)(void *ctx, imap_session *s, void *own, const struct imap_resp_event *ev);
+};
+
+/* SEARCH / UID SEARCH / SORT / UID SORT (issue 13): command() sees the
+ * parsed arguments (args[first..]) and returns NULL to relay the command
+ * unchanged, or a context and *prepare_r = true to hold it (as a FETCH is
+ * held: FETCH_PREP, own commands) until the hook answers it with
+ * imap_session_prep_answer(). prepare(ctx) runs once it is held;
+ * command_end(ctx, BYE) when the session ends first, command_end(ctx, OK)
+ * when the session relays it after all (something else in flight). */
+struct imap_search_hooks {
+    void *(*command)(void *ctx, imap_session *s, enum imap_verb verb, bool uid,
+                     const struct imap_args *args, size_t first, bool *prepare_r);
+    void (*prepare)(void *ctx, imap_session *s, void *cmd);
+    void (*command_end)(void *ctx, imap_session *s, void *cmd, enum imap_status status);
 };
 
 /* ---- APPEND hooks (issue 13) ---------------------------------------------
@@ -186,6 +203,7 @@ struct imap_session_hooks {
     void (*login)(void *ctx, imap_session *s, const char *user);
     struct imap_fetch_hooks fetch;
     struct imap_append_hooks append;
+    struct imap_search_hooks search;
     /* The session is gone (s is invalid afterwards). Stop any work for it. */
     void (*closed)(void *ctx, imap_session *s);
 };
@@ -218,6 +236,14 @@ int imap_session_own_fetch(imap_session *s, const char *command, void *own);
  * May be called from any hook or callback (prepare() included, not
  * command()). */
 void imap_session_fetch_release(imap_session *s);
+/* Ends FETCH_PREP by answering the held command itself: `untagged`
+ * (complete response lines with CRLF, may be empty) and then
+ * "<tag> <status> <text>". The hook's command_end does not run (it ends
+ * its context itself). */
+void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
+                              const char *status, const char *text);
+/* The held command's tag (for ESEARCH's TAG). */
+void imap_session_prep_tag(const imap_session *s, char *buf, size_t size);
 size_t imap_session_client_pending(const imap_session *s);
 
 /* The answer to an APPEND hook's protect() (see above); r is read during

@@ -114,6 +114,7 @@ enum relay_mode {
     RELAY_FETCH,      /* a claimed FETCH: item by item */
     RELAY_LIST,       /* LIST / LSUB with APPEND hooks: verbatim, and
                          observed token by token (imap_append.c) */
+    RELAY_OWN,        /* SEARCH/ESEARCH/SORT data of an own command */
 };
 
 struct fetch_relay {
@@ -157,6 +158,7 @@ struct imap_session {
         char tag[IMAP_TAG_MAX + 1];
         size_t tag_len;
         bool uid;
+        bool search;             /* held by the SEARCH hooks */
     } prep;
 
     struct client_out out;

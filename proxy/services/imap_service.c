@@ -291,6 +291,22 @@ static void fh_command_end(void *ctx, imap_session *s, void *cmd, enum imap_stat
     imap_decrypt_command_end(((struct imap_svc_session *)ctx)->dec, s, cmd, status);
 }
 
+static void fh_own_data(void *ctx, imap_session *s, void *own, const struct imap_resp_event *ev)
+{
+    imap_decrypt_own_data(((struct imap_svc_session *)ctx)->dec, s, own, ev);
+}
+static void *sh_command(void *ctx, imap_session *s, enum imap_verb verb, bool uid,
+                        const struct imap_args *args, size_t first, bool *prepare_r)
+{
+    struct imap_svc_session *ss = ctx;
+    return ss->dec ? imap_decrypt_search_command(ss->dec, s, verb, uid, args, first, prepare_r)
+                   : NULL;
+}
+static void sh_prepare(void *ctx, imap_session *s, void *cmd)
+{
+    imap_decrypt_search_prepare(((struct imap_svc_session *)ctx)->dec, s, cmd);
+}
+
 static const struct imap_session_hooks hooks = {
     .login = session_login,
     .fetch = {.command = fh_command,
@@ -299,24 +315,15 @@ static const struct imap_session_hooks hooks = {
               .item = fh_item,
               .value = fh_value,
               .response_end = fh_end,
-              .command_end = fh_command_end},
+              .command_end = fh_command_end,
+              .own_data = fh_own_data},
+    .search = {.command = sh_command, .prepare = sh_prepare, .command_end = fh_command_end},
     .closed = session_closed,
 };
 
-/* The same with APPENDs to protected mailboxes encrypted. */
-static const struct imap_session_hooks hooks_append = {
-    .login = session_login,
-    .fetch = {.command = fh_command,
-              .prepare = fh_prepare,
-              .response_begin = fh_begin,
-              .item = fh_item,
-              .value = fh_value,
-              .response_end = fh_end,
-              .command_end = fh_command_end},
-    .append = {.mailbox = ah_mailbox, .list = ah_list, .protect = ah_protect,
-               .cancel = ah_cancel},
-    .closed = session_closed,
-};
+/* Added for sessions with protected mailboxes (the session copies its hooks). */
+static const struct imap_append_hooks append_hooks = {
+    .mailbox = ah_mailbox, .list = ah_list, .protect = ah_protect, .cancel = ah_cancel};
 
 static void *imap_accept(const struct proxy_accept *a)
 {
@@ -331,7 +338,7 @@ static void *imap_accept(const struct proxy_accept *a)
     }
     ss->handle = a->session;
     const struct imap_svc *svc = a->svc;
-    if (svc && svc->pi && !(ss->dec = imap_decrypt_new(svc->pi))) {
+    if (svc && svc->pi && !(ss->dec = imap_decrypt_new(svc->pi, a->cfg->imap.search.max_decrypt))) {
         free(ss);
         net_conn_close(&conn);
         return NULL;
@@ -373,7 +380,10 @@ static void *imap_accept(const struct proxy_accept *a)
             .limits = {.max_token = imap->limits.max_line_length},
         },
     };
-    imap_session *s = imap_session_new(a->loop, conn, &sc, ss->app ? &hooks_append : &hooks, ss);
+    struct imap_session_hooks h = hooks;
+    if (ss->app)
+        h.append = append_hooks;
+    imap_session *s = imap_session_new(a->loop, conn, &sc, &h, ss);
     if (!s) {
         /* the connection is closed and the hooks never ran */
         imap_append_sess_free(&ss->app);

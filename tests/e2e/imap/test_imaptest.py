@@ -72,8 +72,9 @@ def compliance(target, tests):
         sys.stdout.write(out[-6000:] + err[-3000:])
     elif counts[1]:
         # imaptest names each failing command on stderr ("Error: ...")
-        bad = [l[:400] for l in err.splitlines() if l.startswith(("Error", "Panic", "Fatal"))]
-        sys.stdout.write("\n".join(bad[-40:]) + "\n")
+        bad = [l[:400] for l in (err + "\n" + out).splitlines()
+               if l.startswith(("Error", "Panic", "Fatal", "*** ", " - "))]
+        sys.stdout.write("\n".join(bad[-400:]) + "\n")
     return lines, counts
 
 
@@ -192,8 +193,9 @@ def compliance_dir(target, testdir):
     print("[%s] imaptest %s, %.1f s: %s" % (target.name, os.path.basename(testdir), secs,
                                              "; ".join(lines)), flush=True)
     if counts and counts[1]:
-        bad = [l[:400] for l in err.splitlines() if l.startswith(("Error", "Panic", "Fatal"))]
-        sys.stdout.write("\n".join(bad[-40:]) + "\n")
+        bad = [l[:400] for l in (err + "\n" + out).splitlines()
+               if l.startswith(("Error", "Panic", "Fatal", "*** ", " - "))]
+        sys.stdout.write("\n".join(bad[-400:]) + "\n")
     return lines, counts
 
 
