@@ -21,6 +21,20 @@ struct imap_decrypt_stats g_stats;
 
 void imap_decrypt_get_stats(struct imap_decrypt_stats *st) { *st = g_stats; }
 
+metric *g_m_messages, *g_m_prepared, *g_m_refused;
+
+void imap_decrypt_set_metrics(metrics *reg)
+{
+    g_m_messages = metrics_counter(reg, "qumail_imap_messages_total",
+                                   "FETCH responses answered, by kind (decrypted, notice, plain).",
+                                   1, "kind");
+    g_m_prepared = metrics_counter(reg, "qumail_imap_prepared_total",
+                                   "Commands the proxy prepared with its own commands.", 1,
+                                   "command");
+    g_m_refused = metrics_counter(reg, "qumail_imap_search_refused_total",
+                                  "SEARCH/SORT commands refused by imap.search.max_decrypt.", 0);
+}
+
 /* ---- helpers ----------------------------------------------------------------- */
 
 static struct dcmd *resolve(void *p, enum dkind *kind_r)
@@ -344,6 +358,7 @@ void imap_decrypt_prepare(imap_decrypt *d, imap_session *s, void *cmd)
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     g_stats.prepared++;
+    metric_add(g_m_prepared, 1, "fetch");
     probe_send(c);
 }
 
@@ -792,13 +807,16 @@ enum imap_fetch_flow imap_decrypt_response_end(imap_decrypt *d, imap_session *s,
         /* the value ended without its last token (cannot happen) */
         protect_in_fetch_done(c->fetch, PROTECT_IN_EIO);
         c->fetch = NULL;
-    } else if (k == K_CLIENT && c->cur) {
+    } else if (k == K_CLIENT && c->cur && !c->done) {
         if (c->cur->encrypted) {
             g_stats.encrypted++;
-            if (c->cur->view && protect_in_view_reason(c->cur->view) != PROTECT_IN_DECRYPTED)
-                g_stats.notices++;
+            bool notice =
+                c->cur->view && protect_in_view_reason(c->cur->view) != PROTECT_IN_DECRYPTED;
+            g_stats.notices += notice;
+            metric_add(g_m_messages, 1, notice ? "notice" : "decrypted");
         } else {
             g_stats.plain++;
+            metric_add(g_m_messages, 1, "plain");
         }
     }
     c->cur = NULL;

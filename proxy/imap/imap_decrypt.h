@@ -39,6 +39,7 @@
 
 #include "imap_session.h"
 #include "incoming.h"
+#include "metrics.h"
 
 typedef struct imap_decrypt imap_decrypt;
 
@@ -87,5 +88,12 @@ struct imap_decrypt_stats {
 };
 /* Process-wide counters (all sessions; the loop thread only). */
 void imap_decrypt_get_stats(struct imap_decrypt_stats *st);
+/* Counts into reg from now on (proxy/admin/metrics.h), declared here:
+ *   qumail_imap_messages_total{kind}   FETCH responses answered: decrypted,
+ *                                      notice (not decrypted), plain
+ *   qumail_imap_prepared_total{command} FETCH / SEARCH / SORT commands the
+ *                                      proxy prepared with its own commands
+ *   qumail_imap_search_refused_total   SEARCH/SORT refused by max_decrypt */
+void imap_decrypt_set_metrics(metrics *reg);
 
 #endif

@@ -92,6 +92,7 @@ struct imap_decrypt {
 };
 
 extern struct imap_decrypt_stats g_stats;
+extern metric *g_m_messages, *g_m_prepared, *g_m_refused;
 
 /* A preparation run for the proxy itself: views for the messages of `set`
  * (UIDs) with their server attributes (extra probe items), then done(c,

@@ -466,6 +466,7 @@ static void step(struct scmd *sc)
 void imap_decrypt_search_start(void *p)
 {
     struct scmd *sc = p;
+    metric_add(g_m_prepared, 1, sc->sort ? "sort" : "search");
     sc->step = S_STATUS;
     step(sc);
 }
@@ -588,6 +589,7 @@ static void cands_done(struct dcmd *c, void *arg)
         qlog_info("imap %s: %s refused: %zu protected messages to decrypt, limit %" PRIu32,
                   imap_session_id(sc->s), sc->sort ? "SORT" : "SEARCH", c->over,
                   sc->d->max_decrypt);
+        metric_add(g_m_refused, 1);
         sc->dc = NULL;
         dcmd_finish(c);
         imap_session_prep_answer(sc->s, "", 0, "NO", text);

@@ -20,7 +20,60 @@ struct imap_svc {
     proxy_daemon *d;
     kme_vault *vault;
     protect_in *pi;
+    /* protect_in's counters into the metrics, every few seconds */
+    uv_timer_t stats_timer;
+    bool timer_on;
+    struct protect_in_stats last;
+    metric *m_builds, *m_keys, *m_kme_requests, *m_views, *m_view_bytes, *m_in_flight;
 };
+
+#define STATS_MS 5000
+
+static void add_delta(metric *m, uint64_t now, uint64_t before, const char *label)
+{
+    if (now > before)
+        metric_add(m, (double)(now - before), label);
+}
+
+static void stats_tick(uv_timer_t *t)
+{
+    struct imap_svc *svc = t->data;
+    struct protect_in_stats st;
+    protect_in_get_stats(svc->pi, &st);
+    add_delta(svc->m_builds, st.decrypted, svc->last.decrypted, "decrypted");
+    add_delta(svc->m_builds, st.notices, svc->last.notices, "notice");
+    add_delta(svc->m_keys, st.keys_from_vault, svc->last.keys_from_vault, "vault");
+    add_delta(svc->m_keys, st.keys_from_kme, svc->last.keys_from_kme, "kme");
+    add_delta(svc->m_kme_requests, st.kme_requests, svc->last.kme_requests, NULL);
+    metric_set(svc->m_views, (double)st.cached_views);
+    metric_set(svc->m_view_bytes, (double)st.cached_bytes);
+    metric_set(svc->m_in_flight, (double)st.in_flight);
+    svc->last = st;
+}
+
+static void metrics_init(struct imap_svc *svc)
+{
+    metrics *reg = proxy_daemon_metrics(svc->d);
+    imap_decrypt_set_metrics(reg);
+    svc->m_builds = metrics_counter(reg, "qumail_imap_decrypt_builds_total",
+                                    "Encrypted messages opened: decrypted, or a notice.", 1,
+                                    "outcome");
+    svc->m_keys = metrics_counter(reg, "qumail_imap_keys_total",
+                                  "Keys used to decrypt, by where they came from.", 1, "source");
+    svc->m_kme_requests = metrics_counter(reg, "qumail_imap_kme_requests_total",
+                                          "dec_keys requests to the receiving KME.", 0);
+    svc->m_views = metrics_gauge(reg, "qumail_imap_cached_views",
+                                 "Decrypted messages held in memory.", 0);
+    svc->m_view_bytes = metrics_gauge(reg, "qumail_imap_cached_bytes",
+                                      "Bytes of decrypted messages held in memory.", 0);
+    svc->m_in_flight = metrics_gauge(reg, "qumail_imap_builds_in_flight",
+                                     "Encrypted messages being opened now.", 0);
+    uv_timer_init(proxy_daemon_loop(svc->d), &svc->stats_timer);
+    svc->stats_timer.data = svc;
+    uv_timer_start(&svc->stats_timer, stats_tick, STATS_MS, STATS_MS);
+    uv_unref((uv_handle_t *)&svc->stats_timer); /* never keeps the loop alive */
+    svc->timer_on = true;
+}
 
 /* One configuration generation. */
 struct imap_gen {
@@ -112,6 +165,7 @@ static int imap_init(proxy_daemon *d, void **svc_r, char **error_r)
         *error_r = strdup(msg);
         return -1;
     }
+    metrics_init(svc);
     qlog_info("imap: decrypt on FETCH, key vault %s", cfg->vault.path);
     return 0;
 }
@@ -121,6 +175,8 @@ static void imap_free(void *arg)
     struct imap_svc *svc = arg;
     if (!svc)
         return;
+    if (svc->timer_on)
+        uv_close((uv_handle_t *)&svc->stats_timer, NULL);
     if (svc->pi) {
         protect_in_free(&svc->pi);
         /* the main loop has ended: let protect_in's handles close and its

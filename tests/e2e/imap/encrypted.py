@@ -153,11 +153,18 @@ class KeyedProxy:
 
 
 def smtp_octets(raw):
-    """What SMTP DATA carries for `raw` as smtplib sends it: every line end
-    (CRLF, LF, lone CR) made CRLF, and a final CRLF added when missing -
-    the octets the receiving side really got, so the reference."""
-    q = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", raw)
-    return q if q.endswith(b"\r\n") else q + b"\r\n"
+    """What the proxy's SMTP side received and protected for `raw`, the
+    reference: smtplib sends bytes as given (it fixes line ends only in
+    str) and adds a final CRLF when the data does not end with one; the
+    SMTP side's DATA reader makes a bare LF a CRLF (a bare CR stays) and
+    drops Bcc fields (proxy/smtp: dropped_headers, as a submission server
+    does)."""
+    q = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    q = re.sub(rb"(?<!\r)\n", b"\r\n", q)
+    end = q.find(b"\r\n\r\n")
+    head, rest = (q[:end + 2], q[end + 2:]) if end >= 0 else (q, b"")
+    head = re.sub(rb"(?im)^bcc:.*\r\n(?:[ \t].*\r\n)*", b"", head)
+    return head + rest
 
 
 def is_ours(raw_header):
