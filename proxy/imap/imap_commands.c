@@ -469,6 +469,8 @@ void imap_append_literal(imap_session *s, bool first, const struct imap_token *t
             return;
         }
         s->commands++;
+        if (imap_append_hold_begin(s, tok)) /* a protected mailbox */
+            return;
         struct imap_command *c = relay_new(s, append_def());
         if (!c)
             return;
@@ -932,5 +934,7 @@ void imap_command_cb(imap_client *uc, imap_client_cmd *ucmd, const struct imap_r
         imap_schedule_close(s, true, "logout");
     else if (s->state == IMAP_STATE_BARRIER && s->n_inflight == 0 && !s->closing)
         imap_command_dispatch(s);
+    else if (s->state == IMAP_STATE_APPEND_PROTECT && !s->closing)
+        imap_append_step(s);
     imap_release(s);
 }

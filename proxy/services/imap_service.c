@@ -1,11 +1,13 @@
 /* The IMAP protocol entry: the settings of imap.*, the key vault and the
  * incoming protection (protect_in) for the daemon's life, the upstream TLS
- * context per configuration generation, and for each accepted connection
- * an imap_session with the FETCH rewriter (imap_decrypt) on its hooks. */
+ * context and the protected mailboxes per configuration generation, and
+ * for each accepted connection an imap_session with the FETCH rewriter
+ * (imap_decrypt) and the APPEND encryption (imap_append_glue) on its hooks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "imap_append_glue.h"
 #include "imap_decrypt.h"
 #include "imap_session.h"
 #include "incoming.h"
@@ -76,6 +78,7 @@ static void metrics_init(struct imap_svc *svc)
 /* One configuration generation. */
 struct imap_gen {
     net_tls *upstream_tls; /* NULL with upstream tls none */
+    struct imap_append_gen *append; /* imap.protect_mailboxes, imap.append */
 };
 
 /* One session: the registry handle, ended from the closed hook, and its
@@ -83,6 +86,8 @@ struct imap_gen {
 struct imap_svc_session {
     proxy_session *handle;
     imap_decrypt *dec;
+    const struct imap_svc *svc;
+    struct imap_append_sess *app; /* NULL: no mailbox protected */
 };
 
 static kme_client *link_of(void *arg, const char *name)
@@ -194,7 +199,7 @@ static void imap_settings(const struct qumail_config *cfg,
 static int imap_gen_new(void *arg, const struct qumail_config *cfg, void **gen_r,
                         char **error_r)
 {
-    (void)arg;
+    const struct imap_svc *svc = arg;
     const struct qumail_imap *imap = &cfg->imap;
     struct imap_gen *g = calloc(1, sizeof(*g));
     if (!g) {
@@ -222,6 +227,13 @@ static int imap_gen_new(void *arg, const struct qumail_config *cfg, void **gen_r
         if (!imap->upstream.verify)
             qlog_warn("imap upstream TLS certificate verification is OFF (imap.upstream.verify)");
     }
+    /* no vault (cannot happen with the imap section on): protected
+     * APPENDs are refused, never stored in plaintext */
+    if (on && imap_append_gen_new(imap, svc ? svc->vault : NULL, &g->append, error_r) < 0) {
+        net_tls_free(&g->upstream_tls);
+        free(g);
+        return -1;
+    }
     if (on)
         qlog_info("imap: upstream %s:%u (%s)%s", imap->upstream.host, imap->upstream.port,
                   qumail_upstream_tls_name(imap->upstream.tls),
@@ -234,6 +246,7 @@ static void imap_gen_free(void *arg)
 {
     struct imap_gen *g = arg;
     net_tls_free(&g->upstream_tls);
+    imap_append_gen_free(&g->append);
     free(g);
 }
 
@@ -251,6 +264,7 @@ static void session_closed(void *ctx, imap_session *s)
     struct imap_svc_session *ss = ctx;
     (void)s;
     imap_decrypt_free(&ss->dec);
+    imap_append_sess_free(&ss->app);
     proxy_session_end(&ss->handle);
     free(ss);
 }
@@ -261,6 +275,42 @@ static void session_login(void *ctx, imap_session *s, const char *user)
     (void)s;
     if (ss->dec)
         imap_decrypt_login(ss->dec, user);
+    if (ss->app) {
+        /* the owner of the copies it APPENDs: its first address, from the
+         * same login -> address mapping the reading side uses */
+        protect_in_reader *r =
+            ss->svc && ss->svc->pi ? protect_in_reader_new(ss->svc->pi, user) : NULL;
+        const char *owner = r && protect_in_reader_address_count(r) > 0
+                                ? protect_in_reader_address(r, 0)
+                                : NULL;
+        imap_append_sess_set_owner(ss->app, owner);
+        protect_in_reader_free(&r);
+    }
+}
+
+/* The APPEND hooks, forwarded to the session's imap_append_sess. */
+static enum imap_append_verdict ah_mailbox(void *ctx, imap_session *s, const char *name,
+                                           bool listed)
+{
+    (void)s;
+    return imap_append_glue_mailbox(((struct imap_svc_session *)ctx)->app, name, listed);
+}
+static void ah_list(void *ctx, imap_session *s, const char *name, const char *const *attrs,
+                    size_t n, bool own)
+{
+    (void)s;
+    imap_append_glue_list(((struct imap_svc_session *)ctx)->app, name, attrs, n, own);
+}
+static void *ah_protect(void *ctx, imap_session *s, int fd, uint64_t len, const char **code_r,
+                        const char **text_r)
+{
+    return imap_append_glue_protect(((struct imap_svc_session *)ctx)->app, s, fd, len, code_r,
+                                    text_r);
+}
+static void ah_cancel(void *ctx, imap_session *s, void *job)
+{
+    (void)s;
+    imap_append_glue_cancel(((struct imap_svc_session *)ctx)->app, job);
 }
 
 /* The FETCH hooks, forwarded to the session's rewriter. */
@@ -327,6 +377,10 @@ static const struct imap_session_hooks hooks = {
     .closed = session_closed,
 };
 
+/* Added for sessions with protected mailboxes (the session copies its hooks). */
+static const struct imap_append_hooks append_hooks = {
+    .mailbox = ah_mailbox, .list = ah_list, .protect = ah_protect, .cancel = ah_cancel};
+
 static void *imap_accept(const struct proxy_accept *a)
 {
     const struct imap_gen *g = a->gen;
@@ -341,6 +395,14 @@ static void *imap_accept(const struct proxy_accept *a)
     ss->handle = a->session;
     const struct imap_svc *svc = a->svc;
     if (svc && svc->pi && !(ss->dec = imap_decrypt_new(svc->pi, a->cfg->imap.search.max_decrypt))) {
+        free(ss);
+        net_conn_close(&conn);
+        return NULL;
+    }
+    ss->svc = svc;
+    if (imap_append_gen_active(g->append) &&
+        !(ss->app = imap_append_sess_new(g->append, a->loop))) {
+        imap_decrypt_free(&ss->dec);
         free(ss);
         net_conn_close(&conn);
         return NULL;
@@ -360,6 +422,7 @@ static void *imap_accept(const struct proxy_accept *a)
         .command_timeout_ms = imap->limits.command_timeout_ms,
         .max_line = imap->limits.max_line_length,
         .max_append = imap->limits.max_literal_size,
+        .max_protected_append = imap->append.max_size,
         .upstream = {
             .host = imap->upstream.host,
             .port = imap->upstream.port,
@@ -373,9 +436,13 @@ static void *imap_accept(const struct proxy_accept *a)
             .limits = {.max_token = imap->limits.max_line_length},
         },
     };
-    imap_session *s = imap_session_new(a->loop, conn, &sc, &hooks, ss);
+    struct imap_session_hooks h = hooks;
+    if (ss->app)
+        h.append = append_hooks;
+    imap_session *s = imap_session_new(a->loop, conn, &sc, &h, ss);
     if (!s) {
         /* the connection is closed and the hooks never ran */
+        imap_append_sess_free(&ss->app);
         free(ss);
         return NULL;
     }
