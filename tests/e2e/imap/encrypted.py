@@ -220,7 +220,24 @@ def run(rig, msgs, names, check):
     if any(is_ours(r) for r in untagged):
         I.skip("the proxy serves our multipart/encrypted messages as they are: no "
                "decryption on FETCH yet (issue 12)")
-    for ref_box, dut_box in (("Plain", "Encrypted"), ("PlainDelivered", "INBOX")):
+    # COPY and MOVE through the proxy: the copies carry the same ciphertext
+    # and read decrypted (keys by the message's identity, not mailbox/UID)
+    c = target.connect(USER)
+    try:
+        c.command(b"CREATE EncCopy", check=True)
+        c.command(b"CREATE EncMoved", check=True)
+        c.select("Encrypted")
+        c.command(b"UID COPY 1:* EncCopy", check=True)
+        c.select("EncCopy")
+        c.command(b"COPY 1:* EncMoved", check=True)
+        c.command(b"STORE 1:* +FLAGS.SILENT (\\Deleted)", check=True)
+        c.command(b"EXPUNGE", check=True)
+        c.select("EncMoved")
+        c.command(b"UID MOVE 1:* EncCopy", check=True)
+    finally:
+        c.logout()
+    for ref_box, dut_box in (("Plain", "Encrypted"), ("PlainDelivered", "INBOX"),
+                             ("Plain", "EncCopy")):
         ref = O.Side(ref_box + " direct", rig.direct(), USER, ref_box)
         dut = O.Side(dut_box + " via proxy", target, USER, dut_box)
         rep = O.compare_mailboxes(ref, dut, names, out=sys.stdout)
