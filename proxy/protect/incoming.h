@@ -203,8 +203,13 @@ const char *protect_in_reader_address(const protect_in_reader *r, size_t i);
 
 /* The header fields to fetch with a message's other items so that
  * protect_in_classify() can tell an encrypted message from a plain one
- * and name it: BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE X-QKD-KEY-ID)]. */
-#define PROTECT_IN_PROBE_FIELDS "CONTENT-TYPE X-QKD-KEY-ID"
+ * and name it: BODY.PEEK[HEADER.FIELDS (<these>)]. The trace fields name
+ * which delivered copy of a ciphertext this is (their transit fields are
+ * part of its view, INCOMING.md "Transit fields"); a probe without them
+ * still works, but its hints never match and every read downloads. */
+#define PROTECT_IN_PROBE_FIELDS                                                     \
+    "CONTENT-TYPE X-QKD-KEY-ID RETURN-PATH RECEIVED RECEIVED-SPF DELIVERED-TO "     \
+    "X-ORIGINAL-TO AUTHENTICATION-RESULTS"
 
 /* hdr: header fields of the message (the probe's answer, or any header
  * block; CRLF or LF). Returns 0 for a plain message (pass it through), 1
@@ -303,8 +308,10 @@ void protect_in_view_unref(protect_in_view **v);
 bool protect_in_view_complete(const protect_in_view *v);
 /* PROTECT_IN_DECRYPTED, or why this is a notice message. */
 enum protect_in_reason protect_in_view_reason(const protect_in_view *v);
-/* The message identity ("k/<first key ID>"), NULL when unknown (a
- * notice for a message whose control data could not be read). */
+/* The message identity ("k/<first key ID>", "c/<KSID>/<first index>",
+ * prefixed "t/<tag>/" when the delivered message has trace fields: see
+ * INCOMING.md), NULL when unknown (a notice for a message whose control
+ * data could not be read). */
 const char *protect_in_view_id(const protect_in_view *v);
 /* RFC822.SIZE: octets of the normalised message (CRLF line ends). */
 uint64_t protect_in_view_size(const protect_in_view *v);

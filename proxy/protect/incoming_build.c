@@ -108,6 +108,7 @@ struct pi_build {
     size_t outer_len;
     char *sender;                /* outer From address */
     char *id;                    /* claimed identity */
+    char tag[PI_TRANSIT_TAG_LEN + 1]; /* of the outer trace fields, "" none */
     struct pi_binding binding;   /* claimed; authenticated after DECRYPT */
 
     /* CHECK */
@@ -510,7 +511,9 @@ static void queue_work(struct pi_build *b)
 
 /* ---- INSPECT ------------------------------------------------------------------------- */
 
-static char *identity_of(const struct mime_info *info)
+/* The first key entry names the ciphertext; the transit tag which
+ * delivered copy of it this is. */
+static char *identity_of(const struct mime_info *info, const char *tag)
 {
     struct mime_key_entry e;
     if (info == NULL || mime_info_key_entry(info, 0, &e) < 0)
@@ -520,7 +523,7 @@ static char *identity_of(const struct mime_info *info)
         snprintf(buf, sizeof(buf), "k/%s", e.key_id);
     else
         snprintf(buf, sizeof(buf), "c/%s/%" PRIu64, e.ksid, e.first_index);
-    return strdup(buf);
+    return pi_id_tagged(buf, tag);
 }
 
 /* The header block: through the first empty line, at most OUTER_MAX bytes
@@ -565,7 +568,9 @@ static void do_inspect(struct pi_build *b)
         mime_struct_free(&ms);
     }
     if (b->inspect_error == 0) {
-        b->id = identity_of(b->info);
+        if (b->outer != NULL && pi_transit_tag(b->outer, b->outer_len, b->tag) < 0)
+            b->inspect_error = MIME_ERR_NOMEM;
+        b->id = identity_of(b->info, b->tag);
         if (b->id == NULL || pi_binding_from_info(&b->binding, b->info) < 0)
             b->inspect_error = MIME_ERR_NOMEM;
     }
@@ -996,6 +1001,41 @@ static bool inner_sender_ok(struct pi_build *b, const protect_in_view *v)
            strcmp(r->master_sae, b->master_rule) == 0;
 }
 
+/* The transit fields (what the delivery path put above the writer's
+ * block) go above the decrypted original, before normalisation, so that
+ * every item of the view (size, structures, sections, metadata) has them,
+ * as the mailbox would had the plaintext been delivered. On failure the
+ * plaintext is wiped and freed. */
+static int prepend_transit(const struct pi_build *b, unsigned char **plain,
+                           size_t *plen)
+{
+    uint8_t *tr = NULL;
+    size_t tlen = 0;
+    if (b->outer == NULL || b->tag[0] == '\0')
+        return 0;
+    if (pi_transit_fields(b->outer, b->outer_len, *plain, *plen, &tr, &tlen) < 0) {
+        mime_plaintext_free(plain, *plen);
+        return -1;
+    }
+    if (tlen == 0)
+        return 0;
+    unsigned char *all = malloc(tlen + *plen);
+    if (all == NULL) {
+        free(tr);
+        mime_plaintext_free(plain, *plen);
+        return -1;
+    }
+    memcpy(all, tr, tlen);
+    if (*plen > 0)
+        memcpy(all + tlen, *plain, *plen);
+    free(tr);
+    size_t n = tlen + *plen;
+    mime_plaintext_free(plain, *plen);
+    *plain = all;
+    *plen = n;
+    return 0;
+}
+
 static void do_decrypt(struct pi_build *b)
 {
     protect_in *pi = b->pi;
@@ -1039,7 +1079,7 @@ static void do_decrypt(struct pi_build *b)
     free(msg);
     /* Decide on the authenticated control data from here on. */
     struct pi_binding auth = {0};
-    char *id = identity_of(info);
+    char *id = identity_of(info, b->tag);
     if (id == NULL || pi_binding_from_info(&auth, info) < 0) {
         mime_plaintext_free(&plain, plen);
         mime_info_free(&info);
@@ -1053,6 +1093,10 @@ static void do_decrypt(struct pi_build *b)
     b->binding = auth;
     free(b->id);
     b->id = id;
+    if (prepend_transit(b, &plain, &plen) < 0) {
+        b->reason = PROTECT_IN_R_INTERNAL;
+        return;
+    }
     protect_in_view *v = NULL;
     ret = pi_view_build(plain, plen, PROTECT_IN_DECRYPTED, b->id, &b->binding,
                         &pi->hooks, &v);
