@@ -57,6 +57,7 @@
 #include <uv.h>
 
 #include "kme_client.h"
+#include "kme_source.h"
 #include "kme_vault.h"
 #include "mime_struct.h"
 #include "policy.h"
@@ -91,8 +92,10 @@ enum protect_in_reason {
     PROTECT_IN_R_KEY_UNKNOWN,    /* the KME does not know the key (used up
                                     elsewhere, expired, or never made) */
     PROTECT_IN_R_KME_REFUSED,    /* the KME refused this SAE the keys */
-    PROTECT_IN_R_KEY_SOURCE,     /* keys of a kind this gateway cannot get
-                                    (ETSI 004 chunks) */
+    PROTECT_IN_R_KEY_SOURCE,     /* keys of a kind the sender rule's link
+                                    cannot give (ETSI 004 chunks on a 014
+                                    link or without a key source, 014 keys
+                                    on a 004 link, both kinds mixed) */
     PROTECT_IN_R_VAULT,          /* the key vault failed (read, write, or a
                                     row failed authentication) */
     PROTECT_IN_R_FETCH,          /* the message could not be read from the
@@ -164,9 +167,17 @@ struct protect_in_deps {
     uv_loop_t *loop;
     kme_vault *vault;             /* open; keys and metadata */
     policy_store *policies;       /* sender rules (current snapshot per read) */
-    /* The KME client of a link name (the policy's link=), NULL when none. */
+    /* The KME client of a link name (the policy's link=), NULL when none
+     * (or when the link is an ETSI 004 link). */
     kme_client *(*link)(void *arg, const char *name);
     void *link_arg;
+    /* Optional: the key source of a link name (the daemon's
+     * proxy_daemon_kme_source), NULL when none. Messages with ETSI 004
+     * Key-Chunks take their chunks from it when it is a 004 source whose
+     * stream (KSID) is the message's; without it they get the notice
+     * key-source-unsupported. */
+    kme_source *(*source)(void *arg, const char *name);
+    void *source_arg;
 };
 
 typedef struct protect_in protect_in;

@@ -186,6 +186,8 @@ struct protect_in {
     policy_store *policies;
     kme_client *(*link_fn)(void *arg, const char *name);
     void *link_arg;
+    kme_source *(*source_fn)(void *arg, const char *name);
+    void *source_arg;
     struct protect_in_config cfg;  /* strings below are ours */
     char *default_domain;
     struct pi_addrmap_entry *map;
