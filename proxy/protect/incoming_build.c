@@ -108,7 +108,6 @@ struct pi_build {
     size_t outer_len;
     char *sender;                /* outer From address */
     char *id;                    /* claimed identity */
-    char tag[PI_TRANSIT_TAG_LEN + 1]; /* of the outer trace fields, "" none */
     struct pi_binding binding;   /* claimed; authenticated after DECRYPT */
 
     /* CHECK */
@@ -119,7 +118,6 @@ struct pi_build {
     size_t n_keys;
 
     /* ETSI 004: every entry is chunks of the stream of the rule's link */
-    bool e004;
     kme_source *src;             /* the link's 004 source */
     char *ksid;                  /* that stream (owned); the vault source */
     char **names;                /* vault names "<KSID>/<index>" (owned),
@@ -151,6 +149,8 @@ struct pi_build {
     bool kick;                   /* a fetch call is due (deferred) */
     bool any_supplied;           /* some waiter's fetch delivered the bytes */
     bool local;                  /* local keys: the vault only */
+    bool e004;                   /* ETSI 004 chunks (see src) */
+    char tag[PI_TRANSIT_TAG_LEN + 1]; /* of the outer trace fields, "" none */
 };
 
 static void build_enter(struct pi_build *b, enum pi_state next);

@@ -206,11 +206,16 @@ int pi_transit_fields(const uint8_t *outer, size_t outer_len, const uint8_t *pla
         j = k - 1;
         i--;
     }
+    if (i == 0) { /* nothing above the writer's block */
+        free(t);
+        free(o);
+        return 0;
+    }
     size_t total = 0;
     for (size_t k = 0; k < i; k++)
         total += t[k].end - t[k].start + 2;
-    uint8_t *out = total > 0 ? malloc(total) : NULL;
-    if (total > 0 && out == NULL) {
+    uint8_t *out = malloc(total);
+    if (out == NULL) {
         free(t);
         free(o);
         return PROTECT_IN_ENOMEM;
