@@ -24,6 +24,8 @@ void proxy_daemon__settings(const proxy_daemon *d, size_t proto,
 uv_loop_t *proxy_daemon_loop(const proxy_daemon *d) { return d->loop; }
 
 policy *proxy_daemon_policy(proxy_daemon *d) { return policy_store_get(d->policies); }
+policy_store *proxy_daemon_policies(proxy_daemon *d) { return d->policies; }
+const struct qumail_config *proxy_daemon_start_config(const proxy_daemon *d) { return d->first_cfg; }
 
 size_t proxy_daemon_sessions(const proxy_daemon *d, const char *protocol)
 {

@@ -148,6 +148,11 @@ void proxy_session_end(proxy_session **s);
 uv_loop_t *proxy_daemon_loop(const proxy_daemon *d);
 /* A new reference to the current policy snapshot (policy_unref it). */
 policy *proxy_daemon_policy(proxy_daemon *d);
+/* The store behind it, for layers that take a snapshot per request. */
+policy_store *proxy_daemon_policies(proxy_daemon *d);
+/* The configuration the daemon started with (a protocol's init reads
+ * daemon-lifetime settings from it: the vault; those need a restart). */
+const struct qumail_config *proxy_daemon_start_config(const proxy_daemon *d);
 /* The KME client of a configured ETSI 014 link; NULL when there is no
  * such link, when it is an ETSI 004 link, or after stop. */
 kme_client *proxy_daemon_kme_link(proxy_daemon *d, const char *name);

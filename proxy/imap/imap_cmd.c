@@ -236,7 +236,7 @@ static void nb_add(struct name_buf *b, const char *s, size_t len)
 }
 
 /* Part numbers and specifier of a section text (between '[' and ']'). */
-static bool parse_section(const char *s, size_t len, bool binary, struct imap_section *sec,
+static bool parse_section(const char *s, size_t len, bool binary, struct imap_fetch_section *sec,
                           bool *wants_fields)
 {
     memset(sec, 0, sizeof(*sec));

@@ -99,7 +99,7 @@ enum imap_section_spec {
 
 #define IMAP_MAX_PARTS 32
 
-struct imap_section {
+struct imap_fetch_section {
     uint32_t parts[IMAP_MAX_PARTS]; /* "1.2.3" -> {1, 2, 3} */
     unsigned n_parts;
     enum imap_section_spec spec;
@@ -111,7 +111,7 @@ struct imap_fetch_item {
     enum imap_fetch_att att;
     bool peek;                 /* BODY.PEEK / BINARY.PEEK */
     bool has_section;
-    struct imap_section section;
+    struct imap_fetch_section section;
     bool has_partial;          /* <offset.length> or <offset> */
     uint64_t partial_offset;
     uint64_t partial_length;   /* UINT64_MAX when only <offset> was given */
@@ -135,6 +135,11 @@ struct imap_fetch {
     bool changedsince;        /* (CHANGEDSINCE n) modifier, CONDSTORE */
     uint64_t changedsince_modseq;
     bool vanished;            /* (VANISHED) modifier, QRESYNC */
+    /* Set by the caller when it has it: the command buffer that raw_off
+     * values refer to, and its length without the line break. */
+    const char *buf;
+    size_t buf_len;
+    bool has_literals;        /* the command carried literals */
 };
 
 /* args: the arguments after the verb (and after "UID FETCH"). The result

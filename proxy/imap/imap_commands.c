@@ -561,9 +561,31 @@ static void proceed_fetch(imap_session *s, const struct imap_args *a, size_t fir
         relay_raw(s);
         return;
     }
+    f.buf = s->rd.buf;
+    f.buf_len = s->rd.len;
+    while (f.buf_len > 0 && (f.buf[f.buf_len - 1] == '\n' || f.buf[f.buf_len - 1] == '\r'))
+        f.buf_len--;
+    f.has_literals = s->rd.n_lits > 0;
     char *rewrite = NULL;
-    void *ctx = s->hooks.fetch.command(s->hooks_ctx, s, &f, &rewrite);
+    bool prepare = false;
+    void *ctx = s->hooks.fetch.command(s->hooks_ctx, s, &f, &rewrite, &prepare);
     imap_fetch_free(&f);
+    if (ctx && prepare && rewrite && s->n_inflight == 0) {
+        /* held until imap_session_fetch_release(); the hook's own commands
+         * were queued by command() or follow from its callbacks */
+        s->prep.ctx = ctx;
+        s->prep.rewrite = rewrite;
+        memcpy(s->prep.tag, s->rd.tag, s->rd.tag_len + 1);
+        s->prep.tag_len = s->rd.tag_len;
+        s->prep.uid = s->rd.uid;
+        s->prep.search = false;
+        imap_enter_state(s, IMAP_STATE_FETCH_PREP);
+        if (s->hooks.fetch.prepare)
+            s->hooks.fetch.prepare(s->hooks_ctx, s, ctx);
+        else
+            imap_session_fetch_release(s);
+        return;
+    }
     struct imap_command *c = relay_new(s, s->rd.def);
     if (!c) {
         if (ctx && s->hooks.fetch.command_end)
@@ -589,6 +611,140 @@ static void done_fetch(imap_session *s, struct imap_command *c, const struct ima
     if (c->fetch_ctx && s->hooks.fetch.command_end)
         s->hooks.fetch.command_end(s->hooks_ctx, s, c->fetch_ctx, ev->status);
     c->fetch_ctx = NULL;
+}
+
+/* The proxy's own FETCH while a client's FETCH is being prepared. */
+static const struct imap_command_def own_fetch_def = {IMAP_CMD_FETCH, 0, NULL, NULL, done_fetch};
+
+int imap_session_own_fetch(imap_session *s, const char *command, void *own)
+{
+    if (s->state != IMAP_STATE_FETCH_PREP || s->closing)
+        return NET_ESTATE;
+    if (!s->up)
+        return UV_ENOTCONN;
+    struct imap_command *c = imap_command_new(s, &own_fetch_def);
+    if (!c)
+        return UV_ENOMEM;
+    c->verb = IMAP_CMD_FETCH;
+    c->uid = false;
+    c->internal = true;
+    char tag[32];
+    imap_client_new_tag(s->up, tag, sizeof(tag));
+    c->up = imap_client_cmd_new(s->up, tag, strlen(tag), imap_command_cb, c);
+    if (!c->up) {
+        imap_command_free(s, c);
+        return UV_ENOMEM;
+    }
+    c->fetch_ctx = own;
+    imap_client_send(s->up, c->up, tag, strlen(tag));
+    imap_client_send(s->up, c->up, " ", 1);
+    imap_client_send(s->up, c->up, command, strlen(command));
+    imap_client_send(s->up, c->up, "\r\n", 2);
+    return 0;
+}
+
+void imap_session_fetch_release(imap_session *s)
+{
+    if (s->state != IMAP_STATE_FETCH_PREP || s->closing || !s->prep.ctx || s->prep.search)
+        return;
+    imap_hold(s);
+    void *ctx = s->prep.ctx;
+    char *rewrite = s->prep.rewrite;
+    s->prep.ctx = NULL;
+    s->prep.rewrite = NULL;
+    struct imap_command *c = NULL;
+    if (s->up && (c = imap_command_new(s, imap_command_lookup(IMAP_CMD_FETCH)))) {
+        c->verb = IMAP_CMD_FETCH;
+        c->uid = s->prep.uid;
+        c->up = imap_client_cmd_new(s->up, s->prep.tag, s->prep.tag_len, imap_command_cb, c);
+        if (!c->up) {
+            imap_command_free(s, c);
+            c = NULL;
+        }
+    }
+    if (!c) {
+        if (s->hooks.fetch.command_end)
+            s->hooks.fetch.command_end(s->hooks_ctx, s, ctx, IMAP_STATUS_BYE);
+        free(rewrite);
+        imap_bye_close(s, "Upstream server unavailable.", "upstream lost");
+        imap_release(s);
+        return;
+    }
+    c->fetch_ctx = ctx;
+    char head[IMAP_TAG_MAX + 16];
+    int n = snprintf(head, sizeof(head), "%s %sFETCH ", s->prep.tag, s->prep.uid ? "UID " : "");
+    imap_client_send(s->up, c->up, head, (size_t)n);
+    imap_client_send(s->up, c->up, rewrite, strlen(rewrite));
+    imap_client_send(s->up, c->up, "\r\n", 2);
+    free(rewrite);
+    /* buffered client input is delivered again on a later loop turn */
+    imap_enter_state(s, imap_idle_state(s));
+    imap_release(s);
+}
+
+void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
+                              const char *status, const char *text)
+{
+    if (s->state != IMAP_STATE_FETCH_PREP || s->closing || !s->prep.ctx)
+        return;
+    imap_hold(s);
+    s->prep.ctx = NULL;
+    free(s->prep.rewrite);
+    s->prep.rewrite = NULL;
+    if (len)
+        imap_out_bytes(s, untagged, len);
+    char line[IMAP_TAG_MAX + 512];
+    int n = snprintf(line, sizeof(line), "%s %s %s\r\n", s->prep.tag, status, text);
+    imap_out_bytes(s, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    imap_out_flush(s);
+    imap_enter_state(s, imap_idle_state(s));
+    imap_release(s);
+}
+
+void imap_session_prep_tag(const imap_session *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s", s->prep.tag);
+}
+
+/* SEARCH / SORT: the hooks may answer it from the proxy's own commands. */
+static void proceed_search(imap_session *s, const struct imap_args *a, size_t first)
+{
+    bool prepare = false;
+    void *ctx = s->hooks.search.command
+                    ? s->hooks.search.command(s->hooks_ctx, s, s->rd.verb, s->rd.uid, a, first,
+                                              &prepare)
+                    : NULL;
+    if (!ctx || !prepare || s->n_inflight != 0) {
+        if (ctx && s->hooks.search.command_end)
+            s->hooks.search.command_end(s->hooks_ctx, s, ctx, IMAP_STATUS_OK);
+        relay_raw(s);
+        return;
+    }
+    s->prep.ctx = ctx;
+    s->prep.search = true;
+    s->prep.rewrite = NULL;
+    memcpy(s->prep.tag, s->rd.tag, s->rd.tag_len + 1);
+    s->prep.tag_len = s->rd.tag_len;
+    s->prep.uid = s->rd.uid;
+    imap_enter_state(s, IMAP_STATE_FETCH_PREP);
+    if (s->hooks.search.prepare)
+        s->hooks.search.prepare(s->hooks_ctx, s, ctx);
+}
+
+/* A FETCH that the hooks may prepare must start with nothing in flight. */
+static bool fetch_wants_barrier(const imap_session *s, const struct imap_args *a, size_t first)
+{
+    if (!s->hooks.fetch.command || s->n_inflight == 0)
+        return false;
+    struct imap_fetch f;
+    const char *err;
+    if (imap_fetch_parse(a->args + first, a->count - first, s->rd.uid, &f, &err) < 0)
+        return false;
+    bool content = false;
+    for (size_t i = 0; i < f.n_items && !content; i++)
+        content = imap_fetch_att_is_content(f.items[i].att);
+    imap_fetch_free(&f);
+    return content;
 }
 
 /* ---- the table ----------------------------------------------------------------------------- */
@@ -633,13 +789,15 @@ static const struct imap_command_def commands[] = {
     {IMAP_CMD_CLOSE, CMDF_AUTH, NULL, proceed_relay, done_close},
     {IMAP_CMD_UNSELECT, CMDF_AUTH, NULL, proceed_relay, done_close},
     {IMAP_CMD_EXPUNGE, CMDF_AUTH, NULL, proceed_relay, NULL},
-    {IMAP_CMD_SEARCH, CMDF_AUTH, NULL, proceed_relay, NULL},
+    {IMAP_CMD_SEARCH, CMDF_AUTH | CMDF_ARGS, NULL, proceed_search, NULL},
     {IMAP_CMD_FETCH, CMDF_AUTH | CMDF_ARGS, check_fetch, proceed_fetch, done_fetch},
     {IMAP_CMD_STORE, CMDF_AUTH, NULL, proceed_relay, NULL},
     {IMAP_CMD_COPY, CMDF_AUTH, NULL, proceed_relay, NULL},
     {IMAP_CMD_MOVE, CMDF_AUTH, NULL, proceed_relay, NULL},
-    {IMAP_CMD_SORT, CMDF_AUTH, NULL, proceed_relay, NULL},
-    {IMAP_CMD_THREAD, CMDF_AUTH, NULL, proceed_relay, NULL},
+    {IMAP_CMD_SORT, CMDF_AUTH | CMDF_ARGS, NULL, proceed_search, NULL},
+    /* THREAD groups by the base subject the server sees (the placeholder
+     * for protected messages): hidden with THREAD=*, see README */
+    {IMAP_CMD_THREAD, CMDF_REFUSED, NULL, NULL, NULL},
     {IMAP_CMD_CANCELUPDATE, CMDF_AUTH, NULL, proceed_relay, NULL}, /* CONTEXT=SEARCH */
     /* hidden extensions: COMPRESS would hide the stream, NOTIFY sends
      * FETCH data no command asked for, URLAUTH and CONVERT expose stored
@@ -716,6 +874,14 @@ void imap_command_dispatch(imap_session *s)
             imap_count_bad(s);
             return;
         }
+    }
+    if ((def->verb == IMAP_CMD_FETCH && fetch_wants_barrier(s, &args, first)) ||
+        ((def->verb == IMAP_CMD_SEARCH || def->verb == IMAP_CMD_SORT) &&
+         s->hooks.search.command && s->n_inflight > 0)) {
+        /* resumes when the commands before it are answered */
+        imap_args_free(&args);
+        imap_enter_state(s, IMAP_STATE_BARRIER);
+        return;
     }
     qlog_debug("imap %s: <<< %s %s%s", s->id, s->rd.tag, s->rd.uid ? "UID " : "", name);
     if (!def->check || def->check(s, &args, first))

@@ -187,7 +187,7 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
         imap_relay_line_with_caps(s, ev);
         return 0;
     case IMAP_RESP_DATA_BEGIN:
-        if (s->head && s->head->internal && s->n_inflight == 1) {
+        if (s->head && s->head->internal && !s->head->fetch_ctx && s->n_inflight == 1) {
             /* the proxy's own CAPABILITY after login: kept, not relayed */
             s->relay = RELAY_SWALLOW;
             s->swallow_caps = name_is(ev, "CAPABILITY");
@@ -195,6 +195,12 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
                 s->collect = malloc(COLLECT_MAX + 1);
             s->collect_len = 0;
             return 0;
+        }
+        if (s->head && s->head->internal && s->head->fetch_ctx && s->hooks.fetch.own_data &&
+            (name_is(ev, "SEARCH") || name_is(ev, "ESEARCH") || name_is(ev, "SORT"))) {
+            s->relay = RELAY_OWN;
+            s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            return s->closing ? 1 : 0;
         }
         if (name_is(ev, "CAPABILITY") || name_is(ev, "ENABLED")) {
             s->relay = name_is(ev, "CAPABILITY") ? RELAY_CAPS : RELAY_ENABLED;
@@ -241,6 +247,10 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
         case RELAY_FETCH:
             fetch_token(s, ev);
             break;
+        case RELAY_OWN:
+            if (s->head && s->head->fetch_ctx && s->hooks.fetch.own_data)
+                s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            break;
         case RELAY_NONE:
             break;
         }
@@ -263,6 +273,10 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             break;
         case RELAY_FETCH:
             return fetch_end(s);
+        case RELAY_OWN:
+            if (s->head && s->head->fetch_ctx && s->hooks.fetch.own_data)
+                s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            break;
         case RELAY_NONE:
             break;
         }

@@ -30,6 +30,7 @@ static const char *const state_names[IMAP_STATE_COUNT_] = {
     [IMAP_STATE_AUTHENTICATED] = "AUTHENTICATED",
     [IMAP_STATE_SELECTED] = "SELECTED",
     [IMAP_STATE_BARRIER] = "BARRIER",
+    [IMAP_STATE_FETCH_PREP] = "FETCH_PREP",
     [IMAP_STATE_IDLE] = "IDLE",
     [IMAP_STATE_APPEND] = "APPEND",
     [IMAP_STATE_APPEND_WAIT] = "APPEND_WAIT",
@@ -330,6 +331,12 @@ static void session_destroy(imap_session *s)
     for (struct imap_command *c = s->head; c; c = c->next)
         if (c->fetch_ctx && s->hooks.fetch.command_end)
             s->hooks.fetch.command_end(s->hooks_ctx, s, c->fetch_ctx, IMAP_STATUS_BYE);
+    if (s->prep.ctx && s->prep.search && s->hooks.search.command_end)
+        s->hooks.search.command_end(s->hooks_ctx, s, s->prep.ctx, IMAP_STATUS_BYE);
+    else if (s->prep.ctx && s->hooks.fetch.command_end)
+        s->hooks.fetch.command_end(s->hooks_ctx, s, s->prep.ctx, IMAP_STATUS_BYE);
+    s->prep.ctx = NULL;
+    free(s->prep.rewrite);
     if (s->hooks.closed)
         s->hooks.closed(s->hooks_ctx, s);
     imap_client_free(&s->up);

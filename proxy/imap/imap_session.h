@@ -84,6 +84,24 @@ struct imap_session_config {
  *      and stops reading the upstream until imap_session_fetch_resume().
  *  command_end(cmd, status): the tagged response arrived (it is relayed
  *      right after); free the context here.
+ *
+ * Preparing a FETCH with the proxy's own commands. A rewriter that must
+ * read something first (is each message encrypted? the bytes of those
+ * not in its cache) cannot do it while the client's FETCH is in flight:
+ * its own command would queue behind that FETCH at the server, whose
+ * responses it holds - a deadlock. So command() may set *prepare_r: the
+ * session then holds the client's FETCH (state FETCH_PREP, client input
+ * paused; a FETCH asking for content starts only when nothing else is in
+ * flight, so the server's sequence numbers cannot change meanwhile), calls
+ * prepare(cmd), and the hook sends its own FETCH commands with
+ * imap_session_own_fetch().
+ * Their untagged FETCH responses go through response_begin / item /
+ * value / response_end with the `own` context as cmd (items PASSed reach
+ * the client: flag updates the server sends along), their tagged response
+ * to command_end(own, status), never to the client; other untagged
+ * responses (EXISTS, RECENT) are relayed. When ready the hook calls
+ * imap_session_fetch_release(): the client's FETCH goes upstream (with
+ * *rewrite_r, which is then required) and its responses follow as above.
  * While a response is open the hook adds items with
  * imap_session_fetch_item() and streams long values with
  * imap_session_fetch_write(); the session writes `* seq FETCH (`, the
@@ -93,12 +111,31 @@ enum imap_fetch_verdict { IMAP_FETCH_PASS, IMAP_FETCH_DROP, IMAP_FETCH_TAKE };
 enum imap_fetch_flow { IMAP_FETCH_CONTINUE, IMAP_FETCH_WAIT };
 
 struct imap_fetch_hooks {
-    void *(*command)(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite_r);
+    void *(*command)(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite_r,
+                     bool *prepare_r);
+    void (*prepare)(void *ctx, imap_session *s, void *cmd);
     void (*response_begin)(void *ctx, imap_session *s, void *cmd, uint32_t seq);
     enum imap_fetch_verdict (*item)(void *ctx, imap_session *s, void *cmd, const char *name,
                                     unsigned index);
     void (*value)(void *ctx, imap_session *s, void *cmd, const struct imap_token *tok, bool last);
     enum imap_fetch_flow (*response_end)(void *ctx, imap_session *s, void *cmd);
+    void (*command_end)(void *ctx, imap_session *s, void *cmd, enum imap_status status);
+    /* An untagged SEARCH, ESEARCH or SORT response to an own command,
+     * event by event (DATA_BEGIN, DATA_TOKEN..., DATA_END); not relayed. */
+    void (*own_data)(void *ctx, imap_session *s, void *own, const struct imap_resp_event *ev);
+};
+
+/* SEARCH / UID SEARCH / SORT / UID SORT (issue 13): command() sees the
+ * parsed arguments (args[first..]) and returns NULL to relay the command
+ * unchanged, or a context and *prepare_r = true to hold it (as a FETCH is
+ * held: FETCH_PREP, own commands) until the hook answers it with
+ * imap_session_prep_answer(). prepare(ctx) runs once it is held;
+ * command_end(ctx, BYE) when the session ends first, command_end(ctx, OK)
+ * when the session relays it after all (something else in flight). */
+struct imap_search_hooks {
+    void *(*command)(void *ctx, imap_session *s, enum imap_verb verb, bool uid,
+                     const struct imap_args *args, size_t first, bool *prepare_r);
+    void (*prepare)(void *ctx, imap_session *s, void *cmd);
     void (*command_end)(void *ctx, imap_session *s, void *cmd, enum imap_status status);
 };
 
@@ -108,6 +145,7 @@ struct imap_session_hooks {
      * "" when unknown (PREAUTH). */
     void (*login)(void *ctx, imap_session *s, const char *user);
     struct imap_fetch_hooks fetch;
+    struct imap_search_hooks search;
     /* The session is gone (s is invalid afterwards). Stop any work for it. */
     void (*closed)(void *ctx, imap_session *s);
 };
@@ -132,6 +170,22 @@ bool imap_session_selected(const imap_session *s);
 int imap_session_fetch_item(imap_session *s, const char *name, const void *value, size_t len);
 int imap_session_fetch_write(imap_session *s, const void *data, size_t len);
 void imap_session_fetch_resume(imap_session *s);
+/* During FETCH_PREP only: sends "<own tag> <command>" upstream (command:
+ * "UID FETCH 4,7 (BODY.PEEK[])", no CRLF, no literals). 0, or a negative
+ * code: NET_ESTATE (not preparing), UV_ENOTCONN, UV_ENOMEM. */
+int imap_session_own_fetch(imap_session *s, const char *command, void *own);
+/* Ends FETCH_PREP: the held FETCH goes upstream and client input resumes.
+ * May be called from any hook or callback (prepare() included, not
+ * command()). */
+void imap_session_fetch_release(imap_session *s);
+/* Ends FETCH_PREP by answering the held command itself: `untagged`
+ * (complete response lines with CRLF, may be empty) and then
+ * "<tag> <status> <text>". The hook's command_end does not run (it ends
+ * its context itself). */
+void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
+                              const char *status, const char *text);
+/* The held command's tag (for ESEARCH's TAG). */
+void imap_session_prep_tag(const imap_session *s, char *buf, size_t size);
 size_t imap_session_client_pending(const imap_session *s);
 
 #endif

@@ -20,6 +20,8 @@ enum imap_state {
     IMAP_STATE_AUTHENTICATED,
     IMAP_STATE_SELECTED,
     IMAP_STATE_BARRIER,       /* a command waits for those before it */
+    IMAP_STATE_FETCH_PREP,    /* a claimed FETCH waits while the hooks run
+                                 the proxy's own commands (input paused) */
     IMAP_STATE_IDLE,          /* IDLE relayed: DONE is due */
     IMAP_STATE_APPEND,        /* streaming an APPEND to the upstream */
     IMAP_STATE_APPEND_WAIT,   /* APPEND: the upstream's "+" is due */
@@ -106,6 +108,7 @@ enum relay_mode {
     RELAY_ENABLED,    /* `* ENABLED`: filtered */
     RELAY_SWALLOW,    /* for an internal command: not relayed */
     RELAY_FETCH,      /* a claimed FETCH: item by item */
+    RELAY_OWN,        /* SEARCH/ESEARCH/SORT data of an own command */
 };
 
 struct fetch_relay {
@@ -142,6 +145,15 @@ struct imap_session {
     char user[256];
     char mech[32];
     enum imap_state barrier_return;
+    /* The claimed FETCH held back in FETCH_PREP (imap_session.h). */
+    struct fetch_prep {
+        void *ctx;               /* the hook's context for it */
+        char *rewrite;           /* owned: what follows "FETCH " */
+        char tag[IMAP_TAG_MAX + 1];
+        size_t tag_len;
+        bool uid;
+        bool search;             /* held by the SEARCH hooks */
+    } prep;
 
     struct client_out out;
     char *local_out;            /* replies held while a response is open */

@@ -768,10 +768,9 @@ static void check(struct pi_build *b)
     const char *master = mime_info_master_sae_id(b->info);
     b->local = strcmp(source, KME_VAULT_LOCAL_SOURCE) == 0;
     if (!b->local) {
+        /* no From address: only the catch-all `sender *` rule applies */
         const struct policy_sender_rule *rule =
-            b->sender != NULL && b->pol != NULL
-                ? policy_lookup_sender(b->pol, b->sender)
-                : NULL;
+            b->pol != NULL ? policy_lookup_sender(b->pol, b->sender) : NULL;
         if (rule == NULL) {
             build_fail(b, PROTECT_IN_R_NO_SENDER_RULE,
                        b->sender == NULL ? "the message has no From address"
@@ -1153,8 +1152,7 @@ static bool inner_sender_ok(struct pi_build *b, const protect_in_view *v)
     if (b->local)
         return true;
     char *from = pi_struct_from_address(v->ms);
-    const struct policy_sender_rule *r =
-        from != NULL ? policy_lookup_sender(b->pol, from) : NULL;
+    const struct policy_sender_rule *r = policy_lookup_sender(b->pol, from);
     free(from);
     return r != NULL && r->link != NULL && r->master_sae != NULL &&
            strcmp(r->link, b->link_name) == 0 &&

@@ -1,24 +1,130 @@
-/* The IMAP protocol entry: the settings of imap.*, the upstream TLS
- * context per configuration generation, and an imap_session for each
- * accepted connection. Pass-through only: the FETCH hooks (decryption,
- * issue 12) are not set yet. */
+/* The IMAP protocol entry: the settings of imap.*, the key vault and the
+ * incoming protection (protect_in) for the daemon's life, the upstream TLS
+ * context per configuration generation, and for each accepted connection
+ * an imap_session with the FETCH rewriter (imap_decrypt) on its hooks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "imap_decrypt.h"
 #include "imap_session.h"
+#include "incoming.h"
+#include "kme_vault.h"
 #include "log.h"
 #include "services.h"
+
+/* Daemon-lifetime state: made at start when the imap section is on. */
+struct imap_svc {
+    proxy_daemon *d;
+    kme_vault *vault;
+    protect_in *pi;
+};
 
 /* One configuration generation. */
 struct imap_gen {
     net_tls *upstream_tls; /* NULL with upstream tls none */
 };
 
-/* One session: the registry handle, ended from the closed hook. */
+/* One session: the registry handle, ended from the closed hook, and its
+ * FETCH rewriter (NULL when decryption is off). */
 struct imap_svc_session {
     proxy_session *handle;
+    imap_decrypt *dec;
 };
+
+static kme_client *link_of(void *arg, const char *name)
+{
+    struct imap_svc *svc = arg;
+    return proxy_daemon_kme_link(svc->d, name);
+}
+
+static int imap_init(proxy_daemon *d, void **svc_r, char **error_r)
+{
+    const struct qumail_config *cfg = proxy_daemon_start_config(d);
+    struct imap_svc *svc = calloc(1, sizeof(*svc));
+    if (!svc) {
+        *error_r = strdup("out of memory");
+        return -1;
+    }
+    svc->d = d;
+    *svc_r = svc;
+    if (!cfg->imap.enabled || cfg->imap.n_listeners == 0)
+        return 0;
+    struct kme_vault_config vc = {
+        .path = cfg->vault.path,
+        .key_file = cfg->vault.key_file,
+        .create_key = true,
+    };
+    char *err = NULL;
+    int rc = kme_vault_open(&vc, &svc->vault, &err);
+    if (rc < 0) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "key vault %s: %s", cfg->vault.path ? cfg->vault.path : "",
+                 err ? err : kme_vault_strerror(rc));
+        free(err);
+        *error_r = strdup(msg);
+        return -1;
+    }
+    const struct qumail_imap_decrypt *dc = &cfg->imap.decrypt;
+    struct protect_in_config pc;
+    protect_in_config_defaults(&pc);
+    if (dc->cache_size)
+        pc.cache_max_bytes = dc->cache_size;
+    if (dc->cache_views)
+        pc.cache_max_views = dc->cache_views;
+    pc.notice_ttl_ms = dc->notice_ttl_ms;
+    if (dc->max_message_size)
+        pc.max_message_size = dc->max_message_size;
+    pc.recipient_check = dc->recipient_check ? PROTECT_IN_CHECK_STRICT : PROTECT_IN_CHECK_OFF;
+    pc.release_unbound = dc->release_unbound;
+    pc.default_domain = dc->default_domain;
+    struct protect_in_address *addrs = NULL;
+    if (dc->n_addresses) {
+        if (!(addrs = calloc(dc->n_addresses, sizeof(*addrs)))) {
+            *error_r = strdup("out of memory");
+            return -1;
+        }
+        for (size_t i = 0; i < dc->n_addresses; i++) {
+            addrs[i].login = dc->addresses[i].login;
+            addrs[i].address = dc->addresses[i].address;
+        }
+    }
+    pc.addresses = addrs;
+    pc.n_addresses = dc->n_addresses;
+    struct protect_in_deps deps = {
+        .loop = proxy_daemon_loop(d),
+        .vault = svc->vault,
+        .policies = proxy_daemon_policies(d),
+        .link = link_of,
+        .link_arg = svc,
+    };
+    svc->pi = protect_in_new(&deps, &pc, &err);
+    free(addrs);
+    if (!svc->pi) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "imap.decrypt: %s", err ? err : "out of memory");
+        free(err);
+        *error_r = strdup(msg);
+        return -1;
+    }
+    qlog_info("imap: decrypt on FETCH, key vault %s", cfg->vault.path);
+    return 0;
+}
+
+static void imap_free(void *arg)
+{
+    struct imap_svc *svc = arg;
+    if (!svc)
+        return;
+    if (svc->pi) {
+        protect_in_free(&svc->pi);
+        /* the main loop has ended: let protect_in's handles close and its
+         * work on the thread pool return before the vault goes */
+        uv_run(proxy_daemon_loop(svc->d), UV_RUN_DEFAULT);
+    }
+    kme_vault_close(&svc->vault);
+    free(svc);
+}
 
 static void imap_settings(const struct qumail_config *cfg,
                           const struct qumail_listener **listeners_r, size_t *n_r,
@@ -88,11 +194,82 @@ static void session_closed(void *ctx, imap_session *s)
 {
     struct imap_svc_session *ss = ctx;
     (void)s;
+    imap_decrypt_free(&ss->dec);
     proxy_session_end(&ss->handle);
     free(ss);
 }
 
-static const struct imap_session_hooks hooks = {.closed = session_closed};
+static void session_login(void *ctx, imap_session *s, const char *user)
+{
+    struct imap_svc_session *ss = ctx;
+    (void)s;
+    if (ss->dec)
+        imap_decrypt_login(ss->dec, user);
+}
+
+/* The FETCH hooks, forwarded to the session's rewriter. */
+static void *fh_command(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite_r,
+                        bool *prepare_r)
+{
+    struct imap_svc_session *ss = ctx;
+    return ss->dec ? imap_decrypt_command(ss->dec, s, f, rewrite_r, prepare_r) : NULL;
+}
+static void fh_prepare(void *ctx, imap_session *s, void *cmd)
+{
+    imap_decrypt_prepare(((struct imap_svc_session *)ctx)->dec, s, cmd);
+}
+static void fh_begin(void *ctx, imap_session *s, void *cmd, uint32_t seq)
+{
+    imap_decrypt_response_begin(((struct imap_svc_session *)ctx)->dec, s, cmd, seq);
+}
+static enum imap_fetch_verdict fh_item(void *ctx, imap_session *s, void *cmd, const char *name,
+                                       unsigned index)
+{
+    return imap_decrypt_item(((struct imap_svc_session *)ctx)->dec, s, cmd, name, index);
+}
+static void fh_value(void *ctx, imap_session *s, void *cmd, const struct imap_token *tok,
+                     bool last)
+{
+    imap_decrypt_value(((struct imap_svc_session *)ctx)->dec, s, cmd, tok, last);
+}
+static enum imap_fetch_flow fh_end(void *ctx, imap_session *s, void *cmd)
+{
+    return imap_decrypt_response_end(((struct imap_svc_session *)ctx)->dec, s, cmd);
+}
+static void fh_command_end(void *ctx, imap_session *s, void *cmd, enum imap_status status)
+{
+    imap_decrypt_command_end(((struct imap_svc_session *)ctx)->dec, s, cmd, status);
+}
+
+static void fh_own_data(void *ctx, imap_session *s, void *own, const struct imap_resp_event *ev)
+{
+    imap_decrypt_own_data(((struct imap_svc_session *)ctx)->dec, s, own, ev);
+}
+static void *sh_command(void *ctx, imap_session *s, enum imap_verb verb, bool uid,
+                        const struct imap_args *args, size_t first, bool *prepare_r)
+{
+    struct imap_svc_session *ss = ctx;
+    return ss->dec ? imap_decrypt_search_command(ss->dec, s, verb, uid, args, first, prepare_r)
+                   : NULL;
+}
+static void sh_prepare(void *ctx, imap_session *s, void *cmd)
+{
+    imap_decrypt_search_prepare(((struct imap_svc_session *)ctx)->dec, s, cmd);
+}
+
+static const struct imap_session_hooks hooks = {
+    .login = session_login,
+    .fetch = {.command = fh_command,
+              .prepare = fh_prepare,
+              .response_begin = fh_begin,
+              .item = fh_item,
+              .value = fh_value,
+              .response_end = fh_end,
+              .command_end = fh_command_end,
+              .own_data = fh_own_data},
+    .search = {.command = sh_command, .prepare = sh_prepare, .command_end = fh_command_end},
+    .closed = session_closed,
+};
 
 static void *imap_accept(const struct proxy_accept *a)
 {
@@ -106,6 +283,12 @@ static void *imap_accept(const struct proxy_accept *a)
         return NULL;
     }
     ss->handle = a->session;
+    const struct imap_svc *svc = a->svc;
+    if (svc && svc->pi && !(ss->dec = imap_decrypt_new(svc->pi))) {
+        free(ss);
+        net_conn_close(&conn);
+        return NULL;
+    }
     /* where the client connected, for the upstream's x-connected-ip */
     char local[80] = "";
     if (l->port != 0)
@@ -156,6 +339,8 @@ static void imap_refuse(net_conn *conn, const char *reason)
 const struct proxy_protocol proxy_imap_protocol = {
     .name = "imap",
     .settings = imap_settings,
+    .init = imap_init,
+    .free = imap_free,
     .gen_new = imap_gen_new,
     .gen_free = imap_gen_free,
     .accept = imap_accept,

@@ -77,6 +77,8 @@ POLICY = """\
 # the oracle's senders: everything to bob protected, OTP up to 64k, AES above
 bob@example.org   action=require level=auto otp_max=64k link=send slave_sae=SAE_B subject=protect
 *                 action=none
+# the reading side: mail from anyone is decrypted with keys of the recv link
+sender *          link=recv master_sae=SAE_A
 """
 
 

@@ -108,6 +108,8 @@ def main():
         if rig.px is not None:
             st = rig.px.stop()
             check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)
+            if st != 0:
+                print(rig.px._log[-6000:] if getattr(rig.px, "_log", None) else "(no log)")
     return summary("imap oracle")
 
 

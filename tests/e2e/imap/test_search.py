@@ -221,7 +221,11 @@ def main():
             if any(E.is_ours(r) for r in u):
                 I.skip("the proxy serves our multipart/encrypted messages as they are: no "
                        "decryption on FETCH yet (issue 12), so no SEARCH over plaintext (13)")
-            compare(ref, run(t, "Encrypted"), "Plain directly vs Encrypted through the proxy")
+            try:
+                compare(ref, run(t, "Encrypted"), "Plain directly vs Encrypted through the proxy")
+            except OSError:
+                print(rig.px.log_text()[-8000:])
+                raise
         if rig.px is not None:
             st = rig.px.stop()
             check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)

@@ -637,11 +637,13 @@ static void test_refusals_and_filters(void **state)
 
 /* ---- FETCH hooks ------------------------------------------------------------------ */
 
-static void *fh_command(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite)
+static void *fh_command(void *ctx, imap_session *s, const struct imap_fetch *f, char **rewrite,
+                        bool *prepare)
 {
     struct fixture *fx = ctx;
     (void)s;
     (void)f;
+    (void)prepare;
     if (fx->fetch_mode == 2)
         *rewrite = strdup("1 (UID BODY.PEEK[])");
     return fx;
