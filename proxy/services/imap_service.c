@@ -96,6 +96,12 @@ static kme_client *link_of(void *arg, const char *name)
     return proxy_daemon_kme_link(svc->d, name);
 }
 
+static kme_source *source_of(void *arg, const char *name)
+{
+    struct imap_svc *svc = arg;
+    return proxy_daemon_kme_source(svc->d, name);
+}
+
 static int imap_init(proxy_daemon *d, void **svc_r, char **error_r)
 {
     const struct qumail_config *cfg = proxy_daemon_start_config(d);
@@ -155,6 +161,8 @@ static int imap_init(proxy_daemon *d, void **svc_r, char **error_r)
         .policies = proxy_daemon_policies(d),
         .link = link_of,
         .link_arg = svc,
+        .source = source_of, /* ETSI 004 links */
+        .source_arg = svc,
     };
     svc->pi = protect_in_new(&deps, &pc, &err);
     free(addrs);
