@@ -155,9 +155,12 @@ bool net_conn_output_blocked(const net_conn *conn);
 
 /* Queue output (copied). Returns 0 or a negative code when the connection
  * is closing or failed. A write the kernel refuses (the peer reset the
- * connection) returns its code (UV_ECONNRESET, UV_EPIPE); from then on
- * every write returns it without touching the socket, NET_EV_ERROR follows
- * on the next loop turn, and net_conn_close_after_write closes at once. */
+ * connection) returns 0, like a queued write, and NET_EV_ERROR follows on
+ * the next loop turn (code UV_ECONNRESET, UV_EPIPE, ...): a socket error
+ * never surfaces from inside the write that met it. From then on (and
+ * after a read error) nothing more is written to the socket: writes are
+ * dropped, returning 0 until NET_EV_ERROR was delivered and the error code
+ * after; net_conn_close_after_write closes at once. */
 int net_conn_write(net_conn *conn, const void *data, size_t len);
 int net_conn_printf(net_conn *conn, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

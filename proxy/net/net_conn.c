@@ -77,7 +77,8 @@ struct net_conn {
     bool drain_pending;  /* output went out at once: NET_EV_DRAINED is due */
     /* The socket reported a hard error (a write or read failed: reset by
      * the peer, ...). No write reaches it again: after ECONNRESET the next
-     * write(2) is EPIPE and raises SIGPIPE. */
+     * write(2) is EPIPE and raises SIGPIPE. Writes are dropped; they return
+     * 0 until NET_EV_ERROR told the owner, the code after. */
     int sock_error;
     bool sock_error_due; /* a failed write: NET_EV_ERROR is due (deferred) */
     bool eof;      /* the socket (or TLS close_notify) said end of input */
@@ -599,23 +600,24 @@ static void write_done(uv_write_t *req, int status)
  * be EPIPE and SIGPIPE (admin_http CI: a client read part of a reply and
  * closed, the rest of the reply met the RST, and the retry through
  * uv_write killed the daemon). The owner hears NET_EV_ERROR on the next
- * loop turn, as from a queued write that failed, and the caller gets the
- * code now. */
+ * loop turn, exactly as from a queued write that failed; the write itself
+ * returns 0 as a queued one does (a caller that closes on a failed write
+ * from deep inside its input loop must not learn it there). */
 static int write_failed(net_conn *c, int code)
 {
     c->sock_error = code;
     c->sock_error_due = true;
     c->drain_pending = false;
     schedule_deferred(c);
-    return code;
+    return 0;
 }
 
 /* Hands bytes to the kernel at once when nothing is queued (no copy: the
  * common case for a relay), and what it does not take to libuv (copied). */
 static int raw_write(net_conn *c, const void *data, size_t len)
 {
-    if (c->sock_error != 0)
-        return c->sock_error;
+    if (c->sock_error != 0) /* dropped; failed, once the owner was told */
+        return c->sock_error_due ? 0 : c->sock_error;
     if (len == 0)
         return 0;
     if (c->out_reqs == 0 && c->state == CONN_OPEN) {
