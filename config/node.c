@@ -218,6 +218,11 @@ size_t qcfg_done(qcfg_node *obj)
     return unknown;
 }
 
+bool qcfg_is_string(const qcfg_node *node)
+{
+    return node && node->json && json_is_string(node->json);
+}
+
 size_t qcfg_array_len(const qcfg_node *arr)
 {
     return arr && json_is_array(arr->json) ? json_array_size(arr->json) : 0;

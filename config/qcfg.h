@@ -102,6 +102,9 @@ size_t qcfg_object_size(const qcfg_node *obj);
 size_t qcfg_done(qcfg_node *obj);
 
 size_t qcfg_array_len(const qcfg_node *arr);
+/* True when node is present and a JSON string (for keys that take a
+ * string or an array of strings); records nothing. */
+bool qcfg_is_string(const qcfg_node *node);
 qcfg_node *qcfg_array_at(qcfg_node *arr, size_t index);
 
 /* ---- typed values. Return 1 stored, 0 absent (node NULL), -1 invalid

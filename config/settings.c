@@ -207,6 +207,9 @@ void qumail_config_free(struct qumail_config **cfgp)
     }
     free(c->imap.decrypt.addresses);
     free(c->imap.decrypt.default_domain);
+    for (size_t i = 0; i < c->imap.n_protect_mailboxes; i++)
+        free(c->imap.protect_mailboxes[i]);
+    free(c->imap.protect_mailboxes);
     for (size_t i = 0; i < c->n_kme_links; i++)
         qumail_config__free_link(&c->kme_links[i]);
     free(c->kme_links);

@@ -162,6 +162,27 @@ struct qumail_imap_decrypt {
     size_t n_addresses;
 };
 
+/* imap.append: what an APPEND to a protected mailbox stores
+ * (proxy/protect/APPEND.md). */
+enum qumail_append_algorithm {
+    QUMAIL_APPEND_AES = 0, /* AES-256-GCM with a local key (default) */
+    QUMAIL_APPEND_OTP,     /* one-time pad with local key bytes */
+    QUMAIL_APPEND_AUTO,    /* OTP up to otp_max_size, else AES */
+};
+struct qumail_imap_append {
+    enum qumail_append_algorithm algorithm;
+    uint64_t otp_max_size;         /* auto: OTP up to this size; default 64 KiB */
+    uint64_t max_size;             /* larger APPENDs to a protected mailbox:
+                                      NO [TOOBIG]; default 64 MiB */
+};
+
+/* imap.search: SEARCH / SORT over encrypted messages (proxy/imap/README.md). */
+struct qumail_imap_search {
+    uint32_t max_decrypt;          /* encrypted messages one command may have
+                                      to read and decrypt (not cached, not
+                                      answered by metadata); default 2000 */
+};
+
 /* The IMAP side. Absent from the file: enabled false, no listeners. */
 struct qumail_imap {
     bool enabled;                       /* the file has an "imap" section */
@@ -171,6 +192,14 @@ struct qumail_imap {
     struct qumail_upstream upstream;    /* tls none, starttls or implicit */
     struct qumail_imap_limits limits;
     struct qumail_imap_decrypt decrypt;
+    /* imap.protect_mailboxes: names, SPECIAL-USE attributes ("\\Sent") or
+     * "all" (proxy/protect/mailboxes.h); NULL: the default, Sent, Drafts,
+     * \Sent, \Drafts. An empty array protects nothing. */
+    char **protect_mailboxes;
+    size_t n_protect_mailboxes;
+    bool protect_mailboxes_set;         /* the key was given */
+    struct qumail_imap_append append;
+    struct qumail_imap_search search;
 };
 
 /* The interface a KME link speaks. */

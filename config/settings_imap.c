@@ -34,6 +34,10 @@ void qumail_config__imap_defaults(struct qumail_config *c, bool *oom)
     m->decrypt.max_message_size = 64u << 20;
     m->decrypt.recipient_check = true;
     m->decrypt.release_unbound = false;
+    m->append.algorithm = QUMAIL_APPEND_AES;
+    m->append.otp_max_size = 64u << 10;
+    m->append.max_size = 64u << 20;
+    m->search.max_decrypt = 2000;
 }
 
 void qumail_config__imap_finish(struct qumail_config *c, bool *oom)
@@ -126,6 +130,63 @@ static void read_decrypt(struct qumail_rd *r, qcfg_node *o)
     qcfg_done(o);
 }
 
+static const char *const append_algorithm_names[] = {"aes", "otp", "auto", NULL};
+
+static void read_append(struct qumail_rd *r, qcfg_node *o)
+{
+    struct qumail_imap_append *a = &r->cfg->imap.append;
+    int alg;
+    if (qcfg_enum(qcfg_member(o, "algorithm", 0), append_algorithm_names, &alg) == 1)
+        a->algorithm = (enum qumail_append_algorithm)alg;
+    qcfg_size(qcfg_member(o, "otp_max_size", 0), 0, 1ull << 30, &a->otp_max_size);
+    qcfg_size(qcfg_member(o, "max_size", 0), 1024, 1ull << 32, &a->max_size);
+    qcfg_done(o);
+}
+
+/* "protect_mailboxes": "all" | "Sent, Drafts" | ["Sent", "\\Sent", ...];
+ * the entries are checked by the IMAP service (protect_mailboxes). */
+static void read_protect_mailboxes(struct qumail_rd *r, qcfg_node *n)
+{
+    struct qumail_imap *m = &r->cfg->imap;
+    if (qcfg_is_string(n)) {
+        char *one = NULL;
+        if (qcfg_string(n, 0, &one) != 1)
+            return;
+        m->protect_mailboxes = calloc(1, sizeof(char *));
+        if (!m->protect_mailboxes) {
+            free(one);
+            r->oom = true;
+            return;
+        }
+        m->protect_mailboxes[0] = one;
+        m->n_protect_mailboxes = 1;
+        m->protect_mailboxes_set = true;
+        return;
+    }
+    qcfg_node *a = qcfg_array(n);
+    if (!a)
+        return;
+    size_t len = qcfg_array_len(a);
+    m->protect_mailboxes = calloc(len ? len : 1, sizeof(char *));
+    if (!m->protect_mailboxes) {
+        r->oom = true;
+        return;
+    }
+    m->protect_mailboxes_set = true;
+    for (size_t i = 0; i < len; i++) {
+        char *e = NULL;
+        if (qcfg_string(qcfg_array_at(a, i), 0, &e) == 1)
+            m->protect_mailboxes[m->n_protect_mailboxes++] = e;
+    }
+}
+
+static void read_search(struct qumail_rd *r, qcfg_node *o)
+{
+    qumail_config__u32(qcfg_member(o, "max_decrypt", 0), 0, 10000000,
+                       &r->cfg->imap.search.max_decrypt);
+    qcfg_done(o);
+}
+
 void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
 {
     struct qumail_imap *m = &r->cfg->imap;
@@ -143,5 +204,14 @@ void qumail_config__read_imap(struct qumail_rd *r, qcfg_node *o)
     qcfg_node *dec = qcfg_object(qcfg_member(o, "decrypt", 0));
     if (dec)
         read_decrypt(r, dec);
+    qcfg_node *pm = qcfg_member(o, "protect_mailboxes", 0);
+    if (pm)
+        read_protect_mailboxes(r, pm);
+    qcfg_node *ap = qcfg_object(qcfg_member(o, "append", 0));
+    if (ap)
+        read_append(r, ap);
+    qcfg_node *se = qcfg_object(qcfg_member(o, "search", 0));
+    if (se)
+        read_search(r, se);
     qcfg_done(o);
 }

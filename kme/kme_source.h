@@ -68,6 +68,9 @@ void kme_source_free(kme_source **s);
 enum kme_source_kind kme_source_kind(const kme_source *s);
 /* The 014 client of a 014 source, else NULL (operator status probes). */
 kme_client *kme_source_014(kme_source *s);
+/* The KSID of a 004 source's stream (lowercase UUID text), else NULL (the
+ * reading side takes chunks only of the stream of the sender's link). */
+const char *kme_source_ksid(const kme_source *s);
 
 typedef void (*kme_source_ids_cb)(const struct kme_result *res,
                                   const char *source_kme_id,

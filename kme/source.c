@@ -337,6 +337,11 @@ enum kme_source_kind kme_source_kind(const kme_source *s)
     return s->kind;
 }
 
+const char *kme_source_ksid(const kme_source *s)
+{
+    return s != NULL && s->kind == KME_SOURCE_ETSI004 ? s->ksid_text : NULL;
+}
+
 kme_client *kme_source_014(kme_source *s)
 {
     return s != NULL && s->kind == KME_SOURCE_ETSI014 ? s->c014 : NULL;

@@ -41,6 +41,7 @@ struct e4_conn {
     bool in_frame;            /* a frame has begun: its deadline runs */
     struct e4_wait *wait;     /* the request's waiter, while it waits */
     bool answer_pending;      /* an answer waits for its commit */
+    bool in_handle;           /* inside e4_handle: freed after it returns */
     uint8_t service;          /* request in progress, for the log */
     uint64_t t0;
 };
@@ -85,7 +86,7 @@ static void conn_close(struct e4_conn *c)
         c->wait = NULL;
     }
     enter(c, E4C_CLOSED);
-    if (!c->answer_pending)
+    if (!c->answer_pending && !c->in_handle)
         conn_free(c);
 }
 
@@ -136,9 +137,15 @@ static void process_input(struct e4_conn *c)
         c->t0 = uv_now(k->loop);
         enter(c, E4C_BUSY);
         net_conn_set_timeout(c->conn, 0); /* the request may wait */
+        /* an answer given at once may close (and would free) c: not here */
+        c->in_handle = true;
         int ret = e4_handle(k, c, c->sae, h.service, in + ETSI004_HEADER_LEN, h.length);
-        if (c->state == E4C_CLOSED)
+        c->in_handle = false;
+        if (c->state == E4C_CLOSED) {
+            if (!c->answer_pending)
+                conn_free(c);
             return;
+        }
         net_conn_consume(c->conn, ETSI004_HEADER_LEN + h.length);
         if (ret < 0) {
             qlog_warn("kme %s 004 %s sae=%s: malformed %s payload (%u bytes): closing",
@@ -182,7 +189,8 @@ static void reply_send(struct reply *r, int status)
     struct e4_conn *c = r->c;
     c->answer_pending = false;
     if (c->state == E4C_CLOSED) {
-        conn_free(c);
+        if (!c->in_handle)
+            conn_free(c);
         reply_free(r);
         return;
     }

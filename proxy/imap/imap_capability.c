@@ -15,15 +15,15 @@ static const char *const allowed_exact[] = {
     "LITERAL+", "LITERAL-",      /* framing the proxy parses */
     "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
     "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "LIST-MYRIGHTS", "SPECIAL-USE",
-    "CREATE-SPECIAL-USE", "MOVE", "ESEARCH", "ESORT", "SEARCHRES", "SORT", "SORT=DISPLAY",
-    "WITHIN", "CONTEXT=SEARCH", "CONTEXT=SORT", "MULTIAPPEND", "CONDSTORE", "QRESYNC",
+    "CREATE-SPECIAL-USE", "MOVE", "ESEARCH", "ESORT", "SORT", "SORT=DISPLAY",
+    "WITHIN", "MULTIAPPEND", "CONDSTORE", "QRESYNC",
     "QUOTA", "QUOTASET", "ACL", "METADATA", "METADATA-SERVER", "SAVEDATE", "OBJECTID",
     "INPROGRESS",
 };
 
 /* Prefixes (the value after '=' is the server's). */
 static const char *const allowed_prefix[] = {
-    "THREAD=", "I18NLEVEL=", "RIGHTS=", "QUOTA=RES-", "APPENDLIMIT=", "MESSAGELIMIT=",
+    "I18NLEVEL=", "RIGHTS=", "QUOTA=RES-", "APPENDLIMIT=", "MESSAGELIMIT=",
     "SAVELIMIT=",
 };
 

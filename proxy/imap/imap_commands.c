@@ -469,6 +469,8 @@ void imap_append_literal(imap_session *s, bool first, const struct imap_token *t
             return;
         }
         s->commands++;
+        if (imap_append_hold_begin(s, tok)) /* a protected mailbox */
+            return;
         struct imap_command *c = relay_new(s, append_def());
         if (!c)
             return;
@@ -578,6 +580,7 @@ static void proceed_fetch(imap_session *s, const struct imap_args *a, size_t fir
         memcpy(s->prep.tag, s->rd.tag, s->rd.tag_len + 1);
         s->prep.tag_len = s->rd.tag_len;
         s->prep.uid = s->rd.uid;
+        s->prep.search = false;
         imap_enter_state(s, IMAP_STATE_FETCH_PREP);
         if (s->hooks.fetch.prepare)
             s->hooks.fetch.prepare(s->hooks_ctx, s, ctx);
@@ -644,7 +647,7 @@ int imap_session_own_fetch(imap_session *s, const char *command, void *own)
 
 void imap_session_fetch_release(imap_session *s)
 {
-    if (s->state != IMAP_STATE_FETCH_PREP || s->closing || !s->prep.ctx)
+    if (s->state != IMAP_STATE_FETCH_PREP || s->closing || !s->prep.ctx || s->prep.search)
         return;
     imap_hold(s);
     void *ctx = s->prep.ctx;
@@ -679,6 +682,65 @@ void imap_session_fetch_release(imap_session *s)
     /* buffered client input is delivered again on a later loop turn */
     imap_enter_state(s, imap_idle_state(s));
     imap_release(s);
+}
+
+void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
+                              const char *status, const char *text)
+{
+    if (s->state != IMAP_STATE_FETCH_PREP || s->closing || !s->prep.ctx)
+        return;
+    imap_hold(s);
+    s->prep.ctx = NULL;
+    free(s->prep.rewrite);
+    s->prep.rewrite = NULL;
+    if (len)
+        imap_out_bytes(s, untagged, len);
+    char line[IMAP_TAG_MAX + 512];
+    int n = snprintf(line, sizeof(line), "%s %s %s\r\n", s->prep.tag, status, text);
+    imap_out_bytes(s, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    imap_out_flush(s);
+    imap_enter_state(s, imap_idle_state(s));
+    imap_release(s);
+}
+
+void imap_session_fetch_set_rewrite(imap_session *s, char *rewrite)
+{
+    if (s->state != IMAP_STATE_FETCH_PREP || !s->prep.ctx || s->prep.search) {
+        free(rewrite);
+        return;
+    }
+    free(s->prep.rewrite);
+    s->prep.rewrite = rewrite;
+}
+
+void imap_session_prep_tag(const imap_session *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s", s->prep.tag);
+}
+
+/* SEARCH / SORT: the hooks may answer it from the proxy's own commands. */
+static void proceed_search(imap_session *s, const struct imap_args *a, size_t first)
+{
+    bool prepare = false;
+    void *ctx = s->hooks.search.command
+                    ? s->hooks.search.command(s->hooks_ctx, s, s->rd.verb, s->rd.uid, a, first,
+                                              &prepare)
+                    : NULL;
+    if (!ctx || !prepare || s->n_inflight != 0) {
+        if (ctx && s->hooks.search.command_end)
+            s->hooks.search.command_end(s->hooks_ctx, s, ctx, IMAP_STATUS_OK);
+        relay_raw(s);
+        return;
+    }
+    s->prep.ctx = ctx;
+    s->prep.search = true;
+    s->prep.rewrite = NULL;
+    memcpy(s->prep.tag, s->rd.tag, s->rd.tag_len + 1);
+    s->prep.tag_len = s->rd.tag_len;
+    s->prep.uid = s->rd.uid;
+    imap_enter_state(s, IMAP_STATE_FETCH_PREP);
+    if (s->hooks.search.prepare)
+        s->hooks.search.prepare(s->hooks_ctx, s, ctx);
 }
 
 /* A FETCH that the hooks may prepare must start with nothing in flight. */
@@ -739,13 +801,15 @@ static const struct imap_command_def commands[] = {
     {IMAP_CMD_CLOSE, CMDF_AUTH, NULL, proceed_relay, done_close},
     {IMAP_CMD_UNSELECT, CMDF_AUTH, NULL, proceed_relay, done_close},
     {IMAP_CMD_EXPUNGE, CMDF_AUTH, NULL, proceed_relay, NULL},
-    {IMAP_CMD_SEARCH, CMDF_AUTH, NULL, proceed_relay, NULL},
+    {IMAP_CMD_SEARCH, CMDF_AUTH | CMDF_ARGS, NULL, proceed_search, NULL},
     {IMAP_CMD_FETCH, CMDF_AUTH | CMDF_ARGS, check_fetch, proceed_fetch, done_fetch},
     {IMAP_CMD_STORE, CMDF_AUTH, NULL, proceed_relay, NULL},
     {IMAP_CMD_COPY, CMDF_AUTH, NULL, proceed_relay, NULL},
     {IMAP_CMD_MOVE, CMDF_AUTH, NULL, proceed_relay, NULL},
-    {IMAP_CMD_SORT, CMDF_AUTH, NULL, proceed_relay, NULL},
-    {IMAP_CMD_THREAD, CMDF_AUTH, NULL, proceed_relay, NULL},
+    {IMAP_CMD_SORT, CMDF_AUTH | CMDF_ARGS, NULL, proceed_search, NULL},
+    /* THREAD groups by the base subject the server sees (the placeholder
+     * for protected messages): hidden with THREAD=*, see README */
+    {IMAP_CMD_THREAD, CMDF_REFUSED, NULL, NULL, NULL},
     {IMAP_CMD_CANCELUPDATE, CMDF_AUTH, NULL, proceed_relay, NULL}, /* CONTEXT=SEARCH */
     /* hidden extensions: COMPRESS would hide the stream, NOTIFY sends
      * FETCH data no command asked for, URLAUTH and CONVERT expose stored
@@ -823,7 +887,9 @@ void imap_command_dispatch(imap_session *s)
             return;
         }
     }
-    if (def->verb == IMAP_CMD_FETCH && fetch_wants_barrier(s, &args, first)) {
+    if ((def->verb == IMAP_CMD_FETCH && fetch_wants_barrier(s, &args, first)) ||
+        ((def->verb == IMAP_CMD_SEARCH || def->verb == IMAP_CMD_SORT) &&
+         s->hooks.search.command && s->n_inflight > 0)) {
         /* resumes when the commands before it are answered */
         imap_args_free(&args);
         imap_enter_state(s, IMAP_STATE_BARRIER);
@@ -868,5 +934,7 @@ void imap_command_cb(imap_client *uc, imap_client_cmd *ucmd, const struct imap_r
         imap_schedule_close(s, true, "logout");
     else if (s->state == IMAP_STATE_BARRIER && s->n_inflight == 0 && !s->closing)
         imap_command_dispatch(s);
+    else if (s->state == IMAP_STATE_APPEND_PROTECT && !s->closing)
+        imap_append_step(s);
     imap_release(s);
 }

@@ -1,5 +1,5 @@
 /* The FETCH rewriter: see imap_decrypt.h. */
-#include "imap_decrypt.h"
+#include "imap_decrypt_internal.h"
 
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -17,81 +17,23 @@
 #define PROBE_MAX 65536     /* probe answer kept per message */
 #define UIDSET_MAX 16384    /* UID set bytes in one own body FETCH */
 
-static struct imap_decrypt_stats g_stats;
+struct imap_decrypt_stats g_stats;
 
 void imap_decrypt_get_stats(struct imap_decrypt_stats *st) { *st = g_stats; }
 
-/* What a hook's `cmd` points at: a client FETCH or one of its own
- * commands (the first member of both says which). */
-enum dkind { K_CLIENT = 1, K_PROBE, K_BODY };
+metric *g_m_messages, *g_m_prepared, *g_m_refused;
 
-struct dcmd;
-
-struct own {
-    enum dkind kind;
-    struct dcmd *cmd;
-};
-
-/* One message of a prepared FETCH. */
-struct entry {
-    struct dcmd *cmd;
-    uint32_t seq, uid;
-    bool encrypted;
-    char *hint;            /* owned; NULL when the header names none */
-    protect_in_view *view; /* a reference, once there */
-    bool waiting;          /* a protect_in request is out for it */
-    bool asked;            /* its bytes were asked for */
-};
-
-/* One content item the client asked for, answered from a view. */
-struct want {
-    enum imap_fetch_att att;
-    char *name;            /* the server's name for it (owned) */
-    struct imap_section sec;  /* for sections (render form) */
-    uint32_t path[IMAP_MAX_PARTS];
-    char **fields;         /* owned strings, n = sec.n_fields */
-    uint64_t answered;     /* the response that last used it */
-};
-
-enum taking { T_NONE, T_UID, T_PROBE, T_BODY };
-
-struct dcmd {
-    enum dkind kind; /* K_CLIENT */
-    imap_decrypt *d;
-    imap_session *s;
-    struct dcmd *next, *prev;
-    bool uid_fetch;
-    enum protect_in_need need;
-    char *set;             /* owned: the client's sequence set text */
-    struct want *wants;
-    size_t n_wants;
-    struct entry **ents;   /* in the probe's order */
-    size_t n_ents, cap_ents;
-    size_t hit;            /* where the next lookup starts */
-    struct own probe, body;
-    unsigned own_inflight;
-    size_t waiting;        /* views still to come */
-    bool body_ended;
-    bool client_ended;
-    bool released;
-    bool dying;
-    /* the response being read (own and client responses never overlap) */
-    struct entry *cur;
-    uint32_t cur_seq;
-    uint64_t responses;    /* client responses begun (1-based) */
-    enum taking taking;
-    char *pbuf;            /* probe answer (owned) */
-    size_t plen;
-    char uidbuf[16];
-    size_t uidlen;
-    protect_in_fetch *fetch; /* the body being supplied */
-};
-
-struct imap_decrypt {
-    protect_in *pi;
-    protect_in_reader *reader;
-    struct dcmd *cmds;
-};
+void imap_decrypt_set_metrics(metrics *reg)
+{
+    g_m_messages = metrics_counter(reg, "qumail_imap_messages_total",
+                                   "FETCH responses answered, by kind (decrypted, notice, plain).",
+                                   1, "kind");
+    g_m_prepared = metrics_counter(reg, "qumail_imap_prepared_total",
+                                   "Commands the proxy prepared with its own commands.", 1,
+                                   "command");
+    g_m_refused = metrics_counter(reg, "qumail_imap_search_refused_total",
+                                  "SEARCH/SORT commands refused by imap.search.max_decrypt.", 0);
+}
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -161,6 +103,7 @@ static struct entry *entry_add(struct dcmd *c, uint32_t seq)
 static void want_free(struct want *w)
 {
     free(w->name);
+    free(w->opt_name);
     for (size_t i = 0; w->fields && i < w->sec.n_fields; i++)
         free(w->fields[i]);
     free(w->fields);
@@ -228,7 +171,8 @@ static const struct want *want_find(struct dcmd *c, const char *name)
     const struct want *first = NULL;
     for (size_t i = 0; i < c->n_wants; i++) {
         struct want *w = &c->wants[i];
-        if (strcasecmp(w->name, name) != 0)
+        const char *wn = c->optimized && w->opt_name ? w->opt_name : w->name;
+        if (strcasecmp(wn, name) != 0)
             continue;
         if (!first)
             first = w;
@@ -248,6 +192,10 @@ static void entry_free(imap_decrypt *d, struct entry *e)
         protect_in_cancel(d->pi, e); /* callback gets ECANCELLED at once */
     protect_in_view_unref(&e->view);
     free(e->hint);
+    for (size_t i = 0; i < e->n_flags; i++)
+        free(e->flags[i]);
+    free(e->flags);
+    free(e->internaldate);
     free(e);
 }
 
@@ -267,6 +215,7 @@ static void dcmd_free(struct dcmd *c)
     free(c->wants);
     free(c->set);
     free(c->pbuf);
+    free(c->opt_rewrite);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -279,15 +228,17 @@ static void dcmd_free(struct dcmd *c)
 /* Freed when the client's command and every own command have ended. */
 static void dcmd_maybe_free(struct dcmd *c)
 {
-    if (c->client_ended && c->own_inflight == 0)
+    if (c->client_ended && c->own_inflight == 0 && c->busy == 0)
         dcmd_free(c);
 }
 
-imap_decrypt *imap_decrypt_new(protect_in *pi)
+imap_decrypt *imap_decrypt_new(protect_in *pi, uint32_t max_decrypt)
 {
     imap_decrypt *d = calloc(1, sizeof(*d));
-    if (d)
+    if (d) {
         d->pi = pi;
+        d->max_decrypt = max_decrypt;
+    }
     return d;
 }
 
@@ -313,6 +264,103 @@ void imap_decrypt_login(imap_decrypt *d, const char *user)
 }
 
 /* ---- command: claim and prepare --------------------------------------------------- */
+
+/* The same FETCH with every body section asked as one octet (<o.1>): when
+ * every message of the set turns out to be ours, the server need not send
+ * ciphertext the proxy would drop - it still sets \Seen and sends FLAGS as
+ * for the client's items. NULL when not applicable (macros, `*` in the set
+ * - a message could arrive unprobed -, nothing to save, out of memory). */
+static char *optimised_rewrite(struct dcmd *c, const struct imap_fetch *f)
+{
+    for (size_t i = 0; i < f->set.count; i++)
+        if (f->set.ranges[i].lo == IMAP_SEQ_STAR || f->set.ranges[i].hi == IMAP_SEQ_STAR)
+            return NULL;
+    /* a lone item may span several arguments (BODY[HEADER.FIELDS (X)]):
+     * only the parenthesised list has one raw span */
+    if (f->set.saved || !f->items_arg || !f->list_form)
+        return NULL;
+    size_t saves = 0;
+    for (size_t i = 0; i < f->n_items; i++) {
+        if (f->items[i].from_macro)
+            return NULL;
+        enum imap_fetch_att a = f->items[i].att;
+        saves += a == IMAP_FA_BODY_SECTION || a == IMAP_FA_RFC822 || a == IMAP_FA_RFC822_TEXT ||
+                 a == IMAP_FA_RFC822_HEADER;
+    }
+    if (saves == 0)
+        return NULL;
+    const struct imap_arg *ia = f->items_arg;
+    size_t items_off = ia->raw_off, items_end = ia->raw_off + ia->raw_len;
+    size_t set_off = f->set_arg->raw_off;
+    if (items_end > f->buf_len || set_off > items_off)
+        return NULL;
+    size_t cap = f->buf_len * 2 + f->n_items * 32 + 64, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    len += (size_t)snprintf(out, cap, "%.*s(", (int)(items_off - set_off), f->buf + set_off);
+    size_t w = 0;
+    for (size_t i = 0; i < f->n_items; i++) {
+        const struct imap_fetch_item *it = &f->items[i];
+        const char *raw = f->buf + it->raw_off;
+        int rl = (int)it->raw_len;
+        char item[64 + 4096];
+        const char *opt = NULL;
+        switch (it->att) {
+        case IMAP_FA_RFC822:
+            opt = "BODY[]<0>";
+            snprintf(item, sizeof(item), "BODY[]<0.1>");
+            break;
+        case IMAP_FA_RFC822_TEXT:
+            opt = "BODY[TEXT]<0>";
+            snprintf(item, sizeof(item), "BODY[TEXT]<0.1>");
+            break;
+        case IMAP_FA_RFC822_HEADER:
+            opt = "BODY[HEADER]<0>";
+            snprintf(item, sizeof(item), "BODY.PEEK[HEADER]<0.1>");
+            break;
+        case IMAP_FA_BODY_SECTION:
+            if (it->has_partial) {
+                const char *lt = memrchr(raw, '<', (size_t)rl);
+                if (!lt)
+                    goto fail;
+                snprintf(item, sizeof(item), "%.*s<%" PRIu64 ".1>", (int)(lt - raw), raw,
+                         it->partial_offset);
+            } else {
+                snprintf(item, sizeof(item), "%.*s<0.1>", rl, raw);
+            }
+            break;
+        default:
+            snprintf(item, sizeof(item), "%.*s", rl, raw);
+            break;
+        }
+        if (it->att == IMAP_FA_BODY_SECTION && !it->has_partial) {
+            size_t nl = strlen(it->response_name) + 4;
+            char *n = malloc(nl);
+            if (!n)
+                goto fail;
+            snprintf(n, nl, "%s<0>", it->response_name);
+            opt = NULL;
+            if (imap_fetch_att_is_content(it->att))
+                c->wants[w].opt_name = n;
+            else
+                free(n);
+        }
+        if (opt && imap_fetch_att_is_content(it->att) && !(c->wants[w].opt_name = strdup(opt)))
+            goto fail;
+        if (imap_fetch_att_is_content(it->att))
+            w++;
+        if (len + strlen(item) + 2 >= cap)
+            goto fail;
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? " " : "", item);
+    }
+    len += (size_t)snprintf(out + len, cap - len, ")%.*s", (int)(f->buf_len - items_end),
+                            f->buf + items_end);
+    return len < cap ? out : (free(out), NULL);
+fail:
+    free(out);
+    return NULL;
+}
 
 void *imap_decrypt_command(imap_decrypt *d, imap_session *s, const struct imap_fetch *f,
                            char **rewrite_r, bool *prepare_r)
@@ -363,6 +411,7 @@ void *imap_decrypt_command(imap_decrypt *d, imap_session *s, const struct imap_f
         dcmd_free(c);
         return NULL;
     }
+    c->opt_rewrite = optimised_rewrite(c, f);
     *prepare_r = true;
     return c;
 }
@@ -372,7 +421,18 @@ static void release(struct dcmd *c)
     if (c->released || c->dying)
         return;
     c->released = true;
-    imap_session_fetch_release(c->s);
+    bool all_ours = c->opt_rewrite && c->n_ents > 0;
+    for (size_t i = 0; all_ours && i < c->n_ents; i++)
+        all_ours = c->ents[i]->encrypted && c->ents[i]->view;
+    if (all_ours && !c->done) {
+        imap_session_fetch_set_rewrite(c->s, c->opt_rewrite);
+        c->opt_rewrite = NULL;
+        c->optimized = true;
+    }
+    if (c->done)
+        c->done(c, c->done_arg);
+    else
+        imap_session_fetch_release(c->s);
 }
 
 static void probe_send(struct dcmd *c)
@@ -383,7 +443,16 @@ static void probe_send(struct dcmd *c)
         release(c);
         return;
     }
-    snprintf(line, n, "%sFETCH %s (UID " PROBE_FETCH ")", c->uid_fetch ? "UID " : "", c->set);
+    n += c->extra ? strlen(c->extra) : 0;
+    char *l2 = realloc(line, n);
+    if (!l2) {
+        free(line);
+        release(c);
+        return;
+    }
+    line = l2;
+    snprintf(line, n, "%sFETCH %s (UID %s%s" PROBE_FETCH ")", c->uid_fetch ? "UID " : "", c->set,
+             c->extra ? c->extra : "", c->extra ? " " : "");
     if (imap_session_own_fetch(c->s, line, &c->probe) == 0)
         c->own_inflight++;
     else
@@ -398,8 +467,51 @@ void imap_decrypt_prepare(imap_decrypt *d, imap_session *s, void *cmd)
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     g_stats.prepared++;
+    metric_add(g_m_prepared, 1, "fetch");
     probe_send(c);
 }
+
+struct dcmd *dcmd_new_internal(imap_decrypt *d, imap_session *s, const char *uid_set,
+                               enum protect_in_need need, const char *extra,
+                               void (*done)(struct dcmd *c, void *arg), void *arg)
+{
+    struct dcmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kind = K_CLIENT;
+    c->d = d;
+    c->s = s;
+    c->uid_fetch = true;
+    c->need = need;
+    c->probe.kind = K_PROBE;
+    c->probe.cmd = c;
+    c->body.kind = K_BODY;
+    c->body.cmd = c;
+    c->extra = extra;
+    c->done = done;
+    c->done_arg = arg;
+    c->next = d->cmds;
+    if (d->cmds)
+        d->cmds->prev = c;
+    d->cmds = c;
+    if (!(c->set = strdup(uid_set))) {
+        dcmd_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void dcmd_start(struct dcmd *c) { probe_send(c); }
+
+void dcmd_finish(struct dcmd *c)
+{
+    c->client_ended = true;
+    c->dying = true;
+    dcmd_maybe_free(c);
+}
+
+protect_in *imap_decrypt_pi(const imap_decrypt *d) { return d->pi; }
+protect_in_reader *imap_decrypt_reader(const imap_decrypt *d) { return d->reader; }
 
 /* ---- views ---------------------------------------------------------------------------- */
 
@@ -492,6 +604,18 @@ static void after_probe(struct dcmd *c)
         else
             protect_in_view_unref(&v); /* header too large to keep: read it */
     }
+    if (c->max_read) {
+        size_t n = 0;
+        for (size_t i = 0; i < c->n_ents; i++)
+            n += c->ents[i]->encrypted && !c->ents[i]->view;
+        if (n > c->max_read) {
+            /* refused before anything is read or decrypted */
+            c->over = n;
+            c->body_ended = true;
+            release(c);
+            return;
+        }
+    }
     next_body(c);
 }
 
@@ -501,6 +625,10 @@ void imap_decrypt_response_begin(imap_decrypt *d, imap_session *s, void *cmd, ui
 {
     (void)d;
     (void)s;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_begin(cmd, seq);
+        return;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     c->cur_seq = seq;
@@ -519,6 +647,8 @@ void imap_decrypt_response_begin(imap_decrypt *d, imap_session *s, void *cmd, ui
     case K_CLIENT:
         c->cur = entry_by_seq(c, seq);
         c->responses++;
+        break;
+    default:
         break;
     }
 }
@@ -585,6 +715,8 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
     (void)d;
     (void)s;
     (void)index;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN)
+        return imap_decrypt_search_item(cmd, name);
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     c->taking = T_NONE;
@@ -599,6 +731,16 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
             c->taking = T_PROBE;
             return IMAP_FETCH_TAKE;
         }
+        if (k == K_PROBE && c->extra && c->cur) {
+            if (strcasecmp(name, "FLAGS") == 0)
+                c->taking = T_FLAGS;
+            else if (strcasecmp(name, "INTERNALDATE") == 0)
+                c->taking = T_IDATE;
+            else if (strcasecmp(name, "MODSEQ") == 0)
+                c->taking = T_MODSEQ;
+            if (c->taking != T_NONE)
+                return IMAP_FETCH_TAKE;
+        }
         if (k == K_BODY && strcasecmp(name, "BODY[]") == 0) {
             c->taking = T_BODY;
             return IMAP_FETCH_TAKE;
@@ -607,7 +749,7 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
         return strcasecmp(name, "FLAGS") == 0 || strcasecmp(name, "MODSEQ") == 0
                    ? IMAP_FETCH_PASS
                    : IMAP_FETCH_DROP;
-    case K_CLIENT:
+    default:
         break;
     }
     if (c->uid_fetch && strcasecmp(name, "UID") == 0) {
@@ -621,7 +763,7 @@ enum imap_fetch_verdict imap_decrypt_item(imap_decrypt *d, imap_session *s, void
     if (!w)
         return IMAP_FETCH_PASS; /* FLAGS, INTERNALDATE, MODSEQ, ... */
     if (e->view)
-        answer(c, w, name);
+        answer(c, w, w->name);
     else
         qlog_warn("imap %s: no view for UID %" PRIu32 ": %s left out", imap_session_id(s),
                   e->uid, name);
@@ -693,6 +835,10 @@ void imap_decrypt_value(imap_decrypt *d, imap_session *s, void *cmd,
                         const struct imap_token *tok, bool last)
 {
     (void)d;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_value(cmd, tok, last);
+        return;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     switch (c->taking) {
@@ -721,6 +867,30 @@ void imap_decrypt_value(imap_decrypt *d, imap_session *s, void *cmd,
     case T_BODY:
         take_body(c, tok, last);
         return;
+    case T_FLAGS:
+        if (c->cur && tok->type == IMAP_TOK_ATOM) {
+            char **n = realloc(c->cur->flags, (c->cur->n_flags + 1) * sizeof(*n));
+            if (n) {
+                c->cur->flags = n;
+                if ((n[c->cur->n_flags] = strndup(tok->str, tok->len)))
+                    c->cur->n_flags++;
+            }
+        }
+        return;
+    case T_IDATE:
+        if (c->cur && tok->type == IMAP_TOK_QUOTED) {
+            free(c->cur->internaldate);
+            c->cur->internaldate = strndup(tok->str, tok->len);
+        }
+        return;
+    case T_MODSEQ:
+        if (c->cur && tok->type == IMAP_TOK_ATOM) {
+            uint64_t v = 0;
+            for (size_t i = 0; i < tok->len && tok->str[i] >= '0' && tok->str[i] <= '9'; i++)
+                v = v * 10 + (uint64_t)(tok->str[i] - '0');
+            c->cur->modseq = v;
+        }
+        return;
     case T_NONE:
         return;
     }
@@ -730,6 +900,10 @@ enum imap_fetch_flow imap_decrypt_response_end(imap_decrypt *d, imap_session *s,
 {
     (void)d;
     (void)s;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_response_end(cmd);
+        return IMAP_FETCH_CONTINUE;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
     if (k == K_PROBE && c->cur) {
@@ -742,13 +916,16 @@ enum imap_fetch_flow imap_decrypt_response_end(imap_decrypt *d, imap_session *s,
         /* the value ended without its last token (cannot happen) */
         protect_in_fetch_done(c->fetch, PROTECT_IN_EIO);
         c->fetch = NULL;
-    } else if (k == K_CLIENT && c->cur) {
+    } else if (k == K_CLIENT && c->cur && !c->done) {
         if (c->cur->encrypted) {
             g_stats.encrypted++;
-            if (c->cur->view && protect_in_view_reason(c->cur->view) != PROTECT_IN_DECRYPTED)
-                g_stats.notices++;
+            bool notice =
+                c->cur->view && protect_in_view_reason(c->cur->view) != PROTECT_IN_DECRYPTED;
+            g_stats.notices += notice;
+            metric_add(g_m_messages, 1, notice ? "notice" : "decrypted");
         } else {
             g_stats.plain++;
+            metric_add(g_m_messages, 1, "plain");
         }
     }
     c->cur = NULL;
@@ -761,8 +938,17 @@ void imap_decrypt_command_end(imap_decrypt *d, imap_session *s, void *cmd,
 {
     (void)d;
     (void)s;
+    if (*(enum dkind *)cmd == K_SEARCH_OWN) {
+        imap_decrypt_search_own_end(cmd, status);
+        return;
+    }
+    if (*(enum dkind *)cmd == K_SEARCH) {
+        imap_decrypt_search_end(cmd, status);
+        return;
+    }
     enum dkind k;
     struct dcmd *c = resolve(cmd, &k);
+    c->busy++; /* done() may finish it: freed below */
     switch (k) {
     case K_PROBE:
         c->own_inflight--;
@@ -787,6 +973,34 @@ void imap_decrypt_command_end(imap_decrypt *d, imap_session *s, void *cmd,
         c->client_ended = true;
         c->dying = true;
         break;
+    default:
+        break;
     }
+    c->busy--;
     dcmd_maybe_free(c);
+}
+
+void imap_decrypt_own_data(imap_decrypt *d, imap_session *s, void *own,
+                           const struct imap_resp_event *ev)
+{
+    (void)d;
+    (void)s;
+    if (*(enum dkind *)own == K_SEARCH_OWN)
+        imap_decrypt_search_own_data(own, ev);
+}
+
+void *imap_decrypt_search_command(imap_decrypt *d, imap_session *s, enum imap_verb verb,
+                                  bool uid, const struct imap_args *args, size_t first,
+                                  bool *prepare_r)
+{
+    if (!d->reader)
+        return NULL;
+    return imap_decrypt_search_new(d, s, verb, uid, args, first, prepare_r);
+}
+
+void imap_decrypt_search_prepare(imap_decrypt *d, imap_session *s, void *cmd)
+{
+    (void)d;
+    (void)s;
+    imap_decrypt_search_start(cmd);
 }

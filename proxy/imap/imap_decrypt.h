@@ -39,11 +39,14 @@
 
 #include "imap_session.h"
 #include "incoming.h"
+#include "metrics.h"
 
 typedef struct imap_decrypt imap_decrypt;
 
-/* One per session. pi must outlive it. NULL when out of memory. */
-imap_decrypt *imap_decrypt_new(protect_in *pi);
+/* One per session. pi must outlive it. max_decrypt: encrypted messages
+ * one SEARCH / SORT may read and decrypt (0: no limit). NULL when out of
+ * memory. */
+imap_decrypt *imap_decrypt_new(protect_in *pi, uint32_t max_decrypt);
 /* Cancels its work (views, fetches). Call after the session's last
  * command_end (from its closed hook). Clears *d. */
 void imap_decrypt_free(imap_decrypt **d);
@@ -63,6 +66,18 @@ void imap_decrypt_value(imap_decrypt *d, imap_session *s, void *cmd,
 enum imap_fetch_flow imap_decrypt_response_end(imap_decrypt *d, imap_session *s, void *cmd);
 void imap_decrypt_command_end(imap_decrypt *d, imap_session *s, void *cmd,
                               enum imap_status status);
+void imap_decrypt_own_data(imap_decrypt *d, imap_session *s, void *own,
+                           const struct imap_resp_event *ev);
+
+/* The SEARCH hooks (imap_decrypt_search.c): SEARCH and SORT over a
+ * mailbox with encrypted messages evaluated on the plaintext
+ * (proxy/imap/search's plan: the server answers for its plain messages,
+ * the proxy for the encrypted ones, results merged). command_end is
+ * imap_decrypt_command_end. */
+void *imap_decrypt_search_command(imap_decrypt *d, imap_session *s, enum imap_verb verb,
+                                  bool uid, const struct imap_args *args, size_t first,
+                                  bool *prepare_r);
+void imap_decrypt_search_prepare(imap_decrypt *d, imap_session *s, void *cmd);
 
 struct imap_decrypt_stats {
     uint64_t prepared;       /* FETCH commands prepared */
@@ -73,5 +88,12 @@ struct imap_decrypt_stats {
 };
 /* Process-wide counters (all sessions; the loop thread only). */
 void imap_decrypt_get_stats(struct imap_decrypt_stats *st);
+/* Counts into reg from now on (proxy/admin/metrics.h), declared here:
+ *   qumail_imap_messages_total{kind}   FETCH responses answered: decrypted,
+ *                                      notice (not decrypted), plain
+ *   qumail_imap_prepared_total{command} FETCH / SEARCH / SORT commands the
+ *                                      proxy prepared with its own commands
+ *   qumail_imap_search_refused_total   SEARCH/SORT refused by max_decrypt */
+void imap_decrypt_set_metrics(metrics *reg);
 
 #endif

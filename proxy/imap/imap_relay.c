@@ -191,10 +191,18 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             /* the proxy's own CAPABILITY after login: kept, not relayed */
             s->relay = RELAY_SWALLOW;
             s->swallow_caps = name_is(ev, "CAPABILITY");
+            if (s->hooks.append.list && name_is(ev, "LIST"))
+                imap_list_begin(s); /* the proxy's own LIST (APPEND) */
             if (!s->collect)
                 s->collect = malloc(COLLECT_MAX + 1);
             s->collect_len = 0;
             return 0;
+        }
+        if (s->head && s->head->internal && s->head->fetch_ctx && s->hooks.fetch.own_data &&
+            (name_is(ev, "SEARCH") || name_is(ev, "ESEARCH") || name_is(ev, "SORT"))) {
+            s->relay = RELAY_OWN;
+            s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            return s->closing ? 1 : 0;
         }
         if (name_is(ev, "CAPABILITY") || name_is(ev, "ENABLED")) {
             s->relay = name_is(ev, "CAPABILITY") ? RELAY_CAPS : RELAY_ENABLED;
@@ -203,6 +211,13 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             s->collect_len = 0;
             if (s->collect)
                 s->collect[0] = '\0';
+            return 0;
+        }
+        if (s->hooks.append.list && (name_is(ev, "LIST") || name_is(ev, "LSUB"))) {
+            /* relayed unchanged; its SPECIAL-USE attributes are noted */
+            s->relay = RELAY_LIST;
+            imap_list_begin(s);
+            imap_out_span(s, ev->raw, ev->raw_len);
             return 0;
         }
         if (ev->fetch && s->hooks.fetch.command) {
@@ -237,9 +252,18 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
         case RELAY_ENABLED:
         case RELAY_SWALLOW:
             collect_add(s, &ev->tok);
+            imap_list_token(s, &ev->tok);
+            break;
+        case RELAY_LIST:
+            imap_out_span(s, ev->raw, ev->raw_len);
+            imap_list_token(s, &ev->tok);
             break;
         case RELAY_FETCH:
             fetch_token(s, ev);
+            break;
+        case RELAY_OWN:
+            if (s->head && s->head->fetch_ctx && s->hooks.fetch.own_data)
+                s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
             break;
         case RELAY_NONE:
             break;
@@ -260,9 +284,18 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
             /* the internal CAPABILITY's list, kept, not relayed */
             if (s->swallow_caps && s->up && s->collect && s->collect_len)
                 imap_client_set_capabilities(s->up, s->collect, s->collect_len);
+            imap_list_end(s, true);
+            break;
+        case RELAY_LIST:
+            imap_out_span(s, ev->raw, ev->raw_len);
+            imap_list_end(s, false);
             break;
         case RELAY_FETCH:
             return fetch_end(s);
+        case RELAY_OWN:
+            if (s->head && s->head->fetch_ctx && s->hooks.fetch.own_data)
+                s->hooks.fetch.own_data(s->hooks_ctx, s, s->head->fetch_ctx, ev);
+            break;
         case RELAY_NONE:
             break;
         }

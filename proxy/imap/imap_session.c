@@ -34,6 +34,8 @@ static const char *const state_names[IMAP_STATE_COUNT_] = {
     [IMAP_STATE_IDLE] = "IDLE",
     [IMAP_STATE_APPEND] = "APPEND",
     [IMAP_STATE_APPEND_WAIT] = "APPEND_WAIT",
+    [IMAP_STATE_APPEND_HOLD] = "APPEND_HOLD",
+    [IMAP_STATE_APPEND_PROTECT] = "APPEND_PROTECT",
     [IMAP_STATE_SKIP_LINE] = "SKIP_LINE",
     [IMAP_STATE_DISCARD] = "DISCARD",
     [IMAP_STATE_LOGOUT] = "LOGOUT",
@@ -94,6 +96,7 @@ static bool reads_input(enum imap_state st)
     case IMAP_STATE_SELECTED:
     case IMAP_STATE_IDLE:
     case IMAP_STATE_APPEND:
+    case IMAP_STATE_APPEND_HOLD:
     case IMAP_STATE_SKIP_LINE:
     case IMAP_STATE_DISCARD:
         return true;
@@ -124,7 +127,8 @@ void imap_update_timeout(imap_session *s)
         return;
     uint64_t t;
     bool mid = s->rd.phase != RD_TAG || !imap_parser_at_line_start(s->cp) ||
-               s->state == IMAP_STATE_APPEND || s->state == IMAP_STATE_APPEND_WAIT;
+               s->state == IMAP_STATE_APPEND || s->state == IMAP_STATE_APPEND_WAIT ||
+               s->state == IMAP_STATE_APPEND_HOLD || s->state == IMAP_STATE_APPEND_PROTECT;
     t = mid ? s->cfg.command_timeout_ms : s->cfg.idle_timeout_ms;
     if (!s->authenticated) {
         /* login_timeout runs from connect, whatever the client sends: the
@@ -331,10 +335,13 @@ static void session_destroy(imap_session *s)
     for (struct imap_command *c = s->head; c; c = c->next)
         if (c->fetch_ctx && s->hooks.fetch.command_end)
             s->hooks.fetch.command_end(s->hooks_ctx, s, c->fetch_ctx, IMAP_STATUS_BYE);
-    if (s->prep.ctx && s->hooks.fetch.command_end)
+    if (s->prep.ctx && s->prep.search && s->hooks.search.command_end)
+        s->hooks.search.command_end(s->hooks_ctx, s, s->prep.ctx, IMAP_STATUS_BYE);
+    else if (s->prep.ctx && s->hooks.fetch.command_end)
         s->hooks.fetch.command_end(s->hooks_ctx, s, s->prep.ctx, IMAP_STATUS_BYE);
     s->prep.ctx = NULL;
     free(s->prep.rewrite);
+    imap_append_free(s);
     if (s->hooks.closed)
         s->hooks.closed(s->hooks_ctx, s);
     imap_client_free(&s->up);
@@ -391,6 +398,7 @@ void imap_schedule_close(imap_session *s, bool after_write, const char *outcome)
         }
     }
     imap_client_free(&s->up);
+    imap_append_abort(s);
     /* destroyed when nothing is on the stack */
 }
 
@@ -984,6 +992,9 @@ void imap_process_client_input(imap_session *s)
         case IMAP_STATE_APPEND:
             again = read_append(s, in, len, &used);
             break;
+        case IMAP_STATE_APPEND_HOLD:
+            again = imap_append_hold_read(s, in, len, &used);
+            break;
         case IMAP_STATE_DISCARD:
             again = read_discard(s, in, len, &used);
             break;
@@ -1120,6 +1131,8 @@ static void up_drained(void *arg, imap_client *c)
 {
     imap_session *s = arg;
     (void)c;
+    if (s->state == IMAP_STATE_APPEND_PROTECT)
+        imap_append_step(s); /* the next chunk of a held APPEND */
     if (!s->flow_client_paused)
         return;
     s->busy++;

@@ -57,6 +57,9 @@ struct imap_session_config {
     size_t max_command;            /* a command with its literals, APPEND
                                       excepted (0: 256 KiB) */
     uint64_t max_append;           /* APPEND literal (0: no own limit) */
+    uint64_t max_protected_append; /* an APPEND to a protected mailbox, all
+                                      its messages together (held in memory
+                                      files); 0: max_append, else 64 MiB */
     size_t output_high_water;      /* pause the other side above (0: 256 KiB) */
     struct imap_client_config upstream;
 };
@@ -120,6 +123,77 @@ struct imap_fetch_hooks {
     void (*value)(void *ctx, imap_session *s, void *cmd, const struct imap_token *tok, bool last);
     enum imap_fetch_flow (*response_end)(void *ctx, imap_session *s, void *cmd);
     void (*command_end)(void *ctx, imap_session *s, void *cmd, enum imap_status status);
+    /* An untagged SEARCH, ESEARCH or SORT response to an own command,
+     * event by event (DATA_BEGIN, DATA_TOKEN..., DATA_END); not relayed. */
+    void (*own_data)(void *ctx, imap_session *s, void *own, const struct imap_resp_event *ev);
+};
+
+/* SEARCH / UID SEARCH / SORT / UID SORT (issue 13): command() sees the
+ * parsed arguments (args[first..]) and returns NULL to relay the command
+ * unchanged, or a context and *prepare_r = true to hold it (as a FETCH is
+ * held: FETCH_PREP, own commands) until the hook answers it with
+ * imap_session_prep_answer(). prepare(ctx) runs once it is held;
+ * command_end(ctx, BYE) when the session ends first, command_end(ctx, OK)
+ * when the session relays it after all (something else in flight). */
+struct imap_search_hooks {
+    void *(*command)(void *ctx, imap_session *s, enum imap_verb verb, bool uid,
+                     const struct imap_args *args, size_t first, bool *prepare_r);
+    void (*prepare)(void *ctx, imap_session *s, void *cmd);
+    void (*command_end)(void *ctx, imap_session *s, void *cmd, enum imap_status status);
+};
+
+/* ---- APPEND hooks (issue 13) ---------------------------------------------
+ *
+ * How an encrypter sits between a client's APPEND and the upstream; the
+ * session knows nothing of the crypto (proxy/services wires
+ * proxy/protect/append.h and mailboxes.h in). Without `mailbox` every
+ * APPEND is streamed through (the fast path). With it:
+ *
+ *  mailbox(name, listed): is the mailbox (decoded from its quoted, atom or
+ *      literal form) protected? PLAIN: stream the APPEND as today. PROTECT:
+ *      the session holds the whole command (every literal in a private
+ *      memory file, bounded by max_protected_append), then calls protect()
+ *      for each message. ASK: only a LIST of the mailbox can tell (its
+ *      SPECIAL-USE attributes are unknown): the session holds the command,
+ *      sends `LIST "" name RETURN (SPECIAL-USE)` (plain `LIST "" name` when
+ *      the upstream lacks LIST-EXTENDED or SPECIAL-USE) once nothing else
+ *      is in flight, feeds the answer to list(), then asks again with
+ *      listed = true (ASK then counts as PROTECT: fail closed).
+ *  list(name, attrs, n, own): every LIST / LSUB response the session
+ *      relays (own false), and those of its own LIST (own true), observed
+ *      without being changed: name decoded, attributes as atoms ("\Sent",
+ *      "\HasNoChildren"). A relayed response need not carry special-use
+ *      attributes (LSUB, a server that sends them only when asked): only
+ *      its positive news is safe to learn from.
+ *  protect(in_fd, len, &code, &text): start protecting one message (the
+ *      client's bytes in in_fd from offset 0, borrowed until the answer).
+ *      Returns a job; the answer comes later, on the loop, never from
+ *      inside this call, through imap_session_append_done(s, job, r).
+ *      NULL: refused at once, *code and *text (static) for the tagged NO.
+ *  cancel(job): the session is closing; the answer must still come (any
+ *      status), the session waits for it.
+ * A refused message (vault write failed, ...) makes the whole APPEND a
+ * `tag NO [code] text`: nothing of it goes upstream. */
+enum imap_append_verdict { IMAP_APPEND_PLAIN, IMAP_APPEND_PROTECT, IMAP_APPEND_ASK };
+
+struct imap_append_result {
+    int status;        /* 0: done; negative: refused (code, text) */
+    int fd;            /* status 0: a memory file holding what to store,
+                          read from offset 0; the session takes it. -1:
+                          store the client's bytes unchanged */
+    uint64_t size;     /* bytes of fd */
+    const char *code;  /* refused: RFC 5530 code ("UNAVAILABLE", ...) */
+    const char *text;  /* refused: human text (no content, no key bytes) */
+};
+
+struct imap_append_hooks {
+    enum imap_append_verdict (*mailbox)(void *ctx, imap_session *s, const char *name,
+                                        bool listed);
+    void (*list)(void *ctx, imap_session *s, const char *name, const char *const *attrs,
+                 size_t n_attrs, bool own);
+    void *(*protect)(void *ctx, imap_session *s, int in_fd, uint64_t len, const char **code_r,
+                     const char **text_r);
+    void (*cancel)(void *ctx, imap_session *s, void *job);
 };
 
 struct imap_session_hooks {
@@ -128,6 +202,8 @@ struct imap_session_hooks {
      * "" when unknown (PREAUTH). */
     void (*login)(void *ctx, imap_session *s, const char *user);
     struct imap_fetch_hooks fetch;
+    struct imap_append_hooks append;
+    struct imap_search_hooks search;
     /* The session is gone (s is invalid afterwards). Stop any work for it. */
     void (*closed)(void *ctx, imap_session *s);
 };
@@ -160,6 +236,22 @@ int imap_session_own_fetch(imap_session *s, const char *command, void *own);
  * May be called from any hook or callback (prepare() included, not
  * command()). */
 void imap_session_fetch_release(imap_session *s);
+/* Ends FETCH_PREP by answering the held command itself: `untagged`
+ * (complete response lines with CRLF, may be empty) and then
+ * "<tag> <status> <text>". The hook's command_end does not run (it ends
+ * its context itself). */
+void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
+                              const char *status, const char *text);
+/* During FETCH_PREP of a FETCH: what goes upstream at the release
+ * instead of the rewrite command() gave (takes ownership). */
+void imap_session_fetch_set_rewrite(imap_session *s, char *rewrite);
+/* The held command's tag (for ESEARCH's TAG). */
+void imap_session_prep_tag(const imap_session *s, char *buf, size_t size);
 size_t imap_session_client_pending(const imap_session *s);
+
+/* The answer to an APPEND hook's protect() (see above); r is read during
+ * the call, r->fd taken. */
+void imap_session_append_done(imap_session *s, const void *job,
+                              const struct imap_append_result *r);
 
 #endif

@@ -25,6 +25,10 @@ enum imap_state {
     IMAP_STATE_IDLE,          /* IDLE relayed: DONE is due */
     IMAP_STATE_APPEND,        /* streaming an APPEND to the upstream */
     IMAP_STATE_APPEND_WAIT,   /* APPEND: the upstream's "+" is due */
+    IMAP_STATE_APPEND_HOLD,   /* APPEND to a protected mailbox: read whole
+                                 into memory files (imap_append.c) */
+    IMAP_STATE_APPEND_PROTECT,/* ... then LIST / encrypted / sent upstream:
+                                 input paused (phases in imap_append.c) */
     IMAP_STATE_SKIP_LINE,     /* after a syntax error: up to the line end */
     IMAP_STATE_DISCARD,       /* a refused command's rest, literals honoured */
     IMAP_STATE_LOGOUT,
@@ -108,6 +112,9 @@ enum relay_mode {
     RELAY_ENABLED,    /* `* ENABLED`: filtered */
     RELAY_SWALLOW,    /* for an internal command: not relayed */
     RELAY_FETCH,      /* a claimed FETCH: item by item */
+    RELAY_LIST,       /* LIST / LSUB with APPEND hooks: verbatim, and
+                         observed token by token (imap_append.c) */
+    RELAY_OWN,        /* SEARCH/ESEARCH/SORT data of an own command */
 };
 
 struct fetch_relay {
@@ -151,6 +158,7 @@ struct imap_session {
         char tag[IMAP_TAG_MAX + 1];
         size_t tag_len;
         bool uid;
+        bool search;             /* held by the SEARCH hooks */
     } prep;
 
     struct client_out out;
@@ -162,6 +170,8 @@ struct imap_session {
     size_t collect_len;
     bool swallow_caps;
     bool upstream_bye;
+    struct imap_xappend *xa;    /* APPEND_HOLD / APPEND_PROTECT; owned */
+    struct imap_list_obs *lo;   /* the LIST response being observed; owned */
 
     bool flow_client_paused;    /* upstream output full */
     bool flow_upstream_paused;  /* client output full */
@@ -218,6 +228,19 @@ void imap_command_cb(imap_client *c, imap_client_cmd *ucmd, const struct imap_re
                      enum imap_cont_mode mode, void *arg);
 void imap_append_literal(struct imap_session *s, bool first, const struct imap_token *tok,
                          const char *raw, size_t raw_len);
+
+/* imap_append.c: APPEND to a protected mailbox (the APPEND hooks) */
+/* From imap_append_literal (first literal): true when the command is
+ * taken over (held), false to stream it as usual. */
+bool imap_append_hold_begin(struct imap_session *s, const struct imap_token *tok);
+bool imap_append_hold_read(struct imap_session *s, const char *in, size_t len, size_t *used_r);
+/* A command ended (imap_command_cb), or the upstream output drained. */
+void imap_append_step(struct imap_session *s);
+void imap_append_abort(struct imap_session *s); /* closing: cancel the job */
+void imap_append_free(struct imap_session *s);  /* session_destroy */
+void imap_list_begin(struct imap_session *s);
+void imap_list_token(struct imap_session *s, const struct imap_token *tok);
+void imap_list_end(struct imap_session *s, bool own); /* own: the proxy's LIST */
 
 /* imap_relay.c */
 int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event *ev);

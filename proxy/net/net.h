@@ -10,7 +10,12 @@
  * callback is never called again for that connection and its memory is
  * freed later, on the loop. Errors are negative errno-style codes (UV_*
  * values from libuv, or NET_E* below); detail strings come through error_r
- * (caller frees) or net_conn_error(). */
+ * (caller frees) or net_conn_error().
+ *
+ * SIGPIPE: libuv writes with write(2), so a write after a peer's reset
+ * raises SIGPIPE. Creating a connection sets SIGPIPE to ignored when it is
+ * at its default (a handler the program installed is kept): no peer can
+ * end a process that uses net; the write fails with EPIPE instead. */
 #ifndef QUMAIL_NET_H
 #define QUMAIL_NET_H
 
@@ -149,7 +154,13 @@ void net_conn_set_output_limits(net_conn *conn, size_t high, size_t low);
 bool net_conn_output_blocked(const net_conn *conn);
 
 /* Queue output (copied). Returns 0 or a negative code when the connection
- * is closing or failed. */
+ * is closing or failed. A write the kernel refuses (the peer reset the
+ * connection) returns 0, like a queued write, and NET_EV_ERROR follows on
+ * the next loop turn (code UV_ECONNRESET, UV_EPIPE, ...): a socket error
+ * never surfaces from inside the write that met it. From then on (and
+ * after a read error) nothing more is written to the socket: writes are
+ * dropped, returning 0 until NET_EV_ERROR was delivered and the error code
+ * after; net_conn_close_after_write closes at once. */
 int net_conn_write(net_conn *conn, const void *data, size_t len);
 int net_conn_printf(net_conn *conn, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

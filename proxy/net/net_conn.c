@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,6 +75,12 @@ struct net_conn {
     bool out_blocked;    /* queued output above out_high: input held */
     bool deferred;       /* `timer` runs deferred_cb (idle timer waits) */
     bool drain_pending;  /* output went out at once: NET_EV_DRAINED is due */
+    /* The socket reported a hard error (a write or read failed: reset by
+     * the peer, ...). No write reaches it again: after ECONNRESET the next
+     * write(2) is EPIPE and raises SIGPIPE. Writes are dropped; they return
+     * 0 until NET_EV_ERROR told the owner, the code after. */
+    int sock_error;
+    bool sock_error_due; /* a failed write: NET_EV_ERROR is due (deferred) */
     bool eof;      /* the socket (or TLS close_notify) said end of input */
     bool eof_sent; /* NET_EV_EOF delivered */
     int in_dispatch; /* nesting depth of callbacks running */
@@ -233,8 +240,25 @@ static void conn_shutdown_handles(net_conn *c)
         uv_close((uv_handle_t *)&c->tcp, handle_closed);
 }
 
+/* libuv writes to sockets with write(2), not send(MSG_NOSIGNAL): a write
+ * after the peer reset the connection raises SIGPIPE, whose default action
+ * ends the process (libuv leaves it to the program: libuv/libuv#45). A
+ * program with connections must survive any peer, so while SIGPIPE is at
+ * its default it is ignored (the write then fails with EPIPE); a handler
+ * the program installed is kept. */
+static void sigpipe_ignore_default(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) != 0 || (sa.sa_flags & SA_SIGINFO) ||
+        sa.sa_handler != SIG_DFL)
+        return;
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
 static net_conn *conn_alloc(uv_loop_t *loop)
 {
+    sigpipe_ignore_default();
     net_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -310,7 +334,8 @@ static void begin_linger(net_conn *c)
 {
     c->state = CONN_LINGER;
     c->shutdown_req.data = c;
-    if (c->eof || uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
+    if (c->eof || c->sock_error != 0 ||
+        uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
         conn_shutdown_handles(c);
         return;
     }
@@ -335,8 +360,8 @@ void net_conn_close_after_write(net_conn **cp)
     *cp = NULL;
     if (c == NULL || c->state == CONN_CLOSED)
         return;
-    if (c->state != CONN_OPEN) {
-        conn_shutdown_handles(c);
+    if (c->state != CONN_OPEN || c->sock_error != 0) {
+        conn_shutdown_handles(c); /* a broken socket: nothing can be sent */
         return;
     }
     c->cb = NULL;
@@ -554,6 +579,8 @@ static void write_done(uv_write_t *req, int status)
     if (c->state == CONN_CLOSED)
         return;
     if (status < 0) {
+        if (c->sock_error == 0)
+            c->sock_error = status;
         fail(c, status, "write: %s", uv_strerror(status));
         return;
     }
@@ -568,16 +595,36 @@ static void write_done(uv_write_t *req, int status)
     }
 }
 
-/* Hands bytes to libuv (copied). */
+/* The kernel refused a write: the connection is broken (reset by the
+ * peer, ...). Not a byte more goes to the socket - a second write(2) would
+ * be EPIPE and SIGPIPE (admin_http CI: a client read part of a reply and
+ * closed, the rest of the reply met the RST, and the retry through
+ * uv_write killed the daemon). The owner hears NET_EV_ERROR on the next
+ * loop turn, exactly as from a queued write that failed; the write itself
+ * returns 0 as a queued one does (a caller that closes on a failed write
+ * from deep inside its input loop must not learn it there). */
+static int write_failed(net_conn *c, int code)
+{
+    c->sock_error = code;
+    c->sock_error_due = true;
+    c->drain_pending = false;
+    schedule_deferred(c);
+    return 0;
+}
+
 /* Hands bytes to the kernel at once when nothing is queued (no copy: the
  * common case for a relay), and what it does not take to libuv (copied). */
 static int raw_write(net_conn *c, const void *data, size_t len)
 {
+    if (c->sock_error != 0) /* dropped; failed, once the owner was told */
+        return c->sock_error_due ? 0 : c->sock_error;
     if (len == 0)
         return 0;
     if (c->out_reqs == 0 && c->state == CONN_OPEN) {
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n < 0 && n != UV_EAGAIN)
+            return write_failed(c, n);
         if (n > 0) {
             data = (const char *)data + n;
             len -= (size_t)n;
@@ -588,7 +635,7 @@ static int raw_write(net_conn *c, const void *data, size_t len)
             schedule_deferred(c);
             return 0;
         }
-        /* EAGAIN or an error: the queued write below reports errors */
+        /* the rest waits for the socket to take it */
     }
     struct write_req *w = malloc(sizeof(*w) + len);
     if (w == NULL)
@@ -813,6 +860,11 @@ static void deferred_cb(uv_timer_t *t)
     net_conn *c = t->data;
     c->deferred = false;
     rearm_timer(c);
+    if (c->sock_error_due && c->state == CONN_OPEN) {
+        c->sock_error_due = false;
+        fail(c, c->sock_error, "write: %s", uv_strerror(c->sock_error));
+        return;
+    }
     if (c->drain_pending && c->state == CONN_OPEN) {
         c->drain_pending = false;
         if (c->out_pending == 0 && c->tls_queued_len == 0)
@@ -1039,6 +1091,8 @@ static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
                 maybe_dispatch_eof(c);
             return;
         }
+        if (nread != UV_ENOBUFS) /* the socket's own error, not our buffer's */
+            c->sock_error = (int)nread; /* a write after it: EPIPE, SIGPIPE */
         fail(c, (int)nread, "read: %s", uv_strerror((int)nread));
         return;
     }

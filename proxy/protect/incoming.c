@@ -90,6 +90,8 @@ protect_in *protect_in_new(const struct protect_in_deps *deps,
     pi->policies = deps->policies;
     pi->link_fn = deps->link;
     pi->link_arg = deps->link_arg;
+    pi->source_fn = deps->source;
+    pi->source_arg = deps->source_arg;
     pi->cfg = *cfg;
     pi->cfg.addresses = NULL;
     pi->cfg.n_addresses = 0;

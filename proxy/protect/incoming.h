@@ -57,6 +57,7 @@
 #include <uv.h>
 
 #include "kme_client.h"
+#include "kme_source.h"
 #include "kme_vault.h"
 #include "mime_struct.h"
 #include "policy.h"
@@ -91,8 +92,10 @@ enum protect_in_reason {
     PROTECT_IN_R_KEY_UNKNOWN,    /* the KME does not know the key (used up
                                     elsewhere, expired, or never made) */
     PROTECT_IN_R_KME_REFUSED,    /* the KME refused this SAE the keys */
-    PROTECT_IN_R_KEY_SOURCE,     /* keys of a kind this gateway cannot get
-                                    (ETSI 004 chunks) */
+    PROTECT_IN_R_KEY_SOURCE,     /* keys of a kind the sender rule's link
+                                    cannot give (ETSI 004 chunks on a 014
+                                    link or without a key source, 014 keys
+                                    on a 004 link, both kinds mixed) */
     PROTECT_IN_R_VAULT,          /* the key vault failed (read, write, or a
                                     row failed authentication) */
     PROTECT_IN_R_FETCH,          /* the message could not be read from the
@@ -164,9 +167,17 @@ struct protect_in_deps {
     uv_loop_t *loop;
     kme_vault *vault;             /* open; keys and metadata */
     policy_store *policies;       /* sender rules (current snapshot per read) */
-    /* The KME client of a link name (the policy's link=), NULL when none. */
+    /* The KME client of a link name (the policy's link=), NULL when none
+     * (or when the link is an ETSI 004 link). */
     kme_client *(*link)(void *arg, const char *name);
     void *link_arg;
+    /* Optional: the key source of a link name (the daemon's
+     * proxy_daemon_kme_source), NULL when none. Messages with ETSI 004
+     * Key-Chunks take their chunks from it when it is a 004 source whose
+     * stream (KSID) is the message's; without it they get the notice
+     * key-source-unsupported. */
+    kme_source *(*source)(void *arg, const char *name);
+    void *source_arg;
 };
 
 typedef struct protect_in protect_in;
@@ -203,8 +214,13 @@ const char *protect_in_reader_address(const protect_in_reader *r, size_t i);
 
 /* The header fields to fetch with a message's other items so that
  * protect_in_classify() can tell an encrypted message from a plain one
- * and name it: BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE X-QKD-KEY-ID)]. */
-#define PROTECT_IN_PROBE_FIELDS "CONTENT-TYPE X-QKD-KEY-ID"
+ * and name it: BODY.PEEK[HEADER.FIELDS (<these>)]. The trace fields name
+ * which delivered copy of a ciphertext this is (their transit fields are
+ * part of its view, INCOMING.md "Transit fields"); a probe without them
+ * still works, but its hints never match and every read downloads. */
+#define PROTECT_IN_PROBE_FIELDS                                                     \
+    "CONTENT-TYPE X-QKD-KEY-ID RETURN-PATH RECEIVED RECEIVED-SPF DELIVERED-TO "     \
+    "X-ORIGINAL-TO AUTHENTICATION-RESULTS"
 
 /* hdr: header fields of the message (the probe's answer, or any header
  * block; CRLF or LF). Returns 0 for a plain message (pass it through), 1
@@ -303,8 +319,10 @@ void protect_in_view_unref(protect_in_view **v);
 bool protect_in_view_complete(const protect_in_view *v);
 /* PROTECT_IN_DECRYPTED, or why this is a notice message. */
 enum protect_in_reason protect_in_view_reason(const protect_in_view *v);
-/* The message identity ("k/<first key ID>"), NULL when unknown (a
- * notice for a message whose control data could not be read). */
+/* The message identity ("k/<first key ID>", "c/<KSID>/<first index>",
+ * prefixed "t/<tag>/" when the delivered message has trace fields: see
+ * INCOMING.md), NULL when unknown (a notice for a message whose control
+ * data could not be read). */
 const char *protect_in_view_id(const protect_in_view *v);
 /* RFC822.SIZE: octets of the normalised message (CRLF line ends). */
 uint64_t protect_in_view_size(const protect_in_view *v);

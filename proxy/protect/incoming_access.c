@@ -306,5 +306,15 @@ int protect_in_classify(const void *hdr, size_t len, char **hint_r)
         return PROTECT_IN_ENOMEM;
     if (hint_r != NULL && find_hint(hdr, len, hint_r) < 0)
         return PROTECT_IN_ENOMEM;
+    if (hint_r != NULL && *hint_r != NULL) {
+        /* the probe's trace fields name which delivered copy this is */
+        char tag[PI_TRANSIT_TAG_LEN + 1];
+        int t = pi_transit_tag(hdr, len, tag);
+        char *tagged = t >= 0 ? pi_id_tagged(*hint_r, tag) : NULL;
+        free(*hint_r);
+        *hint_r = tagged;
+        if (tagged == NULL)
+            return PROTECT_IN_ENOMEM;
+    }
     return 1;
 }

@@ -117,6 +117,16 @@ struct pi_build {
     const char **key_ids;        /* borrowed from info */
     size_t n_keys;
 
+    /* ETSI 004: every entry is chunks of the stream of the rule's link */
+    kme_source *src;             /* the link's 004 source */
+    char *ksid;                  /* that stream (owned); the vault source */
+    char **names;                /* vault names "<KSID>/<index>" (owned),
+                                    key_ids points at them */
+    uint64_t *chunk_index;       /* per lookup */
+    uint32_t *chunk_len;         /* per lookup, bytes */
+    struct kme_source_ref *refs; /* the missing chunks as ranges */
+    size_t n_refs;
+
     /* VAULT, KME, STORE */
     struct kme_vault_keys *vkeys;
     int vault_error;
@@ -139,6 +149,8 @@ struct pi_build {
     bool kick;                   /* a fetch call is due (deferred) */
     bool any_supplied;           /* some waiter's fetch delivered the bytes */
     bool local;                  /* local keys: the vault only */
+    bool e004;                   /* ETSI 004 chunks (see src) */
+    char tag[PI_TRANSIT_TAG_LEN + 1]; /* of the outer trace fields, "" none */
 };
 
 static void build_enter(struct pi_build *b, enum pi_state next);
@@ -255,6 +267,13 @@ static void build_free(struct pi_build *b)
     free(b->link_name);
     free(b->master_rule);
     free(b->key_ids);
+    for (size_t i = 0; b->names != NULL && i < b->n_keys; i++)
+        free(b->names[i]);
+    free(b->names);
+    free(b->chunk_index);
+    free(b->chunk_len);
+    free(b->ksid);
+    free(b->refs);
     kme_vault_keys_free(&b->vkeys);
     free(b->vault_msg);
     free(b->missing);
@@ -510,7 +529,9 @@ static void queue_work(struct pi_build *b)
 
 /* ---- INSPECT ------------------------------------------------------------------------- */
 
-static char *identity_of(const struct mime_info *info)
+/* The first key entry names the ciphertext; the transit tag which
+ * delivered copy of it this is. */
+static char *identity_of(const struct mime_info *info, const char *tag)
 {
     struct mime_key_entry e;
     if (info == NULL || mime_info_key_entry(info, 0, &e) < 0)
@@ -520,7 +541,7 @@ static char *identity_of(const struct mime_info *info)
         snprintf(buf, sizeof(buf), "k/%s", e.key_id);
     else
         snprintf(buf, sizeof(buf), "c/%s/%" PRIu64, e.ksid, e.first_index);
-    return strdup(buf);
+    return pi_id_tagged(buf, tag);
 }
 
 /* The header block: through the first empty line, at most OUTER_MAX bytes
@@ -565,7 +586,9 @@ static void do_inspect(struct pi_build *b)
         mime_struct_free(&ms);
     }
     if (b->inspect_error == 0) {
-        b->id = identity_of(b->info);
+        if (b->outer != NULL && pi_transit_tag(b->outer, b->outer_len, b->tag) < 0)
+            b->inspect_error = MIME_ERR_NOMEM;
+        b->id = identity_of(b->info, b->tag);
         if (b->id == NULL || pi_binding_from_info(&b->binding, b->info) < 0)
             b->inspect_error = MIME_ERR_NOMEM;
     }
@@ -614,6 +637,112 @@ static void after_inspect(struct pi_build *b)
     build_enter(b, PI_S_CHECK);
 }
 
+/* The names the keys have in the vault and in the KME request, in
+ * key-stream order: 014 key_IDs (borrowed from info), or for 004 chunks
+ * "<KSID>/<index>" (the vault refuses spaces in key IDs, so not mime's
+ * lookup name "<KSID> <index>"). NULL, or why the keys cannot be had
+ * (b->key_ids NULL: out of memory). */
+static const char *key_names(struct pi_build *b)
+{
+    size_t ne = mime_info_key_count(b->info);
+    uint64_t n = mime_info_lookup_count(b->info);
+    bool k014 = false, k004 = false;
+    for (size_t i = 0; i < ne; i++) {
+        struct mime_key_entry e;
+        if (mime_info_key_entry(b->info, i, &e) < 0)
+            return "unreadable key entry";
+        k014 |= e.kind == MIME_KEY_ETSI014;
+        k004 |= e.kind != MIME_KEY_ETSI014;
+        if (e.kind != MIME_KEY_ETSI014 &&
+            (e.ksid == NULL || (b->ksid != NULL && strcasecmp(b->ksid, e.ksid) != 0)))
+            return "ETSI 004 chunks of more than one key stream";
+        if (e.kind != MIME_KEY_ETSI014 && b->ksid == NULL &&
+            (b->ksid = strdup(e.ksid)) == NULL)
+            return "out of memory";
+    }
+    if (k014 && k004)
+        return "ETSI 014 keys and 004 chunks in one message";
+    if (n > KME_VAULT_MAX_BATCH)
+        return "more keys than the vault takes in one batch";
+    b->e004 = k004;
+    b->key_ids = calloc(n > 0 ? (size_t)n : 1, sizeof(char *));
+    if (b->key_ids == NULL)
+        return "out of memory";
+    if (!k004) {
+        for (size_t i = 0; i < ne; i++) {
+            struct mime_key_entry e;
+            mime_info_key_entry(b->info, i, &e);
+            b->key_ids[i] = e.key_id;
+        }
+        b->n_keys = ne;
+        return NULL;
+    }
+    b->names = calloc(n > 0 ? (size_t)n : 1, sizeof(char *));
+    b->chunk_index = calloc(n > 0 ? (size_t)n : 1, sizeof(uint64_t));
+    b->chunk_len = calloc(n > 0 ? (size_t)n : 1, sizeof(uint32_t));
+    if (b->names == NULL || b->chunk_index == NULL || b->chunk_len == NULL)
+        goto nomem;
+    size_t k = 0;
+    for (size_t i = 0; i < ne; i++) {
+        struct mime_key_entry e;
+        mime_info_key_entry(b->info, i, &e);
+        for (uint64_t j = 0; j < e.count; j++, k++) {
+            char name[MIME_KSID_LEN + 24];
+            snprintf(name, sizeof(name), "%s/%" PRIu64, b->ksid, e.first_index + j);
+            b->n_keys = k + 1; /* what build_free frees */
+            if ((b->names[k] = strdup(name)) == NULL)
+                goto nomem;
+            b->key_ids[k] = b->names[k];
+            b->chunk_index[k] = e.first_index + j;
+            b->chunk_len[k] = (uint32_t)(e.chunk_bits / 8);
+        }
+    }
+    b->n_keys = k;
+    return NULL;
+nomem:
+    free(b->key_ids);
+    b->key_ids = NULL;
+    return "out of memory";
+}
+
+/* A 004 message: the sender rule's link must be a 004 source whose stream
+ * is the message's (chunks are taken, and filed in the vault, only under
+ * the stream the rule names: a message cannot make us consume another
+ * stream's chunks or file them under a name it chose). */
+static bool check_004_link(struct pi_build *b)
+{
+    protect_in *pi = b->pi;
+    b->src = pi->source_fn != NULL ? pi->source_fn(pi->source_arg, b->link_name) : NULL;
+    if (pi->source_fn == NULL) {
+        build_fail(b, PROTECT_IN_R_KEY_SOURCE, "no ETSI 004 key source configured");
+        return false;
+    }
+    if (b->src == NULL) {
+        build_fail(b, PROTECT_IN_R_NO_LINK, b->link_name);
+        return false;
+    }
+    if (kme_source_kind(b->src) != KME_SOURCE_ETSI004) {
+        build_fail(b, PROTECT_IN_R_KEY_SOURCE,
+                   "the sender rule's link is not an ETSI 004 link");
+        return false;
+    }
+    const char *ksid = kme_source_ksid(b->src);
+    if (ksid == NULL || strcasecmp(ksid, b->ksid) != 0) {
+        build_fail(b, PROTECT_IN_R_SENDER_MISMATCH,
+                   "the message's key stream is not the sender rule's link's");
+        return false;
+    }
+    return true;
+}
+
+/* The vault's source for this message's keys: the message's source KME
+ * (checked against the link's peer, STATUS) for 014 keys; the stream's
+ * KSID (checked against the link's) for 004 chunks. */
+static const char *vault_source(const struct pi_build *b)
+{
+    return b->e004 ? b->ksid : mime_info_source_kme_id(b->info);
+}
+
 /* CHECK runs on the loop: who may read, which rule. */
 static void check(struct pi_build *b)
 {
@@ -628,30 +757,20 @@ static void check(struct pi_build *b)
         build_fail(b, PROTECT_IN_R_NOT_ALLOWED, NULL);
         return;
     }
-    size_t n = mime_info_key_count(b->info);
-    b->key_ids = calloc(n > 0 ? n : 1, sizeof(char *));
-    if (b->key_ids == NULL) {
-        build_fail(b, PROTECT_IN_R_INTERNAL, "out of memory");
+    const char *why = key_names(b);
+    if (why != NULL) {
+        build_fail(b, strcmp(why, "out of memory") == 0 ? PROTECT_IN_R_INTERNAL
+                                                        : PROTECT_IN_R_KEY_SOURCE,
+                   why);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct mime_key_entry e;
-        if (mime_info_key_entry(b->info, i, &e) < 0 || e.kind != MIME_KEY_ETSI014 ||
-            e.key_id == NULL) {
-            build_fail(b, PROTECT_IN_R_KEY_SOURCE, "ETSI 004 key stream");
-            return;
-        }
-        b->key_ids[i] = e.key_id;
-    }
-    b->n_keys = n;
     const char *source = mime_info_source_kme_id(b->info);
     const char *master = mime_info_master_sae_id(b->info);
     b->local = strcmp(source, KME_VAULT_LOCAL_SOURCE) == 0;
     if (!b->local) {
+        /* no From address: only the catch-all `sender *` rule applies */
         const struct policy_sender_rule *rule =
-            b->sender != NULL && b->pol != NULL
-                ? policy_lookup_sender(b->pol, b->sender)
-                : NULL;
+            b->pol != NULL ? policy_lookup_sender(b->pol, b->sender) : NULL;
         if (rule == NULL) {
             build_fail(b, PROTECT_IN_R_NO_SENDER_RULE,
                        b->sender == NULL ? "the message has no From address"
@@ -673,6 +792,11 @@ static void check(struct pi_build *b)
             build_fail(b, PROTECT_IN_R_INTERNAL, "out of memory");
             return;
         }
+        if (b->e004 && !check_004_link(b))
+            return;
+    } else if (b->e004) {
+        build_fail(b, PROTECT_IN_R_KEY_SOURCE, "local keys are never 004 chunks");
+        return;
     }
     (void)pi;
     build_enter(b, PI_S_VAULT);
@@ -683,7 +807,7 @@ static void check(struct pi_build *b)
 static void do_vault(struct pi_build *b)
 {
     b->vault_error = kme_vault_keys_get(
-        b->pi->vault, mime_info_source_kme_id(b->info),
+        b->pi->vault, vault_source(b),
         mime_info_master_sae_id(b->info), b->key_ids, b->n_keys, &b->vkeys,
         &b->vault_msg);
 }
@@ -691,7 +815,7 @@ static void do_vault(struct pi_build *b)
 /* Unsaved keys that cover every missing key of this build. */
 static struct pi_unsaved *unsaved_take(struct pi_build *b)
 {
-    const char *source = mime_info_source_kme_id(b->info);
+    const char *source = vault_source(b);
     const char *master = mime_info_master_sae_id(b->info);
     for (struct pi_unsaved **pp = &b->pi->unsaved; *pp != NULL; pp = &(*pp)->next) {
         struct pi_unsaved *u = *pp;
@@ -713,6 +837,28 @@ static struct pi_unsaved *unsaved_take(struct pi_build *b)
         }
     }
     return NULL;
+}
+
+/* The missing chunks as ranges of consecutive indices of one size. */
+static int refs_004(struct pi_build *b)
+{
+    b->refs = calloc(b->n_missing > 0 ? b->n_missing : 1, sizeof(*b->refs));
+    if (b->refs == NULL)
+        return -1;
+    b->n_refs = 0;
+    for (size_t i = 0; i < b->n_missing; i++) {
+        size_t k = b->missing[i];
+        struct kme_source_ref *last = b->n_refs > 0 ? &b->refs[b->n_refs - 1] : NULL;
+        if (last != NULL && last->chunk_len == b->chunk_len[k] &&
+            (uint64_t)last->first + last->count == b->chunk_index[k]) {
+            last->count++;
+            continue;
+        }
+        b->refs[b->n_refs++] = (struct kme_source_ref){
+            .ksid = b->ksid, .first = (uint32_t)b->chunk_index[k], .count = 1,
+            .chunk_len = b->chunk_len[k]};
+    }
+    return 0;
 }
 
 static void after_vault(struct pi_build *b)
@@ -750,10 +896,12 @@ static void after_vault(struct pi_build *b)
         build_enter(b, PI_S_STORE); /* commit them this time */
         return;
     }
-    b->kme = pi->link_fn != NULL ? pi->link_fn(pi->link_arg, b->link_name) : NULL;
-    if (b->kme == NULL) {
-        build_fail(b, PROTECT_IN_R_NO_LINK, b->link_name);
-        return;
+    if (!b->e004) {
+        b->kme = pi->link_fn != NULL ? pi->link_fn(pi->link_arg, b->link_name) : NULL;
+        if (b->kme == NULL) {
+            build_fail(b, PROTECT_IN_R_NO_LINK, b->link_name);
+            return;
+        }
     }
     struct pi_link *l = link_get(pi, b->link_name);
     if (l == NULL) {
@@ -764,6 +912,16 @@ static void after_vault(struct pi_build *b)
     if (l->down_until > now) {
         build_fail(b, PROTECT_IN_R_KME_UNAVAILABLE,
                    "the KME failed moments ago; the next read tries again");
+        return;
+    }
+    if (b->e004) {
+        /* no status call in 004: the stream check (CHECK) binds the chunks
+         * to the rule's link */
+        if (refs_004(b) < 0) {
+            build_fail(b, PROTECT_IN_R_INTERNAL, "out of memory");
+            return;
+        }
+        build_enter(b, PI_S_KME);
         return;
     }
     for (struct pi_status *s = l->status; s != NULL; s = s->next) {
@@ -864,8 +1022,14 @@ static void on_dec_keys(const struct kme_result *res, struct kme_keys *keys,
         return;
     }
     bool ok = keys->count == b->n_missing;
-    for (size_t i = 0; ok && i < keys->count; i++)
-        ok = strcasecmp(keys->keys[i].key_id, b->missing_ids[i]) == 0;
+    for (size_t i = 0; ok && i < keys->count; i++) {
+        if (b->e004)
+            ok = strcasecmp(keys->keys[i].ksid, b->ksid) == 0 &&
+                 keys->keys[i].index == b->chunk_index[b->missing[i]] &&
+                 keys->keys[i].len == b->chunk_len[b->missing[i]];
+        else
+            ok = strcasecmp(keys->keys[i].key_id, b->missing_ids[i]) == 0;
+    }
     if (!ok) {
         kme_keys_free(&keys);
         build_fail(b, PROTECT_IN_R_KME_UNAVAILABLE,
@@ -907,7 +1071,7 @@ static void do_store(struct pi_build *b)
     }
     stage(pi, "vault-put");
     b->store_error = kme_vault_keys_put(
-        pi->vault, KME_VAULT_RECEIVED, mime_info_source_kme_id(b->info),
+        pi->vault, KME_VAULT_RECEIVED, vault_source(b),
         mime_info_master_sae_id(b->info), in, n, &b->store_msg);
     stage(pi, "vault-put-done");
     free(in);
@@ -930,7 +1094,7 @@ static void keep_unsaved(struct pi_build *b)
     u->ids = calloc(u->n, sizeof(char *));
     u->bytes = calloc(u->n, sizeof(uint8_t *));
     u->lens = calloc(u->n, sizeof(size_t));
-    u->source = strdup(mime_info_source_kme_id(b->info));
+    u->source = strdup(vault_source(b));
     u->master = strdup(mime_info_master_sae_id(b->info));
     bool ok = u->ids != NULL && u->bytes != NULL && u->lens != NULL &&
               u->source != NULL && u->master != NULL;
@@ -988,12 +1152,46 @@ static bool inner_sender_ok(struct pi_build *b, const protect_in_view *v)
     if (b->local)
         return true;
     char *from = pi_struct_from_address(v->ms);
-    const struct policy_sender_rule *r =
-        from != NULL ? policy_lookup_sender(b->pol, from) : NULL;
+    const struct policy_sender_rule *r = policy_lookup_sender(b->pol, from);
     free(from);
     return r != NULL && r->link != NULL && r->master_sae != NULL &&
            strcmp(r->link, b->link_name) == 0 &&
            strcmp(r->master_sae, b->master_rule) == 0;
+}
+
+/* The transit fields (what the delivery path put above the writer's
+ * block) go above the decrypted original, before normalisation, so that
+ * every item of the view (size, structures, sections, metadata) has them,
+ * as the mailbox would had the plaintext been delivered. On failure the
+ * plaintext is wiped and freed. */
+static int prepend_transit(const struct pi_build *b, unsigned char **plain,
+                           size_t *plen)
+{
+    uint8_t *tr = NULL;
+    size_t tlen = 0;
+    if (b->outer == NULL || b->tag[0] == '\0')
+        return 0;
+    if (pi_transit_fields(b->outer, b->outer_len, *plain, *plen, &tr, &tlen) < 0) {
+        mime_plaintext_free(plain, *plen);
+        return -1;
+    }
+    if (tlen == 0)
+        return 0;
+    unsigned char *all = malloc(tlen + *plen);
+    if (all == NULL) {
+        free(tr);
+        mime_plaintext_free(plain, *plen);
+        return -1;
+    }
+    memcpy(all, tr, tlen);
+    if (*plen > 0)
+        memcpy(all + tlen, *plain, *plen);
+    free(tr);
+    size_t n = tlen + *plen;
+    mime_plaintext_free(plain, *plen);
+    *plain = all;
+    *plen = n;
+    return 0;
 }
 
 static void do_decrypt(struct pi_build *b)
@@ -1007,7 +1205,12 @@ static void do_decrypt(struct pi_build *b)
     }
     size_t k = 0;
     for (size_t i = 0; i < b->n_keys; i++) {
-        keys[i].key_id = b->key_ids[i];
+        if (b->e004) { /* looked up by mime as "<KSID> <index>" */
+            keys[i].ksid = b->ksid;
+            keys[i].index = b->chunk_index[i];
+        } else {
+            keys[i].key_id = b->key_ids[i];
+        }
         if (b->vkeys->keys[i].bytes != NULL) {
             keys[i].key = b->vkeys->keys[i].bytes;
             keys[i].key_len = b->vkeys->keys[i].len;
@@ -1039,7 +1242,7 @@ static void do_decrypt(struct pi_build *b)
     free(msg);
     /* Decide on the authenticated control data from here on. */
     struct pi_binding auth = {0};
-    char *id = identity_of(info);
+    char *id = identity_of(info, b->tag);
     if (id == NULL || pi_binding_from_info(&auth, info) < 0) {
         mime_plaintext_free(&plain, plen);
         mime_info_free(&info);
@@ -1053,6 +1256,10 @@ static void do_decrypt(struct pi_build *b)
     b->binding = auth;
     free(b->id);
     b->id = id;
+    if (prepend_transit(b, &plain, &plen) < 0) {
+        b->reason = PROTECT_IN_R_INTERNAL;
+        return;
+    }
     protect_in_view *v = NULL;
     ret = pi_view_build(plain, plen, PROTECT_IN_DECRYPTED, b->id, &b->binding,
                         &pi->hooks, &v);
@@ -1302,6 +1509,13 @@ static void build_enter(struct pi_build *b, enum pi_state next)
         break;
     case PI_S_KME:
         pi->stats.kme_requests++;
+        if (b->e004) {
+            if (kme_source_dec(b->src, mime_info_master_sae_id(b->info), b->refs,
+                               b->n_refs, on_dec_keys, b) < 0)
+                build_fail(b, PROTECT_IN_R_KEY_UNKNOWN,
+                           "the key source refused the chunk references");
+            break;
+        }
         if (kme_client_dec_keys(b->kme, mime_info_master_sae_id(b->info),
                                 b->missing_ids, b->n_missing, on_dec_keys, b) < 0)
             build_fail(b, PROTECT_IN_R_KEY_UNKNOWN,
@@ -1470,7 +1684,10 @@ void pi_builds_close(protect_in *pi)
         case PI_S_STATUS:
         case PI_S_KME:
             /* the callback runs now, sees closing and returns */
-            kme_client_cancel(b->kme, b);
+            if (b->e004)
+                kme_source_cancel(b->src, b);
+            else
+                kme_client_cancel(b->kme, b);
             build_free(b);
             break;
         default:

@@ -9,7 +9,31 @@
 /* Identities: "k/<key_ID>" for a first key entry of ETSI 014, "c/<KSID>/
  * <first index>" for an ETSI 004 first entry. Also the vault metadata key
  * (visible ASCII, KME_VAULT_MAX_MSG_ID_LEN). */
-#define PI_ID_MAX (2 + MIME_MAX_ID_LEN + 1 + 20)
+#define PI_ID_MAX (PI_TRANSIT_TAG_LEN + 3 + 2 + MIME_MAX_ID_LEN + 1 + 20)
+
+/* ---- transit fields (incoming_transit.c) ---------------------------------- */
+
+/* A message's identity and hint carry a tag of its outer trace fields,
+ * "t/<tag>/" + identity, when it has any: one ciphertext delivered twice
+ * (a list copy, two mailboxes) has different transit fields, so different
+ * views. 32 hex digits (128 bits of SHA-256). */
+#define PI_TRANSIT_TAG_LEN 32
+
+/* Is this field name (len bytes) on the transit allow-list? */
+bool pi_transit_allowed(const uint8_t *name, size_t len);
+/* The tag of the allow-listed fields of a header block (a whole header or
+ * a probe's answer; in order, line ends ignored). 1 and tag set; 0 when
+ * it has none (tag ""); PROTECT_IN_ENOMEM. */
+int pi_transit_tag(const uint8_t *hdr, size_t len, char tag[PI_TRANSIT_TAG_LEN + 1]);
+/* The transit fields of a delivered message: the allow-listed fields of
+ * the outer header block above the writer's own block, found by matching
+ * against the decrypted original's header. Exact octets, in order;
+ * *out_r malloc'd (NULL and *len_r 0 when none). 0 or PROTECT_IN_ENOMEM. */
+int pi_transit_fields(const uint8_t *outer, size_t outer_len, const uint8_t *plain,
+                      size_t plain_len, uint8_t **out_r, size_t *len_r);
+/* "t/<tag>/<id>" (malloc'd), or a copy of id when tag is empty; NULL when
+ * id is NULL or out of memory. */
+char *pi_id_tagged(const char *id, const char *tag);
 
 /* The binding a view or metadata carries: the copy's normalised
  * recipients (authenticated by decryption). count 0: an unbound copy. */
@@ -162,6 +186,8 @@ struct protect_in {
     policy_store *policies;
     kme_client *(*link_fn)(void *arg, const char *name);
     void *link_arg;
+    kme_source *(*source_fn)(void *arg, const char *name);
+    void *source_arg;
     struct protect_in_config cfg;  /* strings below are ours */
     char *default_domain;
     struct pi_addrmap_entry *map;

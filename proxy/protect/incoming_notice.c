@@ -115,8 +115,9 @@ static const struct text texts[PROTECT_IN_REASON_COUNT] = {
         "The key server refused to give this gateway the keys of the message.",
         "Tell your administrator, quoting the key IDs below."},
     [PROTECT_IN_R_KEY_SOURCE] = {
-        "The message uses keys of a kind this gateway cannot fetch (ETSI GS "
-        "QKD 004 key streams).",
+        "The message uses keys of a kind the sender's key link here cannot "
+        "give (for example ETSI GS QKD 004 key-stream chunks, but the link is "
+        "not a 004 link of that stream).",
         "Tell your administrator."},
     [PROTECT_IN_R_VAULT] = {
         "The gateway's key vault could not be read or written, so the keys "

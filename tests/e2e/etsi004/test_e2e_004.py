@@ -37,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "smtp"))
 
+import imapstack as I  # noqa: E402
 import mailstack as M  # noqa: E402
 import proxystack as P  # noqa: E402
 from procutil import free_ports, register, unregister, wait_port  # noqa: E402
@@ -237,6 +238,61 @@ class E2E004(unittest.TestCase):
         self.assertEqual(self.send(["bob@example.org"], msg), {})
         [raw] = self.stored("bob@example.org", msg, timeout=60)
         self.check_copy(raw, msg, [body[:40]])
+
+    def reader(self):
+        """bob's side: `qumail proxy` with an IMAP side in front of Dovecot,
+        its key link "recv" of kind etsi004 at KME_B on the same stream."""
+        cert, key = self.certs["SAE_B"]
+        kme = {"kme_links": {"recv": {
+            "kind": "etsi004", "url": "etsi004://localhost:%d" % self.kme_b.ports["e4"],
+            "ksid": self.ksid, "cert_file": cert, "key_file": key,
+            "ca_file": self.certs["ca"], "timeout": "5s"}},
+            "kme_simulator": {"enabled": False}}
+        px = I.ImapProxy(self.certs, self.ms.imap_port, upstream_tls="none",
+                         smtp_upstream_port=self.ms.submission_port, workdir=self.work,
+                         listeners=("plain",), kme=kme,
+                         policy="sender * link=recv master_sae=SAE_A\n* action=none\n")
+        px.start()
+        return px
+
+    def read_through(self, px, user, mid):
+        import imaplib
+        c = imaplib.IMAP4("127.0.0.1", px.ports["plain"], timeout=60)
+        try:
+            c.login(user, M.USERS[user])
+            c.select("INBOX", readonly=True)
+            typ, data = c.uid("SEARCH", None, "HEADER", "Message-ID", mid)
+            uids = data[0].split()
+            self.assertEqual(len(uids), 1, data)
+            typ, data = c.uid("FETCH", uids[0], "(BODY.PEEK[])")
+            return data[0][1]
+        finally:
+            c.logout()
+
+    def test_02b_read_through_the_imap_side(self):
+        """The reading side of the IMAP proxy takes the chunks the message
+        names from KME_B (stream check, vault before use) and shows the
+        plaintext; after a restart it reads them from its vault (KME_B
+        would refuse a second delivery)."""
+        body, subject = unique("IMAPSECRET"), unique("ImapSubject")
+        msg = message(["bob@example.org"], subject, body + "\r\n")
+        self.assertEqual(self.send(["bob@example.org"], msg), {})
+        [raw] = self.stored("bob@example.org", msg)
+        self.assertNotIn(body.encode(), raw)
+        mid = re.search(r"^Message-ID: (\S+)", msg.decode(), re.M).group(1)
+        px = self.reader()
+        try:
+            first = self.read_through(px, "bob@example.org", mid)
+            self.assertIn(body.encode(), first, first[:600])
+            self.assertTrue(first.endswith(msg), "the original after the trace fields")
+            px.restart()
+            again = self.read_through(px, "bob@example.org", mid)
+            self.assertEqual(again, first, "after a restart, from the vault")
+        finally:
+            status = px.stop()
+            log = px.log_text()
+        self.assertEqual(status, 0, log[-4000:])
+        self.assertNotIn("Sanitizer", log)
 
     def test_03_owner_kme_down_then_back(self):
         self.kme_a.kill9()

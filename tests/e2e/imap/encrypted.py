@@ -280,11 +280,18 @@ class KeyedProxy:
 
 
 def smtp_octets(raw):
-    """What SMTP DATA carries for `raw` as smtplib sends it: every line end
-    (CRLF, LF, lone CR) made CRLF, and a final CRLF added when missing -
-    the octets the receiving side really got, so the reference."""
-    q = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", raw)
-    return q if q.endswith(b"\r\n") else q + b"\r\n"
+    """What the proxy's SMTP side received and protected for `raw`, the
+    reference: smtplib sends bytes as given (it fixes line ends only in
+    str) and adds a final CRLF when the data does not end with one; the
+    SMTP side's DATA reader makes a bare LF a CRLF (a bare CR stays) and
+    drops Bcc fields (proxy/smtp: dropped_headers, as a submission server
+    does)."""
+    q = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    q = re.sub(rb"(?<!\r)\n", b"\r\n", q)
+    end = q.find(b"\r\n\r\n")
+    head, rest = (q[:end + 2], q[end + 2:]) if end >= 0 else (q, b"")
+    head = re.sub(rb"(?im)^bcc:.*\r\n(?:[ \t].*\r\n)*", b"", head)
+    return head + rest
 
 
 def is_ours(raw_header):
@@ -340,7 +347,24 @@ def run(rig, msgs, names, check):
     if any(is_ours(r) for r in untagged):
         I.skip("the proxy serves our multipart/encrypted messages as they are: no "
                "decryption on FETCH yet (issue 12)")
-    for ref_box, dut_box in (("Plain", "Encrypted"), ("PlainDelivered", "INBOX")):
+    # COPY and MOVE through the proxy: the copies carry the same ciphertext
+    # and read decrypted (keys by the message's identity, not mailbox/UID)
+    c = target.connect(USER)
+    try:
+        c.command(b"CREATE EncCopy", check=True)
+        c.command(b"CREATE EncMoved", check=True)
+        c.select("Encrypted")
+        c.command(b"UID COPY 1:* EncCopy", check=True)
+        c.select("EncCopy")
+        c.command(b"COPY 1:* EncMoved", check=True)
+        c.command(b"STORE 1:* +FLAGS.SILENT (\\Deleted)", check=True)
+        c.command(b"EXPUNGE", check=True)
+        c.select("EncMoved")
+        c.command(b"UID MOVE 1:* EncCopy", check=True)
+    finally:
+        c.logout()
+    for ref_box, dut_box in (("Plain", "Encrypted"), ("PlainDelivered", "INBOX"),
+                             ("Plain", "EncCopy")):
         ref = O.Side(ref_box + " direct", rig.direct(), USER, ref_box)
         dut = O.Side(dut_box + " via proxy", target, USER, dut_box)
         rep = O.compare_mailboxes(ref, dut, names, out=sys.stdout)

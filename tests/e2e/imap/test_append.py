@@ -26,8 +26,8 @@ Modes (ctest entry):
   --encrypted  e2e_imap_append_encrypted: as --proxy, and the copies the
                server stores hold no plaintext (no marker, no body text; our
                multipart/encrypted instead), read back byte-identical through
-               the proxy after a proxy restart and from a second client.
-               Skipped (77) until the proxy encrypts APPENDs (issue 13).
+               the proxy after a proxy restart and from a second client
+               (issue 13: APPEND to Sent and Drafts, protected by default).
 """
 
 import imaplib
@@ -69,6 +69,20 @@ def expected(flow, m):
     elif flow == "mbsync":
         m = re.sub(rb"\r(?!\n)", b"", m)
     return crlf(m)
+
+
+def body_lines(msgs):
+    """Distinctive plaintext lines of the messages' bodies (40+ bytes, not
+    base64-looking), to look for in what the server stores."""
+    out = set()
+    for _, m in msgs:
+        sep = m.find(b"\r\n\r\n")
+        sep = m.find(b"\n\n") if sep < 0 else sep
+        for ln in m[sep:].splitlines():
+            ln = ln.strip()
+            if len(ln) >= 40 and b" " in ln:
+                out.add(ln)
+    return sorted(out)[:200]
 
 
 def strip_tuid(m):
@@ -260,11 +274,16 @@ def main():
                 run_flows(rig, t, boxes, msgs, work)
                 stored = rig.ms.mailbox_files(USER, "Sent") + rig.ms.mailbox_files(USER, "Drafts")
                 plain = [s for s in stored if b"X-Rig-Marker: PLAINTEXT-" in s]
-                if mode == "--encrypted" and plain:
-                    I.skip("the proxy stores APPENDed Sent/Drafts copies in plaintext (%d of %d "
-                           "carry the marker): no APPEND encryption yet (issue 13)"
-                           % (len(plain), len(stored)))
                 if mode == "--encrypted":
+                    check(len(stored) == len(msgs) * 2 + 5 + 6,
+                          "the server holds every Sent/Drafts copy (%d)" % len(stored))
+                    check(not plain, "no stored Sent/Drafts copy carries the plaintext marker "
+                          "(%d of %d do)" % (len(plain), len(stored)))
+                    lines = body_lines(msgs)
+                    check(len(lines) >= 20, "%d body lines to look for" % len(lines))
+                    body = [s for s in stored if any(ln in s for ln in lines)]
+                    check(not body, "no stored copy holds a line of a message body "
+                          "(%d do)" % len(body))
                     check(all(b"x-qkd-encrypted" in s.lower() for s in stored),
                           "every stored copy is our multipart/encrypted")
                 compare_boxes(rig, t, [("RefSent", "Sent"), ("RefDrafts", "Drafts")])

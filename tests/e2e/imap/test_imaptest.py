@@ -72,8 +72,9 @@ def compliance(target, tests):
         sys.stdout.write(out[-6000:] + err[-3000:])
     elif counts[1]:
         # imaptest names each failing command on stderr ("Error: ...")
-        bad = [l[:400] for l in err.splitlines() if l.startswith(("Error", "Panic", "Fatal"))]
-        sys.stdout.write("\n".join(bad[-40:]) + "\n")
+        bad = [l[:400] for l in (err + "\n" + out).splitlines()
+               if l.startswith(("Error", "Panic", "Fatal", "*** ", " - "))]
+        sys.stdout.write("\n".join(bad[-400:]) + "\n")
     return lines, counts
 
 
@@ -185,12 +186,18 @@ def encrypted_mode(tests):
             enc_dir = encrypted_tests(tests, groups, os.path.join(work, "enc-" + str(len(groups))),
                                       lambda m: kp.encrypt(m, recipient="alice@example.org"))
             ref_lines, ref = compliance_dir(rig.direct(), plain_dir)
-            got_lines, got = compliance_dir(target, enc_dir)
             check(ref is not None and ref[1] == 0,
                   "%s groups on plaintext directly: 0 failed (%r)" % (label, ref))
-            check(got_lines == ref_lines,
-                  "%s groups on encrypted mailboxes through the proxy: the same summary "
-                  "(%r vs %r)" % (label, got_lines, ref_lines))
+            # the same groups on plaintext through the proxy: the baseline
+            # (the proxy hides some capabilities, so imaptest runs fewer
+            # extension commands through it than directly)
+            pref_lines, pref = compliance_dir(target, plain_dir)
+            check(pref is not None and pref[1] == 0,
+                  "%s groups on plaintext through the proxy: 0 failed (%r)" % (label, pref))
+            got_lines, got = compliance_dir(target, enc_dir)
+            check(got_lines == pref_lines,
+                  "%s groups on encrypted mailboxes through the proxy: the same summary as "
+                  "on plaintext through it (%r vs %r)" % (label, got_lines, pref_lines))
         st = rig.px.stop()
         check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)
 
@@ -203,8 +210,9 @@ def compliance_dir(target, testdir):
     print("[%s] imaptest %s, %.1f s: %s" % (target.name, os.path.basename(testdir), secs,
                                              "; ".join(lines)), flush=True)
     if counts and counts[1]:
-        bad = [l[:400] for l in err.splitlines() if l.startswith(("Error", "Panic", "Fatal"))]
-        sys.stdout.write("\n".join(bad[-40:]) + "\n")
+        bad = [l[:400] for l in (err + "\n" + out).splitlines()
+               if l.startswith(("Error", "Panic", "Fatal", "*** ", " - "))]
+        sys.stdout.write("\n".join(bad[-400:]) + "\n")
     return lines, counts
 
 

@@ -103,6 +103,29 @@ def literalize(crit):
     return re.sub(rb"\"([^\"]*)\"", lit, crit)
 
 
+def limit_check(rig):
+    """imap.search.max_decrypt: a body search that would decrypt more than
+    the limit is refused with NO [LIMIT] (no partial result); a header
+    search after a restart is answered from the vault's metadata (nothing
+    to decrypt) and is not refused."""
+    rig.px.stop(remove=False)
+    rig.px.extra_imap = dict(rig.px.extra_imap or {}, search={"max_decrypt": 3})
+    rig.px.start()
+    t = rig.require_proxy()
+    c = t.connect(USER)
+    try:
+        c.select("Encrypted", readonly=True)
+        _, tagged = c.command(b'UID SEARCH BODY "the"')
+        check(b" NO [LIMIT] " in tagged, "a body search over more than max_decrypt protected "
+              "messages: NO [LIMIT] (%r)" % tagged[:160])
+        untagged, tagged = c.command(b'UID SEARCH SUBJECT "Fwd"')
+        check(b" OK " in tagged and any(r.startswith(b"* SEARCH ") for r in untagged),
+              "a header search after a restart is answered from the vault's metadata "
+              "(%r)" % tagged[:120])
+    finally:
+        c.logout()
+
+
 def run(target, box, uidmap=None):
     """{command: normalised result} and {command: raw}."""
     c = target.connect(USER)
@@ -221,7 +244,12 @@ def main():
             if any(E.is_ours(r) for r in u):
                 I.skip("the proxy serves our multipart/encrypted messages as they are: no "
                        "decryption on FETCH yet (issue 12), so no SEARCH over plaintext (13)")
-            compare(ref, run(t, "Encrypted"), "Plain directly vs Encrypted through the proxy")
+            try:
+                compare(ref, run(t, "Encrypted"), "Plain directly vs Encrypted through the proxy")
+            except OSError:
+                print(rig.px.log_text()[-8000:])
+                raise
+            limit_check(rig)
         if rig.px is not None:
             st = rig.px.stop()
             check(st == 0, "proxy exits 0 on SIGTERM, got %r" % st)

@@ -2,7 +2,9 @@
  * vault: the probe's header fields (protect_in_classify), the encrypted
  * message's outer header as a notice copies it (pi_notice_text, then the
  * notice view through the part tree and renderers), and metadata blobs
- * (pi_meta_decode). Checks: a hint is "k/" + 1..255 visible ASCII; a
+ * (pi_meta_decode), and the transit fields (pi_transit_fields,
+ * pi_transit_tag). Checks: a hint is ["t/" <tag> "/"] "k/" + 1..255
+ * visible ASCII; transit output is allow-listed fields only; a
  * notice's lines all end in LF and it parses into one text part whose
  * size is its normalised length; no crash, no leak. */
 #include <stdint.h>
@@ -21,14 +23,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (hint != NULL) {
         size_t n = strlen(hint);
-        if (c != 1 || n < 3 || n > 2 + 255 || memcmp(hint, "k/", 2) != 0)
+        size_t k = 0; /* where "k/" starts: after "t/<tag>/" when tagged */
+        if (n > 3 + PI_TRANSIT_TAG_LEN && memcmp(hint, "t/", 2) == 0 &&
+            hint[2 + PI_TRANSIT_TAG_LEN] == '/') {
+            k = 3 + PI_TRANSIT_TAG_LEN;
+            for (size_t i = 2; i < k - 1; i++) {
+                if (!((hint[i] >= '0' && hint[i] <= '9') || (hint[i] >= 'a' && hint[i] <= 'f')))
+                    abort();
+            }
+        }
+        if (c != 1 || n < k + 3 || n > k + 2 + 255 || memcmp(hint + k, "k/", 2) != 0)
             abort();
-        for (size_t i = 2; i < n; i++) {
+        for (size_t i = k + 2; i < n; i++) {
             if (hint[i] < 0x21 || hint[i] > 0x7e)
                 abort();
         }
         free(hint);
     }
+
+    /* transit fields: the outer header is the input, the original its
+     * second half; what comes out is allow-listed fields only, each
+     * ending in a line end */
+    uint8_t *tr = NULL;
+    size_t tlen = 0;
+    if (pi_transit_fields(data, size, data + size / 2, size - size / 2, &tr, &tlen) == 0) {
+        if (tlen > size + 2 || (tlen > 0 && tr[tlen - 1] != '\n'))
+            abort();
+        size_t nl = 0;
+        while (nl < tlen && tr[nl] != ':' && tr[nl] != ' ' && tr[nl] != '\t')
+            nl++;
+        if (tlen > 0 && !pi_transit_allowed(tr, nl))
+            abort();
+        free(tr);
+    }
+    char tag[PI_TRANSIT_TAG_LEN + 1];
+    int t = pi_transit_tag(data, size, tag);
+    if ((t == 1 && strlen(tag) != PI_TRANSIT_TAG_LEN) || (t == 0 && tag[0] != '\0'))
+        abort();
 
     struct pi_notice_facts f = {.reason = PROTECT_IN_R_AUTH_FAILED,
                                 .detail = (const char *)data,

@@ -13,6 +13,8 @@
  *   "T" / "S"   start TLS as client (verifying tls_name) / as server;
  *               "T?" / "S?" when the handshake is expected to fail
  *   "<$"        the other side closes (EOF) next; no line before it
+ *   "<L"        right after a line ending in {N} or {N+}: N bytes of
+ *               literal data follow; they are kept in lit/lit_len
  *   "~ms"       pause
  *   "x"         close now
  * A script that ends without "x" or "<$" closes after its last write.
@@ -47,6 +49,9 @@ struct peer {
     const char *tls_name;
     bool tls_started;
     char tag[64];          /* "<@" */
+    char *lit;             /* "<L": the literal received (owned) */
+    size_t lit_len;
+    uint64_t lit_left;
 };
 
 static inline void peer_finish(struct peer *p)
@@ -190,6 +195,22 @@ static inline void peer_line(struct peer *p, const char *line, size_t len)
         return;
     }
     p->step++;
+    if (p->script[p->step] && strcmp(p->script[p->step], "<L") == 0) {
+        const char *o = l > 0 && line[l - 1] == '}' ? line + l - 1 : NULL;
+        while (o && o > line && *o != '{')
+            o--;
+        if (!o || *o != '{') {
+            peer_fail(p, "no literal header in", line, l);
+            return;
+        }
+        p->lit_left = strtoull(o + 1, NULL, 10);
+        free(p->lit);
+        p->lit = malloc(p->lit_left + 1);
+        p->lit_len = 0;
+        if (p->lit_left == 0)
+            p->step++;
+        return; /* the data: peer_cb */
+    }
     peer_run(p);
 }
 
@@ -207,7 +228,27 @@ static inline void peer_cb(net_conn *conn, enum net_event ev, void *arg)
         return;
     case NET_EV_READ: {
         size_t len;
-        while (p->conn && (len = net_conn_line_len(p->conn)) > 0) {
+        for (;;) {
+            if (!p->conn)
+                break;
+            if (p->lit_left > 0) {
+                size_t avail;
+                const char *in = net_conn_input(p->conn, &avail);
+                size_t n = avail < p->lit_left ? avail : (size_t)p->lit_left;
+                if (n == 0)
+                    break;
+                memcpy(p->lit + p->lit_len, in, n);
+                p->lit_len += n;
+                p->lit_left -= n;
+                net_conn_consume(p->conn, n);
+                if (p->lit_left == 0) {
+                    p->step++;
+                    peer_run(p);
+                }
+                continue;
+            }
+            if ((len = net_conn_line_len(p->conn)) == 0)
+                break;
             size_t avail;
             const char *in = net_conn_input(p->conn, &avail);
             char *line = malloc(len);

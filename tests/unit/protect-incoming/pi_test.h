@@ -27,6 +27,7 @@
 #include "incoming.h"
 #include "log.h"
 #include "kme_client.h"
+#include "kme_source.h"
 #include "kme_server.h"
 #include "kme_vault.h"
 #include "mime.h"
@@ -47,6 +48,8 @@ struct pi_env {
     uint64_t rate_bps;          /* simulated key rate; 0: 20 Mbit/s */
     int64_t max_key_count;      /* pool bound; 0: 100000 */
     uint64_t dec_wait_ms;       /* the KME's dec_keys_wait (0: answer at once) */
+    bool e004;                  /* the KMEs also serve ETSI 004 (e4_port_a/b) */
+    uint16_t e4_port_a, e4_port_b;
     char url_a[64], url_b[64];
     char sa_cert[PATH_LEN], sa_key[PATH_LEN], sb_cert[PATH_LEN], sb_key[PATH_LEN];
     struct kme_client_config sa_cfg;   /* the sender (enc_keys at kme-a) */
@@ -55,6 +58,8 @@ struct pi_env {
     /* the reading side, on the test thread */
     uv_loop_t loop;
     kme_client *kme;
+    kme_source *src004;         /* e004: the reader's 004 source for "site" */
+    const char *ksid004;        /* its stream */
     kme_vault *vault;
     policy_store *policies;
     protect_in *pi;
@@ -117,13 +122,16 @@ static char *kme_json(const struct pi_env *e)
                  "\"database\":\"%s/%s.db\",\"link\":{\"port\":%u,\"peer_kme_id\":\"%s\"},"
                  "\"secret_key_rate\":%llu,\"max_key_count\":%lld,"
                  "\"dec_keys_wait\":\"%llums\",\"dec_keys_redeliver\":\"%llums\","
-                 "\"sqlite_synchronous\":\"normal\"}",
+                 "\"sqlite_synchronous\":\"normal\"%s}",
                  id, (unsigned)(i == 0 ? e->port_a : e->port_b), e->certs, id, e->certs, id,
                  e->ca, e->dir, id, (unsigned)(i == 0 ? e->link_a : e->link_b), peer,
                  (unsigned long long)(e->rate_bps ? e->rate_bps : 20000000),
                  (long long)(e->max_key_count ? e->max_key_count : 100000),
                  (unsigned long long)e->dec_wait_ms,
-                 (unsigned long long)e->redeliver_ms);
+                 (unsigned long long)e->redeliver_ms,
+                 e->e004 ? ",\"etsi004\":{\"port\":0,\"chunk_size\":32,"
+                           "\"handshake_timeout\":\"2s\"}"
+                         : "");
     }
     snprintf(s, 10000, "{\"kmes\":[%s,%s]}", kme[0], kme[1]);
     return s;
@@ -150,8 +158,9 @@ static void pi_kme_start(struct pi_env *e)
             fprintf(stderr, "kme: %s\n", err != NULL ? err : "?");
             _exit(3);
         }
-        uint16_t ports[4] = {kme_server_port(srv, 0), kme_server_port(srv, 1),
-                             kme_server_link_port(srv, 0), kme_server_link_port(srv, 1)};
+        uint16_t ports[6] = {kme_server_port(srv, 0), kme_server_port(srv, 1),
+                             kme_server_link_port(srv, 0), kme_server_link_port(srv, 1),
+                             kme_server_004_port(srv, 0), kme_server_004_port(srv, 1)};
         if (write(fds[1], ports, sizeof(ports)) != (ssize_t)sizeof(ports))
             _exit(4);
         close(fds[1]);
@@ -160,7 +169,7 @@ static void pi_kme_start(struct pi_env *e)
     }
     free(json);
     close(fds[1]);
-    uint16_t ports[4];
+    uint16_t ports[6];
     ssize_t n = read(fds[0], ports, sizeof(ports));
     close(fds[0]);
     assert_int_equal(n, (ssize_t)sizeof(ports));
@@ -169,6 +178,8 @@ static void pi_kme_start(struct pi_env *e)
     e->port_b = ports[1];
     e->link_a = ports[2];
     e->link_b = ports[3];
+    e->e4_port_a = ports[4];
+    e->e4_port_b = ports[5];
     snprintf(e->url_a, sizeof(e->url_a), "https://127.0.0.1:%u", e->port_a);
     snprintf(e->url_b, sizeof(e->url_b), "https://127.0.0.1:%u", e->port_b);
     e->sa_cfg = (struct kme_client_config){.url = e->url_a, .cert_file = e->sa_cert,
@@ -276,6 +287,23 @@ static kme_client *pi_link(void *arg, const char *name)
     return strcmp(name, "site") == 0 ? e->kme : NULL;
 }
 
+/* The ETSI 004 client configuration for kme-a (slot 0, sae-a) or kme-b
+ * (slot 1, sae-b). */
+static struct etsi004_client_config pi_e4_config(const struct pi_env *e, int slot)
+{
+    return (struct etsi004_client_config){
+        .host = "127.0.0.1", .port = slot == 0 ? e->e4_port_a : e->e4_port_b,
+        .server_name = "localhost", .cert_file = slot == 0 ? e->sa_cert : e->sb_cert,
+        .key_file = slot == 0 ? e->sa_key : e->sb_key, .ca_file = e->ca,
+        .request_timeout_ms = 10000};
+}
+
+static kme_source *pi_source(void *arg, const char *name)
+{
+    struct pi_env *e = arg;
+    return strcmp(name, "site") == 0 ? e->src004 : NULL;
+}
+
 static const char PI_POLICY[] =
     "sender example.org link=site master_sae=sae-a\n"
     "sender evil.example link=site master_sae=sae-x\n";
@@ -308,6 +336,15 @@ static int pi_reader_try_open(struct pi_env *e, const struct protect_in_config *
     struct protect_in_deps deps = {.loop = &e->loop, .vault = e->vault,
                                    .policies = e->policies, .link = pi_link,
                                    .link_arg = e};
+    if (e->e004 && e->ksid004 != NULL) {
+        struct etsi004_client_config c4 = pi_e4_config(e, 1);
+        etsi004_client *c = etsi004_client_new(&e->loop, &c4, err_r);
+        struct kme_source_stream st = {.ksid = e->ksid004, .chunk_size = 32};
+        if (c == NULL || (e->src004 = kme_source_new_004(c, true, &st, err_r)) == NULL)
+            return -1;
+        deps.source = pi_source;
+        deps.source_arg = e;
+    }
     e->pi = protect_in_new(&deps, cfg, err_r);
     return e->pi != NULL ? 0 : -1;
 }
@@ -327,6 +364,7 @@ static int pi_reader_try_close(struct pi_env *e)
     qlog_debug("test: reader close");
     protect_in_free(&e->pi);
     kme_client_free(&e->kme);
+    kme_source_free(&e->src004);
     while (uv_run(&e->loop, UV_RUN_DEFAULT) != 0) {
     }
     kme_vault_close(&e->vault);
