@@ -493,15 +493,9 @@ static void sub_done(int error, int status, const char *body, size_t len,
             free(msg);
             return;
         }
-        if (code == KME_ENOTFOUND && op->kind == KME_OP_DEC && msg != NULL) {
-            char *m2 = malloc(strlen(msg) + 96);
-            if (m2 != NULL) {
-                sprintf(m2, "%s (after %u attempts in %llu ms)", msg, s->attempts,
-                        (unsigned long long)(uv_now(op->client->loop) - op->started_ms));
-                free(msg);
-                msg = m2;
-            }
-        }
+        /* the text stays the same for the same facts (the reading side
+         * shows it in a notice that must not change between reads): no
+         * attempt counts or elapsed time in it */
         op_fail(op, code, status, msg);
         free(msg);
         return;

@@ -8,6 +8,9 @@
 #include "daemon_internal.h"
 #include "log.h"
 
+/* How long dec_keys retries "not found" (see the link setup). */
+#define KME_DEC_NOT_FOUND_WINDOW_MS 3000
+
 kme_client *proxy_daemon_kme_link(proxy_daemon *d, const char *name)
 {
     if (!name)
@@ -156,6 +159,10 @@ int proxy_kme__start(proxy_daemon *d, char **error_r)
             .max_connections = lk->connections,
             .connect_timeout_ms = lk->timeout_ms,
             .request_timeout_ms = lk->timeout_ms,
+            /* dec_keys "not found" is retried this long (the handover from
+             * the sending KME may lag a little); a key ID nobody ever made
+             * (a forged message) then stalls a reader 3 s, not 10 */
+            .dec_deadline_ms = KME_DEC_NOT_FOUND_WINDOW_MS,
         };
         char *err = NULL;
         d->links[i].cfg = lk;
