@@ -713,6 +713,8 @@ void imap_session_fetch_set_rewrite(imap_session *s, char *rewrite)
     s->prep.rewrite = rewrite;
 }
 
+uint64_t imap_session_mailbox_changes(const imap_session *s) { return s->mailbox_changes; }
+
 void imap_session_prep_tag(const imap_session *s, char *buf, size_t size)
 {
     snprintf(buf, size, "%s", s->prep.tag);

@@ -268,13 +268,13 @@ void imap_decrypt_login(imap_decrypt *d, const char *user)
 /* The same FETCH with every body section asked as one octet (<o.1>): when
  * every message of the set turns out to be ours, the server need not send
  * ciphertext the proxy would drop - it still sets \Seen and sends FLAGS as
- * for the client's items. NULL when not applicable (macros, `*` in the set
- * - a message could arrive unprobed -, nothing to save, out of memory). */
+ * for the client's items. NULL when not applicable (macros, `$`, nothing to
+ * save, out of memory). A `*` in the set is fine as long as the server
+ * reported no new or expunged message while the FETCH was prepared (it
+ * makes new messages visible only at command ends, with EXISTS): checked
+ * at the release. */
 static char *optimised_rewrite(struct dcmd *c, const struct imap_fetch *f)
 {
-    for (size_t i = 0; i < f->set.count; i++)
-        if (f->set.ranges[i].lo == IMAP_SEQ_STAR || f->set.ranges[i].hi == IMAP_SEQ_STAR)
-            return NULL;
     /* a lone item may span several arguments (BODY[HEADER.FIELDS (X)]):
      * only the parenthesised list has one raw span */
     if (f->set.saved || !f->items_arg || !f->list_form)
@@ -412,6 +412,7 @@ void *imap_decrypt_command(imap_decrypt *d, imap_session *s, const struct imap_f
         return NULL;
     }
     c->opt_rewrite = optimised_rewrite(c, f);
+    c->changes = imap_session_mailbox_changes(s);
     *prepare_r = true;
     return c;
 }
@@ -421,7 +422,8 @@ static void release(struct dcmd *c)
     if (c->released || c->dying)
         return;
     c->released = true;
-    bool all_ours = c->opt_rewrite && c->n_ents > 0;
+    bool all_ours = c->opt_rewrite && c->n_ents > 0 &&
+                    imap_session_mailbox_changes(c->s) == c->changes;
     for (size_t i = 0; all_ours && i < c->n_ents; i++)
         all_ours = c->ents[i]->encrypted && c->ents[i]->view;
     if (all_ours && !c->done) {

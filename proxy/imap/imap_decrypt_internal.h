@@ -86,6 +86,7 @@ struct dcmd {
     char *opt_rewrite;     /* owned: the FETCH with 1-octet partials for
                               bodies, used when every message is ours */
     bool optimized;
+    uint64_t changes;      /* imap_session_mailbox_changes at the command */
     size_t over;           /* > max_read: how many it would have read */
 };
 

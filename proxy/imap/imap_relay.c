@@ -187,6 +187,8 @@ int imap_relay_response(void *arg, imap_client *c, const struct imap_resp_event 
         imap_relay_line_with_caps(s, ev);
         return 0;
     case IMAP_RESP_DATA_BEGIN:
+        if (name_is(ev, "EXISTS") || name_is(ev, "EXPUNGE") || name_is(ev, "VANISHED"))
+            s->mailbox_changes++;
         if (s->head && s->head->internal && !s->head->fetch_ctx && s->n_inflight == 1) {
             /* the proxy's own CAPABILITY after login: kept, not relayed */
             s->relay = RELAY_SWALLOW;

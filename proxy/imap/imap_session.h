@@ -245,6 +245,10 @@ void imap_session_prep_answer(imap_session *s, const char *untagged, size_t len,
 /* During FETCH_PREP of a FETCH: what goes upstream at the release
  * instead of the rewrite command() gave (takes ownership). */
 void imap_session_fetch_set_rewrite(imap_session *s, char *rewrite);
+/* How many EXISTS / EXPUNGE / VANISHED responses the session relayed: a
+ * hook compares two readings to know whether the mailbox's message list
+ * changed between two of its commands. */
+uint64_t imap_session_mailbox_changes(const imap_session *s);
 /* The held command's tag (for ESEARCH's TAG). */
 void imap_session_prep_tag(const imap_session *s, char *buf, size_t size);
 size_t imap_session_client_pending(const imap_session *s);

@@ -170,6 +170,7 @@ struct imap_session {
     size_t collect_len;
     bool swallow_caps;
     bool upstream_bye;
+    uint64_t mailbox_changes;   /* EXISTS / EXPUNGE / VANISHED relayed */
     struct imap_xappend *xa;    /* APPEND_HOLD / APPEND_PROTECT; owned */
     struct imap_list_obs *lo;   /* the LIST response being observed; owned */
 
