@@ -161,13 +161,17 @@ void protect_in_free(protect_in **pip)
  * notice. A decrypted view it may not read is not an answer (open it: the
  * build gives the reader's notice without fetching any key). */
 static protect_in_view *cached_for(protect_in *pi, protect_in_reader *r,
-                                   const char *hint)
+                                   const char *hint, bool full)
 {
     if (hint == NULL || pi->cache == NULL)
         return NULL;
     protect_in_view *v = viewcache_get(pi->cache, hint, pi_now(pi));
     if (v == NULL)
         return NULL;
+    if (full && !protect_in_view_complete(v)) {
+        protect_in_view_unref(&v); /* a summary view: the message is opened */
+        return NULL;
+    }
     if (v->reason == PROTECT_IN_DECRYPTED &&
         pi_access(pi, r, &v->binding) != PROTECT_IN_DECRYPTED)
         protect_in_view_unref(&v);
@@ -181,7 +185,7 @@ int protect_in_lookup(protect_in *pi, protect_in_reader *r, const char *hint,
     if (pi == NULL || r == NULL || pi->closing)
         return PROTECT_IN_EINVAL;
     pi->stats.lookups++;
-    protect_in_view *v = cached_for(pi, r, hint);
+    protect_in_view *v = cached_for(pi, r, hint, need == PROTECT_IN_FULL);
     if (v != NULL) {
         pi->stats.lookup_hits_cache++;
         *view_r = v;
@@ -207,6 +211,9 @@ int protect_in_lookup(protect_in *pi, protect_in_reader *r, const char *hint,
         return 0;
     }
     pi->stats.lookup_hits_meta++;
+    /* kept in memory: the next sweep reads no vault row (a complete view
+     * built later replaces it) */
+    pi_cache_put(pi, hint, v, 0);
     *view_r = v;
     return 1;
 }
@@ -235,7 +242,7 @@ static int open_request(protect_in *pi, protect_in_reader *r, const char *hint,
     w->asked = fetch == NULL; /* a supplying request is never asked */
     pi->stats.opens++;
 
-    protect_in_view *v = cached_for(pi, r, hint);
+    protect_in_view *v = cached_for(pi, r, hint, true);
     if (v != NULL) {
         struct pi_ready *rd = calloc(1, sizeof(*rd));
         if (rd == NULL) {
