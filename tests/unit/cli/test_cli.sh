@@ -137,7 +137,10 @@ JSON
     chmod 0555 "$tmp/ro"
     # root writes anywhere: run as nobody to see what the daemon's user sees
     chmod 0755 "$tmp"; chmod 0644 "$tmp/st.json" "$tmp/p.policy"
-    su -s /bin/sh nobody -c "'$Q' check --files --config '$tmp/st.json'" >"$tmp/out" 2>"$tmp/err"
+    # the build tree may sit in a folder nobody cannot enter (a 0700 temp
+    # checkout): nobody runs a copy
+    Qn="$tmp/qumail-nobody"; cp "$Q" "$Qn"; chmod 0755 "$Qn"
+    su -s /bin/sh nobody -c "'$Qn' check --files --config '$tmp/st.json'" >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ $rc -eq 1 ] && grep -q "key 'state_dir': $tmp/ro/state does not exist and cannot be created" "$tmp/err" &&
         ! grep -q "st.json: ok" "$tmp/out"; then
@@ -150,7 +153,7 @@ JSON
 {"state_dir": "$tmp/st2", "policy_file": "p.policy"}
 JSON
     chmod 0644 "$tmp/st2.json"
-    su -s /bin/sh nobody -c "'$Q' check --files --config '$tmp/st2.json'" >"$tmp/out" 2>"$tmp/err"
+    su -s /bin/sh nobody -c "'$Qn' check --files --config '$tmp/st2.json'" >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ $rc -eq 1 ] && grep -q "key 'state_dir': cannot write in $tmp/st2" "$tmp/err" &&
         ! grep -q "st2.json: ok" "$tmp/out"; then
@@ -159,7 +162,7 @@ JSON
         echo "FAIL: check --files unwritable: status $rc"; cat "$tmp/out" "$tmp/err"; fail=1
     fi
     chown nobody "$tmp/st2"
-    su -s /bin/sh nobody -c "'$Q' check --files --config '$tmp/st2.json'" >"$tmp/out" 2>"$tmp/err"
+    su -s /bin/sh nobody -c "'$Qn' check --files --config '$tmp/st2.json'" >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ $rc -eq 0 ] && grep -q "st2.json: ok" "$tmp/out"; then
         echo "ok: check --files passes on a writable state_dir"
