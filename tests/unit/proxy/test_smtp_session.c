@@ -384,17 +384,27 @@ static void run(enum mode mode, const char *const *client_script,
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
-static const char *const ehlo_reply =
-    "> 250-up.test\r\n250-PIPELINING\r\n250-SIZE 1065536\r\n250-8BITMIME\r\n"
-    "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250 AUTH PLAIN LOGIN";
+/* Script steps that most conversations share: the upstream's greeting and
+ * the proxy's EHLO, a client's greeting and EHLO, MAIL a@x.test and RCPT
+ * b@y.test accepted (as each side sees them), a DATA body to its end. */
+#define UP_GREET "> 220 up.test ESMTP", "< EHLO proxy.test"
+#define UP_MAIL_RCPT \
+    "< MAIL FROM:<a@x.test>", "> 250 2.1.0 Ok", "< RCPT TO:<b@y.test>", "> 250 2.1.5 Ok"
+#define UP_DATA "< DATA", "> 354 go ahead", "<."
+#define CL_EHLO "< 220", "> EHLO c.test", "< 250 "
+#define CL_MAIL_RCPT "> MAIL FROM:<a@x.test>", "< 250", "> RCPT TO:<b@y.test>", "< 250"
+
+/* The upstream's full EHLO answer. */
+#define EHLO_REPLY                                                                           \
+    "> 250-up.test\r\n250-PIPELINING\r\n250-SIZE 1065536\r\n250-8BITMIME\r\n"            \
+    "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250 AUTH PLAIN LOGIN"
 
 static void test_single_copy_live_transaction(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
-        NULL, /* ehlo_reply, filled below */
+        UP_GREET,
+        EHLO_REPLY,
         "< AUTH PLAIN AGFAeABw",
         "> 235 2.7.0 Authentication successful",
         "< MAIL FROM:<a@x.test> BODY=8BITMIME",
@@ -403,17 +413,12 @@ static void test_single_copy_live_transaction(void **state)
         "> 250 2.1.5 Ok",
         "< RCPT TO:<bad@y.test>",
         "> 550 5.1.1 <bad@y.test>: no such user",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as ABC",
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
-    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
-    memcpy(up_script, upstream, sizeof(upstream));
-    up_script[2] = ehlo_reply;
     static const char *const client[] = {
         "< 220 proxy.test ESMTP",
         "> EHLO c.test",
@@ -441,7 +446,7 @@ static void test_single_copy_live_transaction(void **state)
     struct fixture f;
     struct peer c;
     struct upstream up;
-    run(DELIVER_ONE, client, up_script, false, false, &f, &c, &up);
+    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
     /* the spool: unstuffed, Bcc dropped */
     assert_int_equal(f.spooled_len, strlen("Subject: t\r\n\r\n.dot line\r\nend\r\n"));
     assert_memory_equal(f.spooled, "Subject: t\r\n\r\n.dot line\r\nend\r\n", f.spooled_len);
@@ -465,41 +470,24 @@ static void test_spool_descriptor_only_during_message(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
-        NULL, /* ehlo_reply */
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_GREET,
+        EHLO_REPLY,
+        UP_MAIL_RCPT,
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as Q1",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_MAIL_RCPT,
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as Q2",
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
-    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
-    memcpy(up_script, upstream, sizeof(upstream));
-    up_script[2] = ehlo_reply;
     static const char *const client[] = {
         "< 220 proxy.test ESMTP",
         "> EHLO c.test",
         "< 250 ",
         "?", /* 0: idle */
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_MAIL_RCPT,
         "?", /* 1: transaction, no body yet */
         "> DATA",
         "< 354",
@@ -507,10 +495,7 @@ static void test_spool_descriptor_only_during_message(void **state)
         "> Subject: one\r\n\r\nbody\r\n.",
         "< 250 2.0.0 Ok: queued as Q1",
         "?", /* 3: answered */
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_MAIL_RCPT,
         "> BDAT 20",
         "= Subject: two\r\n\r\nbody",
         "< 250 2.0.0 Chunk",
@@ -526,7 +511,7 @@ static void test_spool_descriptor_only_during_message(void **state)
     struct fixture f;
     struct peer c;
     struct upstream up;
-    run(DELIVER_ONE, client, up_script, false, true, &f, &c, &up);
+    run(DELIVER_ONE, client, upstream, false, true, &f, &c, &up);
     assert_int_equal(c.n_fds, 6);
     assert_int_equal(c.fds[1], c.fds[0]);
     assert_int_equal(c.fds[2], c.fds[0] + 1);
@@ -543,28 +528,18 @@ static void test_spool_unavailable(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
-        NULL, /* ehlo_reply */
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
+        UP_GREET,
+        EHLO_REPLY,
+        UP_MAIL_RCPT,
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
-    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
-    memcpy(up_script, upstream, sizeof(upstream));
-    up_script[2] = ehlo_reply;
     static const char *const client[] = {
         "< 220 proxy.test ESMTP",
         "> EHLO c.test",
         "< 250 ",
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_MAIL_RCPT,
         "> DATA",
         "< 451 4.3.0 Local error: cannot store the message",
         "> BDAT 4 LAST",
@@ -580,7 +555,7 @@ static void test_spool_unavailable(void **state)
     struct peer c;
     struct upstream up;
     spool_dir = "/nonexistent/spool";
-    run(DELIVER_ONE, client, up_script, false, true, &f, &c, &up);
+    run(DELIVER_ONE, client, upstream, false, true, &f, &c, &up);
     spool_dir = NULL;
     assert_int_equal(f.delivered, 0);
     assert_int_equal(f.spooled_len, 0);
@@ -590,8 +565,7 @@ static void test_two_copies_second_refused(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250 SIZE 0",
         "< MAIL FROM:<a@x.test>",
         "> 250 2.1.0 Ok",
@@ -623,9 +597,7 @@ static void test_two_copies_second_refused(void **state)
     struct peer c;
     struct upstream up;
     static const char *const client4[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> AUTH PLAIN x",
         "< 502 5.5.1",
         "> MAIL FROM:<a@x.test>",
@@ -659,8 +631,7 @@ static void test_fail_resets_upstream(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250 up.test",
         "< MAIL FROM:<>",
         "> 250 2.1.0 Ok",
@@ -705,8 +676,7 @@ static void test_upstream_lost_during_copies(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250 PIPELINING",
         "< MAIL FROM:<a@x.test>",
         "> 250 2.1.0 Ok",
@@ -720,9 +690,7 @@ static void test_upstream_lost_during_copies(void **state)
         NULL, /* and hang up */
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> MAIL FROM:<a@x.test>",
         "< 250",
         "> RCPT TO:<b1@y.test>",
@@ -750,21 +718,15 @@ static void test_idle_upstream_does_not_time_out(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250 up.test",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
+        UP_MAIL_RCPT,
         "< QUIT",
         "> 221 Bye",
         NULL,
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> MAIL FROM:<a@x.test>",
         "< 250",
         "~600",
@@ -786,13 +748,9 @@ static void test_deliver_refused_keeps_caller_arrays(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250 up.test",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
+        UP_MAIL_RCPT,
         "< RSET",
         "> 250 2.0.0 Ok",
         "< QUIT",
@@ -800,13 +758,8 @@ static void test_deliver_refused_keeps_caller_arrays(void **state)
         NULL,
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_EHLO,
+        CL_MAIL_RCPT,
         "> DATA",
         "< 354",
         "> A: b\r\n\r\nbody\r\n.",
@@ -832,8 +785,7 @@ static void test_states_and_pipelining(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH LOGIN",
         "< AUTH LOGIN",
         "> 334 VXNlcm5hbWU6",
@@ -841,13 +793,8 @@ static void test_states_and_pipelining(void **state)
         "> 334 UGFzc3dvcmQ6",
         "< cGFzcw==",
         "> 235 2.7.0 Authentication successful",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_MAIL_RCPT,
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as XYZ",
         "< QUIT",
         "> 221 2.0.0 Bye",
@@ -922,8 +869,7 @@ static void test_auth_oauth_pass_through(void **state)
         oauthbearer[i] = "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"[i % 42];
     snprintf(up_o, sizeof(up_o), "< %s", oauthbearer + 2);
     static const char *upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250-PIPELINING\r\n250-AUTH XOAUTH2 OAUTHBEARER\r\n250 SIZE 0",
         NULL, /* up_x */
         "> 334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=",
@@ -940,9 +886,7 @@ static void test_auth_oauth_pass_through(void **state)
     upstream[3] = up_x;
     upstream[7] = up_o;
     static const char *client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> AUTH PLAIN AGFAeABw",
         "< 504 5.5.4 Unrecognized authentication type",
         NULL, /* xoauth2 */
@@ -993,8 +937,7 @@ static void test_auth_identity_logged(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN",
         "< AUTH LOGIN",
         "> 334 VXNlcm5hbWU6",
@@ -1008,18 +951,14 @@ static void test_auth_identity_logged(void **state)
         "> 250 2.1.0 Ok",
         "< RCPT TO:<b@y.test>",
         "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as Q1",
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> AUTH LOGIN",          /* mallory / password1: refused */
         "< 334 VXNlcm5hbWU6",
         "> bWFsbG9yeQ==",
