@@ -68,10 +68,9 @@ static void test_classify(void **state)
 static void test_kme_cache_vault_meta(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 1000};
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE);
+    pm.m.chunk = 1000;
 
     struct protect_in_config cfg;
     pi_config(&cfg);
@@ -80,26 +79,26 @@ static void test_kme_cache_vault_meta(void **state)
     protect_in_view *v = NULL;
 
     /* nothing known yet */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_SUMMARY, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_SUMMARY, &v), 0);
 
     /* 1. first read: keys from the KME */
-    v = pi_open_wait(&env, alice, hint, &m);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
-    assert_string_equal(protect_in_view_id(v), hint);
+    assert_string_equal(protect_in_view_id(v), pm.hint);
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
-    assert_int_equal(m.fetches, 1);
+    assert_int_equal(pm.m.fetches, 1);
     assert_true(st.keys_from_kme > 0);
     assert_int_equal(st.keys_from_vault, 0);
     assert_int_equal(st.decrypted, 1);
     protect_in_view_unref(&v);
 
     /* 2. second read: from memory, no fetch */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_FULL, &v), 1);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_FULL, &v), 1);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
-    v = pi_open_wait(&env, alice, hint, &m);
-    assert_int_equal(m.fetches, 1);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
+    assert_int_equal(pm.m.fetches, 1);
     protect_in_view_unref(&v);
     /* let the metadata reach the vault */
     while (protect_in_get_stats(env.pi, &st), st.meta_stored == 0)
@@ -111,11 +110,11 @@ static void test_kme_cache_vault_meta(void **state)
      * can have them. */
     alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     /* a summary from the durable metadata, without fetching */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_FULL, &v), 0);
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_SUMMARY, &v), 1);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_FULL, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_SUMMARY, &v), 1);
     assert_false(protect_in_view_complete(v));
-    protect_in_view *full = pi_open_wait(&env, alice, hint, &m);
-    assert_int_equal(m.fetches, 2);
+    protect_in_view *full = pi_open_wait(&env, alice, pm.hint, &pm.m);
+    assert_int_equal(pm.m.fetches, 2);
     pi_expect_plain(full, PI_MSG_MIXED);
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, 0);
@@ -153,11 +152,10 @@ static void test_kme_cache_vault_meta(void **state)
 
     /* the summary is for readers the message was sent to only */
     protect_in_reader *bob = protect_in_reader_new(env.pi, "bob@example.org");
-    assert_int_equal(protect_in_lookup(env.pi, bob, hint, PROTECT_IN_SUMMARY, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, bob, pm.hint, PROTECT_IN_SUMMARY, &v), 0);
     protect_in_reader_free(&bob);
     pi_reader_close_as(&env, &alice);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 /* ---- KME down, then up ------------------------------------------------------------------ */
@@ -165,16 +163,14 @@ static void test_kme_cache_vault_meta(void **state)
 static void test_kme_down_then_recovery(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 0};
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     pi_config(&cfg);
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
 
     pi_kme_kill(&env);
-    protect_in_view *v = pi_open_wait(&env, alice, hint, &m);
+    protect_in_view *v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     assert_true(protect_in_view_complete(v));
     /* a consistent notice: outer headers, prefixed Subject, text */
@@ -186,23 +182,22 @@ static void test_kme_down_then_recovery(void **state)
     assert_non_null(strstr(data, "Subject: [QuMail: not decrypted] "
                                  "Encrypted message (QuMail QKD)\r\n"));
     assert_non_null(strstr(data, "kme-unavailable"));
-    assert_non_null(strstr(data, hint + 2)); /* the key ID is named */
+    assert_non_null(strstr(data, pm.hint + 2)); /* the key ID is named */
     assert_null(strstr(data, "The real subject"));
     assert_null(strstr(data, "Hello Alice"));
     assert_non_null(strstr(protect_in_view_envelope(v, NULL),
                            "\"[QuMail: not decrypted] Encrypted message (QuMail QKD)\""));
     protect_in_view_unref(&v);
     /* notices are not kept: nothing durable for it */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_SUMMARY, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_SUMMARY, &v), 0);
 
     /* recovery: the next read decrypts, nothing was lost */
     pi_kme_start(&env);
-    v = pi_open_wait(&env, alice, hint, &m);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     pi_reader_close_as(&env, &alice);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 /* Within notice_ttl a notice is reused (one FETCH of many messages does not
@@ -210,39 +205,35 @@ static void test_kme_down_then_recovery(void **state)
 static void test_notice_ttl(void **state)
 {
     (void)state;
-    size_t l1, l2;
-    uint8_t *c1 = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l1);
-    uint8_t *c2 = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l2);
-    char *h1 = pi_hint(c1, l1), *h2 = pi_hint(c2, l2);
-    struct pi_msg m1 = {c1, l1, 0, false, 0}, m2 = {c2, l2, 0, false, 0};
+    struct pi_mail p1, p2;
+    pi_mail_make(&env, &p1, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
+    pi_mail_make(&env, &p2, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     protect_in_config_defaults(&cfg);
     cfg.notice_ttl_ms = 600000;
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     pi_kme_kill(&env);
-    protect_in_view *v = pi_open_wait(&env, alice, h1, &m1);
+    protect_in_view *v = pi_open_wait(&env, alice, p1.hint, &p1.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     protect_in_view_unref(&v);
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     uint64_t kme_before = st.kme_requests;
     /* the same message: the cached notice, no fetch */
-    assert_int_equal(protect_in_lookup(env.pi, alice, h1, PROTECT_IN_FULL, &v), 1);
+    assert_int_equal(protect_in_lookup(env.pi, alice, p1.hint, PROTECT_IN_FULL, &v), 1);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     protect_in_view_unref(&v);
     /* another message: the link is known down, no KME request */
-    v = pi_open_wait(&env, alice, h2, &m2);
+    v = pi_open_wait(&env, alice, p2.hint, &p2.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     protect_in_view_unref(&v);
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, kme_before);
-    assert_int_equal(m1.fetches, 1);
+    assert_int_equal(p1.m.fetches, 1);
     pi_kme_start(&env);
     pi_reader_close_as(&env, &alice);
-    free(h1);
-    free(h2);
-    free(c1);
-    free(c2);
+    pi_mail_free(&p1);
+    pi_mail_free(&p2);
 }
 
 /* ---- failures that become notices ----------------------------------------------------- */
@@ -309,10 +300,8 @@ static void test_unknown_key(void **state)
 static void test_wrong_user(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 0};
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     pi_config(&cfg);
     const struct protect_in_address map[] = {{"carol", "Alice@Example.org"}};
@@ -327,7 +316,7 @@ static void test_wrong_user(void **state)
     assert_int_equal(protect_in_reader_address_count(carol), 2);
 
     /* bob first: a notice, and no key is fetched for him */
-    protect_in_view *v = pi_open_wait(&env, bob, hint, &m);
+    protect_in_view *v = pi_open_wait(&env, bob, pm.hint, &pm.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_NOT_ALLOWED);
     const char *data = (const char *)mime_struct_data(protect_in_view_struct(v));
     assert_null(strstr(data, "Hello Alice"));
@@ -336,16 +325,16 @@ static void test_wrong_user(void **state)
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, 0);
     /* alice reads it (keys now in the vault, view in memory) */
-    v = pi_open_wait(&env, alice, hint, &m);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     /* bob again: still a notice, not the cached view */
-    assert_int_equal(protect_in_lookup(env.pi, bob, hint, PROTECT_IN_FULL, &v), 0);
-    v = pi_open_wait(&env, bob, hint, &m);
+    assert_int_equal(protect_in_lookup(env.pi, bob, pm.hint, PROTECT_IN_FULL, &v), 0);
+    v = pi_open_wait(&env, bob, pm.hint, &pm.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_NOT_ALLOWED);
     protect_in_view_unref(&v);
     /* carol reads alice's mail (a shared mailbox in the address map) */
-    v = pi_open_wait(&env, carol, hint, &m);
+    v = pi_open_wait(&env, carol, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     protect_in_reader_free(&alice);
@@ -357,12 +346,11 @@ static void test_wrong_user(void **state)
     cfg.recipient_check = PROTECT_IN_CHECK_OFF;
     bob = pi_reader_open_as(&env, &cfg, "bob");
     assert_int_equal(protect_in_reader_address_count(bob), 0);
-    v = pi_open_wait(&env, bob, hint, &m);
+    v = pi_open_wait(&env, bob, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     pi_reader_close_as(&env, &bob);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 static void test_unbound_and_no_rule(void **state)
