@@ -27,14 +27,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,      \
-                    __LINE__, #cond);                                       \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
+#include "../common/fuzz_check.h"
 
 struct bytes {
     char *p;
