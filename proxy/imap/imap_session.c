@@ -961,6 +961,20 @@ static bool read_skip(imap_session *s, const char *in, size_t len, size_t *used_
     return false;
 }
 
+/* Who reads client input in each state; in the others it waits. */
+typedef bool input_reader(imap_session *s, const char *in, size_t len, size_t *used_r);
+static input_reader *const readers[IMAP_STATE_COUNT_] = {
+    [IMAP_STATE_NOT_AUTH] = read_command,
+    [IMAP_STATE_AUTHENTICATED] = read_command,
+    [IMAP_STATE_SELECTED] = read_command,
+    [IMAP_STATE_AUTHENTICATE] = read_sasl,
+    [IMAP_STATE_IDLE] = read_idle,
+    [IMAP_STATE_APPEND] = read_append,
+    [IMAP_STATE_APPEND_HOLD] = imap_append_hold_read,
+    [IMAP_STATE_DISCARD] = read_discard,
+    [IMAP_STATE_SKIP_LINE] = read_skip,
+};
+
 void imap_process_client_input(imap_session *s)
 {
     while (s->conn && !s->closing && !s->flow_client_paused && s->local_len < LOCAL_OUT_MAX) {
@@ -975,35 +989,12 @@ void imap_process_client_input(imap_session *s)
         const char *in = net_conn_input(s->conn, &len);
         if (len == 0)
             return;
-        size_t used = 0;
-        bool again;
-        switch (s->state) {
-        case IMAP_STATE_NOT_AUTH:
-        case IMAP_STATE_AUTHENTICATED:
-        case IMAP_STATE_SELECTED:
-            again = read_command(s, in, len, &used);
-            break;
-        case IMAP_STATE_AUTHENTICATE:
-            again = read_sasl(s, in, len, &used);
-            break;
-        case IMAP_STATE_IDLE:
-            again = read_idle(s, in, len, &used);
-            break;
-        case IMAP_STATE_APPEND:
-            again = read_append(s, in, len, &used);
-            break;
-        case IMAP_STATE_APPEND_HOLD:
-            again = imap_append_hold_read(s, in, len, &used);
-            break;
-        case IMAP_STATE_DISCARD:
-            again = read_discard(s, in, len, &used);
-            break;
-        case IMAP_STATE_SKIP_LINE:
-            again = read_skip(s, in, len, &used);
-            break;
-        default:
+        input_reader *reader =
+            (unsigned)s->state < IMAP_STATE_COUNT_ ? readers[s->state] : NULL;
+        if (reader == NULL)
             return;
-        }
+        size_t used = 0;
+        bool again = reader(s, in, len, &used);
         if (s->conn && used) {
             net_conn_consume(s->conn, used);
             s->bytes_in += used;
