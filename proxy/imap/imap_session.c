@@ -792,14 +792,53 @@ static bool read_command(imap_session *s, const char *in, size_t len, size_t *us
     }
 }
 
-/* A SASL response or IDLE's DONE: one line, relayed as it is. */
+/* The newest command with this verb (NULL: none in flight). */
+static struct imap_command *last_command(imap_session *s, enum imap_verb verb)
+{
+    struct imap_command *c = s->tail;
+    while (c && c->verb != verb)
+        c = c->prev;
+    return c;
+}
+
+/* A SASL response: relayed to the AUTHENTICATE it answers. */
+static void sasl_line(imap_session *s, const char *text, size_t tl)
+{
+    struct imap_command *c = last_command(s, IMAP_CMD_AUTHENTICATE);
+    if (!c) {
+        imap_enter_state(s, imap_idle_state(s));
+        return;
+    }
+    if (c->auth_first_line && !c->user[0])
+        imap_sasl_user(c->mech, text, tl, c->user, sizeof(c->user));
+    c->auth_first_line = false;
+    imap_client_send(s->up, c->up, text, tl);
+    imap_client_send(s->up, c->up, "\r\n", 2);
+    imap_client_expect(s->up, c->up, IMAP_CONT_RELAY);
+    OPENSSL_cleanse((char *)text, tl); /* consumed right after: gone from the buffer too */
+    imap_enter_state(s, IMAP_STATE_AUTH_WAIT);
+}
+
+/* IDLE's DONE (or whatever line ends it): relayed, the answer is due. */
+static void idle_line(imap_session *s, const char *text, size_t tl)
+{
+    struct imap_command *c = last_command(s, IMAP_CMD_IDLE);
+    if (c) {
+        imap_client_send(s->up, c->up, text, tl);
+        imap_client_send(s->up, c->up, "\r\n", 2);
+        imap_client_set_idling(s->up, false); /* its answer is due now */
+    }
+    imap_enter_state(s, imap_idle_state(s));
+}
+
+/* A SASL response or IDLE's DONE: one line, relayed as it is by line()
+ * once complete (text points into in, consumed right after). */
 static bool read_line(imap_session *s, const char *in, size_t len, size_t *used_r,
-                      bool *complete, const char **text, size_t *text_len)
+                      void (*line)(imap_session *s, const char *text, size_t tl))
 {
     struct imap_token tok;
     size_t u, off = 0;
     const char *err;
-    *complete = false;
     int rc = imap_parser_text_next(s->cp, in, len, &u, &tok, &err);
     if (rc == IMAP_PARSE_MORE) {
         *used_r = 0;
@@ -811,8 +850,8 @@ static bool read_line(imap_session *s, const char *in, size_t len, size_t *used_
         return true;
     }
     off = u;
-    *text = tok.str;
-    *text_len = tok.len;
+    const char *text = tok.str;
+    size_t text_len = tok.len;
     rc = imap_parser_next(s->cp, in + off, len - off, &u, &tok, &err);
     if (rc == IMAP_PARSE_MORE) {
         /* keep the text token unread: the parser restarts it */
@@ -826,54 +865,18 @@ static bool read_line(imap_session *s, const char *in, size_t len, size_t *used_
         return true;
     }
     *used_r = off + u;
-    *complete = true;
+    line(s, text, text_len);
     return true;
 }
 
 static bool read_sasl(imap_session *s, const char *in, size_t len, size_t *used_r)
 {
-    bool complete;
-    const char *text;
-    size_t tl;
-    bool r = read_line(s, in, len, used_r, &complete, &text, &tl);
-    if (!complete)
-        return r;
-    struct imap_command *c = s->tail;
-    while (c && c->verb != IMAP_CMD_AUTHENTICATE)
-        c = c->prev;
-    if (!c) {
-        imap_enter_state(s, imap_idle_state(s));
-        return true;
-    }
-    if (c->auth_first_line && !c->user[0])
-        imap_sasl_user(c->mech, text, tl, c->user, sizeof(c->user));
-    c->auth_first_line = false;
-    imap_client_send(s->up, c->up, text, tl);
-    imap_client_send(s->up, c->up, "\r\n", 2);
-    imap_client_expect(s->up, c->up, IMAP_CONT_RELAY);
-    OPENSSL_cleanse((char *)text, tl); /* consumed right after: gone from the buffer too */
-    imap_enter_state(s, IMAP_STATE_AUTH_WAIT);
-    return true;
+    return read_line(s, in, len, used_r, sasl_line);
 }
 
 static bool read_idle(imap_session *s, const char *in, size_t len, size_t *used_r)
 {
-    bool complete;
-    const char *text;
-    size_t tl;
-    bool r = read_line(s, in, len, used_r, &complete, &text, &tl);
-    if (!complete)
-        return r;
-    struct imap_command *c = s->tail;
-    while (c && c->verb != IMAP_CMD_IDLE)
-        c = c->prev;
-    if (c) {
-        imap_client_send(s->up, c->up, text, tl);
-        imap_client_send(s->up, c->up, "\r\n", 2);
-        imap_client_set_idling(s->up, false); /* its answer is due now */
-    }
-    imap_enter_state(s, imap_idle_state(s));
-    return true;
+    return read_line(s, in, len, used_r, idle_line);
 }
 
 static bool read_append(imap_session *s, const char *in, size_t len, size_t *used_r)
