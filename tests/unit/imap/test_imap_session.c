@@ -120,6 +120,10 @@ static void fx_free(struct fixture *fx)
     "< * OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN "      \
     "AUTH=XOAUTH2] Dovecot ready."
 
+/* The greeting and "a LOGIN u p" as each side sees them. */
+#define CL_LOGIN GREET_CLIENT, "> a LOGIN u p", "< a OK [CAPABILITY IMAP4rev1] Logged in"
+#define UP_LOGIN GREET_UP, "< a LOGIN u p", "> a OK [CAPABILITY IMAP4rev1] Logged in"
+
 /* ---- relaying --------------------------------------------------------------------- */
 
 static void test_login_select_fetch_logout(void **state)
@@ -193,9 +197,7 @@ static void test_pipelining(void **state)
         NULL,
     };
     static const char *const upstream2[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b NOOP",
         "< c NOOP",
         "< d STATUS INBOX (MESSAGES)",
@@ -633,9 +635,7 @@ static void test_fetch_hooks(void **state)
         static struct fixture fx;
         hooks_fixture(&fx, mode);
         const char *const client[] = {
-            GREET_CLIENT,
-            "> a LOGIN u p",
-            "< a OK [CAPABILITY IMAP4rev1] Logged in",
+            CL_LOGIN,
             "> b FETCH 1 (FLAGS BODY[])",
             "< * 1 FETCH (FLAGS (\\Seen) BODY[] {9}",
             "< PLAINTEXT)",
@@ -647,9 +647,7 @@ static void test_fetch_hooks(void **state)
             NULL,
         };
         const char *const upstream[] = {
-            GREET_UP,
-            "< a LOGIN u p",
-            "> a OK [CAPABILITY IMAP4rev1] Logged in",
+            UP_LOGIN,
             mode == 2 ? "< b FETCH 1 (UID BODY.PEEK[])" : "< b FETCH 1 (FLAGS BODY[])",
             ">>* 1 FETCH (UID 9 FLAGS (\\Seen) BODY[] {10}\r\nCIPHERTEXT)\r\n",
             ">>* 2 FETCH (FLAGS (\\Seen))\r\nb OK Fetch completed.\r\n",
@@ -773,18 +771,14 @@ static void test_upstream_closes_mid_response(void **state)
     static struct fixture fx;
     fx_init(&fx);
     static const char *const client[] = {
-        GREET_CLIENT,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        CL_LOGIN,
         "> b FETCH 1 BODY[]",
         "< * 1 FETCH (BODY[] {100}",
         "<$",
         NULL,
     };
     static const char *const upstream[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b FETCH 1 BODY[]",
         ">>* 1 FETCH (BODY[] {100}\r\nthe first",
         "~50",
@@ -854,9 +848,7 @@ static void test_large_literal(void **state)
     static char want_line[120];
     snprintf(want_line, sizeof(want_line), "<~%.*s", 98, body + (lines - 1) * 100);
     const char *client[] = {
-        GREET_CLIENT,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        CL_LOGIN,
         "> b FETCH 1 BODY[]",
         "< * 1 FETCH (BODY[] {3200000}",
         want_line,
@@ -866,9 +858,7 @@ static void test_large_literal(void **state)
         NULL,
     };
     const char *upstream[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b FETCH 1 BODY[]",
         head,
         up_body,
@@ -897,9 +887,7 @@ static void test_other_clients_unaffected(void **state)
     fx_init(&fx);
     fx.b.cfg.command_timeout_ms = 1000;
     static const char *const client[] = {
-        GREET_CLIENT,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        CL_LOGIN,
         "~200",
         "> b FETCH 1 BODY[]",
         "< * 1 FETCH (BODY[] {5}",
@@ -912,9 +900,7 @@ static void test_other_clients_unaffected(void **state)
         NULL,
     };
     static const char *const upstream[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b FETCH 1 BODY[]",
         ">>* 1 FETCH (BODY[] {5}\r\nhello)\r\nb OK done\r\n",
         "< c LOGOUT",
