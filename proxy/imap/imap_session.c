@@ -792,14 +792,53 @@ static bool read_command(imap_session *s, const char *in, size_t len, size_t *us
     }
 }
 
-/* A SASL response or IDLE's DONE: one line, relayed as it is. */
+/* The newest command with this verb (NULL: none in flight). */
+static struct imap_command *last_command(imap_session *s, enum imap_verb verb)
+{
+    struct imap_command *c = s->tail;
+    while (c && c->verb != verb)
+        c = c->prev;
+    return c;
+}
+
+/* A SASL response: relayed to the AUTHENTICATE it answers. */
+static void sasl_line(imap_session *s, const char *text, size_t tl)
+{
+    struct imap_command *c = last_command(s, IMAP_CMD_AUTHENTICATE);
+    if (!c) {
+        imap_enter_state(s, imap_idle_state(s));
+        return;
+    }
+    if (c->auth_first_line && !c->user[0])
+        imap_sasl_user(c->mech, text, tl, c->user, sizeof(c->user));
+    c->auth_first_line = false;
+    imap_client_send(s->up, c->up, text, tl);
+    imap_client_send(s->up, c->up, "\r\n", 2);
+    imap_client_expect(s->up, c->up, IMAP_CONT_RELAY);
+    OPENSSL_cleanse((char *)text, tl); /* consumed right after: gone from the buffer too */
+    imap_enter_state(s, IMAP_STATE_AUTH_WAIT);
+}
+
+/* IDLE's DONE (or whatever line ends it): relayed, the answer is due. */
+static void idle_line(imap_session *s, const char *text, size_t tl)
+{
+    struct imap_command *c = last_command(s, IMAP_CMD_IDLE);
+    if (c) {
+        imap_client_send(s->up, c->up, text, tl);
+        imap_client_send(s->up, c->up, "\r\n", 2);
+        imap_client_set_idling(s->up, false); /* its answer is due now */
+    }
+    imap_enter_state(s, imap_idle_state(s));
+}
+
+/* A SASL response or IDLE's DONE: one line, relayed as it is by line()
+ * once complete (text points into in, consumed right after). */
 static bool read_line(imap_session *s, const char *in, size_t len, size_t *used_r,
-                      bool *complete, const char **text, size_t *text_len)
+                      void (*line)(imap_session *s, const char *text, size_t tl))
 {
     struct imap_token tok;
     size_t u, off = 0;
     const char *err;
-    *complete = false;
     int rc = imap_parser_text_next(s->cp, in, len, &u, &tok, &err);
     if (rc == IMAP_PARSE_MORE) {
         *used_r = 0;
@@ -811,8 +850,8 @@ static bool read_line(imap_session *s, const char *in, size_t len, size_t *used_
         return true;
     }
     off = u;
-    *text = tok.str;
-    *text_len = tok.len;
+    const char *text = tok.str;
+    size_t text_len = tok.len;
     rc = imap_parser_next(s->cp, in + off, len - off, &u, &tok, &err);
     if (rc == IMAP_PARSE_MORE) {
         /* keep the text token unread: the parser restarts it */
@@ -826,54 +865,18 @@ static bool read_line(imap_session *s, const char *in, size_t len, size_t *used_
         return true;
     }
     *used_r = off + u;
-    *complete = true;
+    line(s, text, text_len);
     return true;
 }
 
 static bool read_sasl(imap_session *s, const char *in, size_t len, size_t *used_r)
 {
-    bool complete;
-    const char *text;
-    size_t tl;
-    bool r = read_line(s, in, len, used_r, &complete, &text, &tl);
-    if (!complete)
-        return r;
-    struct imap_command *c = s->tail;
-    while (c && c->verb != IMAP_CMD_AUTHENTICATE)
-        c = c->prev;
-    if (!c) {
-        imap_enter_state(s, imap_idle_state(s));
-        return true;
-    }
-    if (c->auth_first_line && !c->user[0])
-        imap_sasl_user(c->mech, text, tl, c->user, sizeof(c->user));
-    c->auth_first_line = false;
-    imap_client_send(s->up, c->up, text, tl);
-    imap_client_send(s->up, c->up, "\r\n", 2);
-    imap_client_expect(s->up, c->up, IMAP_CONT_RELAY);
-    OPENSSL_cleanse((char *)text, tl); /* consumed right after: gone from the buffer too */
-    imap_enter_state(s, IMAP_STATE_AUTH_WAIT);
-    return true;
+    return read_line(s, in, len, used_r, sasl_line);
 }
 
 static bool read_idle(imap_session *s, const char *in, size_t len, size_t *used_r)
 {
-    bool complete;
-    const char *text;
-    size_t tl;
-    bool r = read_line(s, in, len, used_r, &complete, &text, &tl);
-    if (!complete)
-        return r;
-    struct imap_command *c = s->tail;
-    while (c && c->verb != IMAP_CMD_IDLE)
-        c = c->prev;
-    if (c) {
-        imap_client_send(s->up, c->up, text, tl);
-        imap_client_send(s->up, c->up, "\r\n", 2);
-        imap_client_set_idling(s->up, false); /* its answer is due now */
-    }
-    imap_enter_state(s, imap_idle_state(s));
-    return true;
+    return read_line(s, in, len, used_r, idle_line);
 }
 
 static bool read_append(imap_session *s, const char *in, size_t len, size_t *used_r)
@@ -961,6 +964,20 @@ static bool read_skip(imap_session *s, const char *in, size_t len, size_t *used_
     return false;
 }
 
+/* Who reads client input in each state; in the others it waits. */
+typedef bool input_reader(imap_session *s, const char *in, size_t len, size_t *used_r);
+static input_reader *const readers[IMAP_STATE_COUNT_] = {
+    [IMAP_STATE_NOT_AUTH] = read_command,
+    [IMAP_STATE_AUTHENTICATED] = read_command,
+    [IMAP_STATE_SELECTED] = read_command,
+    [IMAP_STATE_AUTHENTICATE] = read_sasl,
+    [IMAP_STATE_IDLE] = read_idle,
+    [IMAP_STATE_APPEND] = read_append,
+    [IMAP_STATE_APPEND_HOLD] = imap_append_hold_read,
+    [IMAP_STATE_DISCARD] = read_discard,
+    [IMAP_STATE_SKIP_LINE] = read_skip,
+};
+
 void imap_process_client_input(imap_session *s)
 {
     while (s->conn && !s->closing && !s->flow_client_paused && s->local_len < LOCAL_OUT_MAX) {
@@ -975,35 +992,12 @@ void imap_process_client_input(imap_session *s)
         const char *in = net_conn_input(s->conn, &len);
         if (len == 0)
             return;
-        size_t used = 0;
-        bool again;
-        switch (s->state) {
-        case IMAP_STATE_NOT_AUTH:
-        case IMAP_STATE_AUTHENTICATED:
-        case IMAP_STATE_SELECTED:
-            again = read_command(s, in, len, &used);
-            break;
-        case IMAP_STATE_AUTHENTICATE:
-            again = read_sasl(s, in, len, &used);
-            break;
-        case IMAP_STATE_IDLE:
-            again = read_idle(s, in, len, &used);
-            break;
-        case IMAP_STATE_APPEND:
-            again = read_append(s, in, len, &used);
-            break;
-        case IMAP_STATE_APPEND_HOLD:
-            again = imap_append_hold_read(s, in, len, &used);
-            break;
-        case IMAP_STATE_DISCARD:
-            again = read_discard(s, in, len, &used);
-            break;
-        case IMAP_STATE_SKIP_LINE:
-            again = read_skip(s, in, len, &used);
-            break;
-        default:
+        input_reader *reader =
+            (unsigned)s->state < IMAP_STATE_COUNT_ ? readers[s->state] : NULL;
+        if (reader == NULL)
             return;
-        }
+        size_t used = 0;
+        bool again = reader(s, in, len, &used);
         if (s->conn && used) {
             net_conn_consume(s->conn, used);
             s->bytes_in += used;

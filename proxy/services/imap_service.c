@@ -14,6 +14,7 @@
 #include "kme_vault.h"
 #include "log.h"
 #include "services.h"
+#include "upstream_tls.h"
 
 /* Daemon-lifetime state: made at start when the imap section is on. */
 struct imap_svc {
@@ -215,25 +216,11 @@ static int imap_gen_new(void *arg, const struct qumail_config *cfg, void **gen_r
         return -1;
     }
     bool on = imap->enabled && imap->n_listeners > 0;
-    if (on && imap->upstream.tls != QUMAIL_UPSTREAM_TLS_NONE) {
-        struct net_tls_config tc = {
-            .server = false,
-            .cert_file = imap->upstream.client_cert_file,
-            .key_file = imap->upstream.client_key_file,
-            .ca_file = imap->upstream.ca_file,
-            .verify_peer = imap->upstream.verify,
-        };
-        char *err = NULL;
-        if (!(g->upstream_tls = net_tls_new(&tc, &err))) {
-            char msg[1024];
-            snprintf(msg, sizeof(msg), "imap upstream TLS: %s", err ? err : "TLS setup failed");
-            free(err);
-            free(g);
-            *error_r = strdup(msg);
-            return -1;
-        }
-        if (!imap->upstream.verify)
-            qlog_warn("imap upstream TLS certificate verification is OFF (imap.upstream.verify)");
+    if (on && imap->upstream.tls != QUMAIL_UPSTREAM_TLS_NONE &&
+        !(g->upstream_tls = services_upstream_tls_new(&imap->upstream, "imap upstream",
+                                                      "imap.upstream.verify", error_r))) {
+        free(g);
+        return -1;
     }
     /* no vault (cannot happen with the imap section on): protected
      * APPENDs are refused, never stored in plaintext */

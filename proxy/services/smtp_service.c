@@ -9,6 +9,7 @@
 #include "outgoing.h"
 #include "services.h"
 #include "smtp_session.h"
+#include "upstream_tls.h"
 
 /* Daemon lifetime. */
 struct smtp_svc {
@@ -72,25 +73,11 @@ static int smtp_gen_new(void *arg, const struct qumail_config *cfg, void **gen_r
         *error_r = strdup("out of memory");
         return -1;
     }
-    if (smtp->n_listeners > 0 && smtp->upstream.tls != QUMAIL_UPSTREAM_TLS_NONE) {
-        struct net_tls_config tc = {
-            .server = false,
-            .cert_file = smtp->upstream.client_cert_file,
-            .key_file = smtp->upstream.client_key_file,
-            .ca_file = smtp->upstream.ca_file,
-            .verify_peer = smtp->upstream.verify,
-        };
-        char *err = NULL;
-        if (!(g->upstream_tls = net_tls_new(&tc, &err))) {
-            char msg[1024];
-            snprintf(msg, sizeof(msg), "upstream TLS: %s", err ? err : "TLS setup failed");
-            free(err);
-            free(g);
-            *error_r = strdup(msg);
-            return -1;
-        }
-        if (!smtp->upstream.verify)
-            qlog_warn("upstream TLS certificate verification is OFF (smtp.upstream.verify)");
+    if (smtp->n_listeners > 0 && smtp->upstream.tls != QUMAIL_UPSTREAM_TLS_NONE &&
+        !(g->upstream_tls = services_upstream_tls_new(&smtp->upstream, "upstream",
+                                                      "smtp.upstream.verify", error_r))) {
+        free(g);
+        return -1;
     }
     if (smtp->n_listeners > 0)
         qlog_info("smtp: %s mode, upstream %s:%u (%s)", qumail_smtp_mode_name(smtp->mode),

@@ -1,5 +1,5 @@
 # qumail_fuzz_target(NAME SOURCES src... [LIBS lib...] [INCLUDES dir...]
-#                    [SEEDS dir-or-file...] [RUNS n] [PREFIXES] [DRIVER src]
+#                    [SEEDS dir-or-file...] [RUNS n] [PREFIXES] [DRIVER src...]
 #                    [LABELS label...] [TIMEOUT s])
 #
 # One libFuzzer entry point (LLVMFuzzerTestOneInput), two builds:
@@ -14,10 +14,12 @@
 #    test suite, under the suite's ASan/UBSan.
 # SEEDS default: the folder's seeds/. A target's sources may define
 # `const char *const fuzz_driver_tokens[]` (NULL-terminated) for the
-# driver's token insertions.
+# driver's token insertions. DRIVER sources replace the default driver; a
+# generative target keeps it and adds its generator there, e.g. DRIVER
+# common/fuzz_driver.c common/fuzz_token_gen.c (linked only into _regress).
 if(NOT COMMAND qumail_fuzz_target)
 function(qumail_fuzz_target name)
-  cmake_parse_arguments(F "PREFIXES" "RUNS;DRIVER;TIMEOUT" "SOURCES;LIBS;INCLUDES;SEEDS;LABELS"
+  cmake_parse_arguments(F "PREFIXES" "RUNS;TIMEOUT" "SOURCES;LIBS;INCLUDES;SEEDS;LABELS;DRIVER"
                         ${ARGN})
   if(NOT F_SEEDS)
     set(F_SEEDS ${CMAKE_CURRENT_SOURCE_DIR}/seeds)

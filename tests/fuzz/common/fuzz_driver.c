@@ -5,7 +5,10 @@
  * then over ITERATIONS inputs mutated from those seeds (byte flips,
  * insertions, deletions, splices of two seeds, truncations, and insertions
  * of the target's tokens when it defines fuzz_driver_tokens) with a fixed
- * xorshift seed, so a failure is reproducible.
+ * xorshift seed, so a failure is reproducible. A target whose input layout
+ * random mutation rarely hits defines fuzz_driver_generate instead: the
+ * ITERATIONS inputs are then built by it (common/fuzz_token_gen.c builds
+ * them from fuzz_driver_tokens; kme-004 from valid frames).
  *
  * Usage: DRIVER [-p] ITERATIONS SEED_DIR_OR_FILE...
  * An invariant failure or a sanitizer report aborts (non-zero exit); no
@@ -23,6 +26,11 @@ __attribute__((weak)) int LLVMFuzzerInitialize(int *argc, char ***argv);
 /* A target may define this (NULL-terminated): pieces of its input syntax
  * that a random mutation rarely builds (format keywords, delimiters). */
 extern const char *const fuzz_driver_tokens[] __attribute__((weak));
+
+/* A target may define this: one input into buf (at most cap bytes), its
+ * randomness from fuzz_driver_rng() only, so that a run reproduces. */
+extern size_t fuzz_driver_generate(uint8_t *buf, size_t cap) __attribute__((weak));
+uint64_t fuzz_driver_rng(void);
 
 #define DRIVER_MAX_INPUT (1u << 20)
 /* With -p: every prefix of a seed up to this length, evenly spaced ones
@@ -46,6 +54,11 @@ static uint64_t rng(void)
     x ^= x >> 7;
     x ^= x << 17;
     return rng_state = x;
+}
+
+uint64_t fuzz_driver_rng(void)
+{
+    return rng();
 }
 
 /* Runs one input from an exact-size heap copy, so ASan sees over-reads. */
@@ -221,13 +234,16 @@ int main(int argc, char **argv)
     uint8_t *buf = malloc(DRIVER_MAX_INPUT + 64);
     if (buf == NULL)
         return 1;
-    for (unsigned long i = 0; i < iterations; i++)
-        run(buf, mutate(buf, DRIVER_MAX_INPUT + 64));
+    for (unsigned long i = 0; i < iterations; i++) {
+        size_t cap = DRIVER_MAX_INPUT + 64;
+        run(buf, fuzz_driver_generate != NULL ? fuzz_driver_generate(buf, cap) : mutate(buf, cap));
+    }
     free(buf);
     for (size_t i = 0; i < n_seeds; i++)
         free(seeds[i].data);
     free(seeds);
-    printf("%zu seeds%s and %lu mutated inputs (%zu tokens): no failure\n", n_seeds,
-           prefixes ? " with their prefixes" : "", iterations, n_tokens);
+    printf("%zu seeds%s and %lu %s inputs (%zu tokens): no failure\n", n_seeds,
+           prefixes ? " with their prefixes" : "", iterations,
+           fuzz_driver_generate != NULL ? "generated" : "mutated", n_tokens);
     return 0;
 }

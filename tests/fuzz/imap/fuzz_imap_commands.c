@@ -100,10 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_tokenizer(IMAP_PARSER_COMMANDS, &in);
     fuzz_args_first_line(IMAP_PARSER_COMMANDS, &in);
     /* each line (cut at LF; literals inside are honoured by the tree) */
-    char *copy = malloc(in.len ? in.len : 1);
-    CHECK(copy != NULL);
-    if (in.len)
-        memcpy(copy, in.payload, in.len);
+    char *copy = fuzz_copy(in.payload, in.len);
     size_t pos = 0;
     for (int lines = 0; pos < in.len && lines < 64; lines++) {
         struct imap_args a;
@@ -117,9 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const char *lf = memchr(copy + pos, '\n', in.len - pos);
             line_len = lf ? (size_t)(lf - (copy + pos)) + 1 : in.len - pos;
         }
-        char *line = malloc(line_len);
-        CHECK(line != NULL);
-        memcpy(line, copy + pos, line_len);
+        char *line = fuzz_copy(copy + pos, line_len);
         fuzz_line(&in, line, line_len);
         free(line);
         pos += line_len;

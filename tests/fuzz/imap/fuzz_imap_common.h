@@ -27,49 +27,25 @@
 #include <string.h>
 #include <strings.h>
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,      \
-                    __LINE__, #cond);                                       \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
+#include "../common/fuzz_bytes.h"
 
-struct bytes {
-    char *p;
-    size_t len, cap;
-};
-
-static inline void bytes_put(struct bytes *b, const void *d, size_t n)
+/* An exact-size heap copy of n bytes (ASan sees a read past them). */
+static inline char *fuzz_copy(const char *src, size_t n)
 {
-    if (n == 0)
-        return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (n > cap - b->len) {
-            CHECK(cap <= SIZE_MAX / 2);
-            cap *= 2;
-        }
-        char *np = realloc(b->p, cap);
-        CHECK(np != NULL);
-        b->p = np;
-        b->cap = cap;
-    }
-    CHECK(b->p != NULL);
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
+    char *copy = malloc(n ? n : 1);
+    CHECK(copy != NULL);
+    if (n)
+        memcpy(copy, src, n);
+    return copy;
 }
 
-static inline void bytes_free(struct bytes *b)
+/* A token in the trace: kind, "(", its bytes, ")". */
+static inline void trace_token(struct bytes *trace, char kind, const char *s, size_t n)
 {
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
-
-static inline bool bytes_eq(const struct bytes *a, const struct bytes *b)
-{
-    return a->len == b->len && (a->len == 0 || memcmp(a->p, b->p, a->len) == 0);
+    const char open[2] = {kind, '('};
+    bytes_put(trace, open, 2);
+    bytes_put(trace, s, n);
+    bytes_put(trace, ")", 1);
 }
 
 struct fuzz_input {
@@ -152,10 +128,7 @@ static inline size_t fuzz_tokenize(enum imap_parser_role role, const struct fuzz
     avail = fuzz_next_chunk(in, mode, &k, in->len);
     for (;;) {
         size_t n = avail - pos;
-        char *copy = malloc(n ? n : 1);
-        CHECK(copy != NULL);
-        if (n)
-            memcpy(copy, in->payload + pos, n);
+        char *copy = fuzz_copy(in->payload + pos, n);
         size_t used = (size_t)-1;
         if (skipping) {
             bool done = imap_parser_skip_line(p, copy, n, &used);
@@ -243,21 +216,15 @@ static inline size_t fuzz_tokenize(enum imap_parser_role role, const struct fuzz
         case IMAP_TOK_ATOM:
             CHECK(t.len > 0);
             CHECK(memchr(t.str, ' ', t.len) == NULL && memchr(t.str, '\n', t.len) == NULL);
-            bytes_put(trace, "A(", 2);
-            bytes_put(trace, t.str, t.len);
-            bytes_put(trace, ")", 1);
+            trace_token(trace, 'A', t.str, t.len);
             break;
         case IMAP_TOK_QUOTED:
             CHECK(memchr(t.str, '\n', t.len) == NULL && memchr(t.str, '\0', t.len) == NULL);
-            bytes_put(trace, "Q(", 2);
-            bytes_put(trace, t.str, t.len);
-            bytes_put(trace, ")", 1);
+            trace_token(trace, 'Q', t.str, t.len);
             break;
         case IMAP_TOK_TEXT:
             CHECK(memchr(t.str, '\n', t.len) == NULL && memchr(t.str, '\r', t.len) == NULL);
-            bytes_put(trace, "T(", 2);
-            bytes_put(trace, t.str, t.len);
-            bytes_put(trace, ")", 1);
+            trace_token(trace, 'T', t.str, t.len);
             break;
         case IMAP_TOK_LIST_BEGIN:
             bl = snprintf(buf, sizeof(buf), "(");
@@ -322,10 +289,7 @@ static inline void fuzz_args_first_line(enum imap_parser_role role, const struct
 {
     struct imap_args args;
     const char *err = NULL;
-    char *copy = malloc(in->len ? in->len : 1);
-    CHECK(copy != NULL);
-    if (in->len)
-        memcpy(copy, in->payload, in->len);
+    char *copy = fuzz_copy(in->payload, in->len);
     int rc = imap_args_parse(role, &in->lim, copy, in->len, &args, &err);
     CHECK(rc == 0 || rc == IMAP_PARSE_MORE || rc == IMAP_PARSE_ERROR);
     if (rc == 0) {

@@ -67,10 +67,7 @@ static void resp_run(const struct fuzz_input *in, int mode, bool fast, struct by
     struct bytes raw = {0};
     for (;;) {
         size_t n = avail - pos;
-        char *copy = malloc(n ? n : 1);
-        CHECK(copy != NULL);
-        if (n)
-            memcpy(copy, in->payload + pos, n);
+        char *copy = fuzz_copy(in->payload + pos, n);
         struct imap_resp_event ev;
         size_t used = (size_t)-1;
         const char *err = NULL;

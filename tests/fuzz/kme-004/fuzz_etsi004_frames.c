@@ -25,14 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,      \
-                    __LINE__, #cond);                                       \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
+#include "../common/fuzz_check.h"
 
 #define INSIDE(ptr, len, base, n) \
     ((const uint8_t *)(ptr) >= (base) && (const uint8_t *)(ptr) + (len) <= (base) + (n))

@@ -27,51 +27,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,      \
-                    __LINE__, #cond);                                       \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
-
-/* ---- growable byte buffer ---------------------------------------------- */
-
-struct bytes {
-    char *p;
-    size_t len, cap;
-};
-
-static void bytes_put(struct bytes *b, const char *d, size_t n)
-{
-    if (n == 0)
-        return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (n > cap - b->len) {
-            CHECK(cap <= SIZE_MAX / 2);
-            cap *= 2;
-        }
-        char *np = realloc(b->p, cap);
-        CHECK(np != NULL);
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-}
-
-static void bytes_free(struct bytes *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
-
-static bool bytes_eq(const struct bytes *a, const struct bytes *b)
-{
-    return a->len == b->len && (a->len == 0 || memcmp(a->p, b->p, a->len) == 0);
-}
+#include "../common/fuzz_bytes.h"
 
 static int sink_bytes(void *arg, const char *data, size_t len)
 {

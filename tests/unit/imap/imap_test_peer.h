@@ -18,7 +18,12 @@
  *   "~ms"       pause
  *   "x"         close now
  * A script that ends without "x" or "<$" closes after its last write.
- * Lines received are appended to log (for extra assertions). */
+ * Lines received are appended to log (for extra assertions).
+ *
+ * Below the peer: struct imap_fx, the fixture of the session tests (a
+ * scripted client -> an imap_session -> a scripted upstream, optionally a
+ * second pair) with imap_fx_init / imap_fx_run / imap_fx_free; these
+ * assert with cmocka (include <cmocka.h> before this header). */
 #ifndef IMAP_TEST_PEER_H
 #define IMAP_TEST_PEER_H
 
@@ -28,6 +33,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "imap_session.h"
 #include "net.h"
 
 struct peer {
@@ -277,6 +283,170 @@ static inline void peer_cb(net_conn *conn, enum net_event ev, void *arg)
         return;
     default:
         return;
+    }
+}
+
+/* ---- the session fixture ------------------------------------------------------------ */
+
+/* A test's own fixture embeds this as its FIRST member, so that the
+ * session's hooks (ctx = the struct imap_fx) may cast ctx to it. */
+struct imap_fx {
+    uv_loop_t loop;
+    net_listener *front, *up_l;
+    struct peer client, upstream;
+    bool up_connected;
+    /* a second client and upstream (imap_fx_second): the second client
+     * connects once the first upstream connection is up */
+    struct peer client2, upstream2;
+    bool two;
+    int ups;
+    imap_session *session;
+    struct imap_session_config cfg;
+    struct imap_session_hooks hooks;
+    int closed;
+    uv_timer_t watchdog;
+    uint64_t watchdog_ms;   /* the whole run's deadline (imap_fx_init: 20 s) */
+    bool watchdog_fired;
+    bool finished;
+    net_tls *client_tls;    /* the client's "T" (verifying "localhost") */
+    net_tls *up_server_tls; /* the upstream's "S" */
+    void (*on_finish)(struct imap_fx *fx); /* closes the test's own handles */
+};
+
+static inline void imap_fx_maybe_finish(void *arg)
+{
+    struct imap_fx *fx = arg;
+    if (fx->finished || !fx->client.done || (fx->up_connected && !fx->upstream.done) ||
+        fx->closed == 0)
+        return;
+    if (fx->two && (!fx->client2.done || (fx->ups > 1 && !fx->upstream2.done) || fx->closed < 2))
+        return;
+    fx->finished = true;
+    net_listener_close(&fx->front);
+    net_listener_close(&fx->up_l);
+    uv_close((uv_handle_t *)&fx->watchdog, NULL);
+    if (fx->on_finish)
+        fx->on_finish(fx);
+}
+
+static inline void imap_fx_h_closed(void *ctx, imap_session *s)
+{
+    struct imap_fx *fx = ctx;
+    (void)s;
+    fx->closed++;
+    fx->session = NULL;
+    imap_fx_maybe_finish(fx);
+}
+
+static inline void imap_fx_up_accept(net_listener *l, net_conn *conn, void *arg)
+{
+    struct imap_fx *fx = arg;
+    (void)l;
+    fx->up_connected = true;
+    struct peer *p = fx->ups++ == 0 ? &fx->upstream : &fx->upstream2;
+    p->conn = conn;
+    net_conn_set_cb(conn, peer_cb, p);
+    peer_run(p);
+    if (!fx->two || fx->ups == 2)
+        net_listener_close(&fx->up_l);
+    if (fx->two && fx->ups == 1)
+        fx->client2.conn = net_connect(&fx->loop, "127.0.0.1", net_listener_port(fx->front),
+                                       peer_cb, &fx->client2);
+}
+
+static inline void imap_fx_front_accept(net_listener *l, net_conn *conn, void *arg)
+{
+    struct imap_fx *fx = arg;
+    (void)l;
+    fx->session = imap_session_new(&fx->loop, conn, &fx->cfg, &fx->hooks, fx);
+    assert_non_null(fx->session);
+}
+
+static inline void imap_fx_watchdog_cb(uv_timer_t *t)
+{
+    struct imap_fx *fx = t->data;
+    fprintf(stderr, "watchdog: client step %zu, upstream step %zu\n", fx->client.step,
+            fx->upstream.step);
+    fx->watchdog_fired = true;
+    net_conn_close(&fx->client.conn);
+    net_conn_close(&fx->upstream.conn);
+    net_conn_close(&fx->client2.conn);
+    net_conn_close(&fx->upstream2.conn);
+    peer_finish(&fx->client);
+    peer_finish(&fx->upstream);
+    if (fx->two) {
+        peer_finish(&fx->client2);
+        peer_finish(&fx->upstream2);
+    }
+    if (fx->session)
+        imap_session_close(fx->session, "test over");
+    fx->up_connected = false;
+    imap_fx_maybe_finish(fx);
+}
+
+/* A plain upstream on loopback, the closed hook set; the test adds its
+ * own hooks and configuration before imap_fx_run. */
+static inline void imap_fx_init(struct imap_fx *fx)
+{
+    memset(fx, 0, sizeof(*fx));
+    fx->cfg.listener = "test";
+    fx->cfg.upstream.host = "127.0.0.1";
+    fx->cfg.upstream.tls = IMAP_UPSTREAM_PLAIN;
+    fx->hooks.closed = imap_fx_h_closed;
+    fx->watchdog_ms = 20000;
+}
+
+/* Set before imap_fx_run: a second client and upstream. */
+static inline void imap_fx_second(struct imap_fx *fx, const char *const *client,
+                                  const char *const *upstream)
+{
+    fx->two = true;
+    fx->client2 = (struct peer){.name = "client2", .loop = &fx->loop, .script = client,
+                                .on_done = imap_fx_maybe_finish, .done_arg = fx};
+    fx->upstream2 = (struct peer){.name = "upstream2", .loop = &fx->loop, .script = upstream,
+                                  .on_done = imap_fx_maybe_finish, .done_arg = fx};
+}
+
+/* Runs the loop to the end: both scripts (and the second pair's) ran to
+ * the end without a failed step, the session said goodbye once per
+ * client, every handle was closed (uv_loop_close succeeds). */
+static inline void imap_fx_run(struct imap_fx *fx, const char *const *client,
+                               const char *const *upstream)
+{
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    char *err = NULL;
+    fx->up_l = net_listen(&fx->loop, "127.0.0.1", 0, imap_fx_up_accept, fx, &err);
+    assert_non_null(fx->up_l);
+    fx->cfg.upstream.port = net_listener_port(fx->up_l);
+    fx->front = net_listen(&fx->loop, "127.0.0.1", 0, imap_fx_front_accept, fx, &err);
+    assert_non_null(fx->front);
+    fx->client = (struct peer){.name = "client", .loop = &fx->loop, .script = client,
+                               .on_done = imap_fx_maybe_finish, .done_arg = fx,
+                               .tls = fx->client_tls, .tls_name = "localhost"};
+    fx->upstream = (struct peer){.name = "upstream", .loop = &fx->loop, .script = upstream,
+                                 .on_done = imap_fx_maybe_finish, .done_arg = fx,
+                                 .tls = fx->up_server_tls};
+    uv_timer_init(&fx->loop, &fx->watchdog);
+    fx->watchdog.data = fx;
+    uv_timer_start(&fx->watchdog, imap_fx_watchdog_cb, fx->watchdog_ms, 0);
+    fx->client.conn = net_connect(&fx->loop, "127.0.0.1", net_listener_port(fx->front), peer_cb,
+                                  &fx->client);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_false(fx->watchdog_fired);
+    assert_false(fx->client.failed);
+    assert_false(fx->upstream.failed);
+    assert_false(fx->client2.failed);
+    assert_false(fx->upstream2.failed);
+    assert_int_equal(fx->closed, fx->two ? 2 : 1);
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+}
+
+static inline void imap_fx_free(struct imap_fx *fx)
+{
+    struct peer *peers[] = {&fx->client, &fx->upstream, &fx->client2, &fx->upstream2};
+    for (size_t i = 0; i < 4; i++) {
+        free(peers[i]->log);
+        free(peers[i]->lit);
     }
 }
 

@@ -42,17 +42,7 @@ struct job {
 };
 
 struct fixture {
-    uv_loop_t loop;
-    net_listener *front, *up_l;
-    struct peer client, upstream;
-    bool up_connected;
-    imap_session *session;
-    struct imap_session_config cfg;
-    struct imap_session_hooks hooks;
-    int closed;
-    uv_timer_t watchdog;
-    bool watchdog_fired;
-    bool finished;
+    struct imap_fx b; /* first: the hooks' ctx */
     struct protect_mailboxes_config *mcfg;
     struct protect_mailboxes *mb;
     enum protect_mode mode;
@@ -155,11 +145,11 @@ static void *h_protect(void *ctx, imap_session *s, int in_fd, uint64_t len, cons
     j->len = len;
     if (fx->mode == P_REAL) {
         struct protect_append_params p = {.vault = fx->vault, .owner = "alice@example.org"};
-        assert_int_equal(protect_append_start(&fx->loop, &p, in_fd, len, real_done, j, &j->real),
-                         0);
+        assert_int_equal(
+            protect_append_start(&fx->b.loop, &p, in_fd, len, real_done, j, &j->real), 0);
         return j;
     }
-    uv_timer_init(&fx->loop, &j->t);
+    uv_timer_init(&fx->b.loop, &j->t);
     j->t.data = j;
     uv_timer_start(&j->t, mark_done, 0, 0);
     return j;
@@ -175,75 +165,17 @@ static void h_cancel(void *ctx, imap_session *s, void *job)
     /* the marking timer answers anyway */
 }
 
-/* ---- fixture (as test_imap_session.c, without TLS) ------------------------------- */
-
-static void maybe_finish(void *arg)
-{
-    struct fixture *fx = arg;
-    if (fx->finished || !fx->client.done || (fx->up_connected && !fx->upstream.done) ||
-        fx->closed == 0)
-        return;
-    fx->finished = true;
-    net_listener_close(&fx->front);
-    net_listener_close(&fx->up_l);
-    uv_close((uv_handle_t *)&fx->watchdog, NULL);
-}
-
-static void h_closed(void *ctx, imap_session *s)
-{
-    struct fixture *fx = ctx;
-    (void)s;
-    fx->closed++;
-    fx->session = NULL;
-    maybe_finish(fx);
-}
-
-static void up_accept(net_listener *l, net_conn *conn, void *arg)
-{
-    struct fixture *fx = arg;
-    (void)l;
-    fx->up_connected = true;
-    fx->upstream.conn = conn;
-    net_conn_set_cb(conn, peer_cb, &fx->upstream);
-    peer_run(&fx->upstream);
-    net_listener_close(&fx->up_l);
-}
-
-static void front_accept(net_listener *l, net_conn *conn, void *arg)
-{
-    struct fixture *fx = arg;
-    (void)l;
-    fx->session = imap_session_new(&fx->loop, conn, &fx->cfg, &fx->hooks, fx);
-    assert_non_null(fx->session);
-}
-
-static void watchdog_cb(uv_timer_t *t)
-{
-    struct fixture *fx = t->data;
-    fprintf(stderr, "watchdog: client step %zu, upstream step %zu\n", fx->client.step,
-            fx->upstream.step);
-    fx->watchdog_fired = true;
-    net_conn_close(&fx->client.conn);
-    net_conn_close(&fx->upstream.conn);
-    peer_finish(&fx->client);
-    peer_finish(&fx->upstream);
-    if (fx->session)
-        imap_session_close(fx->session, "test over");
-    fx->up_connected = false;
-    maybe_finish(fx);
-}
+/* ---- fixture (imap_test_peer.h's, without TLS) ---------------------------------- */
 
 static void fx_init_with(struct fixture *fx, enum protect_mode mode, const char *boxes)
 {
     memset(fx, 0, sizeof(*fx));
-    fx->cfg.listener = "test";
-    fx->cfg.upstream.host = "127.0.0.1";
-    fx->cfg.upstream.tls = IMAP_UPSTREAM_PLAIN;
-    fx->hooks.closed = h_closed;
-    fx->hooks.append.mailbox = h_mailbox;
-    fx->hooks.append.list = h_list;
-    fx->hooks.append.protect = h_protect;
-    fx->hooks.append.cancel = h_cancel;
+    imap_fx_init(&fx->b);
+    fx->b.watchdog_ms = 60000;
+    fx->b.hooks.append.mailbox = h_mailbox;
+    fx->b.hooks.append.list = h_list;
+    fx->b.hooks.append.protect = h_protect;
+    fx->b.hooks.append.cancel = h_cancel;
     fx->mode = mode;
     char *err = NULL;
     assert_int_equal(protect_mailboxes_config_parse(boxes ? &boxes : NULL, boxes ? 1 : 0,
@@ -260,36 +192,12 @@ static void fx_init(struct fixture *fx, enum protect_mode mode)
 
 static void run(struct fixture *fx, const char *const *client, const char *const *upstream)
 {
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    char *err = NULL;
-    fx->up_l = net_listen(&fx->loop, "127.0.0.1", 0, up_accept, fx, &err);
-    assert_non_null(fx->up_l);
-    fx->cfg.upstream.port = net_listener_port(fx->up_l);
-    fx->front = net_listen(&fx->loop, "127.0.0.1", 0, front_accept, fx, &err);
-    assert_non_null(fx->front);
-    fx->client = (struct peer){.name = "client", .loop = &fx->loop, .script = client,
-                               .on_done = maybe_finish, .done_arg = fx};
-    fx->upstream = (struct peer){.name = "upstream", .loop = &fx->loop, .script = upstream,
-                                 .on_done = maybe_finish, .done_arg = fx};
-    uv_timer_init(&fx->loop, &fx->watchdog);
-    fx->watchdog.data = fx;
-    uv_timer_start(&fx->watchdog, watchdog_cb, 60000, 0);
-    fx->client.conn = net_connect(&fx->loop, "127.0.0.1", net_listener_port(fx->front), peer_cb,
-                                  &fx->client);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    assert_false(fx->watchdog_fired);
-    assert_false(fx->client.failed);
-    assert_false(fx->upstream.failed);
-    assert_int_equal(fx->closed, 1);
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    imap_fx_run(&fx->b, client, upstream);
 }
 
 static void fx_free(struct fixture *fx)
 {
-    free(fx->client.log);
-    free(fx->upstream.log);
-    free(fx->client.lit);
-    free(fx->upstream.lit);
+    imap_fx_free(&fx->b);
     protect_mailboxes_free(&fx->mb);
     protect_mailboxes_config_free(&fx->mcfg);
 }
@@ -298,6 +206,15 @@ static void fx_free(struct fixture *fx)
 #define CL_PLUS "< * OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND AUTH=PLAIN] ready"
 #define UP_SYNC "> * OK [CAPABILITY IMAP4rev1 MULTIAPPEND AUTH=PLAIN] ready"
 #define CL_SYNC "< * OK [CAPABILITY IMAP4rev1 MULTIAPPEND AUTH=PLAIN] ready"
+/* The greeting and "a LOGIN u p" as each side sees them. */
+#define CL_LOGIN_PLUS \
+    CL_PLUS, "> a LOGIN u p", "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in"
+#define UP_LOGIN_PLUS \
+    UP_PLUS, "< a LOGIN u p", "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in"
+#define CL_LOGIN_SYNC \
+    CL_SYNC, "> a LOGIN u p", "< a OK [CAPABILITY IMAP4rev1 MULTIAPPEND] Logged in"
+#define UP_LOGIN_SYNC \
+    UP_SYNC, "< a LOGIN u p", "> a OK [CAPABILITY IMAP4rev1 MULTIAPPEND] Logged in"
 
 /* ---- tests ------------------------------------------------------------------------- */
 
@@ -311,9 +228,7 @@ static void test_plain_mailbox_streamed(void **state)
     static struct fixture fx;
     fx_init(&fx, P_MARK);
     static const char *const client[] = {
-        CL_PLUS,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        CL_LOGIN_PLUS,
         "> l LIST \"\" INBOX",
         "< * LIST (\\HasNoChildren) \"/\" INBOX",
         "< l OK List completed.",
@@ -329,9 +244,7 @@ static void test_plain_mailbox_streamed(void **state)
         NULL,
     };
     static const char *const upstream[] = {
-        UP_PLUS,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        UP_LOGIN_PLUS,
         "< l LIST \"\" INBOX",
         "> * LIST (\\HasNoChildren) \"/\" INBOX",
         "> l OK List completed.",
@@ -355,9 +268,7 @@ static void test_plain_mailbox_streamed(void **state)
     /* names only: nothing to ask */
     fx_init_with(&fx, P_MARK, "Sent, Drafts");
     static const char *const client2[] = {
-        CL_PLUS,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        CL_LOGIN_PLUS,
         "> b APPEND INBOX (\\Seen) {5}",
         "< + Ready for literal data",
         ">>hello\r\n",
@@ -366,9 +277,7 @@ static void test_plain_mailbox_streamed(void **state)
         NULL,
     };
     static const char *const upstream2[] = {
-        UP_PLUS,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        UP_LOGIN_PLUS,
         "< b APPEND INBOX (\\Seen) {5}",
         "> + Ready for literal data",
         "< hello",
@@ -391,9 +300,7 @@ static void test_protected_literal_plus_upstream(void **state)
     static struct fixture fx;
     fx_init(&fx, P_MARK);
     static const char *const client[] = {
-        CL_PLUS,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        CL_LOGIN_PLUS,
         "> b APPEND Sent (\\Seen) \"21-Nov-2025 10:00:00 +0000\" {5}",
         "< + OK",
         ">>hello\r\n",
@@ -405,9 +312,7 @@ static void test_protected_literal_plus_upstream(void **state)
         NULL,
     };
     static const char *const upstream[] = {
-        UP_PLUS,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        UP_LOGIN_PLUS,
         "< b APPEND Sent (\\Seen) \"21-Nov-2025 10:00:00 +0000\" {28+}",
         "< X-Test-Protected: yes",
         "< hello",
@@ -435,18 +340,14 @@ static void test_protected_sync_upstream_multiappend(void **state)
     static struct fixture fx;
     fx_init(&fx, P_MARK);
     static const char *const client[] = {
-        CL_SYNC,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1 MULTIAPPEND] Logged in",
+        CL_LOGIN_SYNC,
         ">>b APPEND Drafts (\\Draft) {3+}\r\nabc (\\Seen) {2+}\r\nde\r\n",
         "< b OK [APPENDUID 2 5:6] Append completed.",
         "x",
         NULL,
     };
     static const char *const upstream[] = {
-        UP_SYNC,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 MULTIAPPEND] Logged in",
+        UP_LOGIN_SYNC,
         "< b APPEND Drafts (\\Draft) {26}",
         "> + OK",
         "< X-Test-Protected: yes",
@@ -472,9 +373,7 @@ static void test_refused_nothing_upstream(void **state)
         static struct fixture fx;
         fx_init(&fx, m == 0 ? P_FAIL : P_FAIL_NOW);
         static const char *const client0[] = {
-            CL_PLUS,
-            "> a LOGIN u p",
-            "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+            CL_LOGIN_PLUS,
             "> b APPEND Sent {5}",
             "< + OK",
             ">>hello\r\nc NOOP\r\n",
@@ -484,9 +383,7 @@ static void test_refused_nothing_upstream(void **state)
             NULL,
         };
         static const char *const client1[] = {
-            CL_PLUS,
-            "> a LOGIN u p",
-            "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+            CL_LOGIN_PLUS,
             ">>b APPEND Sent (\\Seen) {3+}\r\nabc (\\Seen) {3+}\r\ndef\r\nc NOOP\r\n",
             "< b NO [CANNOT] No address for this login.",
             "< c OK done",
@@ -494,9 +391,7 @@ static void test_refused_nothing_upstream(void **state)
             NULL,
         };
         static const char *const upstream[] = {
-            UP_PLUS,
-            "< a LOGIN u p",
-            "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+            UP_LOGIN_PLUS,
             "< c NOOP",
             "> c OK done",
             "<$",
@@ -516,11 +411,9 @@ static void test_too_big(void **state)
     (void)state;
     static struct fixture fx;
     fx_init_with(&fx, P_MARK, "Sent");
-    fx.cfg.max_protected_append = 10;
+    fx.b.cfg.max_protected_append = 10;
     static const char *const client[] = {
-        CL_PLUS,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        CL_LOGIN_PLUS,
         "> b APPEND Sent {11}",
         "< b NO [TOOBIG] Message too large.",
         ">>c APPEND Sent {11+}\r\n0123456789a\r\n",
@@ -535,9 +428,7 @@ static void test_too_big(void **state)
         NULL,
     };
     static const char *const upstream[] = {
-        UP_PLUS,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        UP_LOGIN_PLUS,
         "< e APPEND INBOX {11}",
         "> + go",
         "< 0123456789a",
@@ -619,9 +510,7 @@ static void test_mailbox_literal(void **state)
     static struct fixture fx;
     fx_init(&fx, P_MARK);
     static const char *const client[] = {
-        CL_SYNC,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1 MULTIAPPEND] Logged in",
+        CL_LOGIN_SYNC,
         "> b APPEND {4}",
         "< + OK",
         "> Sent {2}",
@@ -632,9 +521,7 @@ static void test_mailbox_literal(void **state)
         NULL,
     };
     static const char *const upstream[] = {
-        UP_SYNC,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 MULTIAPPEND] Logged in",
+        UP_LOGIN_SYNC,
         "< b APPEND {4}",
         "> + OK",
         "< Sent {25}",
@@ -682,9 +569,7 @@ static void test_byte_at_a_time(void **state)
     steps[n++] = "x";
     steps[n++] = NULL;
     static const char *const upstream[] = {
-        UP_PLUS,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        UP_LOGIN_PLUS,
         "< b APPEND Sent (\\Seen \\Flagged) \"21-Nov-2025 10:00:00 +0000\" {28+}",
         "< X-Test-Protected: yes",
         "< hello (\\Draft) {26+}",
@@ -721,9 +606,7 @@ static void test_real_vault(void **state)
     static char send_body[300 * 1024 + 80];
     snprintf(send_body, sizeof(send_body), ">>%s\r\n", big);
     const char *const client[] = {
-        CL_PLUS,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        CL_LOGIN_PLUS,
         hdr,
         "< + OK",
         send_body,
@@ -732,9 +615,7 @@ static void test_real_vault(void **state)
         NULL,
     };
     static const char *const upstream[] = {
-        UP_PLUS,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND] Logged in",
+        UP_LOGIN_PLUS,
         "<^b APPEND Sent (\\Seen) {",
         "<L",
         "< ",
@@ -744,12 +625,12 @@ static void test_real_vault(void **state)
     };
     run(&fx, client, upstream);
     assert_int_equal(fx.protects, 1);
-    assert_non_null(fx.upstream.lit);
-    fx.upstream.lit[fx.upstream.lit_len] = '\0';
-    assert_true(fx.upstream.lit_len > bl);
-    assert_null(memmem(fx.upstream.lit, fx.upstream.lit_len, "PLAINTEXT", 9));
-    assert_null(memmem(fx.upstream.lit, fx.upstream.lit_len, "secret plan", 11));
-    assert_non_null(strcasestr(fx.upstream.lit, "x-qkd-encrypted"));
+    assert_non_null(fx.b.upstream.lit);
+    fx.b.upstream.lit[fx.b.upstream.lit_len] = '\0';
+    assert_true(fx.b.upstream.lit_len > bl);
+    assert_null(memmem(fx.b.upstream.lit, fx.b.upstream.lit_len, "PLAINTEXT", 9));
+    assert_null(memmem(fx.b.upstream.lit, fx.b.upstream.lit_len, "secret plan", 11));
+    assert_non_null(strcasestr(fx.b.upstream.lit, "x-qkd-encrypted"));
     kme_vault_close(&fx.vault);
     vt_cleanup(&t);
     fx_free(&fx);

@@ -63,22 +63,7 @@ static int free_certs(void **state)
 }
 
 struct fixture {
-    uv_loop_t loop;
-    net_listener *front, *up_l;
-    struct peer client, upstream;
-    bool up_connected;
-    /* a second client and upstream (test_other_clients_unaffected): the
-     * second client connects once the first upstream connection is up */
-    struct peer client2, upstream2;
-    bool two;
-    int ups;
-    imap_session *session;
-    struct imap_session_config cfg;
-    struct imap_session_hooks hooks;
-    int closed;
-    uv_timer_t watchdog;
-    bool watchdog_fired;
-    bool finished;
+    struct imap_fx b; /* first: the hooks' ctx */
     char login_user[256];
     int logins;
     /* FETCH hook test state */
@@ -91,31 +76,13 @@ struct fixture {
     bool resume_timer_on;
 };
 
-static void maybe_finish(void *arg)
+static void close_resume_timer(struct imap_fx *base)
 {
-    struct fixture *fx = arg;
-    if (fx->finished || !fx->client.done || (fx->up_connected && !fx->upstream.done) ||
-        fx->closed == 0)
-        return;
-    if (fx->two && (!fx->client2.done || (fx->ups > 1 && !fx->upstream2.done) || fx->closed < 2))
-        return;
-    fx->finished = true;
-    net_listener_close(&fx->front);
-    net_listener_close(&fx->up_l);
-    uv_close((uv_handle_t *)&fx->watchdog, NULL);
+    struct fixture *fx = (struct fixture *)base;
     if (fx->resume_timer_on) {
         uv_close((uv_handle_t *)&fx->resume_timer, NULL);
         fx->resume_timer_on = false;
     }
-}
-
-static void h_closed(void *ctx, imap_session *s)
-{
-    struct fixture *fx = ctx;
-    (void)s;
-    fx->closed++;
-    fx->session = NULL;
-    maybe_finish(fx);
 }
 
 static void h_login(void *ctx, imap_session *s, const char *user)
@@ -126,106 +93,24 @@ static void h_login(void *ctx, imap_session *s, const char *user)
     fx->logins++;
 }
 
-static void up_accept(net_listener *l, net_conn *conn, void *arg)
-{
-    struct fixture *fx = arg;
-    (void)l;
-    fx->up_connected = true;
-    struct peer *p = fx->ups++ == 0 ? &fx->upstream : &fx->upstream2;
-    p->conn = conn;
-    net_conn_set_cb(conn, peer_cb, p);
-    peer_run(p);
-    if (!fx->two || fx->ups == 2)
-        net_listener_close(&fx->up_l);
-    if (fx->two && fx->ups == 1)
-        fx->client2.conn = net_connect(&fx->loop, "127.0.0.1", net_listener_port(fx->front),
-                                       peer_cb, &fx->client2);
-}
-
-static void front_accept(net_listener *l, net_conn *conn, void *arg)
-{
-    struct fixture *fx = arg;
-    (void)l;
-    fx->session = imap_session_new(&fx->loop, conn, &fx->cfg, &fx->hooks, fx);
-    assert_non_null(fx->session);
-}
-
-static void watchdog_cb(uv_timer_t *t)
-{
-    struct fixture *fx = t->data;
-    fprintf(stderr, "watchdog: client step %zu, upstream step %zu\n", fx->client.step,
-            fx->upstream.step);
-    fx->watchdog_fired = true;
-    net_conn_close(&fx->client.conn);
-    net_conn_close(&fx->upstream.conn);
-    net_conn_close(&fx->client2.conn);
-    net_conn_close(&fx->upstream2.conn);
-    peer_finish(&fx->client);
-    peer_finish(&fx->upstream);
-    if (fx->two) {
-        peer_finish(&fx->client2);
-        peer_finish(&fx->upstream2);
-    }
-    if (fx->session)
-        imap_session_close(fx->session, "test over");
-    fx->up_connected = false;
-    maybe_finish(fx);
-}
-
 static void fx_init(struct fixture *fx)
 {
     memset(fx, 0, sizeof(*fx));
-    fx->cfg.listener = "test";
-    fx->cfg.upstream.host = "127.0.0.1";
-    fx->cfg.upstream.tls = IMAP_UPSTREAM_PLAIN;
-    fx->hooks.closed = h_closed;
-    fx->hooks.login = h_login;
+    imap_fx_init(&fx->b);
+    fx->b.hooks.login = h_login;
+    fx->b.client_tls = client_tls;
+    fx->b.up_server_tls = up_server_tls;
+    fx->b.on_finish = close_resume_timer;
 }
 
 static void run(struct fixture *fx, const char *const *client, const char *const *upstream)
 {
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    char *err = NULL;
-    fx->up_l = net_listen(&fx->loop, "127.0.0.1", 0, up_accept, fx, &err);
-    assert_non_null(fx->up_l);
-    fx->cfg.upstream.port = net_listener_port(fx->up_l);
-    fx->front = net_listen(&fx->loop, "127.0.0.1", 0, front_accept, fx, &err);
-    assert_non_null(fx->front);
-    fx->client = (struct peer){.name = "client", .loop = &fx->loop, .script = client,
-                               .on_done = maybe_finish, .done_arg = fx, .tls = client_tls,
-                               .tls_name = "localhost"};
-    fx->upstream = (struct peer){.name = "upstream", .loop = &fx->loop, .script = upstream,
-                                 .on_done = maybe_finish, .done_arg = fx, .tls = up_server_tls};
-    uv_timer_init(&fx->loop, &fx->watchdog);
-    fx->watchdog.data = fx;
-    uv_timer_start(&fx->watchdog, watchdog_cb, 20000, 0);
-    fx->client.conn = net_connect(&fx->loop, "127.0.0.1", net_listener_port(fx->front), peer_cb,
-                                  &fx->client);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    assert_false(fx->watchdog_fired);
-    assert_false(fx->client.failed);
-    assert_false(fx->upstream.failed);
-    assert_false(fx->client2.failed);
-    assert_false(fx->upstream2.failed);
-    assert_int_equal(fx->closed, fx->two ? 2 : 1);
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    imap_fx_run(&fx->b, client, upstream);
 }
 
 static void fx_free(struct fixture *fx)
 {
-    free(fx->client.log);
-    free(fx->upstream.log);
-    free(fx->client2.log);
-    free(fx->upstream2.log);
-}
-
-static void set_second(struct fixture *fx, const char *const *client, const char *const *upstream)
-{
-    fx->two = true;
-    fx->client2 = (struct peer){.name = "client2", .loop = &fx->loop, .script = client,
-                                .on_done = maybe_finish, .done_arg = fx};
-    fx->upstream2 = (struct peer){.name = "upstream2", .loop = &fx->loop, .script = upstream,
-                                  .on_done = maybe_finish, .done_arg = fx};
+    imap_fx_free(&fx->b);
 }
 
 #define GREET_UP                                                                             \
@@ -234,6 +119,10 @@ static void set_second(struct fixture *fx, const char *const *client, const char
 #define GREET_CLIENT                                                                         \
     "< * OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN "      \
     "AUTH=XOAUTH2] Dovecot ready."
+
+/* The greeting and "a LOGIN u p" as each side sees them. */
+#define CL_LOGIN GREET_CLIENT, "> a LOGIN u p", "< a OK [CAPABILITY IMAP4rev1] Logged in"
+#define UP_LOGIN GREET_UP, "< a LOGIN u p", "> a OK [CAPABILITY IMAP4rev1] Logged in"
 
 /* ---- relaying --------------------------------------------------------------------- */
 
@@ -308,9 +197,7 @@ static void test_pipelining(void **state)
         NULL,
     };
     static const char *const upstream2[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b NOOP",
         "< c NOOP",
         "< d STATUS INBOX (MESSAGES)",
@@ -691,12 +578,12 @@ static void fh_value(void *ctx, imap_session *s, void *cmd, const struct imap_to
 static void resume_cb(uv_timer_t *t)
 {
     struct fixture *fx = t->data;
-    if (!fx->session)
+    if (!fx->b.session)
         return;
     /* the rewritten value, emitted late */
     static const char v[] = "{9}\r\nPLAINTEXT";
-    imap_session_fetch_item(fx->session, "BODY[]", v, sizeof(v) - 1);
-    imap_session_fetch_resume(fx->session);
+    imap_session_fetch_item(fx->b.session, "BODY[]", v, sizeof(v) - 1);
+    imap_session_fetch_resume(fx->b.session);
 }
 
 static enum imap_fetch_flow fh_end(void *ctx, imap_session *s, void *cmd)
@@ -712,7 +599,7 @@ static enum imap_fetch_flow fh_end(void *ctx, imap_session *s, void *cmd)
     }
     /* mode 2: answer later, as an asynchronous decryption would */
     if (!fx->resume_timer_on) {
-        uv_timer_init(&fx->loop, &fx->resume_timer);
+        uv_timer_init(&fx->b.loop, &fx->resume_timer);
         fx->resume_timer.data = fx;
         fx->resume_timer_on = true;
     }
@@ -733,12 +620,12 @@ static void hooks_fixture(struct fixture *fx, int mode)
 {
     fx_init(fx);
     fx->fetch_mode = mode;
-    fx->hooks.fetch.command = fh_command;
-    fx->hooks.fetch.response_begin = fh_begin;
-    fx->hooks.fetch.item = fh_item;
-    fx->hooks.fetch.value = fh_value;
-    fx->hooks.fetch.response_end = fh_end;
-    fx->hooks.fetch.command_end = fh_command_end;
+    fx->b.hooks.fetch.command = fh_command;
+    fx->b.hooks.fetch.response_begin = fh_begin;
+    fx->b.hooks.fetch.item = fh_item;
+    fx->b.hooks.fetch.value = fh_value;
+    fx->b.hooks.fetch.response_end = fh_end;
+    fx->b.hooks.fetch.command_end = fh_command_end;
 }
 
 static void test_fetch_hooks(void **state)
@@ -748,9 +635,7 @@ static void test_fetch_hooks(void **state)
         static struct fixture fx;
         hooks_fixture(&fx, mode);
         const char *const client[] = {
-            GREET_CLIENT,
-            "> a LOGIN u p",
-            "< a OK [CAPABILITY IMAP4rev1] Logged in",
+            CL_LOGIN,
             "> b FETCH 1 (FLAGS BODY[])",
             "< * 1 FETCH (FLAGS (\\Seen) BODY[] {9}",
             "< PLAINTEXT)",
@@ -762,9 +647,7 @@ static void test_fetch_hooks(void **state)
             NULL,
         };
         const char *const upstream[] = {
-            GREET_UP,
-            "< a LOGIN u p",
-            "> a OK [CAPABILITY IMAP4rev1] Logged in",
+            UP_LOGIN,
             mode == 2 ? "< b FETCH 1 (UID BODY.PEEK[])" : "< b FETCH 1 (FLAGS BODY[])",
             ">>* 1 FETCH (UID 9 FLAGS (\\Seen) BODY[] {10}\r\nCIPHERTEXT)\r\n",
             ">>* 2 FETCH (FLAGS (\\Seen))\r\nb OK Fetch completed.\r\n",
@@ -789,8 +672,8 @@ static void test_bad_syntax_and_limits(void **state)
     (void)state;
     static struct fixture fx;
     fx_init(&fx);
-    fx.cfg.max_line = 100;
-    fx.cfg.max_command = 200;
+    fx.b.cfg.max_line = 100;
+    fx.b.cfg.max_command = 200;
     static char longline[400];
     memset(longline, 'x', sizeof(longline) - 1);
     snprintf(longline, 10, "> a NOOP ");
@@ -855,7 +738,7 @@ static void test_client_stops_mid_literal(void **state)
     (void)state;
     static struct fixture fx;
     fx_init(&fx);
-    fx.cfg.command_timeout_ms = 300;
+    fx.b.cfg.command_timeout_ms = 300;
     static const char *const client[] = {
         GREET_CLIENT,
         "> a LOGIN u p",
@@ -888,18 +771,14 @@ static void test_upstream_closes_mid_response(void **state)
     static struct fixture fx;
     fx_init(&fx);
     static const char *const client[] = {
-        GREET_CLIENT,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        CL_LOGIN,
         "> b FETCH 1 BODY[]",
         "< * 1 FETCH (BODY[] {100}",
         "<$",
         NULL,
     };
     static const char *const upstream[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b FETCH 1 BODY[]",
         ">>* 1 FETCH (BODY[] {100}\r\nthe first",
         "~50",
@@ -969,9 +848,7 @@ static void test_large_literal(void **state)
     static char want_line[120];
     snprintf(want_line, sizeof(want_line), "<~%.*s", 98, body + (lines - 1) * 100);
     const char *client[] = {
-        GREET_CLIENT,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        CL_LOGIN,
         "> b FETCH 1 BODY[]",
         "< * 1 FETCH (BODY[] {3200000}",
         want_line,
@@ -981,9 +858,7 @@ static void test_large_literal(void **state)
         NULL,
     };
     const char *upstream[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b FETCH 1 BODY[]",
         head,
         up_body,
@@ -993,7 +868,7 @@ static void test_large_literal(void **state)
     };
     run(&fx, client, upstream);
     /* every line of the body arrived, in order */
-    const char *p = strstr(fx.client.log, "{3200000}\r\n");
+    const char *p = strstr(fx.b.client.log, "{3200000}\r\n");
     assert_non_null(p);
     p += strlen("{3200000}\r\n");
     assert_memory_equal(p, body, n);
@@ -1010,11 +885,9 @@ static void test_other_clients_unaffected(void **state)
     (void)state;
     static struct fixture fx;
     fx_init(&fx);
-    fx.cfg.command_timeout_ms = 1000;
+    fx.b.cfg.command_timeout_ms = 1000;
     static const char *const client[] = {
-        GREET_CLIENT,
-        "> a LOGIN u p",
-        "< a OK [CAPABILITY IMAP4rev1] Logged in",
+        CL_LOGIN,
         "~200",
         "> b FETCH 1 BODY[]",
         "< * 1 FETCH (BODY[] {5}",
@@ -1027,9 +900,7 @@ static void test_other_clients_unaffected(void **state)
         NULL,
     };
     static const char *const upstream[] = {
-        GREET_UP,
-        "< a LOGIN u p",
-        "> a OK [CAPABILITY IMAP4rev1] Logged in",
+        UP_LOGIN,
         "< b FETCH 1 BODY[]",
         ">>* 1 FETCH (BODY[] {5}\r\nhello)\r\nb OK done\r\n",
         "< c LOGOUT",
@@ -1054,7 +925,7 @@ static void test_other_clients_unaffected(void **state)
     };
     client2[1] = flood;
     static const char *const upstream2[] = {GREET_UP, "<$", NULL};
-    set_second(&fx, client2, upstream2);
+    imap_fx_second(&fx.b, client2, upstream2);
     run(&fx, client, upstream);
     fx_free(&fx);
 }
@@ -1065,7 +936,7 @@ static void test_append_own_limit(void **state)
     (void)state;
     static struct fixture fx;
     fx_init(&fx);
-    fx.cfg.max_append = 1000;
+    fx.b.cfg.max_append = 1000;
     static const char *const client[] = {
         GREET_CLIENT,
         "> a LOGIN u p",
@@ -1227,8 +1098,8 @@ static void test_starttls_logindisabled(void **state)
     (void)state;
     static struct fixture fx;
     fx_init(&fx);
-    fx.cfg.tls_ctx = server_tls;
-    fx.cfg.require_tls_for_auth = true;
+    fx.b.cfg.tls_ctx = server_tls;
+    fx.b.cfg.require_tls_for_auth = true;
     static const char *const client[] = {
         "< * OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE LITERAL+ STARTTLS LOGINDISABLED] "
         "Dovecot ready.",
@@ -1274,13 +1145,13 @@ static void test_implicit_tls_upstream_starttls(void **state)
     (void)state;
     static struct fixture fx;
     fx_init(&fx);
-    fx.cfg.tls_ctx = server_tls;
-    fx.cfg.implicit_tls = true;
-    fx.cfg.require_tls_for_auth = true;
-    fx.cfg.upstream.tls = IMAP_UPSTREAM_STARTTLS;
-    fx.cfg.upstream.tls_ctx = proxy_up_tls;
-    fx.cfg.upstream.server_name = "localhost";
-    fx.cfg.upstream.send_client_id = true;
+    fx.b.cfg.tls_ctx = server_tls;
+    fx.b.cfg.implicit_tls = true;
+    fx.b.cfg.require_tls_for_auth = true;
+    fx.b.cfg.upstream.tls = IMAP_UPSTREAM_STARTTLS;
+    fx.b.cfg.upstream.tls_ctx = proxy_up_tls;
+    fx.b.cfg.upstream.server_name = "localhost";
+    fx.b.cfg.upstream.send_client_id = true;
     static const char *const client[] = {
         "T",
         "< * OK [CAPABILITY IMAP4rev1 LITERAL+ ID AUTH=PLAIN] upstream ready",
@@ -1316,9 +1187,9 @@ static void test_upstream_certificate_refused(void **state)
     (void)state;
     static struct fixture fx;
     fx_init(&fx);
-    fx.cfg.upstream.tls = IMAP_UPSTREAM_IMPLICIT;
-    fx.cfg.upstream.tls_ctx = proxy_up_tls;
-    fx.cfg.upstream.server_name = "imap.example.org";
+    fx.b.cfg.upstream.tls = IMAP_UPSTREAM_IMPLICIT;
+    fx.b.cfg.upstream.tls_ctx = proxy_up_tls;
+    fx.b.cfg.upstream.server_name = "imap.example.org";
     static const char *const client[] = {
         "< * BYE Upstream server unavailable, try again later.",
         "<$",

@@ -68,10 +68,9 @@ static void test_classify(void **state)
 static void test_kme_cache_vault_meta(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 1000};
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE);
+    pm.m.chunk = 1000;
 
     struct protect_in_config cfg;
     pi_config(&cfg);
@@ -80,26 +79,26 @@ static void test_kme_cache_vault_meta(void **state)
     protect_in_view *v = NULL;
 
     /* nothing known yet */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_SUMMARY, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_SUMMARY, &v), 0);
 
     /* 1. first read: keys from the KME */
-    v = pi_open_wait(&env, alice, hint, &m);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
-    assert_string_equal(protect_in_view_id(v), hint);
+    assert_string_equal(protect_in_view_id(v), pm.hint);
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
-    assert_int_equal(m.fetches, 1);
+    assert_int_equal(pm.m.fetches, 1);
     assert_true(st.keys_from_kme > 0);
     assert_int_equal(st.keys_from_vault, 0);
     assert_int_equal(st.decrypted, 1);
     protect_in_view_unref(&v);
 
     /* 2. second read: from memory, no fetch */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_FULL, &v), 1);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_FULL, &v), 1);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
-    v = pi_open_wait(&env, alice, hint, &m);
-    assert_int_equal(m.fetches, 1);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
+    assert_int_equal(pm.m.fetches, 1);
     protect_in_view_unref(&v);
     /* let the metadata reach the vault */
     while (protect_in_get_stats(env.pi, &st), st.meta_stored == 0)
@@ -111,11 +110,11 @@ static void test_kme_cache_vault_meta(void **state)
      * can have them. */
     alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     /* a summary from the durable metadata, without fetching */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_FULL, &v), 0);
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_SUMMARY, &v), 1);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_FULL, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_SUMMARY, &v), 1);
     assert_false(protect_in_view_complete(v));
-    protect_in_view *full = pi_open_wait(&env, alice, hint, &m);
-    assert_int_equal(m.fetches, 2);
+    protect_in_view *full = pi_open_wait(&env, alice, pm.hint, &pm.m);
+    assert_int_equal(pm.m.fetches, 2);
     pi_expect_plain(full, PI_MSG_MIXED);
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, 0);
@@ -153,11 +152,10 @@ static void test_kme_cache_vault_meta(void **state)
 
     /* the summary is for readers the message was sent to only */
     protect_in_reader *bob = protect_in_reader_new(env.pi, "bob@example.org");
-    assert_int_equal(protect_in_lookup(env.pi, bob, hint, PROTECT_IN_SUMMARY, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, bob, pm.hint, PROTECT_IN_SUMMARY, &v), 0);
     protect_in_reader_free(&bob);
     pi_reader_close_as(&env, &alice);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 /* ---- KME down, then up ------------------------------------------------------------------ */
@@ -165,16 +163,14 @@ static void test_kme_cache_vault_meta(void **state)
 static void test_kme_down_then_recovery(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 0};
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     pi_config(&cfg);
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
 
     pi_kme_kill(&env);
-    protect_in_view *v = pi_open_wait(&env, alice, hint, &m);
+    protect_in_view *v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     assert_true(protect_in_view_complete(v));
     /* a consistent notice: outer headers, prefixed Subject, text */
@@ -186,23 +182,22 @@ static void test_kme_down_then_recovery(void **state)
     assert_non_null(strstr(data, "Subject: [QuMail: not decrypted] "
                                  "Encrypted message (QuMail QKD)\r\n"));
     assert_non_null(strstr(data, "kme-unavailable"));
-    assert_non_null(strstr(data, hint + 2)); /* the key ID is named */
+    assert_non_null(strstr(data, pm.hint + 2)); /* the key ID is named */
     assert_null(strstr(data, "The real subject"));
     assert_null(strstr(data, "Hello Alice"));
     assert_non_null(strstr(protect_in_view_envelope(v, NULL),
                            "\"[QuMail: not decrypted] Encrypted message (QuMail QKD)\""));
     protect_in_view_unref(&v);
     /* notices are not kept: nothing durable for it */
-    assert_int_equal(protect_in_lookup(env.pi, alice, hint, PROTECT_IN_SUMMARY, &v), 0);
+    assert_int_equal(protect_in_lookup(env.pi, alice, pm.hint, PROTECT_IN_SUMMARY, &v), 0);
 
     /* recovery: the next read decrypts, nothing was lost */
     pi_kme_start(&env);
-    v = pi_open_wait(&env, alice, hint, &m);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     pi_reader_close_as(&env, &alice);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 /* Within notice_ttl a notice is reused (one FETCH of many messages does not
@@ -210,39 +205,35 @@ static void test_kme_down_then_recovery(void **state)
 static void test_notice_ttl(void **state)
 {
     (void)state;
-    size_t l1, l2;
-    uint8_t *c1 = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l1);
-    uint8_t *c2 = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l2);
-    char *h1 = pi_hint(c1, l1), *h2 = pi_hint(c2, l2);
-    struct pi_msg m1 = {c1, l1, 0, false, 0}, m2 = {c2, l2, 0, false, 0};
+    struct pi_mail p1, p2;
+    pi_mail_make(&env, &p1, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
+    pi_mail_make(&env, &p2, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     protect_in_config_defaults(&cfg);
     cfg.notice_ttl_ms = 600000;
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     pi_kme_kill(&env);
-    protect_in_view *v = pi_open_wait(&env, alice, h1, &m1);
+    protect_in_view *v = pi_open_wait(&env, alice, p1.hint, &p1.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     protect_in_view_unref(&v);
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     uint64_t kme_before = st.kme_requests;
     /* the same message: the cached notice, no fetch */
-    assert_int_equal(protect_in_lookup(env.pi, alice, h1, PROTECT_IN_FULL, &v), 1);
+    assert_int_equal(protect_in_lookup(env.pi, alice, p1.hint, PROTECT_IN_FULL, &v), 1);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     protect_in_view_unref(&v);
     /* another message: the link is known down, no KME request */
-    v = pi_open_wait(&env, alice, h2, &m2);
+    v = pi_open_wait(&env, alice, p2.hint, &p2.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_KME_UNAVAILABLE);
     protect_in_view_unref(&v);
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, kme_before);
-    assert_int_equal(m1.fetches, 1);
+    assert_int_equal(p1.m.fetches, 1);
     pi_kme_start(&env);
     pi_reader_close_as(&env, &alice);
-    free(h1);
-    free(h2);
-    free(c1);
-    free(c2);
+    pi_mail_free(&p1);
+    pi_mail_free(&p2);
 }
 
 /* ---- failures that become notices ----------------------------------------------------- */
@@ -250,37 +241,35 @@ static void test_notice_ttl(void **state)
 static void test_tampered(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE);
     /* one base64 character of the ciphertext changed into another */
-    uint8_t *t = malloc(clen);
-    memcpy(t, c, clen);
+    uint8_t *t = malloc(pm.len);
+    memcpy(t, pm.bytes, pm.len);
     const char *ct = strstr((const char *)t, "filename=\"encrypted.qkd\"");
     assert_non_null(ct);
     char *b64 = strstr(ct, "\r\n\r\n") + 4 + 10;
     *b64 = *b64 == 'A' ? 'B' : 'A';
-    struct pi_msg tm = {t, clen, 0, false, 0}, m = {c, clen, 0, false, 0};
+    struct pi_msg tm = {t, pm.len, 0, false, 0};
     struct protect_in_config cfg;
     pi_config(&cfg);
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
-    protect_in_view *v = pi_open_wait(&env, alice, hint, &tm);
+    protect_in_view *v = pi_open_wait(&env, alice, pm.hint, &tm);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_AUTH_FAILED);
     const char *data = (const char *)mime_struct_data(protect_in_view_struct(v));
     assert_null(strstr(data, "Hello Alice"));
     assert_null(strstr(data, "The real subject"));
     protect_in_view_unref(&v);
     /* the keys were stored before use: the genuine copy still decrypts */
-    v = pi_open_wait(&env, alice, hint, &m);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, 1);
     pi_reader_close_as(&env, &alice);
-    free(hint);
     free(t);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 static void test_unknown_key(void **state)
@@ -309,10 +298,8 @@ static void test_unknown_key(void **state)
 static void test_wrong_user(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
-    struct pi_msg m = {c, clen, 0, false, 0};
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     pi_config(&cfg);
     const struct protect_in_address map[] = {{"carol", "Alice@Example.org"}};
@@ -327,7 +314,7 @@ static void test_wrong_user(void **state)
     assert_int_equal(protect_in_reader_address_count(carol), 2);
 
     /* bob first: a notice, and no key is fetched for him */
-    protect_in_view *v = pi_open_wait(&env, bob, hint, &m);
+    protect_in_view *v = pi_open_wait(&env, bob, pm.hint, &pm.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_NOT_ALLOWED);
     const char *data = (const char *)mime_struct_data(protect_in_view_struct(v));
     assert_null(strstr(data, "Hello Alice"));
@@ -336,16 +323,16 @@ static void test_wrong_user(void **state)
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.kme_requests, 0);
     /* alice reads it (keys now in the vault, view in memory) */
-    v = pi_open_wait(&env, alice, hint, &m);
+    v = pi_open_wait(&env, alice, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     /* bob again: still a notice, not the cached view */
-    assert_int_equal(protect_in_lookup(env.pi, bob, hint, PROTECT_IN_FULL, &v), 0);
-    v = pi_open_wait(&env, bob, hint, &m);
+    assert_int_equal(protect_in_lookup(env.pi, bob, pm.hint, PROTECT_IN_FULL, &v), 0);
+    v = pi_open_wait(&env, bob, pm.hint, &pm.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_NOT_ALLOWED);
     protect_in_view_unref(&v);
     /* carol reads alice's mail (a shared mailbox in the address map) */
-    v = pi_open_wait(&env, carol, hint, &m);
+    v = pi_open_wait(&env, carol, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     protect_in_reader_free(&alice);
@@ -357,31 +344,28 @@ static void test_wrong_user(void **state)
     cfg.recipient_check = PROTECT_IN_CHECK_OFF;
     bob = pi_reader_open_as(&env, &cfg, "bob");
     assert_int_equal(protect_in_reader_address_count(bob), 0);
-    v = pi_open_wait(&env, bob, hint, &m);
+    v = pi_open_wait(&env, bob, pm.hint, &pm.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     pi_reader_close_as(&env, &bob);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 static void test_unbound_and_no_rule(void **state)
 {
     (void)state;
-    size_t l1, l2;
-    uint8_t *unbound = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, NULL, &l1);
+    struct pi_mail unbound, norule;
+    pi_mail_make(&env, &unbound, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, NULL);
     const char *stranger_msg = "From: x@elsewhere.example\r\nTo: alice@example.org\r\n"
                                "Subject: s\r\n\r\nbody\r\n";
-    uint8_t *norule = pi_encrypt(&env, stranger_msg, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l2);
-    char *h1 = pi_hint(unbound, l1), *h2 = pi_hint(norule, l2);
-    struct pi_msg m1 = {unbound, l1, 0, false, 0}, m2 = {norule, l2, 0, false, 0};
+    pi_mail_make(&env, &norule, stranger_msg, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     pi_config(&cfg);
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
-    protect_in_view *v = pi_open_wait(&env, alice, h1, &m1);
+    protect_in_view *v = pi_open_wait(&env, alice, unbound.hint, &unbound.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_UNBOUND);
     protect_in_view_unref(&v);
-    v = pi_open_wait(&env, alice, h2, &m2);
+    v = pi_open_wait(&env, alice, norule.hint, &norule.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_NO_SENDER_RULE);
     protect_in_view_unref(&v);
     struct protect_in_stats st;
@@ -392,14 +376,12 @@ static void test_unbound_and_no_rule(void **state)
     pi_config(&cfg);
     cfg.release_unbound = true;
     alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
-    v = pi_open_wait(&env, alice, h1, &m1);
+    v = pi_open_wait(&env, alice, unbound.hint, &unbound.m);
     pi_expect_plain(v, PI_MSG_MIXED);
     protect_in_view_unref(&v);
     pi_reader_close_as(&env, &alice);
-    free(h1);
-    free(h2);
-    free(unbound);
-    free(norule);
+    pi_mail_free(&unbound);
+    pi_mail_free(&norule);
 }
 
 /* The outer From names a sender whose rule allows this master SAE, but the
@@ -426,12 +408,11 @@ static void test_inner_sender_mismatch(void **state)
 static void test_coalescing(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE);
     /* the first asked fails its fetch: the next one is asked */
-    struct pi_msg bad = {c, clen, 0, true, 0};
-    struct pi_msg m = {c, clen, 0, false, 0};
+    struct pi_msg bad = pm.m;
+    bad.fail = true;
     struct protect_in_config cfg;
     pi_config(&cfg);
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
@@ -440,8 +421,8 @@ static void test_coalescing(void **state)
     struct pi_answer a[N];
     memset(a, 0, sizeof(a));
     for (int i = 0; i < N; i++)
-        assert_int_equal(protect_in_open(env.pi, i == N - 1 ? bob : alice, hint,
-                                         pi_fetch, i == 0 ? &bad : &m, pi_answer_cb,
+        assert_int_equal(protect_in_open(env.pi, i == N - 1 ? bob : alice, pm.hint,
+                                         pi_fetch, i == 0 ? &bad : &pm.m, pi_answer_cb,
                                          &a[i]), 0);
     /* one of them is cancelled while waiting */
     assert_int_equal(protect_in_cancel(env.pi, &a[2]), 1);
@@ -450,7 +431,7 @@ static void test_coalescing(void **state)
     for (int i = 0; i < N; i++)
         pi_run_until(&env.loop, &a[i].done);
     assert_int_equal(bad.fetches, 1);
-    assert_int_equal(m.fetches, 1); /* one download for all */
+    assert_int_equal(pm.m.fetches, 1); /* one download for all */
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.builds, 1);
@@ -468,10 +449,11 @@ static void test_coalescing(void **state)
     protect_in_view_unref(&a[N - 1].view);
 
     /* every fetch fails: a notice for each, nothing cached */
-    uint8_t *c2 = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &clen);
-    char *h2 = pi_hint(c2, clen);
-    struct pi_msg bad2 = {c2, clen, 0, true, 0};
-    protect_in_view *v = pi_open_wait(&env, alice, h2, &bad2);
+    struct pi_mail pm2;
+    pi_mail_make(&env, &pm2, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
+    struct pi_msg bad2 = pm2.m;
+    bad2.fail = true;
+    protect_in_view *v = pi_open_wait(&env, alice, pm2.hint, &bad2);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_FETCH);
     protect_in_view_unref(&v);
     /* a message larger than max_message_size */
@@ -480,37 +462,34 @@ static void test_coalescing(void **state)
     pi_config(&cfg);
     cfg.max_message_size = 100;
     alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
-    struct pi_msg big = {c2, clen, 0, false, 0};
-    v = pi_open_wait(&env, alice, h2, &big);
+    v = pi_open_wait(&env, alice, pm2.hint, &pm2.m);
     assert_int_equal(protect_in_view_reason(v), PROTECT_IN_R_TOO_LARGE);
     protect_in_view_unref(&v);
     pi_reader_close_as(&env, &alice);
-    free(h2);
-    free(c2);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm2);
+    pi_mail_free(&pm);
 }
 
 /* The bytes arrive with the client's own FETCH: the caller supplies them. */
 static void test_supplied(void **state)
 {
     (void)state;
-    size_t clen;
-    uint8_t *c = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &clen);
-    char *hint = pi_hint(c, clen);
+    struct pi_mail pm;
+    pi_mail_make(&env, &pm, PI_MSG_MIXED, MIME_ALG_OTP_POLY1305, PI_TO_ALICE);
     struct protect_in_config cfg;
     pi_config(&cfg);
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     struct pi_answer a1 = {0}, a2 = {0}, a3 = {0};
     protect_in_fetch *f1 = NULL, *f2 = (protect_in_fetch *)1;
-    assert_int_equal(protect_in_open_supplied(env.pi, alice, hint, &f1, pi_answer_cb, &a1), 0);
+    assert_int_equal(protect_in_open_supplied(env.pi, alice, pm.hint, &f1, pi_answer_cb, &a1), 0);
     assert_non_null(f1);
     /* a second request while the first streams: joins, needs no bytes */
-    assert_int_equal(protect_in_open_supplied(env.pi, alice, hint, &f2, pi_answer_cb, &a2), 0);
+    assert_int_equal(protect_in_open_supplied(env.pi, alice, pm.hint, &f2, pi_answer_cb, &a2), 0);
     assert_null(f2);
     /* the literal arrives in pieces, across loop turns */
-    for (size_t off = 0; off < clen; off += 700) {
-        assert_int_equal(protect_in_fetch_write(f1, c + off, clen - off < 700 ? clen - off : 700), 0);
+    for (size_t off = 0; off < pm.len; off += 700) {
+        size_t n = pm.len - off < 700 ? pm.len - off : 700;
+        assert_int_equal(protect_in_fetch_write(f1, pm.bytes + off, n), 0);
         uv_run(&env.loop, UV_RUN_NOWAIT);
         assert_false(a1.done);
     }
@@ -523,7 +502,7 @@ static void test_supplied(void **state)
     protect_in_view_unref(&a2.view);
     /* from memory now: no handle, the answer through the loop */
     f2 = (protect_in_fetch *)1;
-    assert_int_equal(protect_in_open_supplied(env.pi, alice, hint, &f2, pi_answer_cb, &a3), 0);
+    assert_int_equal(protect_in_open_supplied(env.pi, alice, pm.hint, &f2, pi_answer_cb, &a3), 0);
     assert_null(f2);
     assert_false(a3.done);
     pi_run_until(&env.loop, &a3.done);
@@ -533,8 +512,7 @@ static void test_supplied(void **state)
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.builds, 1);
     pi_reader_close_as(&env, &alice);
-    free(hint);
-    free(c);
+    pi_mail_free(&pm);
 }
 
 /* A message whose X-QKD-Key-ID header names another message: each reader
@@ -542,31 +520,30 @@ static void test_supplied(void **state)
 static void test_mislabeled_hint(void **state)
 {
     (void)state;
-    size_t l1, l2;
     const char *other = "From: sam@example.org\r\nTo: alice@example.org\r\n"
                         "Subject: other\r\n\r\nthe other message\r\n";
-    uint8_t *c1 = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l1);
-    uint8_t *c2 = pi_encrypt(&env, other, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l2);
-    char *h1 = pi_hint(c1, l1);
-    struct pi_msg m1 = {c1, l1, 0, false, 0}, m2 = {c2, l2, 0, false, 0};
+    struct pi_mail p1, p2;
+    pi_mail_make(&env, &p1, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
+    pi_mail_make(&env, &p2, other, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     struct protect_in_config cfg;
     pi_config(&cfg);
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
     struct pi_answer a1 = {0}, a2 = {0};
     /* c2 presented under c1's hint, first: its fetch supplies the bytes */
-    assert_int_equal(protect_in_open(env.pi, alice, h1, pi_fetch, &m2, pi_answer_cb, &a2), 0);
-    assert_int_equal(protect_in_open(env.pi, alice, h1, pi_fetch, &m1, pi_answer_cb, &a1), 0);
+    assert_int_equal(protect_in_open(env.pi, alice, p1.hint, pi_fetch, &p2.m, pi_answer_cb, &a2),
+                     0);
+    assert_int_equal(protect_in_open(env.pi, alice, p1.hint, pi_fetch, &p1.m, pi_answer_cb, &a1),
+                     0);
     pi_run_until(&env.loop, &a1.done);
     pi_run_until(&env.loop, &a2.done);
     pi_expect_plain(a2.view, other);
     pi_expect_plain(a1.view, PI_MSG_MIXED);
-    assert_int_equal(m1.fetches, 1); /* asked again, for its own bytes */
+    assert_int_equal(p1.m.fetches, 1); /* asked again, for its own bytes */
     protect_in_view_unref(&a1.view);
     protect_in_view_unref(&a2.view);
     pi_reader_close_as(&env, &alice);
-    free(h1);
-    free(c1);
-    free(c2);
+    pi_mail_free(&p1);
+    pi_mail_free(&p2);
 }
 
 /* ---- the cache: limits, eviction wipes ---------------------------------------------------- */
@@ -591,13 +568,11 @@ static void on_wiped(void *arg, const uint8_t *p, size_t len)
 static void test_eviction_wipes(void **state)
 {
     (void)state;
-    size_t l1, l2;
-    uint8_t *c1 = pi_encrypt(&env, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE, &l1);
+    struct pi_mail p1, p2;
+    pi_mail_make(&env, &p1, PI_MSG_MIXED, MIME_ALG_AES_256_GCM, PI_TO_ALICE);
     /* LF-only: normalised into its own buffer (the decrypted one is wiped) */
     const char *lf = "From: sam@example.org\nTo: alice@example.org\nSubject: lf\n\nline\n";
-    uint8_t *c2 = pi_encrypt(&env, lf, MIME_ALG_OTP_POLY1305, PI_TO_ALICE, &l2);
-    char *h1 = pi_hint(c1, l1), *h2 = pi_hint(c2, l2);
-    struct pi_msg m1 = {c1, l1, 0, false, 0}, m2 = {c2, l2, 0, false, 0};
+    pi_mail_make(&env, &p2, lf, MIME_ALG_OTP_POLY1305, PI_TO_ALICE);
     struct wipes w = {0, 0, true};
     struct protect_in_config cfg;
     pi_config(&cfg);
@@ -605,10 +580,10 @@ static void test_eviction_wipes(void **state)
     cfg.test_wiped = on_wiped;
     cfg.test_arg = &w;
     protect_in_reader *alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
-    protect_in_view *v1 = pi_open_wait(&env, alice, h1, &m1);
+    protect_in_view *v1 = pi_open_wait(&env, alice, p1.hint, &p1.m);
     size_t size1 = (size_t)protect_in_view_size(v1);
     /* held by us: evicting it does not wipe it yet */
-    protect_in_view *v2 = pi_open_wait(&env, alice, h2, &m2);
+    protect_in_view *v2 = pi_open_wait(&env, alice, p2.hint, &p2.m);
     struct protect_in_stats st;
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.cached_views, 1);
@@ -619,7 +594,7 @@ static void test_eviction_wipes(void **state)
     assert_int_equal(w.count, 1);
     assert_int_equal(w.bytes, size1);
     assert_true(w.all_zero);
-    assert_int_equal(protect_in_lookup(env.pi, alice, h1, PROTECT_IN_FULL, &v1), 0);
+    assert_int_equal(protect_in_lookup(env.pi, alice, p1.hint, PROTECT_IN_FULL, &v1), 0);
     assert_int_equal(protect_in_view_size(v2), strlen(lf) + 5); /* CRLF */
     protect_in_view_unref(&v2);
     assert_int_equal(w.count, 1); /* still cached */
@@ -630,15 +605,13 @@ static void test_eviction_wipes(void **state)
     pi_config(&cfg);
     cfg.cache_max_bytes = 100;
     alice = pi_reader_open_as(&env, &cfg, "alice@example.org");
-    v1 = pi_open_wait(&env, alice, h1, &m1);
+    v1 = pi_open_wait(&env, alice, p1.hint, &p1.m);
     protect_in_get_stats(env.pi, &st);
     assert_int_equal(st.cached_views, 0);
     protect_in_view_unref(&v1);
     pi_reader_close_as(&env, &alice);
-    free(h1);
-    free(h2);
-    free(c1);
-    free(c2);
+    pi_mail_free(&p1);
+    pi_mail_free(&p2);
 }
 
 /* ---- the simulator's redelivery grace (kme/README.md) ------------------------------------ */

@@ -332,14 +332,21 @@ static void walk_cb(uv_handle_t *h, void *arg)
     fprintf(stderr, "leaked handle type %d\n", (int)h->type);
 }
 
+/* One conversation's state: the proxy side, the client, the upstream. */
+struct conv {
+    struct fixture f;
+    struct peer c;
+    struct upstream up;
+};
+
 /* Runs one conversation; returns after every handle is closed. */
-static void run(enum mode mode, const char *const *client_script,
-                const char *const *upstream_script, bool upstream_down, bool trusted,
-                struct fixture *f, struct peer *client, struct upstream *up)
+static void run(struct conv *r, enum mode mode, const char *const *client_script,
+                const char *const *upstream_script, bool upstream_down, bool trusted)
 {
-    memset(f, 0, sizeof(*f));
-    memset(client, 0, sizeof(*client));
-    memset(up, 0, sizeof(*up));
+    memset(r, 0, sizeof(*r));
+    struct fixture *f = &r->f;
+    struct peer *client = &r->c;
+    struct upstream *up = &r->up;
     assert_int_equal(uv_loop_init(&f->loop), 0);
     f->mode = mode;
     char *err = NULL;
@@ -384,17 +391,27 @@ static void run(enum mode mode, const char *const *client_script,
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
-static const char *const ehlo_reply =
-    "> 250-up.test\r\n250-PIPELINING\r\n250-SIZE 1065536\r\n250-8BITMIME\r\n"
-    "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250 AUTH PLAIN LOGIN";
+/* Script steps that most conversations share: the upstream's greeting and
+ * the proxy's EHLO, a client's greeting and EHLO, MAIL a@x.test and RCPT
+ * b@y.test accepted (as each side sees them), a DATA body to its end. */
+#define UP_GREET "> 220 up.test ESMTP", "< EHLO proxy.test"
+#define UP_MAIL_RCPT \
+    "< MAIL FROM:<a@x.test>", "> 250 2.1.0 Ok", "< RCPT TO:<b@y.test>", "> 250 2.1.5 Ok"
+#define UP_DATA "< DATA", "> 354 go ahead", "<."
+#define CL_EHLO "< 220", "> EHLO c.test", "< 250 "
+#define CL_MAIL_RCPT "> MAIL FROM:<a@x.test>", "< 250", "> RCPT TO:<b@y.test>", "< 250"
+
+/* The upstream's full EHLO answer. */
+#define EHLO_REPLY                                                                           \
+    "> 250-up.test\r\n250-PIPELINING\r\n250-SIZE 1065536\r\n250-8BITMIME\r\n"            \
+    "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250 AUTH PLAIN LOGIN"
 
 static void test_single_copy_live_transaction(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
-        NULL, /* ehlo_reply, filled below */
+        UP_GREET,
+        EHLO_REPLY,
         "< AUTH PLAIN AGFAeABw",
         "> 235 2.7.0 Authentication successful",
         "< MAIL FROM:<a@x.test> BODY=8BITMIME",
@@ -403,17 +420,12 @@ static void test_single_copy_live_transaction(void **state)
         "> 250 2.1.5 Ok",
         "< RCPT TO:<bad@y.test>",
         "> 550 5.1.1 <bad@y.test>: no such user",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as ABC",
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
-    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
-    memcpy(up_script, upstream, sizeof(upstream));
-    up_script[2] = ehlo_reply;
     static const char *const client[] = {
         "< 220 proxy.test ESMTP",
         "> EHLO c.test",
@@ -438,23 +450,21 @@ static void test_single_copy_live_transaction(void **state)
         "< 221",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
-    run(DELIVER_ONE, client, up_script, false, false, &f, &c, &up);
+    struct conv r;
+    run(&r, DELIVER_ONE, client, upstream, false, false);
     /* the spool: unstuffed, Bcc dropped */
-    assert_int_equal(f.spooled_len, strlen("Subject: t\r\n\r\n.dot line\r\nend\r\n"));
-    assert_memory_equal(f.spooled, "Subject: t\r\n\r\n.dot line\r\nend\r\n", f.spooled_len);
+    assert_int_equal(r.f.spooled_len, strlen("Subject: t\r\n\r\n.dot line\r\nend\r\n"));
+    assert_memory_equal(r.f.spooled, "Subject: t\r\n\r\n.dot line\r\nend\r\n", r.f.spooled_len);
     /* upstream got it stuffed again, without Bcc, and no AUTH data in logs */
-    assert_non_null(strstr(up.peer.log, "Subject: t\r\n\r\n..dot line\r\nend\r\n.\r\n"));
-    assert_null(strstr(up.peer.log, "Bcc"));
+    assert_non_null(strstr(r.up.peer.log, "Subject: t\r\n\r\n..dot line\r\nend\r\n.\r\n"));
+    assert_null(strstr(r.up.peer.log, "Bcc"));
     /* EHLO: SIZE is upstream's less the expansion; AUTH offered */
-    assert_non_null(strstr(c.log, "250-SIZE 730769\r\n"));
-    assert_non_null(strstr(c.log, "AUTH PLAIN LOGIN"));
-    assert_non_null(strstr(c.log, "250-CHUNKING"));
-    assert_null(strstr(c.log, "STARTTLS"));
-    assert_int_equal(f.delivered, 1);
-    assert_int_equal(f.result.code, 250);
+    assert_non_null(strstr(r.c.log, "250-SIZE 730769\r\n"));
+    assert_non_null(strstr(r.c.log, "AUTH PLAIN LOGIN"));
+    assert_non_null(strstr(r.c.log, "250-CHUNKING"));
+    assert_null(strstr(r.c.log, "STARTTLS"));
+    assert_int_equal(r.f.delivered, 1);
+    assert_int_equal(r.f.result.code, 250);
 }
 
 /* The spool file exists only while a message is in the session: an idle
@@ -465,41 +475,24 @@ static void test_spool_descriptor_only_during_message(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
-        NULL, /* ehlo_reply */
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_GREET,
+        EHLO_REPLY,
+        UP_MAIL_RCPT,
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as Q1",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_MAIL_RCPT,
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as Q2",
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
-    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
-    memcpy(up_script, upstream, sizeof(upstream));
-    up_script[2] = ehlo_reply;
     static const char *const client[] = {
         "< 220 proxy.test ESMTP",
         "> EHLO c.test",
         "< 250 ",
         "?", /* 0: idle */
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_MAIL_RCPT,
         "?", /* 1: transaction, no body yet */
         "> DATA",
         "< 354",
@@ -507,10 +500,7 @@ static void test_spool_descriptor_only_during_message(void **state)
         "> Subject: one\r\n\r\nbody\r\n.",
         "< 250 2.0.0 Ok: queued as Q1",
         "?", /* 3: answered */
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_MAIL_RCPT,
         "> BDAT 20",
         "= Subject: two\r\n\r\nbody",
         "< 250 2.0.0 Chunk",
@@ -523,17 +513,15 @@ static void test_spool_descriptor_only_during_message(void **state)
         "< 221",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
-    run(DELIVER_ONE, client, up_script, false, true, &f, &c, &up);
-    assert_int_equal(c.n_fds, 6);
-    assert_int_equal(c.fds[1], c.fds[0]);
-    assert_int_equal(c.fds[2], c.fds[0] + 1);
-    assert_int_equal(c.fds[3], c.fds[0]);
-    assert_int_equal(c.fds[4], c.fds[0] + 1);
-    assert_int_equal(c.fds[5], c.fds[0]);
-    assert_int_equal(f.delivered, 2);
+    struct conv r;
+    run(&r, DELIVER_ONE, client, upstream, false, true);
+    assert_int_equal(r.c.n_fds, 6);
+    assert_int_equal(r.c.fds[1], r.c.fds[0]);
+    assert_int_equal(r.c.fds[2], r.c.fds[0] + 1);
+    assert_int_equal(r.c.fds[3], r.c.fds[0]);
+    assert_int_equal(r.c.fds[4], r.c.fds[0] + 1);
+    assert_int_equal(r.c.fds[5], r.c.fds[0]);
+    assert_int_equal(r.f.delivered, 2);
 }
 
 /* No file can be made for a message: DATA is answered 451 before any
@@ -543,28 +531,18 @@ static void test_spool_unavailable(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
-        NULL, /* ehlo_reply */
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
+        UP_GREET,
+        EHLO_REPLY,
+        UP_MAIL_RCPT,
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
-    const char *up_script[sizeof(upstream) / sizeof(upstream[0])];
-    memcpy(up_script, upstream, sizeof(upstream));
-    up_script[2] = ehlo_reply;
     static const char *const client[] = {
         "< 220 proxy.test ESMTP",
         "> EHLO c.test",
         "< 250 ",
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_MAIL_RCPT,
         "> DATA",
         "< 451 4.3.0 Local error: cannot store the message",
         "> BDAT 4 LAST",
@@ -576,22 +554,19 @@ static void test_spool_unavailable(void **state)
         "< 221",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
+    struct conv r;
     spool_dir = "/nonexistent/spool";
-    run(DELIVER_ONE, client, up_script, false, true, &f, &c, &up);
+    run(&r, DELIVER_ONE, client, upstream, false, true);
     spool_dir = NULL;
-    assert_int_equal(f.delivered, 0);
-    assert_int_equal(f.spooled_len, 0);
+    assert_int_equal(r.f.delivered, 0);
+    assert_int_equal(r.f.spooled_len, 0);
 }
 
 static void test_two_copies_second_refused(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250 SIZE 0",
         "< MAIL FROM:<a@x.test>",
         "> 250 2.1.0 Ok",
@@ -619,13 +594,9 @@ static void test_two_copies_second_refused(void **state)
         "> 221 Bye",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
+    struct conv r;
     static const char *const client4[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> AUTH PLAIN x",
         "< 502 5.5.1",
         "> MAIL FROM:<a@x.test>",
@@ -643,24 +614,23 @@ static void test_two_copies_second_refused(void **state)
         "< 221",
         NULL,
     };
-    run(DELIVER_TWO, client4, upstream, false, true, &f, &c, &up);
-    assert_int_equal(f.spooled_len, 14);
-    assert_memory_equal(f.spooled, "A: b\r\n\r\nbody\r\n", 14);
-    assert_int_equal(f.delivered, 1);
-    assert_int_equal(f.result.n_done, 1);
-    assert_int_equal(f.result.n_total, 2);
-    assert_int_equal(f.result.code, 452);
+    run(&r, DELIVER_TWO, client4, upstream, false, true);
+    assert_int_equal(r.f.spooled_len, 14);
+    assert_memory_equal(r.f.spooled, "A: b\r\n\r\nbody\r\n", 14);
+    assert_int_equal(r.f.delivered, 1);
+    assert_int_equal(r.f.result.n_done, 1);
+    assert_int_equal(r.f.result.n_total, 2);
+    assert_int_equal(r.f.result.code, 452);
     /* no AUTH advertised when upstream has none */
-    assert_null(strstr(c.log, "250-AUTH"));
-    assert_null(strstr(c.log, "250 AUTH"));
+    assert_null(strstr(r.c.log, "250-AUTH"));
+    assert_null(strstr(r.c.log, "250 AUTH"));
 }
 
 static void test_fail_resets_upstream(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250 up.test",
         "< MAIL FROM:<>",
         "> 250 2.1.0 Ok",
@@ -692,11 +662,9 @@ static void test_fail_resets_upstream(void **state)
         "< 221",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
-    run(FAIL_451, client, upstream, false, true, &f, &c, &up);
-    assert_int_equal(f.delivered, 0);
+    struct conv r;
+    run(&r, FAIL_451, client, upstream, false, true);
+    assert_int_equal(r.f.delivered, 0);
 }
 
 /* Upstream drops the connection while MAIL and RCPT of a copy are in
@@ -705,8 +673,7 @@ static void test_upstream_lost_during_copies(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250 PIPELINING",
         "< MAIL FROM:<a@x.test>",
         "> 250 2.1.0 Ok",
@@ -720,9 +687,7 @@ static void test_upstream_lost_during_copies(void **state)
         NULL, /* and hang up */
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> MAIL FROM:<a@x.test>",
         "< 250",
         "> RCPT TO:<b1@y.test>",
@@ -735,13 +700,11 @@ static void test_upstream_lost_during_copies(void **state)
         "< 421 4.4.2",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
-    run(DELIVER_TWO, client, upstream, false, true, &f, &c, &up);
-    assert_int_equal(f.delivered, 1);
-    assert_int_equal(f.result.code, 421);
-    assert_int_equal(f.result.n_done, 0);
+    struct conv r;
+    run(&r, DELIVER_TWO, client, upstream, false, true);
+    assert_int_equal(r.f.delivered, 1);
+    assert_int_equal(r.f.result.code, 421);
+    assert_int_equal(r.f.result.n_done, 0);
 }
 
 /* The client pauses longer than the upstream reply timeout between MAIL
@@ -750,21 +713,15 @@ static void test_idle_upstream_does_not_time_out(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250 up.test",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
+        UP_MAIL_RCPT,
         "< QUIT",
         "> 221 Bye",
         NULL,
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> MAIL FROM:<a@x.test>",
         "< 250",
         "~600",
@@ -774,11 +731,9 @@ static void test_idle_upstream_does_not_time_out(void **state)
         "< 221",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
+    struct conv r;
     upstream_timeout_ms = 200;
-    run(DELIVER_ONE, client, upstream, false, true, &f, &c, &up);
+    run(&r, DELIVER_ONE, client, upstream, false, true);
     upstream_timeout_ms = 10000;
 }
 
@@ -786,13 +741,9 @@ static void test_deliver_refused_keeps_caller_arrays(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250 up.test",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
+        UP_MAIL_RCPT,
         "< RSET",
         "> 250 2.0.0 Ok",
         "< QUIT",
@@ -800,13 +751,8 @@ static void test_deliver_refused_keeps_caller_arrays(void **state)
         NULL,
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
-        "> MAIL FROM:<a@x.test>",
-        "< 250",
-        "> RCPT TO:<b@y.test>",
-        "< 250",
+        CL_EHLO,
+        CL_MAIL_RCPT,
         "> DATA",
         "< 354",
         "> A: b\r\n\r\nbody\r\n.",
@@ -815,11 +761,9 @@ static void test_deliver_refused_keeps_caller_arrays(void **state)
         "< 221",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
-    run(DELIVER_BAD_INDEX, client, upstream, false, true, &f, &c, &up);
-    assert_int_equal(f.delivered, 0);
+    struct conv r;
+    run(&r, DELIVER_BAD_INDEX, client, upstream, false, true);
+    assert_int_equal(r.f.delivered, 0);
 }
 
 /* The states that used to be flags: an overlong line discarded to its end
@@ -832,8 +776,7 @@ static void test_states_and_pipelining(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH LOGIN",
         "< AUTH LOGIN",
         "> 334 VXNlcm5hbWU6",
@@ -841,13 +784,8 @@ static void test_states_and_pipelining(void **state)
         "> 334 UGFzc3dvcmQ6",
         "< cGFzcw==",
         "> 235 2.7.0 Authentication successful",
-        "< MAIL FROM:<a@x.test>",
-        "> 250 2.1.0 Ok",
-        "< RCPT TO:<b@y.test>",
-        "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_MAIL_RCPT,
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as XYZ",
         "< QUIT",
         "> 221 2.0.0 Bye",
@@ -890,15 +828,13 @@ static void test_states_and_pipelining(void **state)
         NULL,
     };
     client[3] = longline;
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
-    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
-    assert_int_equal(f.spooled_len, strlen("A: b\r\n\r\nbody\r\n"));
-    assert_memory_equal(f.spooled, "A: b\r\n\r\nbody\r\n", f.spooled_len);
-    assert_int_equal(f.delivered, 1);
+    struct conv r;
+    run(&r, DELIVER_ONE, client, upstream, false, false);
+    assert_int_equal(r.f.spooled_len, strlen("A: b\r\n\r\nbody\r\n"));
+    assert_memory_equal(r.f.spooled, "A: b\r\n\r\nbody\r\n", r.f.spooled_len);
+    assert_int_equal(r.f.delivered, 1);
     /* the 500 came once for the long line */
-    const char *first = strstr(c.log, "500 5.5.2");
+    const char *first = strstr(r.c.log, "500 5.5.2");
     assert_non_null(first);
     assert_null(strstr(first + 1, "500 5.5.2"));
 }
@@ -922,8 +858,7 @@ static void test_auth_oauth_pass_through(void **state)
         oauthbearer[i] = "bixhPXVAeC50ZXN0LAFob3N0PXVwAUJFQVJFUlRPSw"[i % 42];
     snprintf(up_o, sizeof(up_o), "< %s", oauthbearer + 2);
     static const char *upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250-PIPELINING\r\n250-AUTH XOAUTH2 OAUTHBEARER\r\n250 SIZE 0",
         NULL, /* up_x */
         "> 334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=",
@@ -940,9 +875,7 @@ static void test_auth_oauth_pass_through(void **state)
     upstream[3] = up_x;
     upstream[7] = up_o;
     static const char *client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> AUTH PLAIN AGFAeABw",
         "< 504 5.5.4 Unrecognized authentication type",
         NULL, /* xoauth2 */
@@ -959,18 +892,16 @@ static void test_auth_oauth_pass_through(void **state)
     };
     client[5] = xoauth2;
     client[9] = oauthbearer;
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
+    struct conv r;
     enum qlog_level was = qlog_get_level();
     qlog_set_level(QLOG_DEBUG);
     logged_len = 0;
     qlog_set_sink(capture_log, NULL);
-    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    run(&r, DELIVER_ONE, client, upstream, false, false);
     qlog_set_sink(NULL, NULL);
     qlog_set_level(was);
-    assert_non_null(strstr(c.log, "250 AUTH XOAUTH2 OAUTHBEARER\r\n"));
-    assert_null(strstr(c.log, "PLAIN"));
+    assert_non_null(strstr(r.c.log, "250 AUTH XOAUTH2 OAUTHBEARER\r\n"));
+    assert_null(strstr(r.c.log, "PLAIN"));
     /* the exchange is in the log, the credentials are not */
     assert_non_null(strstr(logged, "<<< AUTH <redacted>"));
     assert_null(strstr(logged, "dXNlcj1TRUNSRVRUT0tFTgEBYXV0aD1CZWFyZXI"));
@@ -982,8 +913,8 @@ static void test_auth_oauth_pass_through(void **state)
     assert_null(strstr(logged, "SECRETTOKEN"));
     assert_null(strstr(logged, "BEARERTOK"));
     /* upstream got the whole initial responses and the empty answer */
-    assert_non_null(strstr(up.peer.log, xoauth2 + 2));
-    assert_non_null(strstr(up.peer.log, "\r\n\r\nAUTH OAUTHBEARER "));
+    assert_non_null(strstr(r.up.peer.log, xoauth2 + 2));
+    assert_non_null(strstr(r.up.peer.log, "\r\n\r\nAUTH OAUTHBEARER "));
 }
 
 /* The log names who authenticated (PLAIN's authcid and authzid, LOGIN's
@@ -993,8 +924,7 @@ static void test_auth_identity_logged(void **state)
 {
     (void)state;
     static const char *const upstream[] = {
-        "> 220 up.test ESMTP",
-        "< EHLO proxy.test",
+        UP_GREET,
         "> 250-up.test\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN",
         "< AUTH LOGIN",
         "> 334 VXNlcm5hbWU6",
@@ -1008,18 +938,14 @@ static void test_auth_identity_logged(void **state)
         "> 250 2.1.0 Ok",
         "< RCPT TO:<b@y.test>",
         "> 250 2.1.5 Ok",
-        "< DATA",
-        "> 354 go ahead",
-        "<.",
+        UP_DATA,
         "> 250 2.0.0 Ok: queued as Q1",
         "< QUIT",
         "> 221 2.0.0 Bye",
         NULL,
     };
     static const char *const client[] = {
-        "< 220",
-        "> EHLO c.test",
-        "< 250 ",
+        CL_EHLO,
         "> AUTH LOGIN",          /* mallory / password1: refused */
         "< 334 VXNlcm5hbWU6",
         "> bWFsbG9yeQ==",
@@ -1041,22 +967,20 @@ static void test_auth_identity_logged(void **state)
         "< 221",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
+    struct conv r;
     enum qlog_level was = qlog_get_level();
     qlog_set_level(QLOG_DEBUG);
     logged_len = 0;
     qlog_set_sink(capture_log, NULL);
-    run(DELIVER_ONE, client, upstream, false, false, &f, &c, &up);
+    run(&r, DELIVER_ONE, client, upstream, false, false);
     qlog_set_sink(NULL, NULL);
     qlog_set_level(was);
     assert_non_null(strstr(logged, "authenticated by upstream user=alice@example.org "
                                    "authzid=boss@example.org"));
     assert_non_null(strstr(logged, "disconnect from 127.0.0.1"));
     assert_non_null(strstr(strstr(logged, "disconnect from"), " user=alice@example.org"));
-    assert_string_equal(f.auth_user, "alice@example.org");
-    assert_int_equal(f.delivered, 1);
+    assert_string_equal(r.f.auth_user, "alice@example.org");
+    assert_int_equal(r.f.delivered, 1);
     /* the refused user, the passwords, the responses: nowhere */
     static const char *const never[] = {
         "mallory", "password1", "s3cr3t-pw", "bWFsbG9yeQ", "cGFzc3dvcmQx",
@@ -1075,10 +999,8 @@ static void test_upstream_down(void **state)
         "< 421 4.4.1",
         NULL,
     };
-    struct fixture f;
-    struct peer c;
-    struct upstream up;
-    run(DELIVER_ONE, client, upstream, true, false, &f, &c, &up);
+    struct conv r;
+    run(&r, DELIVER_ONE, client, upstream, true, false);
 }
 
 int main(void)
