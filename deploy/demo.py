@@ -37,7 +37,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,6 +51,9 @@ DEMO_POLICY = """\
 bob@example.org   action=require level=otp link=site slave_sae=SAE_B placeholder="[quantum-protected]"
 example.org       action=require level=aes link=site slave_sae=SAE_B
 *                 action=none
+# The reading side (bob's IMAP through the proxy): mail from anyone is
+# decrypted with keys of the "recv" link (bob's SAE at KME_B).
+sender *          link=recv master_sae=SAE_A
 """
 
 DEMO_MESSAGE = (
@@ -84,53 +86,35 @@ def say(text=""):
     print(text, flush=True)
 
 
-class Forwarder:
-    """127.0.0.1:listen_port -> 127.0.0.1:target_port, byte for byte (so a
-    client keeps one IMAP port while Dovecot gets a free one each run)."""
+def demo_proxy_class(ProxyStack):
+    """The SMTP proxy of the e2e harness plus the IMAP side: bob's mail
+    client reads through it, protected mail decrypted with keys from
+    KME_B (link "recv", SAE_B), kept in the key vault under state_dir."""
 
-    def __init__(self, listen_port, target_port):
-        self.target = target_port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", listen_port))
-        self.sock.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
+    class DemoProxy(ProxyStack):
+        def __init__(self, *a, imap_upstream_port, imap_port=0, **kw):
+            self.imap_upstream_port = imap_upstream_port
+            self.imap_port = imap_port
+            super().__init__(*a, **kw)
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        def config(self):
+            cfg = super().config()
+            if not self.imap_port:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    self.imap_port = s.getsockname()[1]
+            cfg["imap"] = {
+                "listeners": [{"name": "imap", "address": "127.0.0.1",
+                               "port": self.imap_port, "tls": "none"}],
+                "upstream": {"host": "127.0.0.1", "port": self.imap_upstream_port,
+                             "tls": "none"}}
+            cert, key = self.certs["SAE_B"]
+            cfg["kme_links"]["recv"] = {
+                "url": "https://127.0.0.1:%d" % self.kme_ports[1], "cert_file": cert,
+                "key_file": key, "ca_file": self.certs["ca"], "timeout": "30s"}
+            return cfg
 
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def close(self):
-        self.sock.close()
+    return DemoProxy
 
 
 def main():
@@ -181,24 +165,28 @@ def run(args, qumail, work, MailStack, ProxyStack, make_certs):
         say("  Postfix submission 127.0.0.1:%d, Dovecot IMAP 127.0.0.1:%d"
             % (ms.submission_port, ms.imap_port))
         say("starting qumail proxy with the embedded KME simulator ...")
-        with ProxyStack(certs, upstream_port=ms.submission_port, policy=DEMO_POLICY,
-                        listeners=("plain", "starttls"), workdir=work,
-                        fixed_ports=fixed) as px:
+        DemoProxy = demo_proxy_class(ProxyStack)
+        with DemoProxy(certs, upstream_port=ms.submission_port, policy=DEMO_POLICY,
+                       listeners=("plain", "starttls"), workdir=work,
+                       fixed_ports=fixed, imap_upstream_port=ms.imap_port,
+                       imap_port=0 if args.once else DEMO_IMAP) as px:
             say("  proxy SMTP 127.0.0.1:%d (plain) and 127.0.0.1:%d (STARTTLS)"
                 % (px.ports["plain"], px.ports["starttls"]))
+            say("  proxy IMAP 127.0.0.1:%d (to Dovecot; protected mail decrypted)"
+                % px.imap_port)
             say("  KME_A https://127.0.0.1:%d, KME_B https://127.0.0.1:%d (mutual TLS)"
                 % tuple(px.kme_ports))
             ok = demo_round_trip(ms, px, qumail, certs)
             if args.once:
                 return 0 if ok else 1
-            imap = Forwarder(DEMO_IMAP, ms.imap_port)
             say()
             say("Running. Point a mail client at the proxy (docs/clients/README.md):")
             say("  SMTP 127.0.0.1:%d (plain) or :%d (STARTTLS, trust the CA %s)"
                 % (px.ports["plain"], px.ports["starttls"], certs["ca"]))
             say("  login alice@example.org / password %r (checked by Postfix)"
                 % ms.users["alice@example.org"])
-            say("  IMAP 127.0.0.1:%d (Dovecot, mail as stored: encrypted)" % DEMO_IMAP)
+            say("  IMAP 127.0.0.1:%d (through the proxy: bob@example.org / %r reads "
+                "protected mail decrypted)" % (px.imap_port, ms.users["bob@example.org"]))
             say("Ctrl-C stops everything.")
             try:
                 while px.proc.poll() is None:
@@ -206,7 +194,7 @@ def run(args, qumail, work, MailStack, ProxyStack, make_certs):
             except KeyboardInterrupt:
                 say("\nstopping")
             finally:
-                imap.close()
+                pass
     return 0
 
 
@@ -257,7 +245,23 @@ def demo_round_trip(ms, px, qumail, certs):
     same = plain == DEMO_MESSAGE.encode()
     say("   byte-identical to what alice sent (after the proxy's Received: line): %s" % same)
     leaked = b"revenue up" in stored or b"Quarterly numbers" in stored
-    ok = same and not leaked
+
+    say()
+    say("4. bob reads his INBOX through the proxy's IMAP side (as a mail client does):")
+    import imaplib
+    c = imaplib.IMAP4("127.0.0.1", px.imap_port, timeout=60)
+    try:
+        c.login("bob@example.org", ms.users["bob@example.org"])
+        c.select("INBOX", readonly=True)
+        _, data = c.fetch("1", "(ENVELOPE BODY.PEEK[])")
+        fetched = data[0][1]
+        envelope = data[0][0].decode(errors="replace")
+    finally:
+        c.logout()
+    read_ok = fetched.endswith(DEMO_MESSAGE.encode()) and b"revenue up" in fetched
+    say("   ENVELOPE subject: %s" % ("Quarterly numbers (confidential)" in envelope))
+    say("   the message as alice wrote it, below the delivery trace fields: %s" % read_ok)
+    ok = same and not leaked and read_ok
     say()
     say("demo %s" % ("OK" if ok else "FAILED"))
     return ok
