@@ -135,11 +135,11 @@ struct imap_fetch {
     bool changedsince;        /* (CHANGEDSINCE n) modifier, CONDSTORE */
     uint64_t changedsince_modseq;
     bool vanished;            /* (VANISHED) modifier, QRESYNC */
+    bool has_literals;        /* set by the caller: the command carried literals */
     /* Set by the caller when it has it: the command buffer that raw_off
      * values refer to, and its length without the line break. */
     const char *buf;
     size_t buf_len;
-    bool has_literals;        /* the command carried literals */
 };
 
 /* args: the arguments after the verb (and after "UID FETCH"). The result

@@ -85,7 +85,7 @@ static struct entry *entry_add(struct dcmd *c, uint32_t seq)
 {
     if (c->n_ents == c->cap_ents) {
         size_t cap = c->cap_ents ? c->cap_ents * 2 : 16;
-        struct entry **n = realloc(c->ents, cap * sizeof(*n));
+        struct entry **n = realloc(c->ents, cap * sizeof(struct entry *));
         if (!n)
             return NULL;
         c->ents = n;
@@ -850,9 +850,8 @@ void imap_decrypt_value(imap_decrypt *d, imap_session *s, void *cmd,
             return;
         if (k == K_CLIENT) {
             uint32_t uid = parsed_uid(c);
-            if (c->cur && c->cur->uid != uid)
-                c->cur = entry_by_uid(c, uid); /* sequence numbers moved */
-            else if (!c->cur && uid)
+            /* sequence numbers moved (expunges reported in between) */
+            if (uid && (!c->cur || c->cur->uid != uid))
                 c->cur = entry_by_uid(c, uid);
             imap_session_fetch_item(s, "UID", c->uidbuf, c->uidlen);
         } else if (k == K_BODY) {

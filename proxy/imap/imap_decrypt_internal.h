@@ -48,12 +48,21 @@ struct want {
 enum taking { T_NONE, T_UID, T_PROBE, T_BODY, T_FLAGS, T_IDATE, T_MODSEQ };
 
 struct dcmd {
-    enum dkind kind; /* K_CLIENT */
+    enum dkind kind; /* K_CLIENT; first (see resolve) */
+    enum protect_in_need need;
+    enum taking taking;    /* the item being read */
+    uint32_t cur_seq;
+    unsigned own_inflight;
+    unsigned busy;         /* inside one of its callbacks: not freed yet */
+    bool uid_fetch;
+    bool body_ended;
+    bool client_ended;
+    bool released;
+    bool dying;
+    bool optimized;
     imap_decrypt *d;
     imap_session *s;
     struct dcmd *next, *prev;
-    bool uid_fetch;
-    enum protect_in_need need;
     char *set;             /* owned: the client's sequence set text */
     struct want *wants;
     size_t n_wants;
@@ -61,17 +70,10 @@ struct dcmd {
     size_t n_ents, cap_ents;
     size_t hit;            /* where the next lookup starts */
     struct own probe, body;
-    unsigned own_inflight;
     size_t waiting;        /* views still to come */
-    bool body_ended;
-    bool client_ended;
-    bool released;
-    bool dying;
     /* the response being read (own and client responses never overlap) */
     struct entry *cur;
-    uint32_t cur_seq;
     uint64_t responses;    /* client responses begun (1-based) */
-    enum taking taking;
     char *pbuf;            /* probe answer (owned) */
     size_t plen;
     char uidbuf[16];
@@ -81,13 +83,11 @@ struct dcmd {
     const char *extra;     /* more probe items ("FLAGS INTERNALDATE") */
     void (*done)(struct dcmd *c, void *arg); /* instead of the release */
     void *done_arg;
-    unsigned busy;         /* inside one of its callbacks: not freed yet */
     size_t max_read;       /* messages it may read and decrypt; 0: any */
+    size_t over;           /* > max_read: how many it would have read */
     char *opt_rewrite;     /* owned: the FETCH with 1-octet partials for
                               bodies, used when every message is ours */
-    bool optimized;
     uint64_t changes;      /* imap_session_mailbox_changes at the command */
-    size_t over;           /* > max_read: how many it would have read */
 };
 
 struct imap_decrypt {

@@ -122,6 +122,8 @@ static bool atom_num(const struct imap_token *t, uint64_t *v_r)
     return true;
 }
 
+static void in_free(struct imap_search_in *v, size_t n);
+
 /* imap_arg -> imap_search_in (same shape), one allocation per list. */
 static int convert(const struct imap_arg *a, size_t n, struct imap_search_in **out_r)
 {
@@ -132,8 +134,10 @@ static int convert(const struct imap_arg *a, size_t n, struct imap_search_in **o
         switch (a[i].type) {
         case IMAP_ARG_LIST: {
             struct imap_search_in *kids = NULL;
-            if (convert(a[i].list, a[i].count, &kids) < 0)
-                return -1; /* leaks the partial tree only on ENOMEM */
+            if (convert(a[i].list, a[i].count, &kids) < 0) {
+                in_free(v, i); /* the children converted so far */
+                return -1;
+            }
             v[i].type = IMAP_SEARCH_IN_LIST;
             v[i].list = kids;
             v[i].count = a[i].count;
@@ -546,7 +550,9 @@ static bool parse_idate(const char *s, int64_t *t_r, int *tz_r)
 {
     int day, y, hh, mm, ss, zone;
     char mon[4];
-    if (!s || sscanf(s, " %d-%3s-%d %d:%d:%d %d", &day, mon, &y, &hh, &mm, &ss, &zone) != 7)
+    /* every field is checked by the count; a malformed date is "no date" */
+    if (!s || sscanf(s, " %d-%3s-%d %d:%d:%d %d", /* NOLINT(cert-err34-c) */
+                     &day, mon, &y, &hh, &mm, &ss, &zone) != 7)
         return false;
     int m = -1;
     for (int i = 0; i < 12; i++)
