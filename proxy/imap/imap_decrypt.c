@@ -639,8 +639,11 @@ void imap_decrypt_response_begin(imap_decrypt *d, imap_session *s, void *cmd, ui
     c->plen = 0;
     switch (k) {
     case K_PROBE:
-        c->cur = entry_by_seq(c, seq);
-        if (!c->cur)
+        /* the probe answers in ascending order: a number above the last
+         * one is new (no search: a sweep of 10,000 would be quadratic) */
+        if (c->n_ents == 0 || seq > c->ents[c->n_ents - 1]->seq)
+            c->cur = entry_add(c, seq);
+        else if (!(c->cur = entry_by_seq(c, seq)))
             c->cur = entry_add(c, seq);
         break;
     case K_BODY:
