@@ -147,7 +147,10 @@ void imap_update_timeout(imap_session *s)
 
 /* ---- output to the client --------------------------------------------------------- */
 
-void imap_out_flush(imap_session *s)
+#define GATHER_PIECE 4096   /* pieces up to this are gathered */
+#define GATHER_MAX 65536    /* gathered bytes written at the latest */
+
+static void span_flush(imap_session *s)
 {
     if (s->out.span_len && s->conn) {
         net_conn_write(s->conn, s->out.span, s->out.span_len);
@@ -157,11 +160,44 @@ void imap_out_flush(imap_session *s)
     s->out.span_len = 0;
 }
 
+/* The pending span, then the gathered bytes (always in that order: a span
+ * is flushed before anything is gathered). */
+void imap_out_flush(imap_session *s)
+{
+    span_flush(s);
+    if (s->out.gather_len && s->conn) {
+        net_conn_write(s->conn, s->out.gather, s->out.gather_len);
+        s->bytes_out += s->out.gather_len;
+    }
+    s->out.gather_len = 0;
+}
+
+/* Copies a small piece of a rewritten FETCH response into the gather
+ * buffer; false when it should be written as usual. */
+static bool gather(imap_session *s, const void *p, size_t len)
+{
+    if (s->relay != RELAY_FETCH || len > GATHER_PIECE || !s->conn)
+        return false;
+    if (s->out.gather_len + len > GATHER_MAX)
+        imap_out_flush(s);
+    if (s->out.gather_cap < GATHER_MAX) {
+        char *n = realloc(s->out.gather, GATHER_MAX);
+        if (!n)
+            return false;
+        s->out.gather = n;
+        s->out.gather_cap = GATHER_MAX;
+    }
+    span_flush(s);
+    memcpy(s->out.gather + s->out.gather_len, p, len);
+    s->out.gather_len += len;
+    return true;
+}
+
 void imap_out_span(imap_session *s, const char *p, size_t len)
 {
-    if (len == 0)
+    if (len == 0 || gather(s, p, len))
         return;
-    if (s->out.span && p == s->out.span + s->out.span_len) {
+    if (s->out.span && s->out.gather_len == 0 && p == s->out.span + s->out.span_len) {
         s->out.span_len += len;
         return;
     }
@@ -172,8 +208,10 @@ void imap_out_span(imap_session *s, const char *p, size_t len)
 
 void imap_out_bytes(imap_session *s, const void *p, size_t len)
 {
+    if (len == 0 || gather(s, p, len))
+        return;
     imap_out_flush(s);
-    if (s->conn && len) {
+    if (s->conn) {
         net_conn_write(s->conn, p, len);
         s->bytes_out += len;
     }
@@ -358,6 +396,7 @@ static void session_destroy(imap_session *s)
     }
     free(s->rd.lits);
     free(s->local_out);
+    free(s->out.gather);
     free(s->collect);
     free(s->listener);
     OPENSSL_cleanse(s->user, sizeof(s->user));

@@ -102,6 +102,12 @@ struct imap_command {
 struct client_out {
     const char *span;
     size_t span_len;
+    /* Inside a rewritten FETCH response the pieces are small (prefix,
+     * relayed items, generated items, separators): they are copied here
+     * and written together, not one write(2) each. Owned; bytes come
+     * after the span (a span is flushed before anything is added). */
+    char *gather;
+    size_t gather_len, gather_cap;
 };
 
 /* The untagged response being relayed. */
